@@ -1,0 +1,205 @@
+"""The init-method plugin API: what a method is and what the harness hands it.
+
+The contract, in the spirit of AlgoPerf's submission API, is three things:
+
+1. ``InitMethod.peft_init`` -- the value the harness passes to peft's
+   ``LoraConfig(init_lora_weights=...)`` when it attaches the adapters
+   (``True`` for peft's default, ``"pissa"``, ``"olora"``, ...).  Methods that
+   peft implements need nothing else.
+2. ``InitMethod.initialize(model, ctx)`` -- a whole-model hook, called once
+   after the adapters are attached and before the optimizer is built.  It may
+   set ``lora_A``/``lora_B`` of each targeted layer, replace a frozen base
+   weight (PiSSA's residual), ask ``ctx`` for budgeted calibration statistics,
+   and change which parameters train (``requires_grad``): the optimizer is
+   built afterwards from whatever requires a gradient, so methods that train
+   only part of the adapter fit without a new hook.
+3. ``InitMethod.default_alpha(rank)`` -- the paper's scaling convention
+   (``alpha = r`` for PiSSA, ...); a suite may pin alpha for every method.
+
+``LayerwiseInit`` is a convenience base on top of (2) for the common case: it
+calls ``init_layer(weight, rank, scale, stats, generator)`` per targeted layer
+and writes back ``(A, B, new_base_weight_or_None)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from initbench.calibration import Calibrator
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA hyperparameters a run attaches with (after the method's scaling convention)."""
+
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    dropout: float = 0.0
+    use_rslora: bool = False
+
+    @property
+    def scale(self) -> float:
+        """The factor peft multiplies ``B @ A`` by: alpha/r, or alpha/sqrt(r) with rsLoRA."""
+        return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
+
+
+class InitError(RuntimeError):
+    """A method produced something the harness cannot use (wrong shape, NaN, ...)."""
+
+
+class InitMethod:
+    """Base class of every init method.  Subclass it and register the class under
+    the ``initbench.methods`` entry-point group; the entry-point name is the
+    method's name.
+
+    Class attributes a method sets:
+        summary: one line shown by ``initbench methods``.
+        paper: citation or URL of the paper.
+        code: URL of the reference implementation.
+        peft_init: value for ``LoraConfig.init_lora_weights`` at attach time.
+        is_reference: True for reference rows (``base``, ``full-ft``), which
+            tables show apart from the methods.
+        trains: False for a row evaluated without training (``base``).
+        attaches_lora: False for a row that trains without adapters (``full-ft``:
+            every base parameter trains).
+    """
+
+    name: str = ""  # filled in by the registry from the entry-point name
+    version: str = ""  # filled in by the registry from the distribution's version
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    code: ClassVar[str] = ""
+    peft_init: ClassVar[bool | str] = True
+    is_reference: ClassVar[bool] = False
+    trains: ClassVar[bool] = True
+    attaches_lora: ClassVar[bool] = True
+
+    def default_alpha(self, rank: int) -> float | None:
+        """The paper's alpha for this rank, or None to take the suite's alpha."""
+        return None
+
+    def lora_config_kwargs(self, lora: LoraSettings) -> dict[str, Any]:
+        """Extra ``peft.LoraConfig`` keyword arguments at attach time (default: ``init_lora_weights``).
+        Override to pass e.g. ``corda_config`` or ``eva_config``."""
+        return {"init_lora_weights": self.peft_init}
+
+    def build_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer | None:
+        """An optimizer of the method's own (e.g. LoRA+'s per-matrix rates), or None for the suite's."""
+        return None
+
+    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
+        """Initialize the attached adapters in place.  The default does nothing
+        beyond what ``peft_init`` already did at attach time."""
+
+
+class InitContext:
+    """What the harness hands ``InitMethod.initialize``.
+
+    Attributes:
+        lora: the run's LoRA settings (rank, alpha, scale, targets).
+        seed: the run's seed.
+        generator: a CPU ``torch.Generator`` seeded from ``seed``; use it for
+            every random draw so runs are reproducible.
+        calibration: budgeted access to the suite's training split
+            (``activation_covariance()``, ``layer_inputs()``,
+            ``weight_gradients()``); every pass it makes is counted.
+    """
+
+    def __init__(self, model: torch.nn.Module, lora: LoraSettings, seed: int, calibration: Calibrator):
+        self.model = model
+        self.lora = lora
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.calibration = calibration
+        self.modified_base_layers: set[str] = set()
+
+    def lora_layers(self) -> list[tuple[str, torch.nn.Module]]:
+        """Every targeted peft ``LoraLayer``, as (qualified name, module), in model order."""
+        from peft.tuners.lora import LoraLayer
+
+        return [(name, module) for name, module in self.model.named_modules() if isinstance(module, LoraLayer)]
+
+    @staticmethod
+    def base_weight(layer: torch.nn.Module) -> torch.Tensor:
+        """The frozen base weight of a LoRA layer as a float32 (out_features, in_features) copy."""
+        weight = layer.get_base_layer().weight.detach().to(torch.float32)
+        return weight.T.clone() if getattr(layer, "fan_in_fan_out", False) else weight.clone()
+
+    def set_lora(self, name: str, layer: torch.nn.Module, A: torch.Tensor, B: torch.Tensor) -> None:
+        """Write ``lora_A`` (rank, in) and ``lora_B`` (out, rank) of one layer."""
+        adapter = _active_adapter(layer)
+        lora_A, lora_B = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+        for label, new, old in (("lora_A", A, lora_A), ("lora_B", B, lora_B)):
+            if tuple(new.shape) != tuple(old.shape):
+                raise InitError(f"{label} of {name} has shape {tuple(new.shape)}, expected {tuple(old.shape)}")
+            if not torch.isfinite(new).all():
+                raise InitError(f"{label} of {name} contains NaN or inf")
+        with torch.no_grad():
+            lora_A.copy_(A.to(lora_A.dtype))
+            lora_B.copy_(B.to(lora_B.dtype))
+
+    def set_base_weight(self, name: str, layer: torch.nn.Module, weight: torch.Tensor) -> None:
+        """Replace the frozen base weight (out, in) of one layer; the harness records it."""
+        base = layer.get_base_layer().weight
+        expected = tuple(base.T.shape) if getattr(layer, "fan_in_fan_out", False) else tuple(base.shape)
+        if tuple(weight.shape) != expected:
+            raise InitError(f"new base weight of {name} has shape {tuple(weight.shape)}, expected {expected}")
+        if not torch.isfinite(weight).all():
+            raise InitError(f"new base weight of {name} contains NaN or inf")
+        if getattr(layer, "fan_in_fan_out", False):
+            weight = weight.T
+        with torch.no_grad():
+            base.copy_(weight.to(base.dtype))
+        self.modified_base_layers.add(name)
+
+
+def _active_adapter(layer: torch.nn.Module) -> str:
+    adapters = layer.active_adapters
+    if len(adapters) != 1:
+        raise InitError(f"expected exactly one active adapter, found {adapters}")
+    return adapters[0]
+
+
+Statistic = Literal["none", "activation_covariance", "weight_gradient"]
+
+
+class LayerwiseInit(InitMethod):
+    """Convenience base: one function per targeted layer.
+
+    Set ``statistic`` to what the method needs from calibration data and
+    implement ``init_layer``.  ``stats`` is None, the (in, in) input covariance
+    E[x x^T] of the layer, or the (out, in) mean full-weight gradient.
+    """
+
+    statistic: ClassVar[Statistic] = "none"
+
+    def init_layer(
+        self,
+        weight: torch.Tensor,
+        rank: int,
+        scale: float,
+        stats: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Return (A of shape (rank, in), B of shape (out, rank), new base weight or None)."""
+        raise NotImplementedError
+
+    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
+        stats: dict[str, Any] = {}
+        if self.statistic == "activation_covariance":
+            stats = ctx.calibration.activation_covariance()
+        elif self.statistic == "weight_gradient":
+            stats = ctx.calibration.weight_gradients()
+        for name, layer in ctx.lora_layers():
+            adapter = _active_adapter(layer)
+            rank, scale = layer.r[adapter], layer.scaling[adapter]
+            A, B, new_weight = self.init_layer(ctx.base_weight(layer), rank, scale, stats.get(name), ctx.generator)
+            ctx.set_lora(name, layer, A, B)
+            if new_weight is not None:
+                ctx.set_base_weight(name, layer, new_weight)

@@ -1,0 +1,102 @@
+"""The compute budget a suite grants every method, and the record of what a run spent.
+
+Training budget: exactly ``steps`` optimizer steps of ``batch_size`` examples
+truncated to ``max_length`` tokens, so at most steps x batch x max_length tokens.
+Calibration allowance: at most ``calibration.examples`` example-passes for
+data-driven inits (an example seen in two statistics counts twice).
+
+FLOPs are estimated with the usual dense-transformer rule (Kaplan et al. 2020):
+a forward pass costs 2 N FLOPs per token, a backward pass 4 N, where N is the
+number of non-embedding parameters of the base model.  LoRA training needs the
+backward pass through the frozen weights for activation gradients only, so a
+training step is counted as 2N (forward) + 2N (input gradients) + 6 n (the
+trainable parameters n) per token; a calibration pass that takes full-weight
+gradients is counted as 6N per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class BudgetExceeded(RuntimeError):
+    """A method asked for more calibration data than the suite allows."""
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str = "linear"  # any transformers.get_scheduler name
+    warmup_ratio: float = 0.0
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    examples: int = 32
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int
+    batch_size: int
+    max_length: int
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+
+    @property
+    def max_train_tokens(self) -> int:
+        return self.steps * self.batch_size * self.max_length
+
+    def validate(self, where: str) -> None:
+        positive = {
+            "budget.steps": self.steps,
+            "budget.batch_size": self.batch_size,
+            "budget.max_length": self.max_length,
+            "budget.optimizer.lr": self.optimizer.lr,
+            "budget.calibration.batch_size": self.calibration.batch_size,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{where}: key '{key}' must be positive, got {value}")
+        if self.calibration.examples < 0:
+            raise ValueError(f"{where}: key 'budget.calibration.examples' must be >= 0")
+        if self.optimizer.name not in ("adamw", "sgd"):
+            raise ValueError(f"{where}: key 'budget.optimizer.name' must be adamw or sgd, got {self.optimizer.name!r}")
+        if not 0 <= self.schedule.warmup_ratio < 1:
+            raise ValueError(f"{where}: key 'budget.schedule.warmup_ratio' must be in [0, 1)")
+
+
+@dataclass
+class Spend:
+    """What one run actually consumed; every field lands in its result rows."""
+
+    train_tokens: int = 0
+    optimizer_steps: int = 0
+    calibration_examples: int = 0
+    calibration_forward_passes: int = 0
+    calibration_backward_passes: int = 0
+    calibration_tokens: int = 0
+    flops: float = 0.0
+
+    def add_training_step(self, tokens: int, base_params: int, trainable_params: int) -> None:
+        self.train_tokens += tokens
+        self.optimizer_steps += 1
+        self.flops += tokens * (4 * base_params + 6 * trainable_params)
+
+    def add_calibration_batch(self, examples: int, tokens: int, base_params: int, backward: bool) -> None:
+        self.calibration_examples += examples
+        self.calibration_forward_passes += 1
+        self.calibration_backward_passes += int(backward)
+        self.calibration_tokens += tokens
+        self.flops += tokens * base_params * (6 if backward else 2)

@@ -1,0 +1,128 @@
+"""Budgeted calibration statistics for data-driven inits (LoRA-GA, EVA, CorDA, ...).
+
+Every statistic runs the *base* model (adapters disabled) on batches drawn
+from the suite's training split with the run's seed, and every example-pass is
+charged to the run's ``Spend``; asking for more than the suite's allowance
+raises ``BudgetExceeded``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from initbench.budget import BudgetExceeded, CalibrationSpec, Spend
+from initbench.data import collate
+
+
+class Calibrator:
+    """Hands out calibration batches and the statistics computed from them."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        examples: list[dict[str, list[int]]],
+        allowance: CalibrationSpec,
+        spend: Spend,
+        base_params: int,
+        seed: int,
+        pad_id: int,
+        device: torch.device,
+    ):
+        self.model = model
+        self.allowance = allowance
+        self.spend = spend
+        self.base_params = base_params
+        self.device = device
+        self.pad_id = pad_id
+        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+        self.examples = [examples[i] for i in order[: allowance.examples]]
+
+    @property
+    def remaining(self) -> int:
+        return self.allowance.examples - self.spend.calibration_examples
+
+    def batches(self, examples: int | None = None, backward: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield batches covering ``examples`` (default: the whole allowance), charging each one."""
+        examples = self.allowance.examples if examples is None else examples
+        if examples > self.remaining:
+            raise BudgetExceeded(
+                f"calibration asked for {examples} examples but only {self.remaining} of the suite's "
+                f"{self.allowance.examples} remain (budget.calibration.examples)"
+            )
+        size = self.allowance.batch_size
+        for start in range(0, examples, size):
+            chunk = self.examples[start : min(start + size, examples)]
+            batch = {k: v.to(self.device) for k, v in collate(chunk, self.pad_id).items()}
+            self.spend.add_calibration_batch(
+                len(chunk), int(batch["attention_mask"].sum()), self.base_params, backward
+            )
+            yield batch
+
+    def layer_inputs(self, examples: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Per batch, the inputs of every LoRA layer's base layer at non-padding
+        tokens, as float32 (tokens, in_features) tensors keyed by layer name."""
+        layers = _lora_layers(self.model)
+        for batch in self.batches(examples):
+            captured: dict[str, torch.Tensor] = {}
+            mask = batch["attention_mask"].bool()
+
+            def hook(name: str):
+                def capture(_module, args, _output):
+                    captured[name] = args[0].detach()[mask].to(torch.float32)
+
+                return capture
+
+            handles = [layer.get_base_layer().register_forward_hook(hook(name)) for name, layer in layers]
+            try:
+                with torch.no_grad(), self.model.disable_adapter():
+                    self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            finally:
+                for handle in handles:
+                    handle.remove()
+            yield captured
+
+    def activation_covariance(self, examples: int | None = None) -> dict[str, torch.Tensor]:
+        """Per LoRA layer, E[x x^T] of its input over all non-padding calibration tokens."""
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        for captured in self.layer_inputs(examples):
+            for name, x in captured.items():
+                sums[name] = sums.get(name, 0) + x.T @ x
+            count += next(iter(captured.values())).shape[0] if captured else 0
+        return {name: total / max(count, 1) for name, total in sums.items()}
+
+    def weight_gradients(self, examples: int | None = None) -> dict[str, torch.Tensor]:
+        """Per LoRA layer, the gradient of the training loss w.r.t. the full base weight,
+        averaged over the calibration batches, as float32 (out_features, in_features)."""
+        layers = _lora_layers(self.model)
+        weights = {name: layer.get_base_layer().weight for name, layer in layers}
+        grads: dict[str, torch.Tensor] = {}
+        n_batches = 0
+        for weight in weights.values():
+            weight.requires_grad_(True)
+        try:
+            with self.model.disable_adapter():
+                for batch in self.batches(examples, backward=True):
+                    self.model(**batch).loss.backward()
+                    for name, weight in weights.items():
+                        grads[name] = grads.get(name, 0) + weight.grad.to(torch.float32)
+                        weight.grad = None
+                    n_batches += 1
+        finally:
+            for weight in weights.values():
+                weight.requires_grad_(False)
+                weight.grad = None
+            self.model.zero_grad(set_to_none=True)
+        out = {}
+        for name, layer in layers:
+            grad = grads[name] / max(n_batches, 1)
+            out[name] = grad.T.contiguous() if getattr(layer, "fan_in_fan_out", False) else grad
+        return out
+
+
+def _lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]

@@ -1,0 +1,132 @@
+"""Task data: produce each split (generator or files), write it where lm-eval reads it,
+and turn the training split into deterministic, seeded batches.
+
+A record is a JSON object with ``prompt`` and ``completion``; multiple-choice
+records also carry ``choices`` and ``label``.  Training loss is taken on the
+completion tokens only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from initbench.suite import SuiteError, TaskSpec
+
+SPLITS = ("train", "validation", "test")
+
+
+def cache_dir() -> Path:
+    """Where initbench caches models and materialized data (``$INITBENCH_CACHE``)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "initbench"
+    return Path(os.environ.get("INITBENCH_CACHE", default))
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's splits on disk (JSON lines) plus the hash of their content."""
+
+    files: dict[str, Path]
+    content_hash: str
+
+    def records(self, split: str) -> list[dict[str, Any]]:
+        with open(self.files[split]) as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+
+def materialize(task: TaskSpec, where: str = "") -> TaskData:
+    """Write the task's splits as JSON lines under the cache (by content hash) and return them."""
+    if task.data.files:
+        files = {split: Path(path).expanduser() for split, path in task.data.files.items()}
+        for split, path in files.items():
+            if not path.exists():
+                raise SuiteError(f"{where}: key 'tasks.{task.name}.data.files.{split}': no file at {path}")
+        digest = hashlib.sha256()
+        for split in sorted(files):
+            digest.update(split.encode() + files[split].read_bytes())
+        return TaskData(files, digest.hexdigest()[:16])
+
+    splits = _call_generator(task, where)
+    payload = {split: "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows) for split, rows in splits.items()}
+    digest = hashlib.sha256("".join(f"{s}\n{payload[s]}" for s in sorted(payload)).encode()).hexdigest()[:16]
+    folder = cache_dir() / "data" / task.name / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, text in payload.items():
+        path = folder / f"{split}.jsonl"
+        if not path.exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(text)
+            tmp.replace(path)
+        files[split] = path
+    return TaskData(files, digest)
+
+
+def _call_generator(task: TaskSpec, where: str) -> dict[str, list[dict[str, Any]]]:
+    module_name, _, function_name = task.data.generator.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise SuiteError(f"{where}: key 'tasks.{task.name}.data.generator': cannot import {task.data.generator!r}: {err}")
+    try:
+        splits = function(**task.data.args)
+    except TypeError as err:
+        raise SuiteError(f"{where}: key 'tasks.{task.name}.data.args' does not fit {task.data.generator}: {err}")
+    for split in ("train", "test"):
+        if split not in splits:
+            raise SuiteError(f"{where}: generator {task.data.generator} returned no {split!r} split")
+    return splits
+
+
+def tokenize_records(records: list[dict[str, Any]], tokenizer, max_length: int) -> list[dict[str, list[int]]]:
+    """Tokenize prompt + completion; labels are -100 on the prompt.  Truncated to ``max_length``;
+    an example left with no completion token is an error (it would train on nothing)."""
+    examples = []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for record in records:
+        prompt = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
+        completion = tokenizer(record["completion"], add_special_tokens=False)["input_ids"] + eos
+        ids = (prompt + completion)[:max_length]
+        labels = ([-100] * len(prompt) + completion)[:max_length]
+        if all(label == -100 for label in labels):
+            raise ValueError(
+                f"a training prompt of {len(prompt)} tokens leaves no completion token within "
+                f"budget.max_length={max_length} ({record['prompt'][:40]!r}...); raise budget.max_length"
+            )
+        examples.append({"input_ids": ids, "labels": labels})
+    return examples
+
+
+def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a list of tokenized examples into a batch."""
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        input_ids[row, :n] = torch.tensor(example["input_ids"])
+        labels[row, :n] = torch.tensor(example["labels"])
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def batches(
+    examples: list[dict[str, list[int]]], batch_size: int, steps: int, seed: int, pad_id: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield exactly ``steps`` batches, reshuffling with a seeded generator at every epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order += torch.randperm(len(examples), generator=generator).tolist()
+        chosen, order = order[:batch_size], order[batch_size:]
+        yield collate([examples[i] for i in chosen], pad_id)

@@ -1,0 +1,84 @@
+"""The lm-eval bridge: score an in-memory model on a task YAML from ``tasks/lm_eval/``.
+
+The task YAML is ordinary lm-eval (``dataset_path: json``); the bridge only
+points its ``data_files`` at the task's materialized splits, so no hub is
+touched.  Evaluation goes through ``lm_eval.simple_evaluate`` with every seed
+pinned to the run's seed and the suite's batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from initbench.data import TaskData
+from initbench.suite import SuiteError, builtin_suite_dir
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str  # lm-eval's metric key, with its filter when not "none" (e.g. "exact_match,flexible-extract")
+    value: float
+    stderr: float | None
+
+
+def task_yaml_path(task_name: str) -> Path:
+    path = builtin_suite_dir() / "lm_eval" / f"{task_name}.yaml"
+    if not path.exists():
+        raise SuiteError(f"no lm-eval task YAML for {task_name!r} at {path}")
+    return path
+
+
+def task_config(task_name: str, data: TaskData) -> dict:
+    """The lm-eval task config of ``task_name`` with its data files pointed at ``data``."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(task_yaml_path(task_name))
+    kwargs = dict(config.get("dataset_kwargs") or {})
+    kwargs["data_files"] = {split: str(path) for split, path in data.files.items()}
+    config["dataset_kwargs"] = kwargs
+    return config
+
+
+def evaluate(
+    model: torch.nn.Module, tokenizer, task_name: str, data: TaskData, *, batch_size: int, limit: int | None, seed: int
+) -> tuple[list[Score], float]:
+    """Run lm-eval on one task; returns its scores and the wall seconds it took."""
+    import datasets
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    start = time.perf_counter()
+    datasets.disable_progress_bars()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    output = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[task_config(task_name, data)],
+        limit=limit,
+        log_samples=False,
+        bootstrap_iters=1000,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        verbosity="ERROR",
+    )
+    return parse_scores(output["results"][task_name]), time.perf_counter() - start
+
+
+def parse_scores(task_results: dict) -> list[Score]:
+    """Turn lm-eval's ``{"acc,none": x, "acc_stderr,none": s, ...}`` into Scores."""
+    scores = []
+    for key, value in sorted(task_results.items()):
+        if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
+            continue
+        metric, _, filter_name = key.partition(",")
+        stderr = task_results.get(f"{metric}_stderr,{filter_name}")
+        name = metric if filter_name == "none" else key
+        scores.append(Score(name, float(value), float(stderr) if isinstance(stderr, (int, float)) else None))
+    return scores

@@ -1,0 +1,272 @@
+"""The harness: one run is (suite, method, task, seed) -> seeded LoRA attach, init,
+budgeted training, lm-eval, Arrow rows on disk.
+
+``run_one`` never raises for a failure inside a run: a method that raises, a
+loss that diverges or an evaluation error becomes that run's status, written
+like any result, so one broken method cannot take the others' results down.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import platform
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from initbench import data as task_data
+from initbench.api import InitContext, InitMethod, LoraSettings
+from initbench.budget import Spend
+from initbench.calibration import Calibrator
+from initbench.evaluation import evaluate
+from initbench.models import LoadedModel, load_model
+from initbench.results import finished_status, run_stem, write_run
+from initbench.seeding import configure_determinism, pick_device, seed_everything
+from initbench.suite import Suite, TaskSpec
+from initbench.train import train
+
+
+@dataclass
+class RunOutcome:
+    method: str
+    task: str
+    seed: int
+    status: str  # ok | diverged | failed | skipped
+    path: Path | None = None
+    error: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+_BASE_MODELS: dict[str, LoadedModel] = {}
+
+
+def base_model(suite: Suite, device: torch.device) -> LoadedModel:
+    """A private copy of the suite's base model; the pristine one is loaded once per process."""
+    key = json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
+    if key not in _BASE_MODELS:
+        _BASE_MODELS[key] = load_model(suite.model, device)
+    pristine = _BASE_MODELS[key]
+    return LoadedModel(copy.deepcopy(pristine.model), pristine.tokenizer, pristine.label, pristine.revision)
+
+
+def lora_settings(suite: Suite, method: InitMethod) -> LoraSettings:
+    """The suite's LoRA settings with the method's scaling convention unless the suite pins alpha."""
+    alpha = suite.lora.alpha
+    paper_alpha = method.default_alpha(suite.lora.rank)
+    if paper_alpha is not None and not suite.lora.pin_alpha:
+        alpha = float(paper_alpha)
+    return LoraSettings(
+        suite.lora.rank, alpha, tuple(suite.lora.target_modules), suite.lora.dropout, suite.lora.use_rslora
+    )
+
+
+def run_one(
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, *, force: bool = False
+) -> RunOutcome:
+    """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there)."""
+    stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash)
+    status = finished_status(stem)
+    if status in ("ok", "diverged") and not force:
+        return RunOutcome(method.name, task.name, seed, "skipped", stem)
+
+    start_time, wall_start = datetime.now(timezone.utc), time.perf_counter()
+    device = pick_device()
+    determinism = configure_determinism(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    lora = lora_settings(suite, method)
+    lr = suite.budget.optimizer.lr
+    record: dict[str, Any] = {
+        "run_id": f"{suite.name}/{method.name}/{task.name}/seed{seed}/{suite.spec_hash}",
+        "suite": suite.name,
+        "suite_hash": suite.spec_hash,
+        "method": method.name,
+        "task": task.name,
+        "seed": seed,
+        "config_hash": _config_hash(suite, method, task, seed, lora, lr),
+        "method_version": method.version,
+        "method_package": _method_package(method),
+        "is_reference": method.is_reference,
+        "lm_eval_task": task.lm_eval_task,
+        "dtype": suite.model.dtype,
+        "lora_rank": lora.rank if method.attaches_lora and method.trains else None,
+        "lora_alpha": lora.alpha if method.attaches_lora and method.trains else None,
+        "lora_scale": lora.scale if method.attaches_lora and method.trains else None,
+        "use_rslora": lora.use_rslora,
+        "target_modules": ",".join(lora.target_modules),
+        "learning_rate": lr if method.trains else None,
+        "eval_batch_size": suite.eval.batch_size,
+        "eval_limit": suite.eval.limit,
+        "device": device.type,
+        "device_name": _device_name(device),
+        "determinism": json.dumps(determinism, sort_keys=True),
+        "start_time": start_time,
+        **_versions(),
+    }
+    spend, curve = Spend(), []
+    label = f"{method.name} | {task.name} | seed {seed}"
+    try:
+        data = task_data.materialize(task, suite.path)
+        record["data_hash"] = data.content_hash
+        loaded = base_model(suite, device)
+        record.update(model=loaded.label, model_revision=loaded.revision)
+        model, tokenizer = loaded.model, loaded.tokenizer
+        base_params = _linear_params(model)
+        record["total_params"] = sum(p.numel() for p in model.parameters())
+        seed_everything(seed)
+
+        status, scores = "ok", []
+        if method.trains:
+            examples = task_data.tokenize_records(data.records("train"), tokenizer, suite.budget.max_length)
+            init_start = time.perf_counter()
+            if method.attaches_lora:
+                model, modified = _attach_and_initialize(model, method, lora, seed, examples, spend, base_params,
+                                                         suite, tokenizer.pad_token_id, device)
+            else:  # a full fine-tuning reference: every base parameter trains, nothing changes at init
+                model.requires_grad_(True)
+                modified = []
+            record["init_seconds"] = time.perf_counter() - init_start
+            record["base_weights_modified"], record["modified_layers"] = bool(modified), len(modified)
+            record["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            trained = train(model, examples, suite.budget, lr=lr, seed=seed, pad_id=tokenizer.pad_token_id,
+                            device=device, spend=spend, base_params=base_params, label=label,
+                            optimizer=method.build_optimizer(model, lr))
+            status, curve = trained.status, trained.curve
+            record["train_seconds"] = trained.seconds
+            record["final_train_loss"] = curve[-1]["loss"] if curve else None
+        else:
+            record.update(trainable_params=0, base_weights_modified=False, modified_layers=0, init_seconds=0.0)
+        if status == "ok":
+            scores, record["eval_seconds"] = evaluate(
+                model, tokenizer, task.lm_eval_task, data, batch_size=suite.eval.batch_size,
+                limit=suite.eval.limit, seed=seed,
+            )
+    except Exception as err:  # recorded as this run's failure; the sweep goes on
+        status, scores = "failed", []
+        record["error"] = _describe(err, method)
+    record.update(spend.__dict__)
+    record["peak_memory_bytes"] = _peak_memory(device)
+    record["wall_seconds"] = time.perf_counter() - wall_start
+    record["status"] = status
+    rows = [{**record, "metric": s.metric, "value": s.value, "stderr": s.stderr} for s in scores] or [record]
+    keys = {k: record[k] for k in ("run_id", "suite", "suite_hash", "method", "task", "seed")}
+    path = write_run(stem, rows, [{**keys, **point} for point in curve])
+    return RunOutcome(method.name, task.name, seed, status, path, record.get("error", ""),
+                      {s.metric: s.value for s in scores})
+
+
+def _attach_and_initialize(model, method, lora, seed, examples, spend, base_params, suite, pad_id, device):
+    """Attach LoRA with peft (seeded), run the method's init; returns the model and the base
+    layers whose frozen weight changed (compared by fingerprint, so peft-side changes count too)."""
+    from peft import LoraConfig, get_peft_model
+
+    before = _fingerprints(model, lora.target_modules)
+    config = LoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, target_modules=list(lora.target_modules), lora_dropout=lora.dropout,
+        use_rslora=lora.use_rslora, task_type="CAUSAL_LM", **method.lora_config_kwargs(lora),
+    )
+    torch.manual_seed(seed)
+    model = get_peft_model(model, config)
+    calibrator = Calibrator(model, examples, suite.budget.calibration, spend, base_params, seed, pad_id, device)
+    ctx = InitContext(model, lora, seed, calibrator)
+    try:
+        method.initialize(model, ctx)
+    except Exception as err:
+        raise MethodFailure(f"method {method.name!r} raised in initialize: {type(err).__name__}: {err}") from err
+    after = _fingerprints(model.get_base_model(), lora.target_modules)
+    modified = sorted(name for name in before if before[name] != after.get(name))
+    return model, modified
+
+
+class MethodFailure(RuntimeError):
+    """The init method itself raised (as opposed to the harness)."""
+
+
+def _fingerprints(model: torch.nn.Module, targets: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """A cheap fingerprint (sum, sum of squares in float64) of every targeted linear weight."""
+    prints = {}
+    for name, module in model.named_modules():
+        key = name.removesuffix(".base_layer")
+        if not isinstance(module, torch.nn.Linear) or key.split(".")[-1] not in targets:
+            continue
+        w = module.weight.detach().double()
+        prints[key] = (float(w.sum()), float((w * w).sum()))
+    return prints
+
+
+def _linear_params(model: torch.nn.Module) -> int:
+    """Parameters that take part in matrix multiplies (all Linear weights, tied ones once)."""
+    seen = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(seen.values())
+
+
+def _config_hash(suite: Suite, method: InitMethod, task: TaskSpec, seed: int, lora: LoraSettings, lr: float) -> str:
+    payload = [suite.spec_hash, method.name, method.version, task.name, seed, lora.__dict__, lr]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _method_package(method: InitMethod) -> str:
+    return type(method).__module__.split(".")[0]
+
+
+def _describe(err: Exception, method: InitMethod) -> str:
+    if isinstance(err, MethodFailure):
+        return str(err)
+    frame = traceback.extract_tb(err.__traceback__)[-1]
+    return f"{type(err).__name__}: {err} (at {Path(frame.filename).name}:{frame.lineno})"
+
+
+def _versions() -> dict[str, str]:
+    def get(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return ""
+
+    return {
+        "initbench_version": get("initbench"),
+        "torch_version": torch.__version__,
+        "transformers_version": get("transformers"),
+        "peft_version": get("peft"),
+        "lm_eval_version": get("lm_eval"),
+        "python_version": sys.version.split()[0],
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def _peak_memory(device: torch.device) -> int:
+    """Peak GPU memory of this run on CUDA; on CPU, the process's peak resident set size."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def run_grid(
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, force: bool = False, report=print
+) -> list[RunOutcome]:
+    """Every (method, task, seed) of the grid, one after another; finished runs are skipped."""
+    grid = [(m, t, s) for m in methods for t in suite.tasks for s in seeds]
+    outcomes = []
+    for i, (method, task, seed) in enumerate(grid, start=1):
+        report(f"[{i}/{len(grid)}] {method.name} | {task.name} | seed {seed}")
+        outcome = run_one(suite, method, task, seed, out, force=force)
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
+        report(f"[{i}/{len(grid)}] {outcome.status}" + (f": {shown}" if shown else "") +
+               (f": {outcome.error}" if outcome.error else ""))
+        outcomes.append(outcome)
+    return outcomes

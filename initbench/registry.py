@@ -1,0 +1,84 @@
+"""Method registry: every init method is found through the ``initbench.methods`` entry-point group.
+
+Built-in baselines are registered in initbench's own ``pyproject.toml`` through
+the same group a third-party package uses, so both travel the same road.  A
+plugin that fails to import, or is not an ``InitMethod``, is reported by name
+and never hides the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+from initbench.api import InitMethod
+
+GROUP = "initbench.methods"
+
+
+class PluginError(RuntimeError):
+    """A registered method cannot be loaded or used; the message names the plugin."""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What ``initbench methods`` lists for one entry point, loadable or not."""
+
+    name: str
+    package: str
+    version: str
+    target: str
+    summary: str
+    paper: str
+    error: str = ""
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUP):
+        found.setdefault(ep.name, ep)  # a name registered twice: the first distribution wins
+    return dict(sorted(found.items()))
+
+
+def method_names() -> list[str]:
+    return list(_entry_points())
+
+
+def get_method(name: str) -> InitMethod:
+    """Instantiate the method registered as ``name``; raises PluginError naming the plugin."""
+    eps = _entry_points()
+    if name not in eps:
+        raise PluginError(f"unknown method {name!r}; registered: {', '.join(eps) or 'none'}")
+    ep = eps[name]
+    where = f"method {name!r} ({ep.value}, package {_package(ep)})"
+    try:
+        target = ep.load()
+    except Exception as err:  # a broken plugin must not take the CLI down
+        raise PluginError(f"{where} failed to import: {type(err).__name__}: {err}") from err
+    if not (isinstance(target, type) and issubclass(target, InitMethod)):
+        raise PluginError(f"{where} is not a subclass of initbench.api.InitMethod")
+    try:
+        method = target()
+    except Exception as err:
+        raise PluginError(f"{where} could not be constructed: {type(err).__name__}: {err}") from err
+    method.name = name
+    method.version = ep.dist.version if ep.dist else ""
+    return method
+
+
+def describe_methods() -> list[MethodInfo]:
+    """One MethodInfo per registered entry point; broken ones carry their error."""
+    infos = []
+    for name, ep in _entry_points().items():
+        package, version = _package(ep), ep.dist.version if ep.dist else ""
+        try:
+            method = get_method(name)
+        except PluginError as err:
+            infos.append(MethodInfo(name, package, version, ep.value, "", "", error=str(err)))
+            continue
+        infos.append(MethodInfo(name, package, version, ep.value, method.summary, method.paper))
+    return infos
+
+
+def _package(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "?"

@@ -1,0 +1,187 @@
+"""Results schema and I/O: one Parquet file per run, written atomically.
+
+A run (suite, method, task, seed, spec hash) writes two files side by side:
+``<seed>.curve.parquet`` (the training-loss curve) then ``<seed>.results.parquet``
+(one row per metric).  The results file is written last, via a temporary file
+and ``os.replace``, so its presence means the run finished; an interrupted
+sweep loses only the run in flight.  Each file carries the schema version in
+its Arrow metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = "1"
+RESULTS_SUFFIX = ".results.parquet"
+CURVE_SUFFIX = ".curve.parquet"
+
+KEY_FIELDS = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("suite", pa.string(), nullable=False),
+    pa.field("suite_hash", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+]
+
+RESULTS_SCHEMA = pa.schema(
+    KEY_FIELDS
+    + [
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("method_version", pa.string()),
+        pa.field("method_package", pa.string()),
+        pa.field("is_reference", pa.bool_()),
+        pa.field("lm_eval_task", pa.string()),
+        pa.field("metric", pa.string()),  # null for a failed run
+        pa.field("value", pa.float64()),
+        pa.field("stderr", pa.float64()),
+        pa.field("status", pa.string(), nullable=False),  # ok | diverged | failed
+        pa.field("error", pa.string()),
+        # what was trained
+        pa.field("model", pa.string()),
+        pa.field("model_revision", pa.string()),
+        pa.field("dtype", pa.string()),
+        pa.field("lora_rank", pa.int64()),
+        pa.field("lora_alpha", pa.float64()),
+        pa.field("lora_scale", pa.float64()),
+        pa.field("use_rslora", pa.bool_()),
+        pa.field("target_modules", pa.string()),
+        pa.field("learning_rate", pa.float64()),
+        pa.field("base_weights_modified", pa.bool_()),
+        pa.field("modified_layers", pa.int64()),
+        pa.field("data_hash", pa.string()),
+        # the budget actually spent
+        pa.field("train_tokens", pa.int64()),
+        pa.field("optimizer_steps", pa.int64()),
+        pa.field("calibration_examples", pa.int64()),
+        pa.field("calibration_forward_passes", pa.int64()),
+        pa.field("calibration_backward_passes", pa.int64()),
+        pa.field("calibration_tokens", pa.int64()),
+        pa.field("flops", pa.float64()),
+        pa.field("trainable_params", pa.int64()),
+        pa.field("total_params", pa.int64()),
+        pa.field("init_seconds", pa.float64()),
+        pa.field("train_seconds", pa.float64()),
+        pa.field("eval_seconds", pa.float64()),
+        pa.field("wall_seconds", pa.float64()),
+        pa.field("peak_memory_bytes", pa.int64()),
+        pa.field("final_train_loss", pa.float64()),
+        pa.field("eval_batch_size", pa.int64()),
+        pa.field("eval_limit", pa.int64()),
+        # what is needed to rerun it
+        pa.field("initbench_version", pa.string()),
+        pa.field("torch_version", pa.string()),
+        pa.field("transformers_version", pa.string()),
+        pa.field("peft_version", pa.string()),
+        pa.field("lm_eval_version", pa.string()),
+        pa.field("python_version", pa.string()),
+        pa.field("device", pa.string()),
+        pa.field("device_name", pa.string()),
+        pa.field("determinism", pa.string()),
+        pa.field("start_time", pa.timestamp("s", tz="UTC")),
+    ]
+)
+
+CURVE_SCHEMA = pa.schema(
+    KEY_FIELDS
+    + [
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("loss", pa.float64()),
+        pa.field("lr", pa.float64()),
+        pa.field("tokens", pa.int64()),
+    ]
+)
+
+
+class ResultsError(ValueError):
+    """A results file does not match the schema."""
+
+
+def run_stem(out: Path, suite: str, method: str, task: str, seed: int, suite_hash: str) -> Path:
+    """The path (without suffix) of one run's files under ``out``."""
+    return Path(out) / suite / method / task / f"seed{seed}-{suite_hash}"
+
+
+def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> Path:
+    """Write a run's curve, then its results, each atomically; returns the results path."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(pa.Table.from_pylist(curve, schema=CURVE_SCHEMA), stem.with_name(stem.name + CURVE_SUFFIX), "curve")
+    results_path = stem.with_name(stem.name + RESULTS_SUFFIX)
+    _write_atomic(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), results_path, "results")
+    return results_path
+
+
+def _write_atomic(table: pa.Table, path: Path, kind: str) -> None:
+    table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind})
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def finished_status(stem: Path) -> str | None:
+    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if absent."""
+    path = stem.with_name(stem.name + RESULTS_SUFFIX)
+    if not path.exists():
+        return None
+    try:
+        statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+    except (pa.ArrowInvalid, OSError):
+        return None  # unreadable: treat as missing so the run is redone
+    return statuses[0] if statuses else None
+
+
+def result_files(path: Path, suffix: str = RESULTS_SUFFIX) -> list[Path]:
+    path = Path(path)
+    return [path] if path.is_file() else sorted(path.rglob(f"*{suffix}"))
+
+
+def read_results(path: Path, suffix: str = RESULTS_SUFFIX) -> pa.Table:
+    """Concatenate every results (or curve) file under ``path`` into one table."""
+    files = result_files(path, suffix)
+    schema = RESULTS_SCHEMA if suffix == RESULTS_SUFFIX else CURVE_SCHEMA
+    if not files:
+        return schema.empty_table()
+    return pa.concat_tables([pq.read_table(f).cast(schema) for f in files])
+
+
+def validate_file(path: Path) -> list[str]:
+    """Problems with one results or curve file (empty list: valid)."""
+    try:
+        table = pq.read_table(path)
+    except Exception as err:
+        return [f"{path}: unreadable: {err}"]
+    metadata = table.schema.metadata or {}
+    kind = metadata.get(b"initbench.table", b"").decode()
+    version = metadata.get(b"initbench.schema_version", b"").decode()
+    problems = []
+    if version != SCHEMA_VERSION:
+        problems.append(f"{path}: schema version {version or 'missing'}, expected {SCHEMA_VERSION}")
+    expected = {"results": RESULTS_SCHEMA, "curve": CURVE_SCHEMA}.get(kind)
+    if expected is None:
+        return problems + [f"{path}: metadata 'initbench.table' is {kind or 'missing'}, expected results or curve"]
+    for field in expected:
+        if field.name not in table.schema.names:
+            problems.append(f"{path}: missing column {field.name!r}")
+        elif not table.schema.field(field.name).type.equals(field.type):
+            problems.append(f"{path}: column {field.name!r} is {table.schema.field(field.name).type}, expected {field.type}")
+        elif not field.nullable and table.column(field.name).null_count:
+            problems.append(f"{path}: column {field.name!r} has nulls")
+    if kind == "results" and "status" in table.schema.names:
+        bad = set(table.column("status").to_pylist()) - {"ok", "diverged", "failed"}
+        if bad:
+            problems.append(f"{path}: column 'status' has unknown values {sorted(bad)}")
+    return problems
+
+
+def validate(path: Path) -> list[str]:
+    """Problems with every results and curve file at or under ``path``."""
+    files = result_files(path) + result_files(path, CURVE_SUFFIX) if Path(path).is_dir() else [Path(path)]
+    if not files:
+        return [f"{path}: no results files found"]
+    return [problem for f in files for problem in validate_file(f)]

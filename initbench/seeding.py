@@ -1,0 +1,43 @@
+"""Seeds and determinism: one call pins every random source a run touches."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else CPU; ``INITBENCH_DEVICE`` overrides."""
+    if "INITBENCH_DEVICE" in os.environ:
+        return torch.device(os.environ["INITBENCH_DEVICE"])
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def configure_determinism(device: torch.device) -> dict[str, object]:
+    """Make kernels deterministic where the device allows; returns what was set (for the results).
+
+    On CUDA: TF32 off, cuBLAS workspace fixed (``CUBLAS_WORKSPACE_CONFIG=:4096:8``)
+    and deterministic algorithms requested; bf16 autocast is chosen by the trainer.
+    """
+    settings: dict[str, object] = {}
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        settings["cublas_workspace_config"] = os.environ["CUBLAS_WORKSPACE_CONFIG"]
+        settings["tf32"] = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    settings["deterministic_algorithms"] = True
+    return settings
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
