@@ -8,6 +8,7 @@ pinned to the run's seed and the suite's batch size.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -44,6 +45,15 @@ def task_config(task_name: str, data: TaskData) -> dict:
     return config
 
 
+@functools.lru_cache(maxsize=1)
+def task_manager():
+    """An lm-eval TaskManager over initbench's task folder only (indexing lm-eval's
+    thousands of built-in YAMLs costs ~20 s per call and is not needed)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(builtin_suite_dir() / "lm_eval"), include_defaults=False)
+
+
 def evaluate(
     model: torch.nn.Module, tokenizer, task_name: str, data: TaskData, *, batch_size: int, limit: int | None, seed: int
 ) -> tuple[list[Score], float]:
@@ -59,6 +69,7 @@ def evaluate(
     output = lm_eval.simple_evaluate(
         model=lm,
         tasks=[task_config(task_name, data)],
+        task_manager=task_manager(),
         limit=limit,
         log_samples=False,
         bootstrap_iters=1000,

@@ -84,7 +84,7 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("device", pa.string()),
         pa.field("device_name", pa.string()),
         pa.field("determinism", pa.string()),
-        pa.field("start_time", pa.timestamp("s", tz="UTC")),
+        pa.field("start_time", pa.timestamp("ms", tz="UTC")),
     ]
 )
 

@@ -86,12 +86,12 @@ class Suite:
     """A resolved suite.  ``spec_hash`` identifies everything that affects results."""
 
     name: str
-    description: str
     model: ModelSpec
     lora: LoraSpec
     budget: Budget
-    eval: EvalSpec
     tasks: list[TaskSpec]
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    description: str = ""
     version: int = 1
     path: str = ""
 
@@ -158,7 +158,10 @@ def _check_semantics(suite: Suite) -> None:
     for i, task in enumerate(suite.tasks):
         if bool(task.data.generator) == bool(task.data.files):
             raise SuiteError(f"{where}: key 'tasks[{i}].data' must set exactly one of 'generator' or 'files'")
-    suite.budget.validate(where)
+    try:
+        suite.budget.validate(where)
+    except ValueError as err:
+        raise SuiteError(str(err)) from None
 
 
 def _build(cls: type, raw: Any, where: str, key: str) -> Any:
