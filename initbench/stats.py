@@ -1,0 +1,573 @@
+"""Statistics for the leaderboard: per-task intervals, rliable aggregates, significance, convergence.
+
+Pure numpy/scipy and self-contained.  Unless a function says otherwise, a *score
+matrix* has shape ``(n_seeds, n_tasks)``: rows are runs (seeds), columns are tasks,
+the layout of rliable (Agarwal et al., "Deep Reinforcement Learning at the Edge of
+the Statistical Precipice", NeurIPS 2021; https://github.com/google-research/rliable).
+
+Randomness: every function that resamples takes ``rng``, a ``np.random.Generator``
+(or an int seed).  ``rng=None`` means ``np.random.default_rng(DEFAULT_SEED)``, so a
+leaderboard rebuilt from the same results prints the same intervals.
+
+Missing runs: the per-task helpers (``bootstrap_ci``, ``task_summary``) drop NaNs
+(a failed seed); the matrix aggregates need a complete matrix and raise on NaN,
+because rliable's stratified bootstrap assumes the same runs for every task.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.stats
+
+__all__ = [
+    "DEFAULT_SEED",
+    "PairedTestResult",
+    "TaskSummary",
+    "aggregate_iqm",
+    "aggregate_mean",
+    "aggregate_median",
+    "aggregate_metrics",
+    "aggregate_optimality_gap",
+    "auc",
+    "best_reference",
+    "bootstrap_ci",
+    "ema",
+    "holm",
+    "normalize",
+    "paired_test",
+    "probability_of_improvement",
+    "probability_of_improvement_ci",
+    "significant",
+    "steps_to_reach",
+    "stratified_bootstrap_ci",
+    "task_summary",
+]
+
+DEFAULT_SEED = 0
+#: rliable's ``get_interval_estimates`` default number of bootstrap replications.
+RLIABLE_REPS = 50_000
+# Bootstrap replications are drawn and evaluated in chunks of at most this many
+# array elements, to bound memory; results depend only on the inputs and the rng.
+_CHUNK_ELEMENTS = 4_000_000
+
+RngLike = np.random.Generator | int | None
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 spells it trapz
+
+
+def _rng(rng: RngLike) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(DEFAULT_SEED if rng is None else rng)
+
+
+def _clean_1d(values: Iterable[float] | np.ndarray) -> np.ndarray:
+    x = np.asarray(values, dtype=float).reshape(-1)
+    return x[~np.isnan(x)]
+
+
+def _score_matrix(scores: np.ndarray | Sequence[Sequence[float]], name: str = "scores") -> np.ndarray:
+    m = np.asarray(scores, dtype=float)
+    if m.ndim == 1:
+        m = m[:, None]  # one task
+    if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
+        raise ValueError(f"{name} must be a non-empty (n_seeds, n_tasks) matrix, got shape {m.shape}")
+    if np.isnan(m).any():
+        raise ValueError(f"{name} contains NaN: drop or impute failed runs before aggregating")
+    return m
+
+
+# --------------------------------------------------------------------------- per task
+
+
+def bootstrap_ci(
+    values: Iterable[float] | np.ndarray,
+    confidence: float = 0.95,
+    method: Literal["percentile", "bca"] = "percentile",
+    n_resamples: int = 9999,
+    rng: RngLike = None,
+) -> tuple[float, float]:
+    """Bootstrap confidence interval of the mean of ``values`` (one task, over seeds).
+
+    A thin wrapper over ``scipy.stats.bootstrap((values,), np.mean, method=...)``
+    (Efron & Tibshirani 1993): ``"percentile"`` takes the ``(1-c)/2`` and ``(1+c)/2``
+    quantiles of the bootstrap means; ``"bca"`` is the bias-corrected and accelerated
+    interval (scipy's ``"BCa"``).  For the same ``rng`` state the result equals
+    scipy's exactly.  NaNs are dropped first.
+
+    Degenerate cases (documented choice):
+      * n = 0 or n = 1: ``(nan, nan)``.  One seed says nothing about seed-to-seed
+        spread, and a zero-width interval would claim certainty that is not there.
+      * constant sample (n >= 2, all equal to c): ``(c, c)``.  Every resample has
+        mean c; scipy's BCa is undefined here (0/0 acceleration), so both methods
+        return the degenerate interval.
+    """
+    x = _clean_1d(values)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    key = method.lower()
+    if key not in ("percentile", "bca"):
+        raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
+    if x.size < 2:
+        return (math.nan, math.nan)
+    if np.all(x == x[0]):
+        return (float(x[0]), float(x[0]))
+    res = scipy.stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="BCa" if key == "bca" else "percentile",
+        rng=_rng(rng),
+    )
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """Per-task statistics over seeds; every array has shape ``(n_tasks,)`` or ``(n_tasks, 2)``."""
+
+    n: np.ndarray  # non-NaN seeds per task
+    mean: np.ndarray
+    std: np.ndarray  # sample std, ddof=1 (nan when n < 2)
+    ci_percentile: np.ndarray  # (n_tasks, 2): low, high
+    ci_bca: np.ndarray  # (n_tasks, 2): low, high
+
+
+def task_summary(
+    scores: np.ndarray | Sequence[Sequence[float]],
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    rng: RngLike = None,
+) -> TaskSummary:
+    """Mean, std (ddof=1) and percentile + BCa bootstrap CIs of the mean, per task column.
+
+    ``scores`` is ``(n_seeds, n_tasks)`` (a 1-D array is one task); NaNs are dropped
+    per column.  Both intervals of a task come from the *same* bootstrap
+    distribution (scipy's ``bootstrap_result`` reuse), so they differ only by the
+    interval method; degenerate columns follow ``bootstrap_ci``'s rules.
+    """
+    m = np.asarray(scores, dtype=float)
+    if m.ndim == 1:
+        m = m[:, None]
+    if m.ndim != 2:
+        raise ValueError(f"scores must be (n_seeds, n_tasks), got shape {m.shape}")
+    gen = _rng(rng)
+    t = m.shape[1]
+    n = np.zeros(t, dtype=int)
+    mean = np.full(t, math.nan)
+    std = np.full(t, math.nan)
+    ci_p = np.full((t, 2), math.nan)
+    ci_b = np.full((t, 2), math.nan)
+    for j in range(t):
+        x = _clean_1d(m[:, j])
+        n[j] = x.size
+        if x.size == 0:
+            continue
+        mean[j] = x.mean()
+        if x.size < 2:
+            continue
+        std[j] = x.std(ddof=1)
+        if np.all(x == x[0]):
+            ci_p[j] = ci_b[j] = x[0]
+            continue
+        res = scipy.stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                                    method="percentile", rng=gen)
+        ci_p[j] = res.confidence_interval
+        with warnings.catch_warnings():  # BCa can be undefined for n == 2-ish samples; nan is the answer then
+            warnings.simplefilter("ignore")
+            bca = scipy.stats.bootstrap((x,), np.mean, n_resamples=0, confidence_level=confidence,
+                                        method="BCa", bootstrap_result=res, rng=gen)
+        ci_b[j] = bca.confidence_interval
+    return TaskSummary(n=n, mean=mean, std=std, ci_percentile=ci_p, ci_bca=ci_b)
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+def normalize(
+    scores: np.ndarray | Sequence[float] | float,
+    floor: np.ndarray | Sequence[float] | float,
+    ceiling: np.ndarray | Sequence[float] | float,
+) -> np.ndarray:
+    """Normalized score ``(score - floor) / (ceiling - floor)``, per task (last axis).
+
+    ``floor`` is the ``base`` reference (the untrained model, -> 0) and ``ceiling``
+    the best reference (-> 1): pass ``full-ft``'s per-task mean when that reference
+    was run (a fixed target), or ``best_reference(...)`` (max over methods' per-task
+    means, which moves when methods are added).  ``floor``/``ceiling`` broadcast
+    against ``scores`` (shape ``(n_tasks,)`` for a ``(n_seeds, n_tasks)`` matrix).
+    Lower-is-better metrics need no special case: with ceiling < floor the ratio
+    still maps floor -> 0 and ceiling -> 1.
+
+    Guard: where ``ceiling == floor`` (or either is NaN) the task cannot be
+    normalized; its entries are NaN and a ``RuntimeWarning`` names how many tasks.
+    """
+    s = np.asarray(scores, dtype=float)
+    lo = np.asarray(floor, dtype=float)
+    hi = np.asarray(ceiling, dtype=float)
+    span = hi - lo
+    bad = ~np.isfinite(span) | (span == 0)
+    if np.any(bad):
+        warnings.warn(f"normalize: {int(np.sum(bad))} task(s) with ceiling == floor (or non-finite); "
+                      "their normalized scores are NaN", RuntimeWarning, stacklevel=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (s - lo) / np.where(bad, np.nan, span)
+    return out
+
+
+def best_reference(
+    method_scores: Mapping[str, np.ndarray],
+    exclude: Iterable[str] = ("base",),
+    higher_is_better: bool | Sequence[bool] | np.ndarray = True,
+) -> np.ndarray:
+    """Ceiling candidate: per task, the best over methods of the seed-mean score.
+
+    ``method_scores`` maps method -> ``(n_seeds, n_tasks)`` raw scores (NaNs ignored
+    in the seed mean); methods in ``exclude`` are skipped.  Best is the max, or the
+    min for tasks where ``higher_is_better`` is False.  Note the best method then
+    scores exactly 1 on that task by construction.
+    """
+    skip = set(exclude)
+    means = [np.nanmean(np.asarray(v, dtype=float).reshape(np.shape(v)[0], -1), axis=0)
+             for k, v in method_scores.items() if k not in skip]
+    if not means:
+        raise ValueError("best_reference: no methods left after exclusion")
+    stacked = np.vstack(means)
+    hib = np.broadcast_to(np.asarray(higher_is_better, dtype=bool), stacked.shape[1:])
+    return np.where(hib, np.nanmax(stacked, axis=0), np.nanmin(stacked, axis=0))
+
+
+# --------------------------------------------------------------------------- rliable aggregates
+# The aggregates take ``(..., n_runs, n_tasks)`` and reduce the last two axes, so the
+# stratified bootstrap can evaluate a whole chunk of resamples in one call.
+
+
+def aggregate_mean(scores: np.ndarray) -> np.ndarray | float:
+    """rliable ``aggregate_mean``: mean over tasks of the per-task mean over runs."""
+    return np.mean(np.mean(scores, axis=-2), axis=-1)
+
+
+def aggregate_median(scores: np.ndarray) -> np.ndarray | float:
+    """rliable ``aggregate_median``: median over tasks of the per-task mean over runs."""
+    return np.median(np.mean(scores, axis=-2), axis=-1)
+
+
+def aggregate_iqm(scores: np.ndarray) -> np.ndarray | float:
+    """rliable ``aggregate_iqm``: interquartile mean over all runs x tasks.
+
+    ``scipy.stats.trim_mean(scores.flatten(), proportiontocut=0.25)``: sort the
+    N = runs*tasks scores, cut ``floor(0.25 N)`` from each end, average the rest.
+    """
+    s = np.asarray(scores, dtype=float)
+    flat = s.reshape(*s.shape[:-2], -1)
+    return scipy.stats.trim_mean(flat, proportiontocut=0.25, axis=-1)
+
+
+def aggregate_optimality_gap(scores: np.ndarray, gamma: float = 1.0) -> np.ndarray | float:
+    """rliable ``aggregate_optimality_gap``: ``gamma - mean(min(scores, gamma))`` over all runs x tasks.
+
+    How far the scores fall short of ``gamma`` (1 = the ceiling for normalized
+    scores); lower is better and scores above ``gamma`` earn nothing extra.
+    """
+    s = np.asarray(scores, dtype=float)
+    return gamma - np.mean(np.minimum(s, gamma), axis=(-2, -1))
+
+
+_BATCHED = {aggregate_mean, aggregate_median, aggregate_iqm, aggregate_optimality_gap}
+
+
+def aggregate_metrics(scores: np.ndarray | Sequence[Sequence[float]], gamma: float = 1.0) -> dict[str, float]:
+    """rliable's four aggregates of a (normalized) score matrix: median, IQM, mean, optimality gap."""
+    m = _score_matrix(scores)
+    return {
+        "median": float(aggregate_median(m)),
+        "iqm": float(aggregate_iqm(m)),
+        "mean": float(aggregate_mean(m)),
+        "optimality_gap": float(aggregate_optimality_gap(m, gamma)),
+    }
+
+
+def _percentile_interval(stats: np.ndarray, confidence: float) -> tuple[np.ndarray | float, np.ndarray | float]:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    alpha = 1.0 - confidence
+    lo, hi = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    if np.ndim(lo) == 0:
+        return float(lo), float(hi)
+    return lo, hi
+
+
+def _resample_within_tasks(m: np.ndarray, b: int, gen: np.random.Generator) -> np.ndarray:
+    """``b`` stratified resamples of ``m`` (n, T): each task column's runs drawn with replacement."""
+    n, t = m.shape
+    idx = gen.integers(0, n, size=(b, n, t))
+    return m[idx, np.arange(t)]  # (b, n, t)
+
+
+def stratified_bootstrap_ci(
+    score_matrix: np.ndarray | Sequence[Sequence[float]],
+    aggregate_fn: Callable[[np.ndarray], float | np.ndarray] = aggregate_iqm,
+    reps: int = RLIABLE_REPS,
+    confidence: float = 0.95,
+    rng: RngLike = None,
+    *,
+    vectorized: bool | None = None,
+) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
+    """rliable's stratified-bootstrap percentile CI of ``aggregate_fn(score_matrix)``.
+
+    As in rliable ``StratifiedBootstrap`` / ``get_interval_estimates`` (defaults:
+    50,000 reps, percentile, 95%): each replication resamples the runs with
+    replacement *independently within every task column* (tasks are fixed strata,
+    ``task_bootstrap=False``), recomputes the aggregate, and the interval is the
+    ``(1-c)/2`` and ``(1+c)/2`` percentiles (numpy linear interpolation) of the
+    replications.  ``aggregate_fn`` may return a scalar or 1-D array (then low/high
+    are arrays).  ``vectorized=True`` means it reduces the last two axes of a
+    ``(reps, n_runs, n_tasks)`` batch; ``None`` turns it on for this module's
+    aggregates.  Returns ``(low, high)``.
+    """
+    m = _score_matrix(score_matrix, "score_matrix")
+    gen = _rng(rng)
+    if reps < 1:
+        raise ValueError("reps must be >= 1")
+    batched = aggregate_fn in _BATCHED if vectorized is None else vectorized
+    chunk = max(1, min(reps, _CHUNK_ELEMENTS // m.size))
+    out: list[np.ndarray] = []
+    done = 0
+    while done < reps:
+        b = min(chunk, reps - done)
+        res = _resample_within_tasks(m, b, gen)
+        if batched:
+            out.append(np.asarray(aggregate_fn(res), dtype=float).reshape(b, -1))
+        else:
+            out.append(np.stack([np.asarray(aggregate_fn(r), dtype=float).reshape(-1) for r in res]))
+        done += b
+    stats = np.concatenate(out, axis=0)
+    if stats.shape[1] == 1:
+        stats = stats[:, 0]
+    return _percentile_interval(stats, confidence)
+
+
+# --------------------------------------------------------------------------- probability of improvement
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> np.ndarray | float:
+    """rliable's average probability of improvement P(X > Y).
+
+    Per task m: ``P(X_m > Y_m) = U / (n m)``, the Mann-Whitney U statistic of X's
+    ``n`` runs against Y's ``m`` runs, i.e. the fraction of (x, y) pairs with
+    x > y, ties counted 1/2; then averaged over tasks.  Inputs are
+    ``(n_runs_x, n_tasks)`` and ``(n_runs_y, n_tasks)`` (run counts may differ);
+    leading batch axes are allowed and broadcast.
+    """
+    x = np.asarray(scores_x, dtype=float)
+    y = np.asarray(scores_y, dtype=float)
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"task counts differ: {x.shape[-1]} vs {y.shape[-1]}")
+    xa = x[..., :, None, :]
+    ya = y[..., None, :, :]
+    per_task = np.mean(xa > ya, axis=(-3, -2)) + 0.5 * np.mean(xa == ya, axis=(-3, -2))
+    return np.mean(per_task, axis=-1)
+
+
+def probability_of_improvement_ci(
+    scores_x: np.ndarray | Sequence[Sequence[float]],
+    scores_y: np.ndarray | Sequence[Sequence[float]],
+    reps: int = RLIABLE_REPS,
+    confidence: float = 0.95,
+    rng: RngLike = None,
+) -> tuple[float, float]:
+    """Stratified-bootstrap percentile CI of ``probability_of_improvement(X, Y)``.
+
+    As rliable's ``StratifiedIndependentBootstrap``: each replication resamples X's
+    runs and, independently, Y's runs with replacement within every task column.
+    Returns ``(low, high)``.
+    """
+    x = _score_matrix(scores_x, "scores_x")
+    y = _score_matrix(scores_y, "scores_y")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"task counts differ: {x.shape[1]} vs {y.shape[1]}")
+    gen = _rng(rng)
+    per_rep = x.shape[0] * y.shape[0] * x.shape[1]
+    chunk = max(1, min(reps, _CHUNK_ELEMENTS // per_rep))
+    out: list[np.ndarray] = []
+    done = 0
+    while done < reps:
+        b = min(chunk, reps - done)
+        out.append(np.asarray(probability_of_improvement(_resample_within_tasks(x, b, gen),
+                                                         _resample_within_tasks(y, b, gen))))
+        done += b
+    return _percentile_interval(np.concatenate(out), confidence)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- paired tests, Holm
+
+
+@dataclass(frozen=True)
+class PairedTestResult:
+    """Paired comparison of method X against a reference Y over (seed, task) pairs."""
+
+    n_pairs: int  # complete (seed, task) pairs used
+    n_nonzero: int  # pairs with x != y
+    mean_diff: float  # mean of x - y
+    median_diff: float
+    wilcoxon_statistic: float
+    wilcoxon_pvalue: float  # two-sided
+    t_statistic: float
+    t_pvalue: float  # two-sided paired t-test
+    min_wilcoxon_pvalue: float  # smallest two-sided p the exact test can give: 2 ** (1 - n_nonzero)
+
+
+def paired_test(
+    scores_x: np.ndarray | Sequence[Sequence[float]],
+    scores_y: np.ndarray | Sequence[Sequence[float]],
+    zero_method: Literal["pratt", "wilcox", "zsplit"] = "pratt",
+) -> PairedTestResult:
+    """Two-sided Wilcoxon signed-rank and paired t-test of X vs a reference Y (e.g. ``lora``).
+
+    ``scores_x`` and ``scores_y`` are ``(n_seeds, n_tasks)`` with the same layout;
+    entry (s, t) of X is paired with entry (s, t) of Y (same seed, same task) and
+    the tests run on the flattened differences ``d = x - y`` (pairs with a NaN on
+    either side are dropped).  Tasks should be on a common (normalized) scale.
+
+    Wilcoxon: ``scipy.stats.wilcoxon(d, zero_method=..., alternative="two-sided",
+    method="auto")`` -- exact null distribution for <= 50 distinct non-zero
+    differences, exhaustive permutations for <= 13 with ties/zeros, else normal
+    approximation.  Zero differences (X ties Y on a pair): default ``"pratt"`` keeps
+    them in the ranking and drops their ranks (Pratt 1959), so ties count as
+    evidence of "no difference" instead of being thrown away as ``"wilcox"`` does.
+    If every difference is zero the p-values are 1.0.  Few pairs: with k non-zero
+    differences the smallest possible two-sided p is ``2**(1-k)`` (reported as
+    ``min_wilcoxon_pvalue``), so k <= 5 can never reach 0.05; with fewer than 2
+    pairs both p-values are NaN.
+
+    t-test: the paired t-test on the same pairs (``scipy.stats.ttest_1samp(d, 0)``,
+    identical to ``ttest_rel(x, y)``); with all differences equal and non-zero,
+    t = +/-inf and p = 0.
+    """
+    x = np.asarray(scores_x, dtype=float)
+    y = np.asarray(scores_y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_test needs matching (seed, task) layouts, got {x.shape} vs {y.shape}")
+    d = (x - y).reshape(-1)
+    d = d[~np.isnan(d)]
+    n = int(d.size)
+    nz = int(np.count_nonzero(d))
+    nan = math.nan
+    mean_d = float(d.mean()) if n else nan
+    med_d = float(np.median(d)) if n else nan
+    min_p = float(min(1.0, 2.0 ** (1 - nz))) if nz else 1.0
+    if n < 2:
+        return PairedTestResult(n, nz, mean_d, med_d, nan, nan, nan, nan, min_p)
+    if nz == 0:
+        return PairedTestResult(n, nz, mean_d, med_d, 0.0, 1.0, 0.0, 1.0, min_p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "catastrophic cancellation" on constant d
+        w = scipy.stats.wilcoxon(d, zero_method=zero_method, alternative="two-sided", method="auto")
+        t = scipy.stats.ttest_1samp(d, 0.0, alternative="two-sided")  # == ttest_rel(x, y)
+    return PairedTestResult(n, nz, mean_d, med_d, float(w.statistic), float(w.pvalue),
+                            float(t.statistic), float(t.pvalue), min_p)
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (Holm 1979), in the input order.
+
+    Sort the m p-values ascending ``p_(1) <= ... <= p_(m)``; the adjusted value is
+    ``p~_(i) = min(1, max_{j <= i} (m - j + 1) p_(j))``.  Identical to statsmodels'
+    ``multipletests(method="holm")[1]``.  NaN entries stay NaN and do not count in m.
+    """
+    p = np.asarray(pvalues, dtype=float).reshape(-1)
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = ok.size
+    if m == 0:
+        return out
+    if np.any((p[ok] < 0) | (p[ok] > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    order = ok[np.argsort(p[ok], kind="stable")]
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
+
+
+def significant(pvalues: Sequence[float] | np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``.
+
+    ``holm(pvalues) <= alpha`` -- the same as rejecting ``p_(1), ..., p_(k)`` while
+    ``p_(k) <= alpha / (m - k + 1)``.  NaN p-values are never significant.
+    """
+    adj = holm(pvalues)
+    return np.where(np.isnan(adj), False, adj <= alpha)
+
+
+# --------------------------------------------------------------------------- convergence
+
+
+def _curve(losses: Sequence[float] | np.ndarray, steps: Sequence[float] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(losses, dtype=float).reshape(-1)
+    x = np.arange(y.size, dtype=float) if steps is None else np.asarray(steps, dtype=float).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"losses and steps differ in length: {y.size} vs {x.size}")
+    if y.size == 0:
+        raise ValueError("empty loss curve")
+    if np.any(np.diff(x) <= 0):
+        raise ValueError("steps must be strictly increasing")
+    return x, y
+
+
+def auc(losses: Sequence[float] | np.ndarray, steps: Sequence[float] | np.ndarray | None = None) -> float:
+    """Mean training loss over the run: trapezoid area under the loss curve / step span.
+
+    ``trapezoid(losses, steps) / (steps[-1] - steps[0])`` -- the time-average of the
+    piecewise-linear loss, so it is comparable across runs logged at different
+    intervals (lower = faster convergence).  ``steps`` defaults to 0, 1, ...; a
+    single point returns that loss; a NaN/inf loss (diverged run) propagates.
+    """
+    x, y = _curve(losses, steps)
+    if y.size == 1:
+        return float(y[0])
+    return float(_trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def ema(losses: Sequence[float] | np.ndarray, alpha: float = 0.1) -> np.ndarray:
+    """Exponential moving average ``s_0 = l_0``, ``s_t = alpha l_t + (1 - alpha) s_{t-1}``.
+
+    Seeded with the first loss, so no bias correction is needed; ``alpha = 1`` is
+    no smoothing.  NaNs propagate from where they appear.
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    y = np.asarray(losses, dtype=float).reshape(-1)
+    out = np.empty_like(y)
+    acc = math.nan
+    for i, v in enumerate(y):
+        acc = v if i == 0 else alpha * v + (1.0 - alpha) * acc
+        out[i] = acc
+    return out
+
+
+def steps_to_reach(
+    losses: Sequence[float] | np.ndarray,
+    steps: Sequence[float] | np.ndarray | None,
+    target: float,
+    alpha: float | None = 0.1,
+) -> int | float | None:
+    """First step at which the EMA-smoothed loss is <= ``target``; ``None`` if never.
+
+    Smoothing is ``ema(losses, alpha)`` with ``alpha = 0.1`` by default (about a
+    10-point time constant, so one lucky batch does not count as reaching the
+    target; the lag is the same for every method).  ``alpha=None`` (or 1) uses the
+    raw losses.  Returns the value from ``steps`` (index when ``steps`` is None).
+    """
+    x, y = _curve(losses, steps)
+    s = y if alpha is None else ema(y, alpha)
+    hit = np.flatnonzero(s <= target)  # NaN compares False
+    if hit.size == 0:
+        return None
+    v = x[hit[0]]
+    return int(v) if float(v).is_integer() else float(v)
