@@ -121,9 +121,7 @@ class InitContext:
 
     def lora_layers(self) -> list[tuple[str, torch.nn.Module]]:
         """Every targeted peft ``LoraLayer``, as (qualified name, module), in model order."""
-        from peft.tuners.lora import LoraLayer
-
-        return [(name, module) for name, module in self.model.named_modules() if isinstance(module, LoraLayer)]
+        return lora_layers(self.model)
 
     @staticmethod
     def base_weight(layer: torch.nn.Module) -> torch.Tensor:
@@ -157,6 +155,13 @@ class InitContext:
         with torch.no_grad():
             base.copy_(weight.to(base.dtype))
         self.modified_base_layers.add(name)
+
+
+def lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Every peft ``LoraLayer`` of ``model``, as (qualified name, module), in model order."""
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
 
 
 def _active_adapter(layer: torch.nn.Module) -> str:

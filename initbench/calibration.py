@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
+from initbench.api import lora_layers
 from initbench.budget import BudgetExceeded, CalibrationSpec, Spend
 from initbench.data import collate
 
@@ -63,7 +64,7 @@ class Calibrator:
     def layer_inputs(self, examples: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """Per batch, the inputs of every LoRA layer's base layer at non-padding
         tokens, as float32 (tokens, in_features) tensors keyed by layer name."""
-        layers = _lora_layers(self.model)
+        layers = lora_layers(self.model)
         for batch in self.batches(examples):
             captured: dict[str, torch.Tensor] = {}
             mask = batch["attention_mask"].bool()
@@ -96,7 +97,7 @@ class Calibrator:
     def weight_gradients(self, examples: int | None = None) -> dict[str, torch.Tensor]:
         """Per LoRA layer, the gradient of the training loss w.r.t. the full base weight,
         averaged over the calibration batches, as float32 (out_features, in_features)."""
-        layers = _lora_layers(self.model)
+        layers = lora_layers(self.model)
         weights = {name: layer.get_base_layer().weight for name, layer in layers}
         grads: dict[str, torch.Tensor] = {}
         n_batches = 0
@@ -120,9 +121,3 @@ class Calibrator:
             grad = grads[name] / max(n_batches, 1)
             out[name] = grad.T.contiguous() if getattr(layer, "fan_in_fan_out", False) else grad
         return out
-
-
-def _lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    from peft.tuners.lora import LoraLayer
-
-    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]

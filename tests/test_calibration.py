@@ -1,0 +1,67 @@
+"""Calibration statistics are what they claim, on the base model, and are budgeted."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from initbench.budget import BudgetExceeded, CalibrationSpec, Spend
+from initbench.calibration import Calibrator
+from initbench.data import collate, materialize, tokenize_records
+from initbench.models import tiny_model
+
+
+@pytest.fixture
+def setup(smoke_suite):
+    base, tok = tiny_model(smoke_suite.model.tiny, torch.float32)
+    examples = tokenize_records(materialize(smoke_suite.tasks[0]).records("train"), tok, 48)
+    # B != 0 so that a statistic computed with the adapter *enabled* would differ
+    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["q_proj", "down_proj"],
+                                                           init_lora_weights="gaussian"))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param)
+    spend = Spend()
+    calibrator = Calibrator(model, examples, CalibrationSpec(examples=6, batch_size=4), spend, 1000, 0,
+                            tok.pad_token_id, torch.device("cpu"))
+    return base, calibrator, spend
+
+
+def test_weight_gradients_equal_autograd_on_the_base_model(setup):
+    base, calibrator, spend = setup
+    grads = calibrator.weight_gradients()
+    assert spend.calibration_examples == 6 and spend.calibration_backward_passes == 2
+    expected = {}
+    for chunk in (calibrator.examples[:4], calibrator.examples[4:6]):
+        base.zero_grad()
+        for p in base.parameters():
+            p.requires_grad_(True)
+        base(**collate(chunk, 0)).loss.backward()
+        for name, module in base.named_modules():
+            if name.endswith(("q_proj", "down_proj")):
+                expected[name] = expected.get(name, 0) + module.weight.grad / 2
+    assert len(grads) == 4
+    for name, grad in grads.items():
+        key = name.removeprefix("base_model.model.")
+        torch.testing.assert_close(grad, expected[key], rtol=1e-5, atol=1e-7)
+    assert not any(p.requires_grad for n, p in calibrator.model.named_parameters() if "base_layer" in n)
+
+
+def test_activation_covariance_and_the_allowance(setup):
+    base, calibrator, spend = setup
+    covariance = calibrator.activation_covariance(examples=4)
+    name = next(n for n in covariance if n.endswith("q_proj"))
+    batch = collate(calibrator.examples[:4], 0)
+    captured = []
+    module = base.get_submodule(name.removeprefix("base_model.model."))
+    handle = module.register_forward_hook(lambda m, args, out: captured.append(args[0]))
+    base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    handle.remove()
+    x = captured[0][batch["attention_mask"].bool()]
+    torch.testing.assert_close(covariance[name], x.T @ x / x.shape[0], rtol=1e-5, atol=1e-6)
+    assert spend.calibration_examples == 4 and spend.calibration_backward_passes == 0
+    with pytest.raises(BudgetExceeded, match="only 2 of the suite's 6 remain"):
+        calibrator.activation_covariance()
