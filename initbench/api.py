@@ -13,8 +13,9 @@ The contract, in the spirit of AlgoPerf's submission API, is three things:
    and change which parameters train (``requires_grad``): the optimizer is
    built afterwards from whatever requires a gradient, so methods that train
    only part of the adapter fit without a new hook.
-3. ``InitMethod.default_alpha(rank)`` -- the paper's scaling convention
-   (``alpha = r`` for PiSSA, ...); a suite may pin alpha for every method.
+3. ``InitMethod.default_alpha(rank)`` and ``InitMethod.use_rslora`` -- the
+   paper's scaling convention (``alpha = r`` for PiSSA, rsLoRA with alpha 16
+   for LoRA-GA, ...); a suite may pin both for every method.
 
 ``LayerwiseInit`` is a convenience base on top of (2) for the common case: it
 calls ``init_layer(weight, rank, scale, stats, generator)`` per targeted layer
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
+
+from initbench.budget import OptimizerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from initbench.calibration import Calibrator
@@ -79,6 +82,7 @@ class InitMethod:
     is_reference: ClassVar[bool] = False
     trains: ClassVar[bool] = True
     attaches_lora: ClassVar[bool] = True
+    use_rslora: bool | None = None  # the paper's choice of alpha/sqrt(r) scaling; None takes the suite's
 
     def default_alpha(self, rank: int) -> float | None:
         """The paper's alpha for this rank, or None to take the suite's alpha."""
@@ -89,8 +93,11 @@ class InitMethod:
         Override to pass e.g. ``corda_config`` or ``eva_config``."""
         return {"init_lora_weights": self.peft_init}
 
-    def build_optimizer(self, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer | None:
-        """An optimizer of the method's own (e.g. LoRA+'s per-matrix rates), or None for the suite's."""
+    def build_optimizer(
+        self, model: torch.nn.Module, lr: float, spec: OptimizerSpec
+    ) -> torch.optim.Optimizer | None:
+        """An optimizer of the method's own (e.g. LoRA+'s per-matrix rates) built with the suite's
+        settings ``spec`` (betas, eps, weight decay), or None for the suite's plain optimizer."""
         return None
 
     def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
@@ -104,6 +111,7 @@ class InitContext:
     Attributes:
         lora: the run's LoRA settings (rank, alpha, scale, targets).
         seed: the run's seed.
+        tokenizer: the base model's tokenizer (for methods that encode prompts of their own).
         generator: a CPU ``torch.Generator`` seeded from ``seed``; use it for
             every random draw so runs are reproducible.
         calibration: budgeted access to the suite's training split
@@ -111,10 +119,13 @@ class InitContext:
             ``weight_gradients()``); every pass it makes is counted.
     """
 
-    def __init__(self, model: torch.nn.Module, lora: LoraSettings, seed: int, calibration: Calibrator):
+    def __init__(
+        self, model: torch.nn.Module, lora: LoraSettings, seed: int, calibration: Calibrator, tokenizer: Any = None
+    ):
         self.model = model
         self.lora = lora
         self.seed = seed
+        self.tokenizer = tokenizer
         self.generator = torch.Generator().manual_seed(seed)
         self.calibration = calibration
         self.modified_base_layers: set[str] = set()
@@ -131,7 +142,7 @@ class InitContext:
 
     def set_lora(self, name: str, layer: torch.nn.Module, A: torch.Tensor, B: torch.Tensor) -> None:
         """Write ``lora_A`` (rank, in) and ``lora_B`` (out, rank) of one layer."""
-        adapter = _active_adapter(layer)
+        adapter = active_adapter(layer)
         lora_A, lora_B = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
         for label, new, old in (("lora_A", A, lora_A), ("lora_B", B, lora_B)):
             if tuple(new.shape) != tuple(old.shape):
@@ -164,7 +175,7 @@ def lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     return [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
 
 
-def _active_adapter(layer: torch.nn.Module) -> str:
+def active_adapter(layer: torch.nn.Module) -> str:
     adapters = layer.active_adapters
     if len(adapters) != 1:
         raise InitError(f"expected exactly one active adapter, found {adapters}")
@@ -202,7 +213,7 @@ class LayerwiseInit(InitMethod):
         elif self.statistic == "weight_gradient":
             stats = ctx.calibration.weight_gradients()
         for name, layer in ctx.lora_layers():
-            adapter = _active_adapter(layer)
+            adapter = active_adapter(layer)
             rank, scale = layer.r[adapter], layer.scaling[adapter]
             A, B, new_weight = self.init_layer(ctx.base_weight(layer), rank, scale, stats.get(name), ctx.generator)
             ctx.set_lora(name, layer, A, B)

@@ -26,13 +26,13 @@ import torch
 
 from initbench import data as task_data
 from initbench.api import InitContext, InitMethod, LoraSettings
-from initbench.budget import Spend
+from initbench.budget import CalibrationSpec, Spend
 from initbench.calibration import Calibrator
 from initbench.evaluation import evaluate
 from initbench.models import LoadedModel, load_model
 from initbench.results import finished_status, run_stem, write_run
 from initbench.seeding import configure_determinism, pick_device, seed_everything
-from initbench.suite import Suite, TaskSpec
+from initbench.suite import LoraSpec, Suite, TaskSpec
 from initbench.train import train
 
 
@@ -59,15 +59,15 @@ def base_model(suite: Suite, device: torch.device) -> LoadedModel:
     return LoadedModel(copy.deepcopy(pristine.model), pristine.tokenizer, pristine.label, pristine.revision)
 
 
-def lora_settings(suite: Suite, method: InitMethod) -> LoraSettings:
-    """The suite's LoRA settings with the method's scaling convention unless the suite pins alpha."""
-    alpha = suite.lora.alpha
-    paper_alpha = method.default_alpha(suite.lora.rank)
-    if paper_alpha is not None and not suite.lora.pin_alpha:
-        alpha = float(paper_alpha)
-    return LoraSettings(
-        suite.lora.rank, alpha, tuple(suite.lora.target_modules), suite.lora.dropout, suite.lora.use_rslora
-    )
+def lora_settings(spec: LoraSpec, method: InitMethod) -> LoraSettings:
+    """The suite's LoRA settings with the method's scaling convention (alpha, rsLoRA)
+    unless the suite pins them (``lora.pin_alpha``)."""
+    alpha, use_rslora = spec.alpha, spec.use_rslora
+    if not spec.pin_alpha:
+        paper_alpha = method.default_alpha(spec.rank)
+        alpha = alpha if paper_alpha is None else float(paper_alpha)
+        use_rslora = use_rslora if method.use_rslora is None else method.use_rslora
+    return LoraSettings(spec.rank, alpha, tuple(spec.target_modules), spec.dropout, use_rslora)
 
 
 def run_one(
@@ -84,7 +84,7 @@ def run_one(
     determinism = configure_determinism(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    lora = lora_settings(suite, method)
+    lora = lora_settings(suite.lora, method)
     lr = suite.budget.optimizer.lr
     record: dict[str, Any] = {
         "run_id": f"{suite.name}/{method.name}/{task.name}/seed{seed}/{suite.spec_hash}",
@@ -121,7 +121,7 @@ def run_one(
         loaded = base_model(suite, device)
         record.update(model=loaded.label, model_revision=loaded.revision)
         model, tokenizer = loaded.model, loaded.tokenizer
-        base_params = _linear_params(model)
+        base_params = linear_params(model)
         record["total_params"] = sum(p.numel() for p in model.parameters())
         seed_everything(seed)
 
@@ -130,8 +130,10 @@ def run_one(
             examples = task_data.tokenize_records(data.records("train"), tokenizer, suite.budget.max_length)
             init_start = time.perf_counter()
             if method.attaches_lora:
-                model, modified = _attach_and_initialize(model, method, lora, seed, examples, spend, base_params,
-                                                         suite, tokenizer.pad_token_id, device)
+                model, modified = attach_and_initialize(
+                    model, tokenizer, method, lora, seed=seed, examples=examples,
+                    allowance=suite.budget.calibration, spend=spend, base_params=base_params, device=device,
+                )
             else:  # a full fine-tuning reference: every base parameter trains, nothing changes at init
                 model.requires_grad_(True)
                 modified = []
@@ -140,7 +142,7 @@ def run_one(
             record["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
             trained = train(model, examples, suite.budget, lr=lr, seed=seed, pad_id=tokenizer.pad_token_id,
                             device=device, spend=spend, base_params=base_params, label=label,
-                            optimizer=method.build_optimizer(model, lr))
+                            optimizer=method.build_optimizer(model, lr, suite.budget.optimizer))
             status, curve = trained.status, trained.curve
             record["train_seconds"] = trained.seconds
             record["final_train_loss"] = curve[-1]["loss"] if curve else None
@@ -165,8 +167,20 @@ def run_one(
                       {s.metric: s.value for s in scores})
 
 
-def _attach_and_initialize(model, method, lora, seed, examples, spend, base_params, suite, pad_id, device):
-    """Attach LoRA with peft (seeded), run the method's init; returns the model and the base
+def attach_and_initialize(
+    model: torch.nn.Module,
+    tokenizer,
+    method: InitMethod,
+    lora: LoraSettings,
+    *,
+    seed: int,
+    examples: list[dict[str, list[int]]],
+    allowance: CalibrationSpec,
+    spend: Spend,
+    base_params: int,
+    device: torch.device,
+) -> tuple[torch.nn.Module, list[str]]:
+    """Attach LoRA with peft (seeded), run the method's init; returns the peft model and the base
     layers whose frozen weight changed (compared by fingerprint, so peft-side changes count too)."""
     from peft import LoraConfig, get_peft_model
 
@@ -177,8 +191,8 @@ def _attach_and_initialize(model, method, lora, seed, examples, spend, base_para
     )
     torch.manual_seed(seed)
     model = get_peft_model(model, config)
-    calibrator = Calibrator(model, examples, suite.budget.calibration, spend, base_params, seed, pad_id, device)
-    ctx = InitContext(model, lora, seed, calibrator)
+    calibrator = Calibrator(model, examples, allowance, spend, base_params, seed, tokenizer.pad_token_id, device)
+    ctx = InitContext(model, lora, seed, calibrator, tokenizer)
     try:
         method.initialize(model, ctx)
     except Exception as err:
@@ -204,7 +218,7 @@ def _fingerprints(model: torch.nn.Module, targets: tuple[str, ...]) -> dict[str,
     return prints
 
 
-def _linear_params(model: torch.nn.Module) -> int:
+def linear_params(model: torch.nn.Module) -> int:
     """Parameters that take part in matrix multiplies (all Linear weights, tied ones once)."""
     seen = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}
     return sum(seen.values())

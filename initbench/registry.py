@@ -45,7 +45,21 @@ def method_names() -> list[str]:
 
 
 def get_method(name: str) -> InitMethod:
-    """Instantiate the method registered as ``name``; raises PluginError naming the plugin."""
+    """Instantiate the method registered as ``name``; raises PluginError naming the plugin.
+
+    ``base+variant[+variant...]`` (e.g. ``pissa+rslora+lora-plus``) wraps the registered method
+    ``base`` in :class:`initbench.variants.VariantMethod`; the full string is the method's name."""
+    if "+" in name:
+        from initbench.variants import VariantMethod, check_variants
+
+        base_name, *variants = name.split("+")
+        base = get_method(base_name)
+        problem = check_variants(base, variants)
+        if problem:
+            raise PluginError(f"method {name!r}: {problem}")
+        method = VariantMethod(base, variants)
+        method.name, method.version = name, base.version
+        return method
     eps = _entry_points()
     if name not in eps:
         raise PluginError(f"unknown method {name!r}; registered: {', '.join(eps) or 'none'}")
