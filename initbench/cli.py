@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     p.add_argument("--out", type=Path, default=Path("initbench-runs"), help="results folder (default ./initbench-runs)")
     p.add_argument("--force", action="store_true", help="rerun runs already in --out")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="read public data sets from local copies under this folder, never the hub "
+                        "(overrides $INITBENCH_DATA_DIR); tasks with no local copy are skipped")
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("leaderboard", help="print the table of the results under a folder")
@@ -80,10 +83,37 @@ def cmd_suites(args: argparse.Namespace) -> int:
             rows.append([path.stem, f"invalid: {err}", "", ""])
             continue
         b = s.budget
-        budget = f"{b.steps} steps x {b.batch_size} x <={b.max_length} tok, lr {b.optimizer.lr:g}, calib {b.calibration.examples} ex"
-        rows.append([s.name, ", ".join(t.name for t in s.tasks), f"{s.model.source}:{s.model.id}", budget])
-    print(tabulate(rows, ["suite", "tasks", "model", "budget"], tablefmt="github"))
+        budget = (f"{b.steps} steps x {b.batch_size} x <={b.max_length} tok (<={b.max_train_tokens:,} tokens), "
+                  f"lr {b.optimizer.lr:g}, calib {b.calibration.examples} ex"
+                  + (f", eval limit {s.eval.limit}" if s.eval.limit else ""))
+        model = f"{s.model.source}:{s.model.id}" + (f"@{s.model.revision}" if s.model.source != "tiny" else "")
+        rows.append([s.name, ", ".join(t.name for t in s.tasks), model, _data_summary(s), budget])
+    print(tabulate(rows, ["suite", "tasks", "model", "data", "budget"], tablefmt="github"))
     return 0
+
+
+def _data_summary(suite) -> str:
+    """Where a suite's data comes from: hub ids (with the local copies read offline) or generators."""
+    hub, local, other = {}, {}, {}
+    for task in suite.tasks:
+        data = task.data
+        if data.generator:
+            other[f"generated ({data.generator.partition(':')[0]})"] = None
+        if data.files:
+            other["files"] = None
+        for split, source in data.splits.items():
+            if source.hub:
+                limit = f"[:{source.limit}]" if source.limit else ""
+                name = source.hub.id + (f"[{source.hub.config}]" if source.hub.config else "")
+                hub[f"{name}@{source.hub.revision}:{source.hub.split}{limit}"] = None
+            for s in source.local:
+                local[s.path] = None
+    parts = [", ".join(other)] if other else []
+    if hub:
+        parts.append("hub: " + ", ".join(hub))
+    if local:
+        parts.append("offline: " + ", ".join(local))
+    return "; ".join(parts)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -102,12 +132,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         methods = [get_method(name) for name in dict.fromkeys(args.method)]
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
-    outcomes = run_grid(suite, methods, seeds, args.out, force=args.force, report=_report)
+    tasks = _offline_tasks(suite, args.data_dir)
+    outcomes = run_grid(suite, methods, seeds, args.out, force=args.force, report=_report, tasks=tasks)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"results in {args.out}; `initbench leaderboard {args.out}` shows the table", file=sys.stderr)
     for o in failed:
         print(f"initbench: run failed: {o.method} | {o.task} | seed {o.seed}: {o.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _offline_tasks(suite, option: Path | None):
+    """With a data directory (``--data-dir``, else ``$INITBENCH_DATA_DIR``): the suite's tasks
+    that can run from it.  Tasks whose data is hub only are skipped with a message; a listed
+    local file that is missing is bad input (exit 2).  Without one: every task (hub)."""
+    from initbench.datasets_io import data_dir, missing_local_files, offline_unavailable, use_data_dir
+
+    if option is not None:
+        if not option.is_dir():
+            raise UsageError(f"--data-dir {option}: no such folder")
+        use_data_dir(option)
+    directory, given = data_dir()
+    if directory is None:
+        return None
+    if not directory.is_dir():
+        raise UsageError(f"{given}: no such folder")
+    tasks = []
+    for i, task in enumerate(suite.tasks):
+        if not task.data.splits:
+            tasks.append(task)
+            continue
+        missing = missing_local_files(task.data.splits, directory)
+        if missing:
+            raise UsageError(f"{suite.path}: key 'tasks[{i}].data' ({task.name}): no local copy of "
+                             f"{', '.join(missing)} under {given}; pass --data-dir (or set "
+                             f"INITBENCH_DATA_DIR) to a folder holding {'them' if len(missing) > 1 else 'it'}, "
+                             f"or run online without one")
+        reason = offline_unavailable(task.data.splits)
+        if reason:
+            print(f"initbench: skipping task {task.name!r} offline ({given}): {reason}; "
+                  f"run without a data directory, online, to include it", file=sys.stderr)
+            continue
+        tasks.append(task)
+    if not tasks:
+        raise UsageError(f"{suite.path}: no task of suite {suite.name!r} can run from {given}")
+    return tasks
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

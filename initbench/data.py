@@ -1,4 +1,5 @@
-"""Task data: produce each split (generator or files), write it where lm-eval reads it,
+"""Task data: produce each split (generator, files, or public data sets through
+``initbench.datasets_io``), write it where lm-eval reads it,
 and turn the training split into deterministic, seeded batches.
 
 A record is a JSON object with ``prompt`` and ``completion``; multiple-choice
@@ -54,9 +55,14 @@ def materialize(task: TaskSpec, where: str = "") -> TaskData:
             digest.update(split.encode() + files[split].read_bytes())
         return TaskData(files, digest.hexdigest()[:16])
 
-    splits = _call_generator(task, where)
+    if task.data.splits:  # public data sets: hub or local copies (initbench.datasets_io)
+        from initbench.datasets_io import load_splits
+
+        splits, read_hash = load_splits(task.data.splits, f"tasks.{task.name}.data.splits", where)
+    else:
+        splits, read_hash = _call_generator(task, where), ""
     payload = {split: "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows) for split, rows in splits.items()}
-    digest = hashlib.sha256("".join(f"{s}\n{payload[s]}" for s in sorted(payload)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((read_hash + "".join(f"{s}\n{payload[s]}" for s in sorted(payload))).encode()).hexdigest()[:16]
     folder = cache_dir() / "data" / task.name / digest
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -130,3 +136,37 @@ def batches(
             order += torch.randperm(len(examples), generator=generator).tolist()
         chosen, order = order[:batch_size], order[batch_size:]
         yield collate([examples[i] for i in chosen], pad_id)
+
+
+VALIDATION_FRACTION = 0.1
+
+
+def with_validation(data: TaskData) -> TaskData:
+    """``data`` with a ``validation`` split for tuning trials (``initbench.protocol``).
+
+    A task that has one (the generators make one) is returned as is.  Otherwise (``files``
+    or public data sets with train and test only) the validation split is carved out of the
+    training split, deterministically and independent of order: the records whose SHA-256 of
+    canonical JSON (``sort_keys``) is smallest, ``max(1, round(0.1 n))`` of them, and the
+    training split of the result is the rest, so a trial never trains on what it is scored on.
+    Final runs keep the full training split.  The test file is carried unchanged."""
+    if "validation" in data.files:
+        return data
+    records = data.records("train")
+    if len(records) < 2:
+        raise ValueError(f"cannot carve a validation split from {len(records)} training record(s)")
+    keyed = sorted((hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest(), i) for i, r in enumerate(records))
+    held = {i for _, i in keyed[: max(1, round(VALIDATION_FRACTION * len(records)))]}
+    digest = hashlib.sha256(f"{data.content_hash}/carved-validation/{VALIDATION_FRACTION}".encode()).hexdigest()[:16]
+    folder = cache_dir() / "data" / "carved" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    files = dict(data.files)
+    for split, rows in (("train", [r for i, r in enumerate(records) if i not in held]),
+                        ("validation", [r for i, r in enumerate(records) if i in held])):
+        path = folder / f"{split}.jsonl"
+        if not path.exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            tmp.replace(path)
+        files[split] = path
+    return TaskData(files, digest)

@@ -30,7 +30,7 @@ from initbench.budget import CalibrationSpec, Spend
 from initbench.calibration import Calibrator
 from initbench.evaluation import evaluate
 from initbench.models import LoadedModel, load_model
-from initbench.results import finished_status, run_stem, write_run
+from initbench.results import finished_status, format_lr, run_stem, write_run
 from initbench.seeding import configure_determinism, pick_device, seed_everything
 from initbench.suite import LoraSpec, Suite, TaskSpec
 from initbench.train import train
@@ -71,10 +71,21 @@ def lora_settings(spec: LoraSpec, method: InitMethod) -> LoraSettings:
 
 
 def run_one(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, *, force: bool = False
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, *, force: bool = False,
+    lr: float | None = None, split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
 ) -> RunOutcome:
-    """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there)."""
-    stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash)
+    """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there).
+
+    ``lr`` overrides the suite's learning rate and ``split`` picks what lm-eval scores
+    (``validation`` for a tuning trial: trained on the training split, carved if the task has
+    no validation split, see ``data.with_validation``).  Either makes the run's file stem and
+    run id carry the rate and split; ``protocol`` defaults to ``fixed`` for a run at the
+    suite's rate on test and ``tuned`` otherwise (``initbench.protocol``)."""
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+    stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
+    tag = "" if lr is None and split == "test" else f"/lr{format_lr(lr)}/{split}"
+    protocol = protocol or ("fixed" if not tag else "tuned")
     status = finished_status(stem)
     if status in ("ok", "diverged") and not force:
         return RunOutcome(method.name, task.name, seed, "skipped", stem)
@@ -85,15 +96,19 @@ def run_one(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     lora = lora_settings(suite.lora, method)
-    lr = suite.budget.optimizer.lr
+    lr = suite.budget.optimizer.lr if lr is None else float(lr)
     record: dict[str, Any] = {
-        "run_id": f"{suite.name}/{method.name}/{task.name}/seed{seed}/{suite.spec_hash}",
+        "run_id": f"{suite.name}/{method.name}/{task.name}/seed{seed}/{suite.spec_hash}{tag}",
         "suite": suite.name,
         "suite_hash": suite.spec_hash,
         "method": method.name,
         "task": task.name,
         "seed": seed,
-        "config_hash": _config_hash(suite, method, task, seed, lora, lr),
+        "config_hash": _config_hash(suite, method, task, seed, lora, lr, split),
+        "protocol": protocol,
+        "phase": "final" if split == "test" else "trial",
+        "eval_split": split,
+        "selected_lr": selected_lr,
         "method_version": method.version,
         "method_package": _method_package(method),
         "is_reference": method.is_reference,
@@ -117,6 +132,8 @@ def run_one(
     label = f"{method.name} | {task.name} | seed {seed}"
     try:
         data = task_data.materialize(task, suite.path)
+        if split != "test":
+            data = task_data.with_validation(data)
         record["data_hash"] = data.content_hash
         loaded = base_model(suite, device)
         record.update(model=loaded.label, model_revision=loaded.revision)
@@ -151,7 +168,7 @@ def run_one(
         if status == "ok":
             scores, record["eval_seconds"] = evaluate(
                 model, tokenizer, task.lm_eval_task, data, batch_size=suite.eval.batch_size,
-                limit=suite.eval.limit, seed=seed,
+                limit=suite.eval.limit, seed=seed, split=split,
             )
     except Exception as err:  # recorded as this run's failure; the sweep goes on
         status, scores = "failed", []
@@ -224,8 +241,12 @@ def linear_params(model: torch.nn.Module) -> int:
     return sum(seen.values())
 
 
-def _config_hash(suite: Suite, method: InitMethod, task: TaskSpec, seed: int, lora: LoraSettings, lr: float) -> str:
+def _config_hash(
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, lora: LoraSettings, lr: float, split: str = "test"
+) -> str:
     payload = [suite.spec_hash, method.name, method.version, task.name, seed, lora.__dict__, lr]
+    if split != "test":
+        payload.append(split)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -260,7 +281,13 @@ def _versions() -> dict[str, str]:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            name = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
 
 
 def _peak_memory(device: torch.device) -> int:
@@ -271,10 +298,12 @@ def _peak_memory(device: torch.device) -> int:
 
 
 def run_grid(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, force: bool = False, report=print
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, force: bool = False, report=print,
+    tasks: list[TaskSpec] | None = None,
 ) -> list[RunOutcome]:
-    """Every (method, task, seed) of the grid, one after another; finished runs are skipped."""
-    grid = [(m, t, s) for m in methods for t in suite.tasks for s in seeds]
+    """Every (method, task, seed) of the grid, one after another; finished runs are skipped.
+    ``tasks`` narrows the suite's tasks (offline, those with local data) without changing its spec hash."""
+    grid = [(m, t, s) for m in methods for t in (suite.tasks if tasks is None else tasks) for s in seeds]
     outcomes = []
     for i, (method, task, seed) in enumerate(grid, start=1):
         report(f"[{i}/{len(grid)}] {method.name} | {task.name} | seed {seed}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
@@ -55,13 +56,50 @@ class LoraSpec:
 
 
 @dataclass(frozen=True)
+class HubSource:
+    """A split of a public data set on the Hugging Face hub, read with
+    ``datasets.load_dataset(id, config, split=split, revision=revision)`` and mapped to
+    records by the named ``formatter`` (see ``initbench.datasets_io.FORMATTERS``)."""
+
+    id: str
+    formatter: str
+    revision: str = "main"
+    config: str = ""
+    split: str = "train"
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """A local copy of (part of) a split: ``path`` is relative to the data directory
+    (``--data-dir`` or ``$INITBENCH_DATA_DIR``); ``.json`` (a list) or ``.jsonl``."""
+
+    path: str
+    formatter: str
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """One split of a public data set: by hub id for online users and, when a data
+    directory is given, from local files (concatenated in order).  ``limit`` keeps the
+    first N records after formatting (the same N on either road)."""
+
+    hub: HubSource | None = None
+    local: list[LocalSource] = field(default_factory=list)
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
 class DataSpec:
-    """Where a task's data comes from: a deterministic generator ``module:function``
-    called with ``args`` (returns ``{split: [record, ...]}``), or ``files`` per split."""
+    """Where a task's data comes from -- exactly one of: a deterministic generator
+    ``module:function`` called with ``args`` (returns ``{split: [record, ...]}``),
+    ``files`` per split (records as JSON lines), or ``splits``: public data sets per split,
+    by hub id and revision, read from local copies when a data directory is given
+    (``initbench.datasets_io``)."""
 
     generator: str = ""
     args: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, SplitSource] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +120,18 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class TuningSpec:
+    """The learning-rate tuning allowance of the ``tuned`` protocol (``initbench.protocol``):
+    every method gets the same log-spaced ``lr_grid``, each rate trained with each of the
+    tuning ``seeds`` and scored on the task's validation split (never test); the chosen rate
+    is then run with the evaluation seeds on the test split.  Not part of the spec hash: a
+    trial's result depends only on (spec, lr, seed, split), which every row records."""
+
+    lr_grid: list[float]
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass(frozen=True)
 class Suite:
     """A resolved suite.  ``spec_hash`` identifies everything that affects results."""
 
@@ -91,6 +141,7 @@ class Suite:
     budget: Budget
     tasks: list[TaskSpec]
     eval: EvalSpec = field(default_factory=EvalSpec)
+    tuning: TuningSpec | None = None
     description: str = ""
     version: int = 1
     path: str = ""
@@ -106,6 +157,10 @@ class Suite:
         spec = asdict(self)
         spec.pop("path")
         spec.pop("description")
+        spec.pop("tuning")  # which trials exist, not what a run computes (see TuningSpec)
+        for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
+            if not task["data"]["splits"]:
+                del task["data"]["splits"]
         return spec
 
     @property
@@ -156,12 +211,38 @@ def _check_semantics(suite: Suite) -> None:
     if suite.lora.rank <= 0:
         raise SuiteError(f"{where}: key 'lora.rank' must be a positive integer, got {suite.lora.rank}")
     for i, task in enumerate(suite.tasks):
-        if bool(task.data.generator) == bool(task.data.files):
-            raise SuiteError(f"{where}: key 'tasks[{i}].data' must set exactly one of 'generator' or 'files'")
+        if sum(map(bool, (task.data.generator, task.data.files, task.data.splits))) != 1:
+            raise SuiteError(f"{where}: key 'tasks[{i}].data' must set exactly one of 'generator', 'files' or 'splits'")
+        if task.data.splits:
+            from initbench.datasets_io import check_splits
+
+            check_splits(task.data.splits, where, f"tasks[{i}].data.splits")
+    if suite.tuning is not None:
+        _check_tuning(suite.tuning, where)
     try:
         suite.budget.validate(where)
     except ValueError as err:
         raise SuiteError(str(err)) from None
+
+
+def _check_tuning(tuning: TuningSpec, where: str) -> None:
+    """A grid of distinct positive rates, ascending and log-spaced (consecutive log-ratios
+    within a factor 1.25 of each other, so 1e-4, 3e-4, 1e-3, 3e-3 passes); distinct seeds >= 0."""
+    grid = tuning.lr_grid
+    if not grid:
+        raise SuiteError(f"{where}: key 'tuning.lr_grid' must list at least one learning rate")
+    if any(lr <= 0 or not math.isfinite(lr) for lr in grid):
+        raise SuiteError(f"{where}: key 'tuning.lr_grid' must hold positive finite rates, got {grid}")
+    if any(b <= a for a, b in zip(grid, grid[1:])):
+        raise SuiteError(f"{where}: key 'tuning.lr_grid' must be strictly ascending, got {grid}")
+    steps = [math.log(b / a) for a, b in zip(grid, grid[1:])]
+    if steps and max(steps) > 1.25 * min(steps):
+        raise SuiteError(f"{where}: key 'tuning.lr_grid' must be log-spaced (a constant ratio between "
+                         f"neighbours, within 25%), got ratios {[round(b / a, 3) for a, b in zip(grid, grid[1:])]}")
+    if not tuning.seeds:
+        raise SuiteError(f"{where}: key 'tuning.seeds' must list at least one seed")
+    if len(set(tuning.seeds)) != len(tuning.seeds) or min(tuning.seeds) < 0:
+        raise SuiteError(f"{where}: key 'tuning.seeds' must be distinct non-negative integers, got {tuning.seeds}")
 
 
 def _build(cls: type, raw: Any, where: str, key: str) -> Any:
