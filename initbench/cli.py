@@ -51,15 +51,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="read public data sets from local copies under this folder, never the hub "
                         "(overrides $INITBENCH_DATA_DIR); tasks with no local copy are skipped")
+    p.add_argument("--protocol", choices=["fixed", "tuned"], default="fixed",
+                   help="fixed: every method at the suite's learning rate (default); tuned: pick the rate per "
+                        "method and task from the suite's tuning grid on validation, then run it (and the default "
+                        "rate) on test (initbench.protocol)")
     p.set_defaults(handler=cmd_evaluate)
 
-    p = sub.add_parser("leaderboard", help="print the table of the results under a folder")
-    p.add_argument("results", type=Path)
+    p = sub.add_parser("leaderboard", help="print the table of the results under a folder; "
+                                           "`leaderboard publish RESULTS --version vN`; `leaderboard compare vA vB`",
+                       usage="initbench leaderboard RESULTS [--format F]\n"
+                             "       initbench leaderboard publish RESULTS --version vN [--root leaderboard] "
+                             "[--command CMD ...]\n"
+                             "       initbench leaderboard compare vA vB [--root leaderboard]")
+    p.add_argument("results", nargs="+", metavar="RESULTS")
     p.add_argument("--format", default="github", help="tabulate format (github, plain, latex, html, ...)")
+    p.add_argument("--version", dest="board_version", help="publish: the version folder to write, e.g. v1")
+    p.add_argument("--root", type=Path, default=Path("leaderboard"), help="publish/compare: versions folder")
+    p.add_argument("--command", dest="commands", action="append", default=None,
+                   help="publish: a command that produced the results (repeat); default: reconstructed from the rows")
     p.set_defaults(handler=cmd_leaderboard)
+
+    p = sub.add_parser("reproduce", help="re-run K randomly drawn runs of a published version and compare values")
+    p.add_argument("version_dir", type=Path, metavar="VERSION_DIR")
+    p.add_argument("--runs", type=int, default=1, help="how many runs to redo (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
+    p.set_defaults(handler=cmd_reproduce)
 
     p = sub.add_parser("validate", help="check results files against the schema")
     p.add_argument("results", type=Path)
+    p.add_argument("--contributed", action="store_true",
+                   help="also require what the leaderboard requires of contributed results: a built-in suite's "
+                        "current spec hash and no missing seeds or tuning trials")
     p.set_defaults(handler=cmd_validate)
     return parser
 
@@ -133,7 +155,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     tasks = _offline_tasks(suite, args.data_dir)
-    outcomes = run_grid(suite, methods, seeds, args.out, force=args.force, report=_report, tasks=tasks)
+    if args.protocol == "tuned":
+        from initbench.protocol import ProtocolError, run_tuned
+
+        try:
+            outcomes, _ = run_tuned(suite, methods, seeds, args.out, force=args.force, report=_report, tasks=tasks)
+        except ProtocolError as err:
+            raise UsageError(str(err)) from None
+    else:
+        outcomes = run_grid(suite, methods, seeds, args.out, force=args.force, report=_report, tasks=tasks)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"results in {args.out}; `initbench leaderboard {args.out}` shows the table", file=sys.stderr)
     for o in failed:
@@ -181,10 +211,41 @@ def _offline_tasks(suite, option: Path | None):
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from initbench.leaderboard import render
 
-    if not args.results.exists():
-        raise UsageError(f"{args.results}: no such file or folder")
-    print(render(args.results, args.format))
+    first = args.results[0]
+    if first in ("publish", "compare") and not (len(args.results) == 1 and Path(first).exists()):
+        from initbench.publish import PublishError, compare, publish
+
+        try:
+            if first == "publish":
+                if len(args.results) != 2 or not args.board_version:
+                    raise UsageError("usage: initbench leaderboard publish RESULTS --version vN [--root DIR]")
+                target = publish(Path(args.results[1]), args.board_version, root=args.root, commands=args.commands)
+                print(f"published {target}", file=sys.stderr)
+            else:
+                if len(args.results) != 3:
+                    raise UsageError("usage: initbench leaderboard compare vA vB [--root DIR]")
+                print(compare(args.results[1], args.results[2], root=args.root, fmt=args.format))
+        except PublishError as err:
+            raise UsageError(str(err)) from None
+        return 0
+    if len(args.results) != 1:
+        raise UsageError(f"leaderboard takes one results folder, got {' '.join(args.results)}")
+    results = Path(first)
+    if not results.exists():
+        raise UsageError(f"{results}: no such file or folder")
+    print(render(results, args.format))
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from initbench.publish import PublishError, reproduce
+
+    try:
+        report, all_match = reproduce(args.version_dir, runs=args.runs, seed=args.seed)
+    except PublishError as err:
+        raise UsageError(str(err)) from None
+    print(report)
+    return 0 if all_match else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -193,6 +254,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not args.results.exists():
         raise UsageError(f"{args.results}: no such file or folder")
     problems = validate(args.results)
+    if not problems and args.contributed:
+        from initbench.protocol import check_contributed
+        from initbench.results import read_results
+
+        problems = check_contributed(read_results(args.results))
     for problem in problems:
         print(problem)
     print(f"{'invalid' if problems else 'valid'}: {args.results}", file=sys.stderr)

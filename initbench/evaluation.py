@@ -34,15 +34,37 @@ def task_yaml_path(task_name: str) -> Path:
     return path
 
 
-def task_config(task_name: str, data: TaskData) -> dict:
-    """The lm-eval task config of ``task_name`` with its data files pointed at ``data``."""
+def task_config(task_name: str, data: TaskData, split: str = "test") -> dict:
+    """The lm-eval task config of ``task_name`` with its data files pointed at ``data``.
+
+    ``split`` is what lm-eval scores (its ``test_split``).  Scoring any split other than
+    ``test`` (a tuning trial on ``validation``) leaves the test file out of ``data_files``
+    altogether, so lm-eval cannot even load it."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
+    if split not in data.files:
+        raise SuiteError(f"task {task_name!r} has no {split!r} split to score (splits: {sorted(data.files)})")
     config = load_yaml(task_yaml_path(task_name))
     kwargs = dict(config.get("dataset_kwargs") or {})
-    kwargs["data_files"] = {split: str(path) for split, path in data.files.items()}
+    kwargs["data_files"] = {name: str(path) for name, path in data.files.items() if split == "test" or name != "test"}
     config["dataset_kwargs"] = kwargs
+    if split != "test":
+        config["test_split"] = split
+        config.pop("validation_split", None)
+        if config.get("fewshot_split") == "test":
+            config.pop("fewshot_split")
     return config
+
+
+@functools.lru_cache(maxsize=None)
+def primary_metric(task_name: str) -> tuple[str, bool]:
+    """The task's headline metric and whether higher is better: the first entry of its
+    ``metric_list`` (what tuning selects on and what the normalized aggregate uses)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    metrics = load_yaml(task_yaml_path(task_name)).get("metric_list") or [{}]
+    first = metrics[0]
+    return str(first.get("metric", "")), bool(first.get("higher_is_better", True))
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,9 +77,10 @@ def task_manager():
 
 
 def evaluate(
-    model: torch.nn.Module, tokenizer, task_name: str, data: TaskData, *, batch_size: int, limit: int | None, seed: int
+    model: torch.nn.Module, tokenizer, task_name: str, data: TaskData, *, batch_size: int, limit: int | None, seed: int,
+    split: str = "test",
 ) -> tuple[list[Score], float]:
-    """Run lm-eval on one task; returns its scores and the wall seconds it took."""
+    """Run lm-eval on one task's ``split``; returns its scores and the wall seconds it took."""
     import datasets
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -68,7 +91,7 @@ def evaluate(
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     output = lm_eval.simple_evaluate(
         model=lm,
-        tasks=[task_config(task_name, data)],
+        tasks=[task_config(task_name, data, split)],
         task_manager=task_manager(),
         limit=limit,
         log_samples=False,

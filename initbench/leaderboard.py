@@ -1,30 +1,114 @@
-"""Leaderboard tables (first cut): per task and overall, mean +/- std over seeds per method.
+"""Leaderboard tables: per-task statistics, the normalized aggregate, significance, convergence, cost.
 
-A thin layer over pyarrow's group-by; the statistical protocol (bootstrap
-intervals, IQM, significance) grows from ``aggregate``.
+Everything starts from ``aggregate`` (a pyarrow group-by of the final rows) and from
+``initbench.stats``.  The choices, also printed under the tables:
+
+* **Per task** (one cell per method, task and metric, over the evaluation seeds): mean,
+  sample std (ddof=1) and a 95% **percentile bootstrap** interval of the mean
+  (``BOOTSTRAP_REPS`` = 2,000 multinomial resamples of the seeds, seeded, so a rebuilt
+  table prints the same numbers; the same estimator as ``stats.bootstrap_ci(method=
+  "percentile")``, vectorized over cells).  n < 2: no interval.
+* **Across tasks**: each task's *primary* metric (the first of its lm-eval
+  ``metric_list``) normalized per task as ``(score - floor) / (ceiling - floor)``
+  (``stats.normalize``) with floor = the ``base`` reference's mean (untrained model, 0)
+  and ceiling = the ``full-ft`` reference's mean where it was run, else the best method's
+  mean on that task (``stats.best_reference``, which then scores 1 there).  Aggregate:
+  the **IQM** over seeds x tasks (``stats.aggregate_iqm``) with a 95% **stratified
+  bootstrap** interval (``stats.stratified_bootstrap_ci``, ``IQM_REPS`` resamples, seeds
+  resampled within each task).  Without a ``base`` run the raw primary metric is used.
+* **Versus lora**: probability of improvement P(method > lora) (``stats``'
+  Mann-Whitney form, averaged over tasks, with a stratified-bootstrap interval) and a
+  two-sided Wilcoxon signed-rank test paired by (seed, task) on the normalized scores,
+  Holm-corrected over all methods of the suite; ``*`` marks adjusted p <= 0.05.
+* **Convergence**, from the training-loss curves: the area under the loss curve
+  (``stats.auc``: time-averaged loss) and the first step at which the EMA-smoothed loss
+  (``stats.steps_to_reach``, alpha 0.1) reaches ``CONVERGENCE_FRACTION`` = 1.1 x
+  ``lora``'s mean final loss on that task; ``k/n`` seeds reached it.
+* **Cost** per run (mean over final runs): trainable parameters, init and train seconds,
+  peak memory, training tokens, calibration examples, FLOPs; tuning cost is the sum over
+  the method's trials (count, seconds, FLOPs), and the total adds it to the finals'.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tabulate import tabulate
 
-from initbench.results import read_results
+from initbench import stats
+from initbench.results import CURVE_SUFFIX, read_results
+
+BOOTSTRAP_REPS = 2_000
+IQM_REPS = 5_000
+POI_REPS = 1_000
+CONFIDENCE = 0.95
+ALPHA = 0.05
+CONVERGENCE_FRACTION = 1.1
+REFERENCE_METHOD = "lora"
+FLOOR_METHOD = "base"
+CEILING_METHOD = "full-ft"
+KEYS = ["suite", "suite_hash", "method", "is_reference", "task", "metric"]
 
 
-def aggregate(table: pa.Table) -> pa.Table:
-    """Mean, std (sample, ddof=1) and seed count per (suite, suite_hash, method, task, metric) over ok runs."""
-    ok = table.filter(pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table["metric"])))
-    keys = ["suite", "suite_hash", "method", "is_reference", "task", "metric"]
-    grouped = ok.group_by(keys).aggregate([("value", "mean"), ("value", "stddev", pc.VarianceOptions(ddof=1)),
-                                           ("seed", "count_distinct")])
-    return grouped.rename_columns(keys + ["mean", "std", "seeds"]).sort_by(
-        [(k, "ascending") for k in ("suite", "suite_hash", "task", "metric", "method")]
-    )
+# --------------------------------------------------------------------------- per task
+
+
+def aggregate(table: pa.Table, ci: bool = True) -> pa.Table:
+    """Mean, std (sample, ddof=1), seed count and (``ci``) the 95% percentile-bootstrap interval
+    of the mean per (suite, suite_hash, method, task, metric) over ok final runs."""
+    keep = pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table["metric"]))
+    if "phase" in table.schema.names:
+        keep = pc.and_(keep, pc.equal(table["phase"], "final"))
+    ok = table.filter(keep)
+    specs = [("value", "mean"), ("value", "stddev", pc.VarianceOptions(ddof=1)), ("seed", "count_distinct")]
+    if ci:
+        specs.append(("value", "list"))
+    grouped = ok.group_by(KEYS, use_threads=False).aggregate(specs)
+    grouped = grouped.rename_columns(KEYS + ["mean", "std", "seeds"] + (["values"] if ci else []))
+    if ci:
+        low, high = bootstrap_cells(grouped["values"])
+        grouped = grouped.drop_columns(["values"]).append_column("ci_low", pa.array(low)).append_column(
+            "ci_high", pa.array(high))
+    return grouped.sort_by([(k, "ascending") for k in ("suite", "suite_hash", "task", "metric", "method")])
+
+
+def bootstrap_cells(values: pa.ChunkedArray | pa.Array, reps: int = BOOTSTRAP_REPS, confidence: float = CONFIDENCE,
+                    seed: int = stats.DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap interval of the mean of every list in ``values`` (one per cell).
+
+    Cells with the same number of values n share one draw of ``reps`` multinomial weight
+    vectors (seeded), so the whole table costs a few matrix products: each cell's interval
+    is exactly a percentile bootstrap of its own mean.  n < 2: NaN; a constant cell: (c, c)
+    (``stats.bootstrap_ci``'s conventions)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(int)
+    flat = pc.list_flatten(values).to_numpy(zero_copy_only=False).astype(float)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    low = np.full(len(lengths), math.nan)
+    high = np.full(len(lengths), math.nan)
+    alpha = 1.0 - confidence
+    for n in np.unique(lengths):
+        if n < 2:
+            continue
+        cells = np.flatnonzero(lengths == n)
+        x = np.sort(flat[offsets[cells][:, None] + np.arange(n)], axis=1)  # (cells, n); sorted: row order is moot
+        rng = np.random.default_rng([seed, int(n)])
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=reps).T / n  # (n, reps)
+        chunk = max(1, 4_000_000 // reps)
+        for start in range(0, len(cells), chunk):
+            means = x[start:start + chunk] @ weights  # (chunk, reps)
+            lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=1)
+            low[cells[start:start + chunk]], high[cells[start:start + chunk]] = lo, hi
+        constant = np.all(x == x[:, :1], axis=1)
+        low[cells[constant]] = high[cells[constant]] = x[constant, 0]
+    return low, high
 
 
 def failures(table: pa.Table) -> pa.Table:
@@ -34,21 +118,277 @@ def failures(table: pa.Table) -> pa.Table:
         ["suite", "method", "task", "seed", "status", "error"]).aggregate([])
 
 
+# --------------------------------------------------------------------------- the whole board
+
+
+def _primary(lm_eval_task: str | None, metrics: list[str]) -> tuple[str, bool]:
+    """A task's primary metric (first of its lm-eval ``metric_list``) if it was recorded,
+    else the first recorded metric in name order (synthetic tables), higher is better."""
+    metric, higher = "", True
+    if lm_eval_task:
+        try:
+            from initbench.evaluation import primary_metric
+
+            metric, higher = primary_metric(lm_eval_task)
+        except Exception:  # a task YAML that is not installed here
+            metric, higher = "", True
+    return (metric, higher) if metric in metrics else (sorted(metrics)[0], True)
+
+
+def build(table: pa.Table, curves: pa.Table | None = None) -> dict[str, Any]:
+    """Every statistic of the leaderboard, as plain data: one entry per (suite, spec hash)
+    with a block per protocol present (``tuned`` first), convergence, cost and tuning."""
+    from initbench.protocol import final_rows, has_tuned
+
+    if "protocol" not in table.schema.names:
+        from initbench.results import upgrade
+
+        table = upgrade(table)
+    protocols = (["tuned"] if has_tuned(table) else []) + ["fixed"]
+    board: dict[str, Any] = {"suites": [], "failures": failures(table).to_pylist()}
+    suite_keys = sorted(set(zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist())))
+    for suite, suite_hash in suite_keys:
+        st = table.filter(pc.and_(pc.equal(table["suite"], suite), pc.equal(table["suite_hash"], suite_hash)))
+        entry: dict[str, Any] = {"suite": suite, "suite_hash": suite_hash, "protocols": {}}
+        for protocol in protocols:
+            view = final_rows(st, protocol)
+            cells = aggregate(view).to_pylist()
+            if not cells:
+                continue
+            block = {"cells": cells}
+            block.update(_across_tasks(view, cells))
+            entry["protocols"][protocol] = block
+        main = next(iter(entry["protocols"]), None)
+        if main is None:
+            board["suites"].append(entry)
+            continue
+        entry["main"] = main
+        view = final_rows(st, main)
+        entry["run_ids"] = sorted(set(view["run_id"].to_pylist()))
+        entry["convergence"] = _convergence(view, curves, entry["protocols"][main]["primary"])
+        entry["cost"] = _cost(view, st)
+        entry["tuning"] = _tuning(st, entry["protocols"][main]["primary"])
+        board["suites"].append(entry)
+    return board
+
+
+def _matrix_by_method(view: pa.Table, primary: dict[str, tuple[str, bool]]) -> dict[str, dict[str, dict[int, float]]]:
+    """method -> task -> seed -> value of the task's primary metric (ok runs)."""
+    ok = view.filter(pc.equal(view["status"], "ok"))
+    out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for task, (metric, _) in primary.items():
+        rows = ok.filter(pc.and_(pc.equal(ok["task"], task), pc.equal(ok["metric"], metric)))
+        for m, s, v in zip(rows["method"].to_pylist(), rows["seed"].to_pylist(), rows["value"].to_pylist()):
+            out[m][task][s] = v
+    return out
+
+
+def _across_tasks(view: pa.Table, cells: list[dict]) -> dict[str, Any]:
+    tasks = sorted({c["task"] for c in cells})
+    lm_tasks = dict(zip(view["task"].to_pylist(), view["lm_eval_task"].to_pylist()))
+    primary = {t: _primary(lm_tasks.get(t), sorted({c["metric"] for c in cells if c["task"] == t})) for t in tasks}
+    per = _matrix_by_method(view, primary)
+    reference = {c["method"]: c["is_reference"] for c in cells}
+    higher = np.array([primary[t][1] for t in tasks])
+
+    def means(method: str) -> np.ndarray:
+        return np.array([np.mean(list(per[method][t].values())) if per[method].get(t) else np.nan for t in tasks])
+
+    normalized = FLOOR_METHOD in per
+    if normalized:
+        floor = means(FLOOR_METHOD)
+        candidates = {m: means(m)[None, :] for m in per if m != FLOOR_METHOD}
+        best = stats.best_reference(candidates, exclude=(), higher_is_better=higher) if candidates else floor
+        ceiling = means(CEILING_METHOD) if CEILING_METHOD in per else np.full(len(tasks), np.nan)
+        ceiling_from = [CEILING_METHOD if np.isfinite(c) else "best method" for c in ceiling]
+        ceiling = np.where(np.isfinite(ceiling), ceiling, best)
+    matrices: dict[str, np.ndarray] = {}
+    for method in per:
+        seeds = sorted(set.intersection(*[set(per[method].get(t, {})) for t in tasks]))
+        if not seeds:
+            continue
+        m = np.array([[per[method][t][s] for t in tasks] for s in seeds], dtype=float)
+        if normalized:
+            with np.errstate(all="ignore"):
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    m = stats.normalize(m, floor, ceiling)
+            if np.isnan(m).any():  # a task with ceiling == floor cannot be normalized: drop it for everyone
+                keep = ~np.isnan(m).any(axis=0)
+                m = m[:, keep]
+                if not m.size:
+                    continue
+        matrices[method] = (m, seeds)
+    aggregate_rows = []
+    for method, (m, seeds) in matrices.items():
+        low, high = stats.stratified_bootstrap_ci(m, stats.aggregate_iqm, reps=IQM_REPS, confidence=CONFIDENCE)
+        aggregate_rows.append({"method": method, "is_reference": reference.get(method, False),
+                               "iqm": float(stats.aggregate_iqm(m)), "iqm_low": float(low), "iqm_high": float(high),
+                               "mean": float(stats.aggregate_mean(m)), "seeds": len(seeds), "tasks": m.shape[1]})
+    aggregate_rows.sort(key=lambda r: -r["iqm"])
+    pairwise = []
+    if REFERENCE_METHOD in matrices:
+        ref, ref_seeds = matrices[REFERENCE_METHOD]
+        for method, (m, seeds) in sorted(matrices.items()):
+            if method == REFERENCE_METHOD or m.shape[1] != ref.shape[1]:
+                continue
+            poi = float(stats.probability_of_improvement(m, ref))
+            poi_low, poi_high = stats.probability_of_improvement_ci(m, ref, reps=POI_REPS, confidence=CONFIDENCE)
+            common = sorted(set(seeds) & set(ref_seeds))
+            x = m[[seeds.index(s) for s in common]]
+            y = ref[[ref_seeds.index(s) for s in common]]
+            test = stats.paired_test(x, y)
+            pairwise.append({"method": method, "poi": poi, "poi_low": float(poi_low), "poi_high": float(poi_high),
+                             "pairs": test.n_pairs, "mean_diff": test.mean_diff, "p_wilcoxon": test.wilcoxon_pvalue,
+                             "p_t": test.t_pvalue, "min_p": test.min_wilcoxon_pvalue})
+        adjusted = stats.holm([p["p_wilcoxon"] for p in pairwise])
+        marks = stats.significant([p["p_wilcoxon"] for p in pairwise], ALPHA)
+        for p, adj, mark in zip(pairwise, adjusted, marks):
+            p["p_holm"], p["significant"] = float(adj), bool(mark)
+    return {
+        "tasks": tasks,
+        "primary": {t: primary[t][0] for t in tasks},
+        "normalization": ({"floor": FLOOR_METHOD, "ceiling": dict(zip(tasks, ceiling_from)),
+                           "floor_values": dict(zip(tasks, floor.tolist())),
+                           "ceiling_values": dict(zip(tasks, ceiling.tolist()))} if normalized else None),
+        "aggregate": aggregate_rows,
+        "pairwise": pairwise,
+    }
+
+
+def _curves_by_run(curves: pa.Table | None, run_ids: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if curves is None or curves.num_rows == 0:
+        return {}
+    mask = pc.is_in(curves["run_id"], value_set=pa.array(sorted(run_ids), pa.string()))
+    picked = curves.filter(mask).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    out: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for rid, step, loss in zip(picked["run_id"].to_pylist(), picked["step"].to_pylist(), picked["loss"].to_pylist()):
+        out[rid][0].append(step)
+        out[rid][1].append(math.nan if loss is None else loss)
+    return {k: (np.array(s, dtype=float), np.array(v, dtype=float)) for k, (s, v) in out.items()}
+
+
+def _convergence(view: pa.Table, curves: pa.Table | None, primary: dict[str, str]) -> list[dict]:
+    ok = view.filter(pc.equal(view["status"], "ok"))
+    runs = sorted(set(zip(ok["method"].to_pylist(), ok["task"].to_pylist(), ok["seed"].to_pylist(),
+                          ok["run_id"].to_pylist())))
+    by_run = _curves_by_run(curves, {r[3] for r in runs})
+    if not by_run:
+        return []
+    finals: dict[str, list[float]] = defaultdict(list)
+    for method, task, _, rid in runs:
+        if method == REFERENCE_METHOD and rid in by_run:
+            finals[task].append(float(by_run[rid][1][-1]))
+    target = {t: CONVERGENCE_FRACTION * float(np.mean(v)) for t, v in finals.items()}
+    rows: dict[tuple[str, str], dict] = {}
+    for method, task, _, rid in runs:
+        if rid not in by_run:
+            continue
+        steps, losses = by_run[rid]
+        row = rows.setdefault((method, task), {"method": method, "task": task, "auc": [], "reached": [], "n": 0,
+                                               "target": target.get(task)})
+        row["n"] += 1
+        row["auc"].append(stats.auc(losses, steps))
+        if task in target:
+            hit = stats.steps_to_reach(losses, steps, target[task])
+            if hit is not None:
+                row["reached"].append(hit)
+    out = []
+    for row in rows.values():
+        out.append({"method": row["method"], "task": row["task"], "auc": float(np.mean(row["auc"])),
+                    "steps_to_target": float(np.mean(row["reached"])) if row["reached"] else None,
+                    "reached": len(row["reached"]), "runs": row["n"], "target_loss": row["target"]})
+    return sorted(out, key=lambda r: (r["task"], r["method"]))
+
+
+def _per_run(table: pa.Table) -> pa.Table:
+    """One row per run (the first metric row carries the run's compute)."""
+    first = table.group_by(["run_id"], use_threads=False).aggregate([(c, "first") for c in COST_COLUMNS + ["method"]])
+    return first.rename_columns([c.removesuffix("_first") for c in first.column_names])
+
+
+COST_COLUMNS = ["trainable_params", "init_seconds", "train_seconds", "wall_seconds", "peak_memory_bytes",
+                "train_tokens", "calibration_examples", "flops"]
+
+
+def _cost(view: pa.Table, suite_table: pa.Table) -> list[dict]:
+    runs = _per_run(view)
+    agg = runs.group_by(["method"], use_threads=False).aggregate(
+        [(c, "mean") for c in COST_COLUMNS if c != "peak_memory_bytes"]
+        + [("peak_memory_bytes", "max"), ("flops", "sum"), ("run_id", "count")])
+    trials = suite_table.filter(pc.equal(suite_table["phase"], "trial"))
+    tuning: dict[str, dict] = {}
+    if trials.num_rows:
+        tr = _per_run(trials).group_by(["method"], use_threads=False).aggregate(
+            [("run_id", "count"), ("wall_seconds", "sum"), ("flops", "sum")])
+        tuning = {r["method"]: r for r in tr.to_pylist()}
+    out = []
+    for r in agg.to_pylist():
+        t = tuning.get(r["method"], {})
+        out.append({"method": r["method"], "runs": r["run_id_count"],
+                    **{c: r[f"{c}_mean"] for c in COST_COLUMNS if c != "peak_memory_bytes"},
+                    "peak_memory_bytes": r["peak_memory_bytes_max"],
+                    "tuning_trials": t.get("run_id_count", 0), "tuning_seconds": t.get("wall_seconds_sum") or 0.0,
+                    "tuning_flops": t.get("flops_sum") or 0.0,
+                    "total_flops": (r["flops_sum"] or 0.0) + (t.get("flops_sum") or 0.0)})
+    return sorted(out, key=lambda r: r["method"])
+
+
+def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[dict]:
+    """Per (method, task): the validation mean of the primary metric per trial rate, and the chosen rate."""
+    trials = suite_table.filter(pc.and_(pc.equal(suite_table["phase"], "trial"), pc.equal(suite_table["status"], "ok")))
+    chosen = suite_table.filter(pc.and_(pc.equal(suite_table["protocol"], "tuned"), pc.equal(suite_table["phase"], "final")))
+    picked = {(m, t): lr for m, t, lr in zip(chosen["method"].to_pylist(), chosen["task"].to_pylist(),
+                                             chosen["selected_lr"].to_pylist())}
+    rows: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    for m, t, metric, lr, v in zip(trials["method"].to_pylist(), trials["task"].to_pylist(),
+                                   trials["metric"].to_pylist(), trials["learning_rate"].to_pylist(),
+                                   trials["value"].to_pylist()):
+        if metric == primary.get(t):
+            rows[(m, t, lr)].append(v)
+    return [{"method": m, "task": t, "lr": lr, "metric": primary.get(t), "validation_mean": float(np.mean(v)),
+             "seeds": len(v), "selected": picked.get((m, t)) == lr}
+            for (m, t, lr), v in sorted(rows.items())]
+
+
+# --------------------------------------------------------------------------- text
+
+
 def render(path: Path, fmt: str = "github") -> str:
     """The leaderboard of every results file under ``path`` as text (tabulate format ``fmt``)."""
     table = read_results(path)
     if table.num_rows == 0:
         return f"no results under {path}"
+    return render_board(build(table, read_results(path, CURVE_SUFFIX)), fmt)
+
+
+PROTOCOL_TITLES = {"tuned": "Tuned protocol: learning rate chosen per method and task on validation, scored on test",
+                   "fixed": "At the suite's default learning rate (fixed protocol)"}
+
+
+def render_board(board: dict[str, Any], fmt: str = "github", level: int = 2) -> str:
+    h = "#" * level
     sections = []
-    summary = aggregate(table).to_pylist()
-    for suite, suite_hash in sorted({(r["suite"], r["suite_hash"]) for r in summary}):
-        rows = [r for r in summary if r["suite"] == suite and r["suite_hash"] == suite_hash]
-        sections.append(f"## Suite `{suite}` (spec {suite_hash})\n\n" + _suite_table(rows, fmt))
-    failed = failures(table).to_pylist()
-    if failed:
-        lines = [[r["suite"], r["method"], r["task"], r["seed"], r["status"], r["error"] or ""] for r in failed]
-        sections.append("## Runs not ok\n\n" + tabulate(lines, ["suite", "method", "task", "seed", "status", "reason"],
-                                                       tablefmt=fmt))
+    for entry in board["suites"]:
+        parts = [f"{h} Suite `{entry['suite']}` (spec {entry['suite_hash']})"]
+        for protocol, block in entry["protocols"].items():
+            parts.append(f"{h}# {PROTOCOL_TITLES[protocol]}\n\n" + _suite_table(block["cells"], fmt))
+            parts.append(_aggregate_table(block, fmt))
+            if block["pairwise"]:
+                parts.append(_pairwise_table(block["pairwise"], fmt))
+        if entry.get("tuning"):
+            parts.append(_tuning_table(entry["tuning"], fmt))
+        if entry.get("convergence"):
+            parts.append(_convergence_table(entry["convergence"], fmt))
+        if entry.get("cost"):
+            parts.append(_cost_table(entry["cost"], fmt))
+        sections.append("\n\n".join(parts))
+    if board["failures"]:
+        lines = [[r["suite"], r["method"], r["task"], r["seed"], r["status"], r["error"] or ""] for r in board["failures"]]
+        sections.append(f"{h} Runs not ok\n\n" + tabulate(lines, ["suite", "method", "task", "seed", "status", "reason"],
+                                                          tablefmt=fmt))
     return "\n\n".join(sections)
 
 
@@ -68,10 +408,78 @@ def _suite_table(rows: list[dict], fmt: str) -> str:
         line.append(f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(columns) else "")
         lines.append(line)
     headers = ["method"] + [f"{task} ({metric})" for task, metric in columns] + ["mean over tasks"]
-    return tabulate(lines, headers, tablefmt=fmt)
+    note = (f"\n\nCells: mean ± std [95% percentile-bootstrap CI of the mean, {BOOTSTRAP_REPS:,} resamples] "
+            "(n = seeds).")
+    return tabulate(lines, headers, tablefmt=fmt) + note
+
+
+def _num(x, spec=".4f") -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
 def _fmt(r: dict) -> str:
     std = r["std"]
     spread = f" ± {std:.4f}" if std is not None and not math.isnan(std) else ""
-    return f"{r['mean']:.4f}{spread} (n={r['seeds']})"
+    low, high = r.get("ci_low"), r.get("ci_high")
+    ci = f" [{low:.4f}, {high:.4f}]" if low is not None and not math.isnan(low) else ""
+    return f"{r['mean']:.4f}{spread}{ci} (n={r['seeds']})"
+
+
+def _aggregate_table(block: dict, fmt: str) -> str:
+    norm = block["normalization"]
+    lines = [[r["method"] + (" (reference)" if r["is_reference"] else ""), f"{r['iqm']:.4f}",
+              f"[{r['iqm_low']:.4f}, {r['iqm_high']:.4f}]", f"{r['mean']:.4f}", r["seeds"], r["tasks"]]
+             for r in block["aggregate"]]
+    what = ("normalized score, per task (score - base) / (ceiling - base), ceiling = "
+            + ", ".join(f"{t}: {c}" for t, c in norm["ceiling"].items()) if norm
+            else "raw primary metric (no `base` run, so not normalized)")
+    primary = ", ".join(f"{t}: {m}" for t, m in block["primary"].items())
+    return (f"Across tasks ({what}; primary metrics {primary}):\n\n"
+            + tabulate(lines, ["method", "IQM", f"95% CI (stratified bootstrap, {IQM_REPS:,})", "mean", "seeds", "tasks"],
+                       tablefmt=fmt))
+
+
+def _pairwise_table(rows: list[dict], fmt: str) -> str:
+    lines = [[r["method"], f"{r['poi']:.3f} [{r['poi_low']:.3f}, {r['poi_high']:.3f}]", _num(r["mean_diff"], "+.4f"),
+              r["pairs"], _num(r["p_wilcoxon"], ".3g"), _num(r["p_holm"], ".3g") + (" *" if r["significant"] else "")]
+             for r in rows]
+    return (f"Versus `{REFERENCE_METHOD}` (P(X > lora) with 95% stratified-bootstrap CI; Wilcoxon signed-rank paired by "
+            f"(seed, task), Holm-adjusted; * = significant at {ALPHA}):\n\n"
+            + tabulate(lines, ["method", "P(X > lora)", "mean diff", "pairs", "p", "p (Holm)"], tablefmt=fmt))
+
+
+def _tuning_table(rows: list[dict], fmt: str) -> str:
+    lrs = sorted({r["lr"] for r in rows})
+    cells: dict[tuple[str, str], dict[float, dict]] = defaultdict(dict)
+    for r in rows:
+        cells[(r["method"], r["task"])][r["lr"]] = r
+    lines = []
+    for (method, task), by_lr in sorted(cells.items()):
+        chosen = next((lr for lr, r in by_lr.items() if r["selected"]), None)
+        lines.append([method, task, next(iter(by_lr.values()))["metric"], _num(chosen, "g")]
+                     + [(f"**{by_lr[lr]['validation_mean']:.4f}**" if by_lr[lr]["selected"] else
+                         f"{by_lr[lr]['validation_mean']:.4f}") if lr in by_lr else "" for lr in lrs])
+    return ("Tuning trials (validation mean of the primary metric over tuning seeds; chosen rate in bold):\n\n"
+            + tabulate(lines, ["method", "task", "metric", "selected lr"] + [f"lr {lr:g}" for lr in lrs], tablefmt=fmt))
+
+
+def _convergence_table(rows: list[dict], fmt: str) -> str:
+    lines = [[r["method"], r["task"], f"{r['auc']:.4f}",
+              (_num(r["steps_to_target"], ".1f") or "never") + f" ({r['reached']}/{r['runs']})",
+              _num(r["target_loss"])] for r in rows]
+    return (f"Convergence (training loss: area under the curve = time-averaged loss; steps until the EMA(0.1) loss "
+            f"reaches {CONVERGENCE_FRACTION}x {REFERENCE_METHOD}'s mean final loss):\n\n"
+            + tabulate(lines, ["method", "task", "loss AUC", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
+                       tablefmt=fmt))
+
+
+def _cost_table(rows: list[dict], fmt: str) -> str:
+    lines = [[r["method"], _num(r["trainable_params"], ",.0f"), _num(r["init_seconds"], ".3f"),
+              _num(r["train_seconds"], ".2f"), _num((r["peak_memory_bytes"] or 0) / 2**20, ",.0f"),
+              _num(r["train_tokens"], ",.0f"), _num(r["calibration_examples"], ",.0f"), _num(r["flops"], ".3g"),
+              r["tuning_trials"], _num(r["tuning_seconds"], ".1f"), _num(r["tuning_flops"], ".3g"),
+              _num(r["total_flops"], ".3g")] for r in rows]
+    return ("Cost (mean per final run; peak memory: max; tuning: sum over the method's trials; total FLOPs: finals + "
+            "tuning):\n\n" + tabulate(lines, ["method", "trainable params", "init s", "train s", "peak MiB",
+                                              "train tokens", "calib examples", "FLOPs/run", "trials", "tuning s",
+                                              "tuning FLOPs", "total FLOPs"], tablefmt=fmt))

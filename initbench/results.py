@@ -6,6 +6,12 @@ A run (suite, method, task, seed, spec hash) writes two files side by side:
 and ``os.replace``, so its presence means the run finished; an interrupted
 sweep loses only the run in flight.  Each file carries the schema version in
 its Arrow metadata.
+
+Schema version 2 adds the protocol columns: ``protocol`` (``fixed``: the suite's
+learning rate; ``tuned``: see ``initbench.protocol``), ``phase`` (``trial``: a tuning
+run scored on the validation split; ``final``: a run scored on test), ``eval_split``
+and ``selected_lr`` (the rate a tuned final run was chosen to use).  Version-1 files
+still validate and read, with ``fixed``/``final``/``test``/null filled in.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+SUPPORTED_VERSIONS = ("1", "2")
 RESULTS_SUFFIX = ".results.parquet"
 CURVE_SUFFIX = ".curve.parquet"
 
@@ -85,8 +92,15 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("device_name", pa.string()),
         pa.field("determinism", pa.string()),
         pa.field("start_time", pa.timestamp("ms", tz="UTC")),
+        # the protocol (schema version 2)
+        pa.field("protocol", pa.string()),  # fixed | tuned
+        pa.field("phase", pa.string()),  # trial (validation split) | final (test split)
+        pa.field("eval_split", pa.string()),  # the split lm-eval scored
+        pa.field("selected_lr", pa.float64()),  # tuned finals: the rate chosen on validation
     ]
 )
+#: columns added in schema version 2, and what a version-1 row means for each
+V2_DEFAULTS = {"protocol": "fixed", "phase": "final", "eval_split": "test", "selected_lr": None}
 
 CURVE_SCHEMA = pa.schema(
     KEY_FIELDS
@@ -103,9 +117,21 @@ class ResultsError(ValueError):
     """A results file does not match the schema."""
 
 
-def run_stem(out: Path, suite: str, method: str, task: str, seed: int, suite_hash: str) -> Path:
-    """The path (without suffix) of one run's files under ``out``."""
-    return Path(out) / suite / method / task / f"seed{seed}-{suite_hash}"
+def run_stem(
+    out: Path, suite: str, method: str, task: str, seed: int, suite_hash: str, *,
+    lr: float | None = None, split: str = "test",
+) -> Path:
+    """The path (without suffix) of one run's files under ``out``.  A run at the suite's own
+    learning rate scored on test keeps the version-1 name ``seed<S>-<hash>``; any other
+    (a tuning trial, a tuned final) gets ``seed<S>-lr<lr>-<split>-<hash>``, one file each."""
+    name = f"seed{seed}-{suite_hash}" if lr is None and split == "test" else \
+        f"seed{seed}-lr{format_lr(lr)}-{split}-{suite_hash}"
+    return Path(out) / suite / method / task / name
+
+
+def format_lr(lr: float | None) -> str:
+    """A learning rate as it appears in file names and run ids (shortest exact repr)."""
+    return "default" if lr is None else repr(float(lr))
 
 
 def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> Path:
@@ -113,6 +139,7 @@ def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]
     stem.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(pa.Table.from_pylist(curve, schema=CURVE_SCHEMA), stem.with_name(stem.name + CURVE_SUFFIX), "curve")
     results_path = stem.with_name(stem.name + RESULTS_SUFFIX)
+    rows = [{**row, **{k: v for k, v in V2_DEFAULTS.items() if v is not None and row.get(k) is None}} for row in rows]
     _write_atomic(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), results_path, "results")
     return results_path
 
@@ -147,7 +174,18 @@ def read_results(path: Path, suffix: str = RESULTS_SUFFIX) -> pa.Table:
     schema = RESULTS_SCHEMA if suffix == RESULTS_SUFFIX else CURVE_SCHEMA
     if not files:
         return schema.empty_table()
-    return pa.concat_tables([pq.read_table(f).cast(schema) for f in files])
+    return pa.concat_tables([upgrade(pq.read_table(f), schema) for f in files])
+
+
+def upgrade(table: pa.Table, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
+    """Cast a results (or curve) table to the current schema; version-1 results get the
+    version-2 columns with their version-1 meaning (``V2_DEFAULTS``)."""
+    if schema is RESULTS_SCHEMA:
+        for name, default in V2_DEFAULTS.items():
+            if name not in table.schema.names:
+                field = schema.field(name)
+                table = table.append_column(field, pa.array([default] * table.num_rows, type=field.type))
+    return table.select(schema.names).cast(schema)
 
 
 def validate_file(path: Path) -> list[str]:
@@ -160,12 +198,14 @@ def validate_file(path: Path) -> list[str]:
     kind = metadata.get(b"initbench.table", b"").decode()
     version = metadata.get(b"initbench.schema_version", b"").decode()
     problems = []
-    if version != SCHEMA_VERSION:
-        problems.append(f"{path}: schema version {version or 'missing'}, expected {SCHEMA_VERSION}")
+    if version not in SUPPORTED_VERSIONS:
+        problems.append(f"{path}: schema version {version or 'missing'}, expected one of {', '.join(SUPPORTED_VERSIONS)}")
     expected = {"results": RESULTS_SCHEMA, "curve": CURVE_SCHEMA}.get(kind)
     if expected is None:
         return problems + [f"{path}: metadata 'initbench.table' is {kind or 'missing'}, expected results or curve"]
     for field in expected:
+        if version == "1" and field.name in V2_DEFAULTS:
+            continue  # added in version 2
         if field.name not in table.schema.names:
             problems.append(f"{path}: missing column {field.name!r}")
         elif not table.schema.field(field.name).type.equals(field.type):
@@ -176,6 +216,12 @@ def validate_file(path: Path) -> list[str]:
         bad = set(table.column("status").to_pylist()) - {"ok", "diverged", "failed"}
         if bad:
             problems.append(f"{path}: column 'status' has unknown values {sorted(bad)}")
+    if kind == "results" and version == "2":
+        for column, allowed in (("protocol", {"fixed", "tuned"}), ("phase", {"trial", "final"})):
+            if column in table.schema.names:
+                bad = set(table.column(column).to_pylist()) - allowed
+                if bad:
+                    problems.append(f"{path}: column {column!r} has unknown values {sorted(bad, key=str)}")
     return problems
 
 

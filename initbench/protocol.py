@@ -1,0 +1,242 @@
+"""The evaluation protocols: ``fixed`` (every method at the suite's learning rate) and ``tuned``.
+
+``tuned`` gives every method the same tuning allowance, the suite's ``tuning`` section::
+
+    tuning: {lr_grid: [0.001, 0.003, 0.01, 0.03], seeds: [0]}
+
+1. **Trials.**  For every training method and task, each rate of ``lr_grid`` is trained
+   with each tuning seed on the training split and scored by lm-eval on the
+   ``validation`` split, never on test (``harness.run_one(..., lr=lr, split="validation")``:
+   the test file is not even handed to lm-eval).  Tasks without a validation split
+   carve one out of their training data (``data.with_validation``).  Each trial is
+   its own result file (``phase = "trial"``).
+2. **Selection.**  Per (method, task), the rate with the best mean over tuning seeds
+   of the task's primary metric (the first of its lm-eval ``metric_list``) on
+   validation; a failed or diverged trial scores worst.  Ties go to the rate closest
+   to the suite's default in log space, then to the smaller rate.  When every trial
+   failed, the suite's default rate is used.  The trials and the choice are written to
+   ``<out>/<suite>/<method>/<task>/selection-<spec hash>.json``.
+3. **Finals.**  The chosen rate is run with the evaluation seeds on the test split
+   (``protocol = "tuned"``, ``phase = "final"``, ``selected_lr``), and so is the suite's
+   default rate (``protocol = "fixed"``, the same files as ``--protocol fixed``), so the
+   leaderboard reports both the tuned score and the score at the default rate.
+
+Methods that do not train (``base``) have nothing to tune: their fixed runs stand
+for both protocols.  The tuning cost (every trial's compute) is summed per method
+in the leaderboard's cost table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from typing import TYPE_CHECKING
+
+from initbench.results import RESULTS_SUFFIX, run_stem
+from initbench.suite import Suite, SuiteError, TaskSpec
+
+if TYPE_CHECKING:  # the harness pulls in torch; tables and validation do not need it
+    from initbench.api import InitMethod
+    from initbench.harness import RunOutcome
+
+PROTOCOLS = ("fixed", "tuned")
+
+
+class ProtocolError(ValueError):
+    """The suite or the request does not allow the protocol asked for."""
+
+
+@dataclass
+class Selection:
+    """The tuning outcome of one (method, task)."""
+
+    method: str
+    task: str
+    metric: str
+    higher_is_better: bool
+    trials: dict[float, list[float | None]] = field(default_factory=dict)  # lr -> score per tuning seed (None: not ok)
+    chosen: float | None = None
+    reason: str = ""
+
+    def mean(self, lr: float) -> float:
+        scores = self.trials.get(lr, [])
+        if not scores or any(v is None or math.isnan(v) for v in scores):
+            return -math.inf if self.higher_is_better else math.inf
+        return sum(scores) / len(scores)
+
+
+def choose_lr(selection: Selection, default_lr: float) -> float:
+    """The rate of ``selection.trials`` with the best validation mean (see the module docstring)."""
+    sign = 1.0 if selection.higher_is_better else -1.0
+    finite = {lr for lr in selection.trials if math.isfinite(selection.mean(lr))}
+    if not finite:
+        selection.chosen, selection.reason = default_lr, "every trial failed: the suite's default rate"
+        return default_lr
+    best = max(sign * selection.mean(lr) for lr in finite)
+    tied = [lr for lr in finite if sign * selection.mean(lr) == best]
+    chosen = min(tied, key=lambda lr: (abs(math.log(lr / default_lr)), lr))
+    selection.chosen = chosen
+    selection.reason = (f"best mean validation {selection.metric} over {len(selection.trials[chosen])} tuning seed(s)"
+                        + (f"; tie among {sorted(tied)} broken towards the default rate" if len(tied) > 1 else ""))
+    return chosen
+
+
+def _trial_score(stem: Path, metric: str) -> float | None:
+    path = stem.with_name(stem.name + RESULTS_SUFFIX)
+    if not path.exists():
+        return None
+    rows = pq.read_table(path, columns=["status", "metric", "value"]).to_pylist()
+    values = [r["value"] for r in rows if r["status"] == "ok" and r["metric"] == metric]
+    return float(values[0]) if values and values[0] is not None else None
+
+
+def run_tuned(
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, force: bool = False, report=print,
+    tasks: list[TaskSpec] | None = None,
+) -> tuple[list[RunOutcome], list[Selection]]:
+    """Trials, selection and finals of the ``tuned`` protocol for every (method, task)."""
+    from initbench.evaluation import primary_metric
+    from initbench.harness import run_one
+
+    if suite.tuning is None:
+        raise ProtocolError(f"{suite.path}: suite {suite.name!r} has no 'tuning' section "
+                            "(tuning: {lr_grid: [...], seeds: [...]}); use --protocol fixed")
+    tuning, default_lr = suite.tuning, suite.budget.optimizer.lr
+    outcomes: list[RunOutcome] = []
+    selections: list[Selection] = []
+    tasks = suite.tasks if tasks is None else tasks
+    n_trials = sum(m.trains for m in methods) * len(tasks) * len(tuning.lr_grid) * len(tuning.seeds)
+    n_total = n_trials + len(methods) * len(tasks) * len(seeds) + sum(m.trains for m in methods) * len(tasks) * len(seeds)
+    counter = iter(range(1, n_total + 1))
+
+    def one(method, task, seed, **kwargs) -> RunOutcome:
+        i = next(counter)
+        what = (f"trial lr {kwargs['lr']:g} on validation" if kwargs.get("split") == "validation"
+                else f"final lr {kwargs['lr']:g}" if kwargs.get("lr") is not None else "default lr")
+        report(f"[{i}/{n_total}] {method.name} | {task.name} | seed {seed} | {what}")
+        outcome = run_one(suite, method, task, seed, out, force=force, **kwargs)
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
+        report(f"[{i}/{n_total}] {outcome.status}" + (f": {shown}" if shown else "")
+               + (f": {outcome.error}" if outcome.error else ""))
+        outcomes.append(outcome)
+        return outcome
+
+    for method in methods:
+        for task in tasks:
+            if method.trains:
+                metric, higher = primary_metric(task.lm_eval_task)
+                selection = Selection(method.name, task.name, metric, higher)
+                for lr in tuning.lr_grid:
+                    for seed in tuning.seeds:
+                        outcome = one(method, task, seed, lr=lr, split="validation")
+                        stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash,
+                                        lr=lr, split="validation")
+                        selection.trials.setdefault(lr, []).append(
+                            _trial_score(stem, metric) if outcome.status in ("ok", "skipped") else None)
+                chosen = choose_lr(selection, default_lr)
+                _write_selection(out, suite, selection)
+                selections.append(selection)
+                report(f"selected lr {chosen:g} for {method.name} | {task.name} ({selection.reason})")
+                for seed in seeds:
+                    one(method, task, seed, lr=chosen, split="test", protocol="tuned", selected_lr=chosen)
+            for seed in seeds:  # the suite's default rate (the fixed protocol), reported next to the tuned score
+                one(method, task, seed)
+    return outcomes, selections
+
+
+def _write_selection(out: Path, suite: Suite, selection: Selection) -> Path:
+    path = Path(out) / suite.name / selection.method / selection.task / f"selection-{suite.spec_hash}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "suite": suite.name, "suite_hash": suite.spec_hash, "method": selection.method, "task": selection.task,
+        "metric": selection.metric, "higher_is_better": selection.higher_is_better, "split": "validation",
+        "default_lr": suite.budget.optimizer.lr, "tuning_seeds": list(suite.tuning.seeds),
+        "trials": [{"lr": lr, "scores": scores, "mean": selection.mean(lr) if math.isfinite(selection.mean(lr)) else None}
+                   for lr, scores in sorted(selection.trials.items())],
+        "selected_lr": selection.chosen, "reason": selection.reason,
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- views of a results table
+
+
+def final_rows(table: pa.Table, protocol: str) -> pa.Table:
+    """The rows scored on test under ``protocol``.  For ``tuned``, methods that do not train
+    (no learning rate: ``base``) count with their fixed runs, since there is nothing to tune."""
+    final = pc.equal(table["phase"], "final")
+    if protocol == "fixed":
+        return table.filter(pc.and_(final, pc.equal(table["protocol"], "fixed")))
+    untrained = pc.and_(pc.equal(table["protocol"], "fixed"), pc.is_null(table["learning_rate"]))
+    return table.filter(pc.and_(final, pc.or_(pc.equal(table["protocol"], "tuned"), untrained)))
+
+
+def has_tuned(table: pa.Table) -> bool:
+    return table.num_rows > 0 and pc.any(pc.equal(table["protocol"], "tuned")).as_py() is True
+
+
+# --------------------------------------------------------------------------- contributed results
+
+
+def check_contributed(table: pa.Table) -> list[str]:
+    """Problems with contributed results beyond the schema: each (suite, spec hash) must be a
+    built-in suite's current spec hash, and each (suite, method) must be complete: every task of
+    the suite with every seed that appears for it, and (tuned protocol) every trial of the grid."""
+    from initbench.suite import load_suite
+
+    problems = []
+    rows = table.select(["suite", "suite_hash", "method", "task", "seed", "protocol", "phase",
+                         "learning_rate", "eval_split"]).to_pylist()
+    by_suite: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        by_suite[(r["suite"], r["suite_hash"])].append(r)
+    for (name, spec_hash), suite_rows in sorted(by_suite.items()):
+        try:
+            suite = load_suite(name)
+        except SuiteError:
+            problems.append(f"suite {name!r} (spec {spec_hash}): not a built-in suite, so its spec hash cannot be "
+                            "checked; contribute results of a built-in suite")
+            continue
+        if suite.spec_hash != spec_hash:
+            problems.append(f"suite {name!r}: spec hash {spec_hash} does not match the built-in suite's current "
+                            f"spec hash {suite.spec_hash}; rerun with this initbench version")
+            continue
+        tasks = [t.name for t in suite.tasks]
+        by_method: dict[str, list[dict]] = defaultdict(list)
+        for r in suite_rows:
+            by_method[r["method"]].append(r)
+        for method, mrows in sorted(by_method.items()):
+            missing = []
+            for protocol in PROTOCOLS:
+                finals = {(r["task"], r["seed"]) for r in mrows if r["phase"] == "final" and r["protocol"] == protocol}
+                seeds = sorted({s for _, s in finals})
+                gaps = [f"{t} seed {s}" for t in tasks for s in seeds if (t, s) not in finals]
+                if gaps:
+                    missing.append(f"{protocol} runs (task, seed): {', '.join(gaps)}")
+            trials = {(r["task"], r["learning_rate"], r["seed"]) for r in mrows if r["phase"] == "trial"}
+            tuned_finals = any(r["protocol"] == "tuned" and r["phase"] == "final" for r in mrows)
+            if trials or tuned_finals:
+                if suite.tuning is None:
+                    problems.append(f"suite {name!r}, method {method!r}: tuned results but the suite has no tuning grid")
+                    continue
+                gaps = [f"{t} lr {lr:g} seed {s}" for t in tasks for lr in suite.tuning.lr_grid
+                        for s in suite.tuning.seeds if not any(
+                            tt == t and ss == s and tl is not None and math.isclose(tl, lr, rel_tol=1e-12)
+                            for tt, tl, ss in trials)]
+                if gaps:
+                    missing.append(f"tuning trials (task, lr, seed): {', '.join(gaps)}")
+            if missing:
+                problems.append(f"suite {name!r}, method {method!r}: missing " + "; missing ".join(missing))
+    return problems

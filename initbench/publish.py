@@ -1,0 +1,400 @@
+"""Versioned, verifiable leaderboards: publish, compare, reproduce.
+
+``publish(results, "v3", root="leaderboard")`` writes ``leaderboard/v3/``:
+
+* ``results.parquet`` / ``curves.parquet``: every results (and curve) file merged, sorted
+  by run id (``datasets.load_dataset("parquet", data_files="leaderboard/v3/results.parquet")``);
+* ``manifest.json``: suite names with spec hashes (and the spec when it is a built-in
+  suite's current one), the initbench version, ``git rev-parse HEAD`` when available, the
+  commands that produced the results (given, or reconstructed ``initbench evaluate ...``
+  lines), the date, the hardware (the publishing machine and every run's device), the
+  statistics' settings and the SHA-256 of the merged results;
+* ``README.md``: the tables (tabulate ``github``); ``index.html``: the same, as one
+  self-contained sortable and filterable page (inline CSS/JS, data embedded; the only
+  other files it shows are the PNGs next to it); ``plots/*.png`` (``initbench.plots``).
+
+A published version is immutable: publishing into an existing version is refused unless
+its results are byte-for-byte the same rows (then nothing is written).  The version is
+written to a temporary folder and renamed into place.  ``leaderboard/README.md`` indexes
+every version and is regenerated on each publish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tabulate import tabulate
+
+from initbench import __version__, leaderboard
+from initbench.results import CURVE_SUFFIX, read_results, validate
+
+RESULTS_FILE = "results.parquet"
+CURVES_FILE = "curves.parquet"
+MANIFEST_FILE = "manifest.json"
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class PublishError(ValueError):
+    """Publishing, comparing or reproducing cannot go on; the message says why."""
+
+
+def results_digest(table: pa.Table) -> str:
+    """SHA-256 of the rows (canonical JSON, sorted by run id and metric): what 'same contents' means."""
+    rows = table.sort_by([("run_id", "ascending"), ("metric", "ascending")]).to_pylist()
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def reconstruct_commands(table: pa.Table) -> list[str]:
+    """``initbench evaluate`` lines that produce ``table``'s final runs: one per (suite, protocol, seeds)."""
+    groups: dict[tuple[str, str, tuple[int, ...]], list[str]] = defaultdict(list)
+    finals = table.filter(pc.equal(table["phase"], "final"))
+    runs: dict[tuple[str, str, str], set[int]] = defaultdict(set)
+    for suite, method, protocol, seed in zip(finals["suite"].to_pylist(), finals["method"].to_pylist(),
+                                             finals["protocol"].to_pylist(), finals["seed"].to_pylist()):
+        runs[(suite, method, protocol)].add(seed)
+    tuned = {(s, m) for s, m, p in runs if p == "tuned"}
+    for (suite, method, protocol), seeds in sorted(runs.items()):
+        if protocol == "fixed" and (suite, method) in tuned:
+            continue  # the tuned protocol runs the default rate too
+        groups[(suite, protocol, tuple(sorted(seeds)))].append(method)
+    lines = []
+    for (suite, protocol, seeds), methods in sorted(groups.items()):
+        line = f"initbench evaluate --suite {suite} " + " ".join(f"--method {m}" for m in methods)
+        line += f" --seeds {','.join(map(str, seeds))}" + (" --protocol tuned" if protocol == "tuned" else "")
+        lines.append(line)
+    return lines
+
+
+def _suites_manifest(table: pa.Table) -> list[dict[str, Any]]:
+    from initbench.suite import SuiteError, load_suite
+
+    out = []
+    for name, spec_hash in sorted(set(zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))):
+        entry: dict[str, Any] = {"name": name, "spec_hash": spec_hash, "builtin": False}
+        try:
+            suite = load_suite(name)
+        except SuiteError:
+            suite = None
+        if suite is not None:
+            entry["builtin"] = True
+            entry["builtin_spec_hash"] = suite.spec_hash
+            if suite.spec_hash == spec_hash:
+                entry["spec"] = suite.spec_dict()
+                entry["tuning"] = None if suite.tuning is None else {"lr_grid": suite.tuning.lr_grid,
+                                                                     "seeds": suite.tuning.seeds}
+        out.append(entry)
+    return out
+
+
+def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
+            commands: list[str] | None = None) -> Path:
+    """Publish the results under ``results`` as ``root/version`` (see the module docstring)."""
+    results, root = Path(results), Path(root)
+    if not _VERSION.match(version or ""):
+        raise PublishError(f"--version {version!r}: use a plain folder name such as v1")
+    if not results.exists():
+        raise PublishError(f"{results}: no such file or folder")
+    problems = validate(results)
+    if problems:
+        raise PublishError(f"{results}: not valid results ({len(problems)} problem(s)), first: {problems[0]}")
+    table = read_results(results).sort_by([("run_id", "ascending"), ("metric", "ascending")])
+    if table.num_rows == 0:
+        raise PublishError(f"{results}: no results to publish")
+    curves = read_results(results, CURVE_SUFFIX).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    digest = results_digest(table)
+    target = root / version
+    if target.exists():
+        manifest = target / MANIFEST_FILE
+        existing = json.loads(manifest.read_text()).get("results", {}).get("sha256") if manifest.exists() else None
+        if existing == digest:
+            return target  # the same contents: nothing to do
+        raise PublishError(f"{target} is already published with other contents (results sha256 "
+                           f"{(existing or 'unknown')[:12]} != {digest[:12]}); published versions are immutable: "
+                           f"publish as a new version")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
+    try:
+        pq.write_table(table, staging / RESULTS_FILE)
+        pq.write_table(curves, staging / CURVES_FILE)
+        board = leaderboard.build(table, curves)
+        plots_dir = staging / "plots"
+        from initbench.plots import write_plots
+
+        plots = [p.relative_to(staging).as_posix() for p in write_plots(board, curves, plots_dir)]
+        manifest = {
+            "version": version,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "initbench_version": __version__,
+            "git_commit": _git_commit(),
+            "commands": list(commands) if commands else reconstruct_commands(table),
+            "commands_source": "given" if commands else "reconstructed from the rows",
+            "suites": _suites_manifest(table),
+            "hardware": {
+                "publisher": {"machine": platform.machine(), "system": platform.platform(),
+                              "python": platform.python_version()},
+                "runs": sorted(set(zip(table["device"].to_pylist(), table["device_name"].to_pylist())),
+                               key=str),
+            },
+            "results": {"file": RESULTS_FILE, "rows": table.num_rows, "runs": len(set(table["run_id"].to_pylist())),
+                        "sha256": digest},
+            "curves": {"file": CURVES_FILE, "rows": curves.num_rows},
+            "statistics": {
+                "per_task_interval": f"95% percentile bootstrap of the mean over seeds, {leaderboard.BOOTSTRAP_REPS} "
+                                     "resamples, seeded",
+                "normalization": f"floor = {leaderboard.FLOOR_METHOD} mean; ceiling = {leaderboard.CEILING_METHOD} mean "
+                                 "where run, else the best method's mean, per task (primary metric)",
+                "aggregate": f"IQM with 95% stratified bootstrap CI, {leaderboard.IQM_REPS} resamples",
+                "pairwise": f"vs {leaderboard.REFERENCE_METHOD}: probability of improvement; Wilcoxon signed-rank paired "
+                            f"by (seed, task), Holm-corrected, alpha {leaderboard.ALPHA}",
+                "convergence": f"loss AUC; steps until EMA(0.1) loss <= {leaderboard.CONVERGENCE_FRACTION} x "
+                               f"{leaderboard.REFERENCE_METHOD}'s mean final loss",
+            },
+            "plots": plots,
+        }
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+        tables = leaderboard.render_board(board, "github", level=2)
+        (staging / "README.md").write_text(_version_readme(manifest, tables))
+        (staging / "index.html").write_text(_index_html(manifest, board))
+        os.rename(staging, target)  # fails if someone published the same version meanwhile
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_index(root)
+    return target
+
+
+def _version_readme(manifest: dict, tables: str) -> str:
+    suites = ", ".join(f"`{s['name']}` (spec {s['spec_hash']})" for s in manifest["suites"])
+    commands = "\n".join(manifest["commands"])
+    plots = "\n".join(f"![{Path(p).stem}]({p})" for p in manifest["plots"])
+    return (f"# initbench leaderboard {manifest['version']}\n\n"
+            f"Published {manifest['date']} with initbench {manifest['initbench_version']}"
+            f"{' at commit ' + manifest['git_commit'] if manifest['git_commit'] else ''}. Suites: {suites}. "
+            f"{manifest['results']['runs']} runs, {manifest['results']['rows']} rows "
+            f"(`{RESULTS_FILE}`, sha256 `{manifest['results']['sha256'][:16]}`).\n\n"
+            f"Produced by ({manifest['commands_source']}):\n\n```\n{commands}\n```\n\n"
+            f"Reproduce a sample: `initbench reproduce leaderboard/{manifest['version']} --runs 3 --seed 0`.\n\n"
+            f"{tables}\n\n## Plots\n\n{plots}\n")
+
+
+def _index_html(manifest: dict, board: dict) -> str:
+    rows = []
+    for entry in board["suites"]:
+        for protocol, block in entry["protocols"].items():
+            aggregate = {r["method"]: r for r in block["aggregate"]}
+            for c in block["cells"]:
+                a = aggregate.get(c["method"], {})
+                rows.append([entry["suite"], protocol, c["method"], c["task"], c["metric"], c["mean"], c["std"],
+                             c["ci_low"], c["ci_high"], c["seeds"], a.get("iqm")])
+    columns = ["suite", "protocol", "method", "task", "metric", "mean", "std", "CI low", "CI high", "seeds", "IQM"]
+
+    def clean(v):
+        return None if isinstance(v, float) and v != v else v
+
+    data = json.dumps([[clean(v) for v in r] for r in rows]).replace("</", "<\\/")
+    plots = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(Path(p).stem)}">'
+                    f"<figcaption>{html.escape(Path(p).stem)}</figcaption></figure>" for p in manifest["plots"])
+    title = f"initbench leaderboard {html.escape(manifest['version'])}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; background: #fff; }}
+h1 {{ font-size: 1.4em; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
+th {{ background: #2d5d8a; color: #fff; cursor: pointer; user-select: none; }}
+td:nth-child(-n+5) {{ text-align: left; }}
+tr:nth-child(even) {{ background: #eef3f8; }}
+input {{ font-size: 1em; padding: 3px; width: 24em; margin-bottom: 0.6em; }}
+figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 560px; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>Published {html.escape(manifest['date'])}, initbench {html.escape(manifest['initbench_version'])},
+commit {html.escape(str(manifest['git_commit']))}; {manifest['results']['runs']} runs.
+Cells: mean, std and 95% percentile-bootstrap CI over seeds; IQM of normalized scores across tasks.</p>
+<input id="filter" placeholder="filter rows (e.g. a method, task or suite)">
+<span id="count"></span>
+<table id="board"><thead><tr></tr></thead><tbody></tbody></table>
+<h2>Plots</h2>{plots}
+<script>
+const COLUMNS = {json.dumps(columns)};
+const ROWS = {data};
+let sortCol = 10, sortDesc = true;
+function fmt(v) {{ return v === null ? "" : (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(4) : String(v)); }}
+function draw() {{
+  const q = document.getElementById("filter").value.toLowerCase();
+  const rows = ROWS.filter(r => r.some(v => fmt(v).toLowerCase().includes(q)));
+  rows.sort((a, b) => {{
+    const x = a[sortCol], y = b[sortCol];
+    if (x === y) return 0; if (x === null) return 1; if (y === null) return -1;
+    return (x < y ? -1 : 1) * (sortDesc ? -1 : 1);
+  }});
+  document.querySelector("#board tbody").innerHTML = rows.map(r =>
+    "<tr>" + r.map(v => "<td>" + fmt(v).replace(/</g, "&lt;") + "</td>").join("") + "</tr>").join("");
+  document.getElementById("count").textContent = rows.length + " of " + ROWS.length + " rows";
+}}
+document.querySelector("#board thead tr").innerHTML = COLUMNS.map((c, i) =>
+  '<th data-i="' + i + '">' + c + "</th>").join("");
+document.querySelectorAll("#board th").forEach(th => th.addEventListener("click", () => {{
+  const i = Number(th.dataset.i); sortDesc = (i === sortCol) ? !sortDesc : false; sortCol = i; draw();
+}}));
+document.getElementById("filter").addEventListener("input", draw);
+draw();
+</script></body></html>
+"""
+
+
+def write_index(root: Path) -> Path:
+    """``root/README.md``: every published version (from its manifest), newest first."""
+    lines = []
+    for manifest_path in sorted(Path(root).glob(f"*/{MANIFEST_FILE}")):
+        m = json.loads(manifest_path.read_text())
+        lines.append([f"[{m['version']}]({m['version']}/README.md)", m["date"],
+                      ", ".join(f"{s['name']} ({s['spec_hash']})" for s in m["suites"]), m["results"]["runs"],
+                      m["initbench_version"], (m.get("git_commit") or "")[:12], m["results"]["sha256"][:16]])
+    lines.sort(key=lambda line: line[1], reverse=True)
+    text = ("# initbench leaderboards\n\nEvery published version (immutable; regenerated by "
+            "`initbench leaderboard publish`). Compare two with `initbench leaderboard compare vA vB`.\n\n"
+            + tabulate(lines, ["version", "date", "suites", "runs", "initbench", "commit", "results sha256"],
+                       tablefmt="github") + "\n")
+    path = Path(root) / "README.md"
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _version_dir(version: str | Path, root: Path) -> Path:
+    path = Path(version)
+    if not (path / MANIFEST_FILE).exists():
+        path = Path(root) / str(version)
+    if not (path / MANIFEST_FILE).exists():
+        raise PublishError(f"{version}: no published version there (no {MANIFEST_FILE} in {path})")
+    return path
+
+
+def _standings(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """(suite, method) -> rank and score on the version's main protocol (IQM of normalized scores)."""
+    table = pq.read_table(path / RESULTS_FILE)
+    board = leaderboard.build(table, None)
+    out = {}
+    for entry in board["suites"]:
+        if entry.get("main") is None:
+            continue
+        rows = entry["protocols"][entry["main"]]["aggregate"]
+        for rank, r in enumerate(rows, start=1):
+            out[(entry["suite"], r["method"])] = {"rank": rank, "iqm": r["iqm"], "spec": entry["suite_hash"],
+                                                   "protocol": entry["main"]}
+    return out
+
+
+def compare(version_a: str, version_b: str, *, root: Path = Path("leaderboard"), fmt: str = "github") -> str:
+    """Per (suite, method): rank and score (IQM) in each version and the change from A to B."""
+    a_dir, b_dir = _version_dir(version_a, root), _version_dir(version_b, root)
+    a, b = _standings(a_dir), _standings(b_dir)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        ra, rb = a.get(key), b.get(key)
+        rank_change = "" if not (ra and rb) else f"{ra['rank'] - rb['rank']:+d}"  # positive: moved up
+        score_change = "" if not (ra and rb) else f"{rb['iqm'] - ra['iqm']:+.4f}"
+        lines.append([key[0], key[1], ra["rank"] if ra else "new" if rb else "", rb["rank"] if rb else "gone",
+                      rank_change, f"{ra['iqm']:.4f}" if ra else "", f"{rb['iqm']:.4f}" if rb else "", score_change])
+    specs = {v: sorted({(k[0], s["spec"]) for k, s in d.items()}) for v, d in ((version_a, a), (version_b, b))}
+    note = "" if specs[version_a] == specs[version_b] else (
+        f"\n\nNote: suite spec hashes differ between versions ({specs[version_a]} vs {specs[version_b]}); "
+        "scores are not comparable across different specs.")
+    return (f"{a_dir.name} -> {b_dir.name} (rank by IQM across tasks; rank change > 0: moved up)\n\n"
+            + tabulate(lines, ["suite", "method", f"rank {a_dir.name}", f"rank {b_dir.name}", "rank change",
+                               f"IQM {a_dir.name}", f"IQM {b_dir.name}", "IQM change"], tablefmt=fmt) + note)
+
+
+# --------------------------------------------------------------------------- reproduce
+
+
+def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None) -> tuple[str, bool]:
+    """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from a published version in
+    a temporary folder; per run and metric, whether the value matches to the last digit."""
+    from initbench.harness import run_one
+    from initbench.registry import PluginError, get_method
+    from initbench.suite import SuiteError, load_suite
+
+    version_dir = Path(version_dir)
+    if not (version_dir / RESULTS_FILE).exists():
+        raise PublishError(f"{version_dir}: not a published version (no {RESULTS_FILE})")
+    table = pq.read_table(version_dir / RESULTS_FILE)
+    by_run: dict[str, list[dict]] = defaultdict(list)
+    for row in table.to_pylist():
+        by_run[row["run_id"]].append(row)
+    run_ids = sorted(by_run)
+    if runs < 1:
+        raise PublishError("--runs must be at least 1")
+    chosen = random.Random(seed).sample(run_ids, min(runs, len(run_ids)))
+    lines, all_match = [], True
+    with tempfile.TemporaryDirectory(prefix="initbench-reproduce-") as tmp:
+        scratch = Path(out) if out else Path(tmp)
+        for run_id in chosen:
+            rows = by_run[run_id]
+            r = rows[0]
+            try:
+                suite = load_suite(r["suite"])
+                method = get_method(r["method"])
+                task = suite.task(r["task"])
+            except (SuiteError, PluginError) as err:
+                lines.append([run_id, "", "", "", f"cannot rerun: {err}"])
+                all_match = False
+                continue
+            if suite.spec_hash != r["suite_hash"]:
+                lines.append([run_id, "", "", "", f"cannot rerun: suite spec is now {suite.spec_hash}, "
+                                                  f"published {r['suite_hash']}"])
+                all_match = False
+                continue
+            overridden = r["protocol"] == "tuned" or r["phase"] == "trial"
+            outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
+                              lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
+                              protocol=r["protocol"], selected_lr=r["selected_lr"])
+            new = {x["metric"]: x["value"] for x in pq.read_table(outcome.path).to_pylist()}
+            if r["status"] != outcome.status:
+                lines.append([run_id, "status", r["status"], outcome.status, "differs"])
+                all_match = False
+            for row in rows:
+                if row["metric"] is None:
+                    continue
+                old_v, new_v = row["value"], new.get(row["metric"])
+                same = old_v == new_v or (old_v != old_v and new_v != new_v)
+                verdict = "exact match" if same else ("missing" if new_v is None else f"differs by {new_v - old_v:+.3e}")
+                all_match &= same
+                lines.append([run_id, row["metric"], repr(old_v), repr(new_v), verdict])
+    header = (f"reproduced {len(chosen)} of {len(run_ids)} runs of {version_dir} (draw seed {seed}): "
+              + ("every value matches exactly" if all_match else "SOME VALUES DIFFER"))
+    return header + "\n\n" + tabulate(lines, ["run", "metric", "published", "reproduced", "verdict"],
+                                      tablefmt="github", disable_numparse=True), all_match
