@@ -10,9 +10,11 @@ The contract, in the spirit of AlgoPerf's submission API, is three things:
    after the adapters are attached and before the optimizer is built.  It may
    set ``lora_A``/``lora_B`` of each targeted layer, replace a frozen base
    weight (PiSSA's residual), ask ``ctx`` for budgeted calibration statistics,
-   and change which parameters train (``requires_grad``): the optimizer is
-   built afterwards from whatever requires a gradient, so methods that train
-   only part of the adapter fit without a new hook.
+   and change what trains: the optimizer is built afterwards from whatever
+   requires a gradient, so methods that train only part of the adapter fit
+   without a new hook (``initbench.adapters``: ``freeze``/``train_only`` to
+   declare which of A, B train, ``insert_middle`` for an r x r matrix between
+   B and A, as in LoRA-SB, LoRA-XS, NLoRA, LoLDU).
 3. ``InitMethod.default_alpha(rank)`` and ``InitMethod.use_rslora`` -- the
    paper's scaling convention (``alpha = r`` for PiSSA, rsLoRA with alpha 16
    for LoRA-GA, ...); a suite may pin both for every method.
@@ -33,6 +35,7 @@ import torch
 from initbench.budget import OptimizerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from initbench.budget import Budget
     from initbench.calibration import Calibrator
 
 
@@ -116,16 +119,24 @@ class InitContext:
             every random draw so runs are reproducible.
         calibration: budgeted access to the suite's training split
             (``activation_covariance()``, ``layer_inputs()``,
-            ``weight_gradients()``); every pass it makes is counted.
+            ``weight_gradients()``, ``weight_gradient_squares()``); every pass it makes is counted.
+        budget: the suite's ``initbench.budget.Budget`` (steps, schedule, optimizer) the run will
+            train with, for methods that simulate training (LoRA-SB's first step); None when the
+            context was built without one.
+        lr: the learning rate this run trains with (the suite's, or a tuning trial's); defaults to
+            ``budget.optimizer.lr``, None without a budget.
     """
 
     def __init__(
-        self, model: torch.nn.Module, lora: LoraSettings, seed: int, calibration: Calibrator, tokenizer: Any = None
+        self, model: torch.nn.Module, lora: LoraSettings, seed: int, calibration: Calibrator, tokenizer: Any = None,
+        budget: Budget | None = None, lr: float | None = None,
     ):
         self.model = model
         self.lora = lora
         self.seed = seed
         self.tokenizer = tokenizer
+        self.budget = budget
+        self.lr = lr if lr is not None or budget is None else budget.optimizer.lr
         self.generator = torch.Generator().manual_seed(seed)
         self.calibration = calibration
         self.modified_base_layers: set[str] = set()
@@ -141,9 +152,12 @@ class InitContext:
         return weight.T.clone() if getattr(layer, "fan_in_fan_out", False) else weight.clone()
 
     def set_lora(self, name: str, layer: torch.nn.Module, A: torch.Tensor, B: torch.Tensor) -> None:
-        """Write ``lora_A`` (rank, in) and ``lora_B`` (out, rank) of one layer."""
+        """Write ``lora_A`` (rank, in) and ``lora_B`` (out, rank) of one layer (A itself, not
+        ``M A``, for a layer with a middle matrix, see ``initbench.adapters``)."""
+        from initbench.adapters import lora_A_linear
+
         adapter = active_adapter(layer)
-        lora_A, lora_B = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+        lora_A, lora_B = lora_A_linear(layer, adapter).weight, layer.lora_B[adapter].weight
         for label, new, old in (("lora_A", A, lora_A), ("lora_B", B, lora_B)):
             if tuple(new.shape) != tuple(old.shape):
                 raise InitError(f"{label} of {name} has shape {tuple(new.shape)}, expected {tuple(old.shape)}")

@@ -97,6 +97,16 @@ class Calibrator:
     def weight_gradients(self, examples: int | None = None) -> dict[str, torch.Tensor]:
         """Per LoRA layer, the gradient of the training loss w.r.t. the full base weight,
         averaged over the calibration batches, as float32 (out_features, in_features)."""
+        return self._weight_gradient_moment(examples, power=1)
+
+    def weight_gradient_squares(self, examples: int | None = None) -> dict[str, torch.Tensor]:
+        """Per LoRA layer, the element-wise square of each batch's full-weight gradient, averaged over
+        the calibration batches (the empirical diagonal Fisher of the weight at batch granularity:
+        (1/n) sum_b (dL_b/dW)^2, L_b the batch's mean token loss), as float32 (out_features, in_features).
+        Charged like ``weight_gradients`` (one forward and one backward pass per batch)."""
+        return self._weight_gradient_moment(examples, power=2)
+
+    def _weight_gradient_moment(self, examples: int | None, power: int) -> dict[str, torch.Tensor]:
         layers = lora_layers(self.model)
         weights = {name: layer.get_base_layer().weight for name, layer in layers}
         grads: dict[str, torch.Tensor] = {}
@@ -108,7 +118,8 @@ class Calibrator:
                 for batch in self.batches(examples, backward=True):
                     self.model(**batch).loss.backward()
                     for name, weight in weights.items():
-                        grads[name] = grads.get(name, 0) + weight.grad.to(torch.float32)
+                        grad = weight.grad.to(torch.float32)
+                        grads[name] = grads.get(name, 0) + (grad if power == 1 else grad * grad)
                         weight.grad = None
                     n_batches += 1
         finally:

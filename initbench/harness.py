@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from initbench import data as task_data
+from initbench import diagnostics
 from initbench.api import InitContext, InitMethod, LoraSettings
-from initbench.budget import CalibrationSpec, Spend
+from initbench.budget import Budget, CalibrationSpec, Spend
 from initbench.calibration import Calibrator
 from initbench.evaluation import evaluate
 from initbench.models import LoadedModel, load_model
@@ -143,6 +144,9 @@ def run_one(
         seed_everything(seed)
 
         status, scores = "ok", []
+        tracker = None
+        if method.trains and method.attaches_lora and diagnostics.enabled():
+            tracker = diagnostics.Tracker(diagnostics.snapshot(model, lora.target_modules))
         if method.trains:
             examples = task_data.tokenize_records(data.records("train"), tokenizer, suite.budget.max_length)
             init_start = time.perf_counter()
@@ -150,7 +154,10 @@ def run_one(
                 model, modified = attach_and_initialize(
                     model, tokenizer, method, lora, seed=seed, examples=examples,
                     allowance=suite.budget.calibration, spend=spend, base_params=base_params, device=device,
+                    budget=suite.budget, lr=lr,
                 )
+                if tracker is not None:
+                    tracker.after_init(model)
             else:  # a full fine-tuning reference: every base parameter trains, nothing changes at init
                 model.requires_grad_(True)
                 modified = []
@@ -163,6 +170,8 @@ def run_one(
             status, curve = trained.status, trained.curve
             record["train_seconds"] = trained.seconds
             record["final_train_loss"] = curve[-1]["loss"] if curve else None
+            if tracker is not None:
+                record.update(tracker.summary(model))
         else:
             record.update(trainable_params=0, base_weights_modified=False, modified_layers=0, init_seconds=0.0)
         if status == "ok":
@@ -196,9 +205,13 @@ def attach_and_initialize(
     spend: Spend,
     base_params: int,
     device: torch.device,
+    budget: Budget | None = None,
+    lr: float | None = None,
 ) -> tuple[torch.nn.Module, list[str]]:
     """Attach LoRA with peft (seeded), run the method's init; returns the peft model and the base
-    layers whose frozen weight changed (compared by fingerprint, so peft-side changes count too)."""
+    layers whose frozen weight changed (compared by fingerprint, so peft-side changes count too).
+    ``budget`` and ``lr`` (the suite's budget, the run's learning rate) reach the method as
+    ``ctx.budget`` and ``ctx.lr``."""
     from peft import LoraConfig, get_peft_model
 
     before = _fingerprints(model, lora.target_modules)
@@ -209,7 +222,7 @@ def attach_and_initialize(
     torch.manual_seed(seed)
     model = get_peft_model(model, config)
     calibrator = Calibrator(model, examples, allowance, spend, base_params, seed, tokenizer.pad_token_id, device)
-    ctx = InitContext(model, lora, seed, calibrator, tokenizer)
+    ctx = InitContext(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr)
     try:
         method.initialize(model, ctx)
     except Exception as err:

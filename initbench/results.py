@@ -12,6 +12,12 @@ learning rate; ``tuned``: see ``initbench.protocol``), ``phase`` (``trial``: a t
 run scored on the validation split; ``final``: a run scored on test), ``eval_split``
 and ``selected_lr`` (the rate a tuned final run was chosen to use).  Version-1 files
 still validate and read, with ``fixed``/``final``/``test``/null filled in.
+
+Schema version 3 adds the optional diagnostics columns (``initbench.diagnostics``, switched on
+with ``INITBENCH_DIAGNOSTICS=1``): ``init_update_erank`` and ``final_update_erank`` (mean over
+layers of the entropy effective rank of ``scale * B [M] A`` after init and after training) and
+``relative_weight_change`` (mean over layers of ``||W_final - W0||_F / ||W0||_F``).  They are null
+when the diagnostics are off and in version-1 and version-2 files, which still validate and read.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "2"
-SUPPORTED_VERSIONS = ("1", "2")
+SCHEMA_VERSION = "3"
+SUPPORTED_VERSIONS = ("1", "2", "3")
 RESULTS_SUFFIX = ".results.parquet"
 CURVE_SUFFIX = ".curve.parquet"
 
@@ -97,10 +103,16 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("phase", pa.string()),  # trial (validation split) | final (test split)
         pa.field("eval_split", pa.string()),  # the split lm-eval scored
         pa.field("selected_lr", pa.float64()),  # tuned finals: the rate chosen on validation
+        # optional diagnostics (schema version 3; null unless INITBENCH_DIAGNOSTICS is on)
+        pa.field("init_update_erank", pa.float64()),  # mean over layers, erank of scale*B[M]A after init
+        pa.field("final_update_erank", pa.float64()),  # ... after training
+        pa.field("relative_weight_change", pa.float64()),  # mean over layers, ||W_final - W0||_F / ||W0||_F
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
 V2_DEFAULTS = {"protocol": "fixed", "phase": "final", "eval_split": "test", "selected_lr": None}
+#: columns added in schema version 3 (diagnostics), null in older files
+V3_DEFAULTS = {"init_update_erank": None, "final_update_erank": None, "relative_weight_change": None}
 
 CURVE_SCHEMA = pa.schema(
     KEY_FIELDS
@@ -179,9 +191,10 @@ def read_results(path: Path, suffix: str = RESULTS_SUFFIX) -> pa.Table:
 
 def upgrade(table: pa.Table, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
     """Cast a results (or curve) table to the current schema; version-1 results get the
-    version-2 columns with their version-1 meaning (``V2_DEFAULTS``)."""
+    version-2 columns with their version-1 meaning (``V2_DEFAULTS``), older results the
+    version-3 diagnostics columns as nulls (``V3_DEFAULTS``)."""
     if schema is RESULTS_SCHEMA:
-        for name, default in V2_DEFAULTS.items():
+        for name, default in {**V2_DEFAULTS, **V3_DEFAULTS}.items():
             if name not in table.schema.names:
                 field = schema.field(name)
                 table = table.append_column(field, pa.array([default] * table.num_rows, type=field.type))
@@ -206,6 +219,8 @@ def validate_file(path: Path) -> list[str]:
     for field in expected:
         if version == "1" and field.name in V2_DEFAULTS:
             continue  # added in version 2
+        if version in ("1", "2") and field.name in V3_DEFAULTS:
+            continue  # added in version 3
         if field.name not in table.schema.names:
             problems.append(f"{path}: missing column {field.name!r}")
         elif not table.schema.field(field.name).type.equals(field.type):
@@ -216,7 +231,7 @@ def validate_file(path: Path) -> list[str]:
         bad = set(table.column("status").to_pylist()) - {"ok", "diverged", "failed"}
         if bad:
             problems.append(f"{path}: column 'status' has unknown values {sorted(bad)}")
-    if kind == "results" and version == "2":
+    if kind == "results" and version in ("2", "3"):
         for column, allowed in (("protocol", {"fixed", "tuned"}), ("phase", {"trial", "final"})):
             if column in table.schema.names:
                 bad = set(table.column(column).to_pylist()) - allowed

@@ -43,15 +43,16 @@ def lora_for(method, rank=RANK):
     return lora_settings(LoraSpec(rank=rank, alpha=ALPHA, target_modules=list(TARGETS)), method)
 
 
-def attach(method, *, seed=0, calib=CALIB, rank=RANK):
-    """(peft model, spend, modified layers) exactly as the harness builds them."""
+def attach(method, *, seed=0, calib=CALIB, rank=RANK, budget=None, lr=None):
+    """(peft model, spend, modified layers) exactly as the harness builds them (``budget`` and ``lr``
+    reach the method as ``ctx.budget``/``ctx.lr``, as ``run_one`` passes them)."""
     if isinstance(method, str):
         method = get_method(method)
     model, tokenizer = base_model()
     spend = Spend()
     model, modified = attach_and_initialize(
         model, tokenizer, method, lora_for(method, rank), seed=seed, examples=examples(), allowance=calib,
-        spend=spend, base_params=linear_params(model), device=torch.device("cpu"),
+        spend=spend, base_params=linear_params(model), device=torch.device("cpu"), budget=budget, lr=lr,
     )
     return model, spend, modified
 

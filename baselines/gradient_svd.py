@@ -1,0 +1,103 @@
+"""LoRA-One and Fisher-weighted SVD: A and B from calibration gradients.
+
+LoRA-One -- Zhang et al., "LoRA-One: One-Step Full Gradient Could Suffice for Fine-Tuning Large
+Language Models, Provably and Efficiently", ICML 2025, arXiv:2502.01235.  Code:
+https://github.com/YuanheZ/LoRA-One (``run_exp.py``: ``estimate_gradient``, ``reinit_lora_modules``
+with ``init.mode = gradient``, ``direction = LoRA-One``, ``scale = stable``; ``conf/init/gradient.yaml``:
+stable_gamma 128).  Written here.  Per layer W (out, in):
+    G = mean over calibration batches of dL/dW             (``ctx.calibration.weight_gradients()``)
+    U, S, V = torch.svd_lowrank(-G, q=min(512, min(out, in)), niter=16)
+    B = U_r diag(sqrt(S_r)) / sqrt(S_1),   A = diag(sqrt(S_r)) V_r^T / sqrt(S_1)
+    B <- B / sqrt(gamma),  A <- A / sqrt(gamma),   gamma = 128
+no offset of the base weight: the model starts at W + scale * B A, i.e. moved along -G (by design).
+rsLoRA with alpha = 16 (scale 16 / sqrt(r)).  The README's formula omits the 1/sqrt(S_1); the code
+divides by it, and so does this.  Differences: q = 512 is capped by the shape (``svd_lowrank`` needs
+q <= min(out, in)); the randomized SVD draws from torch's RNG seeded from the run's generator.
+
+Fisher-weighted SVD (``fisher-svd``) -- the weighting of FWSVD (Hsu et al., "Language model
+compression with weighted low-rank factorization", ICLR 2022, arXiv:2207.00112), used to initialize
+LoRA by FILA in LoKU (Cha et al., "Towards Robust and Parameter-Efficient Knowledge Unlearning for
+LLMs", ICLR 2025, arXiv:2408.06621).  Written here.  Per layer W (out, in):
+    F = (1/n) sum_b (dL_b/dW)^2      element-wise, L_b the mean token loss of calibration batch b
+                                     (``ctx.calibration.weight_gradient_squares()``: the empirical
+                                     diagonal Fisher at batch granularity, not per example)
+    d_i = sqrt(sum_j F_ij)           one weight per row (output unit) of W, floored at 1e-6 max(d)
+    diag(d) W = U S V^T              (exact SVD)
+    B = diag(1/d) U_r diag(sqrt(S_r / scale)),  A = diag(sqrt(S_r / scale)) V_r^T
+    W <- W - scale * B A,   alpha = r (scale 1)
+so the adapter holds the rank-r approximation of W that is best in the Fisher-weighted norm and the
+model starts unchanged.  FILA's unlearning objective (Fisher of a forget set relative to a retain
+set) is not reproduced: the Fisher here is of the suite's training split.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from initbench.api import InitContext, InitError, InitMethod, active_adapter
+from initbench_baselines.lora_ga import seeded_torch_rng
+
+
+def lora_one_factors(grad: torch.Tensor, rank: int, gamma: float = 128.0, q: int = 512, niter: int = 16
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A (r, in), B (out, r)) of LoRA-One from the mean gradient (out, in).  Draws from torch's RNG."""
+    q = min(q, min(grad.shape))
+    if rank > q:
+        raise InitError(f"LoRA-One needs r <= min(out, in); r={rank}, shape {tuple(grad.shape)}")
+    U, S, V = torch.svd_lowrank(-grad.float(), q=q, niter=niter)
+    root = torch.sqrt(S[:rank])
+    B = U[:, :rank] * root / torch.sqrt(S[0])
+    A = root[:, None] * V[:, :rank].T / torch.sqrt(S[0])
+    return (A / gamma**0.5).contiguous(), (B / gamma**0.5).contiguous()
+
+
+def fisher_svd_factors(weight: torch.Tensor, fisher: torch.Tensor, rank: int, scale: float, floor: float = 1e-6
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A, B, residual) of the Fisher-row-weighted SVD for one (out, in) weight and its diagonal Fisher."""
+    if rank > min(weight.shape):
+        raise InitError(f"fisher-svd needs r <= min(out, in) = {min(weight.shape)}, got {rank}")
+    d = torch.sqrt(fisher.float().sum(dim=1))
+    d = torch.clamp(d, min=float(d.max()) * floor if d.max() > 0 else 1.0)
+    U, S, Vh = torch.linalg.svd(d[:, None] * weight.float(), full_matrices=False)
+    root = torch.sqrt(S[:rank] / scale)
+    B = (U[:, :rank] / d[:, None]) * root
+    A = root[:, None] * Vh[:rank]
+    return A.contiguous(), B.contiguous(), weight - scale * (B @ A)
+
+
+class LoRAOne(InitMethod):
+    summary = "LoRA-One: SVD of -G, B = U_r sqrt(S_r)/sqrt(s1 gamma), A likewise; no offset; rsLoRA a=16."
+    paper = "Zhang et al. 2025, arXiv:2502.01235"
+    code = "https://github.com/YuanheZ/LoRA-One (run_exp.py, reinit_lora_modules); written here"
+    peft_init = True
+    use_rslora = True
+    gamma = 128.0
+
+    def default_alpha(self, rank: int) -> float:
+        return 16.0
+
+    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
+        grads = ctx.calibration.weight_gradients()
+        with seeded_torch_rng(ctx.generator):
+            for name, layer in ctx.lora_layers():
+                A, B = lora_one_factors(grads[name], layer.r[active_adapter(layer)], self.gamma)
+                ctx.set_lora(name, layer, A, B)
+
+
+class FisherSVD(InitMethod):
+    summary = "Fisher-weighted SVD (FWSVD/FILA): rows of W weighted by sqrt(row Fisher), top-r in A, B; base <- residual."
+    paper = "Hsu et al. 2022, arXiv:2207.00112; Cha et al. 2025 (FILA), arXiv:2408.06621"
+    code = "written here (no reference LoRA-init code used)"
+    peft_init = True
+
+    def default_alpha(self, rank: int) -> float:
+        return float(rank)
+
+    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
+        fisher = ctx.calibration.weight_gradient_squares()
+        for name, layer in ctx.lora_layers():
+            adapter = active_adapter(layer)
+            A, B, residual = fisher_svd_factors(ctx.base_weight(layer), fisher[name], layer.r[adapter],
+                                                layer.scaling[adapter])
+            ctx.set_lora(name, layer, A, B)
+            ctx.set_base_weight(name, layer, residual)

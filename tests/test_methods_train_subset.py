@@ -1,0 +1,443 @@
+"""Methods that change what trains (initbench.adapters): formulas, step-0 behaviour, what trains,
+determinism, calibration accounting, diagnostics, and one smoke run of all of them."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from _zoo import CALIB, RANK, attach, base_model, calibrator, lora_tensors, probe_batch
+from initbench.adapters import (MiddleA, delta_weight, freeze, insert_middle, lora_A_linear, middle_of,
+                                train_only, trainable_parts)
+from initbench.api import InitContext, lora_layers
+from initbench.budget import Budget, OptimizerSpec, ScheduleSpec
+from initbench.diagnostics import effective_rank
+from initbench.registry import get_method
+from initbench.train import build_optimizer
+from initbench_baselines.diagonal import loldu_factors, svfit_factors
+from initbench_baselines.gradient_svd import fisher_svd_factors, lora_one_factors
+from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors
+from initbench_baselines.nlora import nlora_factors, slora_factors
+
+NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fisher-svd"]
+PRESERVING = ["slora", "loldu", "svfit", "fisher-svd"]
+CHANGED = ["lora-sb", "nlora", "nlora-inttune", "lora-one"]
+BUDGET = Budget(steps=50, batch_size=4, max_length=48, optimizer=OptimizerSpec(lr=1e-3),
+                schedule=ScheduleSpec(warmup_ratio=0.1))
+# what trains per layer, as a function of (out, in, r)
+TRAINS = {
+    "lora-sb": ({"M"}, lambda o, i, r: r * r),
+    "lora-xs": ({"M"}, lambda o, i, r: r * r),
+    "nlora": ({"A", "B", "M"}, lambda o, i, r: r * i + o * r + r * r),
+    "nlora-inttune": ({"M"}, lambda o, i, r: r * r),
+    "slora": ({"A", "B", "M"}, lambda o, i, r: r * i + o * r + r * r),
+    "loldu": ({"M"}, lambda o, i, r: r),
+    "svfit": ({"M"}, lambda o, i, r: r),
+    "lora-one": ({"A", "B"}, lambda o, i, r: r * i + o * r),
+    "fisher-svd": ({"A", "B"}, lambda o, i, r: r * i + o * r),
+}
+
+
+def _matrix(out=12, inp=10, seed=0):
+    return torch.randn(out, inp, generator=torch.Generator().manual_seed(seed))
+
+
+def _attach(name, **kw):
+    return attach(name, budget=BUDGET, lr=BUDGET.optimizer.lr, **kw)
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(**probe_batch()).logits
+
+
+@pytest.fixture(scope="module")
+def base_logits():
+    model, _ = base_model()
+    return _logits(model)
+
+
+@pytest.fixture(scope="module")
+def attached():
+    """Each new method attached once with seed 0 (the model, spend, modified layers)."""
+    return {name: _attach(name) for name in NEW}
+
+
+# ---------------------------------------------------------------- the adapter helpers on peft
+
+def _one_layer(seed=0, dropout=0.0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(10, 12))
+    model = get_peft_model(net, LoraConfig(r=3, lora_alpha=6, target_modules=["0"], lora_dropout=dropout))
+    layer = lora_layers(model)[0][1]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    return model, layer
+
+
+def test_insert_middle_forward_delta_merge_unmerge():
+    model, layer = _one_layer()
+    M = _matrix(3, 3, 5)
+    insert_middle(layer, M)
+    assert isinstance(layer.lora_A["default"], MiddleA)
+    A, B, W = lora_A_linear(layer).weight.detach(), layer.lora_B["default"].weight.detach(), layer.base_layer.weight
+    expected_delta = 2.0 * B @ M @ A
+    x = _matrix(5, 10, 6)
+    with torch.no_grad():
+        out = model(x)
+    assert torch.allclose(out, x @ (W + expected_delta).T + layer.base_layer.bias, atol=1e-5)
+    assert torch.allclose(layer.get_delta_weight("default"), expected_delta, atol=1e-6)
+    assert torch.allclose(delta_weight(layer), expected_delta, atol=1e-6)
+    W0 = W.detach().clone()
+    layer.merge()
+    assert torch.allclose(layer.base_layer.weight, W0 + expected_delta, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model(x), out, atol=1e-5)
+    layer.unmerge()
+    assert torch.allclose(layer.base_layer.weight, W0, atol=1e-5)
+    keys = set(model.state_dict())
+    assert any(k.endswith("lora_A.default.middle.weight") for k in keys)
+    assert any(k.endswith("lora_B.default.weight") for k in keys)
+
+
+def test_diagonal_middle_is_a_vector():
+    model, layer = _one_layer()
+    d = torch.tensor([1.0, -2.0, 0.5])
+    middle = insert_middle(layer, d)
+    assert middle.is_diagonal and middle.values.shape == (3,)
+    A, B = lora_A_linear(layer).weight.detach(), layer.lora_B["default"].weight.detach()
+    assert torch.allclose(delta_weight(layer), 2.0 * B @ torch.diag(d) @ A, atol=1e-6)
+    train_only(model, ["M"])
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 3
+
+
+def test_frozen_parts_stay_frozen_through_peft_toggles():
+    """peft's set_adapter / disable_adapter() switch requires_grad on for every adapter parameter:
+    a frozen part is a buffer, so it does not come back."""
+    model, layer = _one_layer()
+    insert_middle(layer, torch.eye(3))
+    freeze(layer, "A")
+    freeze(layer, "B")
+    with model.disable_adapter():
+        pass
+    model.base_model.set_adapter("default")
+    assert trainable_parts(layer) == {"M"}
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["base_model.model.0.lora_A.default.middle.weight"]
+    # the frozen tensors keep their values and state-dict keys
+    assert "base_model.model.0.lora_B.default.weight" in model.state_dict()
+
+
+def test_set_lora_writes_A_under_a_middle():
+    model, layer = _one_layer()
+    insert_middle(layer, torch.eye(3) * 2)
+    ctx = InitContext(model, None, 0, None)
+    A, B = _matrix(3, 10, 1), _matrix(12, 3, 2)
+    ctx.set_lora("0", layer, A, B)
+    assert torch.equal(lora_A_linear(layer).weight.detach(), A)
+    assert torch.allclose(layer.lora_A["default"].weight, 2 * A)
+
+
+def test_context_is_backwards_compatible():
+    model, _ = _one_layer()
+    ctx = InitContext(model, None, 0, None)
+    assert ctx.budget is None and ctx.lr is None
+    ctx = InitContext(model, None, 0, None, budget=BUDGET)
+    assert ctx.lr == BUDGET.optimizer.lr
+    assert InitContext(model, None, 0, None, budget=BUDGET, lr=0.5).lr == 0.5
+
+
+# ---------------------------------------------------------------- transcriptions on a small matrix
+
+def test_lora_sb_transcription():
+    G, r, eff = _matrix(16, 12, 1), 3, 0.01
+    torch.manual_seed(3)
+    U, S, V = torch.svd_lowrank((-eff * torch.sign(G)).T, q=r, niter=10)
+    torch.manual_seed(3)
+    A, B, R = lora_sb_factors(G, r, eff)
+    assert torch.equal(A, U.T) and torch.equal(B, V) and torch.equal(R, torch.diag(S))
+    assert A.shape == (r, 12) and B.shape == (16, r)
+    # orientation: B R A approximates dW = -eff sign(G) itself (not its transpose)
+    dW = -eff * torch.sign(G)
+    assert torch.allclose(B @ R @ A, (U @ torch.diag(S) @ V.T).T, atol=1e-6)
+    assert torch.linalg.norm(dW - B @ R @ A) < torch.linalg.norm(dW)
+    assert effective_lr(1e-3, 0.1, 50) == pytest.approx(1e-3 / 5)
+    assert effective_lr(1e-3, 0.0, 50) == 1e-3  # the documented no-warmup fallback
+
+
+def test_lora_xs_transcription():
+    W, r = _matrix(), 3
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    A, B, R = lora_xs_factors(W, r, torch.Generator().manual_seed(2))
+    assert torch.allclose(B, U[:, :r]) and torch.allclose(A, torch.diag(S[:r]) @ Vh[:r], atol=1e-6)
+    assert torch.equal(R, torch.randn(r, r, generator=torch.Generator().manual_seed(2)) * 1e-5)
+
+
+def test_nlora_and_slora_transcription():
+    W, r = _matrix(), 3
+    A, B, N = nlora_factors(W, r)
+    assert torch.equal(A, W[:r, :]) and torch.equal(B, W[:, :r]) and torch.equal(N, W[:r, :r])
+    A, B, N = slora_factors(W, r, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    bound = 1 / math.sqrt(10)  # kaiming_uniform(a=sqrt(5)): bound = 1/sqrt(fan_in)
+    assert torch.allclose(A, torch.rand(r, 10, generator=g) * 2 * bound - bound)
+    assert torch.equal(B, torch.zeros(12, r)) and N.abs().max() <= 1 / math.sqrt(r)
+
+
+def test_loldu_transcription():
+    W, r, s = _matrix(), 3, 1 / 3
+    P, L, U = torch.linalg.lu(W)
+    D = torch.diagonal(U)
+    Un = U / D.unsqueeze(-1)
+    A, B, d, residual = loldu_factors(W, r, s)
+    assert torch.allclose(A, Un[:r]) and torch.allclose(B, P @ L[:, :r]) and torch.allclose(d, D[:r])
+    assert torch.allclose(residual, W - s * P @ L[:, :r] @ torch.diag(D[:r]) @ Un[:r], atol=1e-6)
+    assert torch.allclose(P @ L @ torch.diag(D) @ Un, W, atol=1e-5)  # W = P L D U
+
+
+def test_svfit_transcription():
+    W, r, s = _matrix(), 3, 0.5
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    A, B, sv, residual = svfit_factors(W, r, s)
+    assert torch.allclose(A, Vh[:r]) and torch.allclose(B, U[:, :r]) and torch.allclose(sv, S[:r] / s)
+    assert torch.allclose(residual, U[:, r:] @ torch.diag(S[r:]) @ Vh[r:], atol=1e-5)  # W_e
+
+
+def test_lora_one_transcription():
+    G, r = _matrix(16, 12, 1), 3
+    torch.manual_seed(4)
+    U, S, V = torch.svd_lowrank(-G, q=12, niter=16)  # q = 512 capped by the shape
+    V = V.T
+    B = U[:, :r] @ torch.diag(torch.sqrt(S[:r])) / torch.sqrt(S[0]) / 128**0.5
+    A = torch.diag(torch.sqrt(S[:r])) @ V[:r, :] / torch.sqrt(S[0]) / 128**0.5
+    torch.manual_seed(4)
+    A2, B2 = lora_one_factors(G, r)
+    assert torch.allclose(A2, A, atol=1e-6) and torch.allclose(B2, B, atol=1e-6)
+
+
+def test_fisher_svd_transcription():
+    W, F, r, s = _matrix(), _matrix(12, 10, 3) ** 2, 3, 0.5
+    d = torch.sqrt(F.sum(1))
+    U, S, Vh = torch.linalg.svd(torch.diag(d) @ W, full_matrices=False)
+    B = torch.diag(1 / d) @ U[:, :r] @ torch.diag(torch.sqrt(S[:r] / s))
+    A = torch.diag(torch.sqrt(S[:r] / s)) @ Vh[:r]
+    A2, B2, residual = fisher_svd_factors(W, F, r, s)
+    assert torch.allclose(A2, A, atol=1e-5) and torch.allclose(B2, B, atol=1e-5)
+    assert torch.allclose(residual + s * B2 @ A2, W, atol=1e-5)
+    # uniform Fisher gives the plain (PiSSA) SVD
+    A3, B3, _ = fisher_svd_factors(W, torch.ones_like(W), r, s)
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    assert torch.allclose(B3 @ A3, U[:, :r] @ torch.diag(S[:r] / s) @ Vh[:r], atol=1e-5)
+
+
+def test_effective_rank():
+    assert effective_rank(torch.zeros(4, 3)) == 0.0
+    assert effective_rank(torch.eye(4)) == pytest.approx(4.0)
+    assert effective_rank(torch.outer(torch.ones(5), torch.arange(1.0, 4.0))) == pytest.approx(1.0)
+    p = torch.tensor([3.0, 1.0]) / 4
+    assert effective_rank(torch.diag(torch.tensor([3.0, 1.0]))) == pytest.approx(float(torch.exp(-(p * p.log()).sum())))
+
+
+# ---------------------------------------------------------------- on the tiny model, as the harness builds it
+
+@pytest.mark.parametrize("name", PRESERVING)
+def test_starts_at_the_base_model(name, attached, base_logits):
+    model, _, _ = attached[name]
+    assert torch.allclose(_logits(model), base_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_lora_xs_starts_at_the_base_model_up_to_its_noise(attached, base_logits):
+    model, _, _ = attached["lora-xs"]
+    assert torch.allclose(_logits(model), base_logits, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", CHANGED)
+def test_does_not_start_at_the_base_model(name, attached, base_logits):
+    model, _, modified = attached[name]
+    assert not modified  # no base offset
+    assert (_logits(model) - base_logits).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_only_the_declared_tensors_train(name, attached):
+    model = copy.deepcopy(attached[name][0])
+    parts, per_layer = TRAINS[name]
+    expected = 0
+    for _, layer in lora_layers(model):
+        assert trainable_parts(layer) == parts
+        A = lora_A_linear(layer).weight
+        expected += per_layer(layer.lora_B["default"].weight.shape[0], A.shape[1], A.shape[0])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in trainable) == expected
+    method = get_method(name)
+    assert method.build_optimizer(model, 1e-3, OptimizerSpec()) is None  # the harness's optimizer
+    optimizer = build_optimizer(trainable, BUDGET, 1e-3)
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in trainable}
+    # and one step moves exactly them
+    before = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+    model.train()
+    batch = next(iter(calibrator(model).batches()))
+    model(**batch).loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    names = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert moved <= names and moved
+
+
+def test_middle_shapes(attached):
+    for name, kind in (("lora-sb", (RANK, RANK)), ("loldu", (RANK,)), ("svfit", (RANK,)), ("nlora", (RANK, RANK))):
+        model, _, _ = attached[name]
+        for _, layer in lora_layers(model):
+            assert tuple(middle_of(layer).values.shape) == kind
+    model, _, _ = attached["lora-one"]
+    assert all(middle_of(layer) is None for _, layer in lora_layers(model))
+
+
+def test_lora_sb_starts_at_the_rank_r_simulated_step(attached):
+    model, _, _ = attached["lora-sb"]
+    grads = calibrator(model).weight_gradients()
+    eff = effective_lr(BUDGET.optimizer.lr, BUDGET.schedule.warmup_ratio, BUDGET.steps)
+    for name, layer in lora_layers(model)[:3]:
+        dW = -eff * torch.sign(grads[name])
+        delta = delta_weight(layer)
+        # a rank-r approximation of the simulated step (svd_lowrank with q = r, as the reference)
+        assert torch.linalg.matrix_rank(delta) == RANK
+        assert torch.linalg.norm(dW - delta) < torch.linalg.norm(dW)
+        assert float((delta * dW).sum()) > 0.5 * float(torch.linalg.norm(delta)) ** 2  # ~ a projection of dW
+        assert layer.scaling["default"] == 1.0
+
+
+def test_lora_sb_needs_a_budget():
+    from initbench.harness import MethodFailure
+
+    with pytest.raises(MethodFailure, match="budget"):
+        attach("lora-sb")
+
+
+def test_nlora_starts_at_the_nystrom_offset(attached):
+    model, _, _ = attached["nlora"]
+    base, _ = base_model()
+    layer = dict(lora_layers(model))["base_model.model.model.layers.0.self_attn.q_proj"]
+    W = base.model.layers[0].self_attn.q_proj.weight
+    expected = layer.scaling["default"] * W[:, :RANK] @ W[:RANK, :RANK] @ W[:RANK, :]
+    assert torch.allclose(delta_weight(layer), expected, atol=1e-5)
+
+
+def test_scaling_conventions(attached):
+    scale = {name: lora_layers(attached[name][0])[0][1].scaling["default"] for name in NEW}
+    assert scale["lora-sb"] == 1.0 and scale["svfit"] == 1.0 and scale["nlora"] == 1.0
+    assert scale["loldu"] == pytest.approx(1 / RANK)
+    assert scale["lora-one"] == pytest.approx(16 / math.sqrt(RANK))
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_same_seed_same_tensors(name, attached):
+    a = lora_tensors(attached[name][0])
+    b = lora_tensors(_attach(name)[0])
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_seed_changes_random_inits():
+    for name in ("slora", "lora-xs", "lora-sb"):
+        a, b = lora_tensors(_attach(name, seed=0)[0]), lora_tensors(_attach(name, seed=1)[0])
+        assert any(not torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_calibration_accounting(name, attached):
+    _, spend, _ = attached[name]
+    if name in ("lora-sb", "lora-one", "fisher-svd"):
+        assert spend.calibration_examples == CALIB.examples
+        assert spend.calibration_forward_passes == CALIB.examples // CALIB.batch_size
+        assert spend.calibration_backward_passes == spend.calibration_forward_passes
+        assert spend.calibration_tokens > 0 and spend.flops > 0
+    else:
+        assert spend.calibration_examples == 0 and spend.flops == 0
+
+
+def test_weight_gradient_squares_against_autograd():
+    model, _ = base_model()
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(model, LoraConfig(r=RANK, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    cal = calibrator(model)
+    squares = cal.weight_gradient_squares()
+    assert cal.spend.calibration_backward_passes == CALIB.examples // CALIB.batch_size
+    name, layer = lora_layers(model)[0]
+    weight = layer.get_base_layer().weight
+    weight.requires_grad_(True)
+    total = 0
+    with model.disable_adapter():
+        for batch in calibrator(model).batches(backward=True):
+            (g,) = torch.autograd.grad(model(**batch).loss, weight)
+            total = total + g * g
+    weight.requires_grad_(False)
+    assert torch.allclose(squares[name], total / (CALIB.examples // CALIB.batch_size), rtol=1e-4, atol=1e-10)
+
+
+# ---------------------------------------------------------------- end to end, with the diagnostics on
+
+def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch):
+    import yaml
+
+    from initbench.cli import main
+    from initbench.results import read_results, validate
+    from initbench.suite import builtin_suite_dir
+
+    monkeypatch.setenv("INITBENCH_DIAGNOSTICS", "1")
+    spec = yaml.safe_load((builtin_suite_dir() / "smoke.yaml").read_text())
+    spec["tasks"] = spec["tasks"][:1]
+    spec["budget"]["steps"] = 2
+    spec["eval"]["limit"] = 2
+    suite = tmp_path / "smoke.yaml"
+    suite.write_text(yaml.safe_dump(spec))
+    code = main(["evaluate", "--suite", str(suite), *sum((["--method", m] for m in NEW + ["lora"]), []),
+                 "--seeds", "0", "--out", str(tmp_path / "runs")])
+    assert code == 0
+    assert validate(tmp_path / "runs") == []
+    rows = {r["method"]: r for r in read_results(tmp_path / "runs").to_pylist()}
+    assert set(rows) == set(NEW) | {"lora"}
+    n_layers = 14
+    for name, row in rows.items():
+        assert row["status"] == "ok", (name, row["error"])
+        assert row["final_update_erank"] > 0 and row["relative_weight_change"] > 0, name
+    assert rows["lora"]["init_update_erank"] == 0.0  # B = 0
+    assert rows["loldu"]["trainable_params"] == n_layers * RANK
+    assert rows["svfit"]["trainable_params"] == n_layers * RANK
+    assert rows["lora-sb"]["trainable_params"] == n_layers * RANK * RANK
+    assert rows["nlora-inttune"]["trainable_params"] == n_layers * RANK * RANK
+    for name in ("lora-sb", "lora-xs", "nlora", "lora-one"):
+        assert 1.0 <= rows[name]["init_update_erank"] <= RANK + 1e-6, name
+    for name in ("loldu", "svfit", "fisher-svd"):
+        assert rows[name]["base_weights_modified"], name
+    for name in CHANGED:
+        assert not rows[name]["base_weights_modified"], name
+
+
+def test_diagnostics_off_leaves_nulls(tmp_path, monkeypatch):
+    import yaml
+
+    from initbench.cli import main
+    from initbench.results import read_results
+    from initbench.suite import builtin_suite_dir
+
+    monkeypatch.delenv("INITBENCH_DIAGNOSTICS", raising=False)
+    spec = yaml.safe_load((builtin_suite_dir() / "smoke.yaml").read_text())
+    spec["tasks"] = spec["tasks"][:1]
+    spec["budget"]["steps"] = 1
+    spec["eval"]["limit"] = 1
+    suite = tmp_path / "smoke.yaml"
+    suite.write_text(yaml.safe_dump(spec))
+    assert main(["evaluate", "--suite", str(suite), "--method", "loldu", "--seeds", "0",
+                 "--out", str(tmp_path / "runs")]) == 0
+    row = read_results(tmp_path / "runs").to_pylist()[0]
+    assert row["status"] == "ok"
+    assert row["init_update_erank"] is None and row["relative_weight_change"] is None
