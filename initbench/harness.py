@@ -91,44 +91,16 @@ def run_one(
     if status in ("ok", "diverged") and not force:
         return RunOutcome(method.name, task.name, seed, "skipped", stem)
 
-    start_time, wall_start = datetime.now(timezone.utc), time.perf_counter()
+    wall_start = time.perf_counter()
     device = pick_device()
     determinism = configure_determinism(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     lora = lora_settings(suite.lora, method)
     lr = suite.budget.optimizer.lr if lr is None else float(lr)
-    record: dict[str, Any] = {
-        "run_id": f"{suite.name}/{method.name}/{task.name}/seed{seed}/{suite.spec_hash}{tag}",
-        "suite": suite.name,
-        "suite_hash": suite.spec_hash,
-        "method": method.name,
-        "task": task.name,
-        "seed": seed,
-        "config_hash": _config_hash(suite, method, task, seed, lora, lr, split),
-        "protocol": protocol,
-        "phase": "final" if split == "test" else "trial",
-        "eval_split": split,
-        "selected_lr": selected_lr,
-        "method_version": method.version,
-        "method_package": _method_package(method),
-        "is_reference": method.is_reference,
-        "lm_eval_task": task.lm_eval_task,
-        "dtype": suite.model.dtype,
-        "lora_rank": lora.rank if method.attaches_lora and method.trains else None,
-        "lora_alpha": lora.alpha if method.attaches_lora and method.trains else None,
-        "lora_scale": lora.scale if method.attaches_lora and method.trains else None,
-        "use_rslora": lora.use_rslora,
-        "target_modules": ",".join(lora.target_modules),
-        "learning_rate": lr if method.trains else None,
-        "eval_batch_size": suite.eval.batch_size,
-        "eval_limit": suite.eval.limit,
-        "device": device.type,
-        "device_name": _device_name(device),
-        "determinism": json.dumps(determinism, sort_keys=True),
-        "start_time": start_time,
-        **_versions(),
-    }
+    record = _run_metadata(suite, method, task, seed, lora, lr, split, tag, device, determinism)
+    record.update(protocol=protocol, phase="final" if split == "test" else "trial", eval_split=split,
+                  selected_lr=selected_lr)
     spend, curve = Spend(), []
     label = f"{method.name} | {task.name} | seed {seed}"
     try:
@@ -191,6 +163,40 @@ def run_one(
     path = write_run(stem, rows, [{**keys, **point} for point in curve])
     return RunOutcome(method.name, task.name, seed, status, path, record.get("error", ""),
                       {s.metric: s.value for s in scores})
+
+
+def _run_metadata(
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, lora: LoraSettings, lr: float, split: str,
+    tag: str, device: torch.device, determinism: dict[str, object],
+) -> dict[str, Any]:
+    """What identifies a run and what is needed to rerun it: the columns known before it starts."""
+    return {
+        "run_id": f"{suite.name}/{method.name}/{task.name}/seed{seed}/{suite.spec_hash}{tag}",
+        "suite": suite.name,
+        "suite_hash": suite.spec_hash,
+        "method": method.name,
+        "task": task.name,
+        "seed": seed,
+        "config_hash": _config_hash(suite, method, task, seed, lora, lr, split),
+        "method_version": method.version,
+        "method_package": _method_package(method),
+        "is_reference": method.is_reference,
+        "lm_eval_task": task.lm_eval_task,
+        "dtype": suite.model.dtype,
+        "lora_rank": lora.rank if method.attaches_lora and method.trains else None,
+        "lora_alpha": lora.alpha if method.attaches_lora and method.trains else None,
+        "lora_scale": lora.scale if method.attaches_lora and method.trains else None,
+        "use_rslora": lora.use_rslora,
+        "target_modules": ",".join(lora.target_modules),
+        "learning_rate": lr if method.trains else None,
+        "eval_batch_size": suite.eval.batch_size,
+        "eval_limit": suite.eval.limit,
+        "device": device.type,
+        "device_name": _device_name(device),
+        "determinism": json.dumps(determinism, sort_keys=True),
+        "start_time": datetime.now(timezone.utc),
+        **_versions(),
+    }
 
 
 def attach_and_initialize(
