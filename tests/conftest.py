@@ -35,3 +35,19 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
+
+
+def quick_smoke_suite(folder: Path, steps: int = 2, limit: int = 2) -> Path:
+    """A copy of `smoke` cut to its first task, ``steps`` optimizer steps and ``limit`` eval
+    examples, for end-to-end runs of many methods."""
+    import yaml
+
+    from initbench.suite import builtin_suite_dir
+
+    spec = yaml.safe_load((builtin_suite_dir() / "smoke.yaml").read_text())
+    spec["tasks"] = spec["tasks"][:1]
+    spec["budget"]["steps"] = steps
+    spec["eval"]["limit"] = limit
+    path = folder / "quick-smoke.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path

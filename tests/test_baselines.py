@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import quick_smoke_suite
 from _zoo import ALPHA, CALIB, RANK, attach, base_model, calibrator, lora_tensors, probe_batch
 from initbench.budget import OptimizerSpec
 from initbench.registry import PluginError, get_method
@@ -204,20 +205,12 @@ ALL = ["lora", "gaussian", "lora-reversed", "pissa", "pissa-niter-4", "milora", 
 
 
 def test_every_method_runs_end_to_end(tmp_path):
-    import yaml
-
     from initbench.cli import main
     from initbench.registry import method_names
     from initbench.results import read_results
-    from initbench.suite import builtin_suite_dir
 
     assert set(ALL) - {"lora+rslora+lora-plus"} <= set(method_names())
-    spec = yaml.safe_load((builtin_suite_dir() / "smoke.yaml").read_text())
-    spec["tasks"] = spec["tasks"][:1]
-    spec["budget"]["steps"] = 2
-    spec["eval"]["limit"] = 2
-    suite = tmp_path / "zoo.yaml"
-    suite.write_text(yaml.safe_dump(spec))
+    suite = quick_smoke_suite(tmp_path)
     code = main(["evaluate", "--suite", str(suite), *sum((["--method", m] for m in ALL), []),
                  "--seeds", "0", "--out", str(tmp_path / "runs")])
     assert code == 1  # loftq fails on this machine; every other run is ok

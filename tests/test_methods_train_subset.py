@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from conftest import quick_smoke_suite
 from _zoo import CALIB, RANK, attach, base_model, calibrator, lora_tensors, probe_batch
 from initbench.adapters import (MiddleA, delta_weight, freeze, insert_middle, lora_A_linear, middle_of,
                                 train_only, trainable_parts)
@@ -386,19 +387,11 @@ def test_weight_gradient_squares_against_autograd():
 # ---------------------------------------------------------------- end to end, with the diagnostics on
 
 def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch):
-    import yaml
-
     from initbench.cli import main
     from initbench.results import read_results, validate
-    from initbench.suite import builtin_suite_dir
 
     monkeypatch.setenv("INITBENCH_DIAGNOSTICS", "1")
-    spec = yaml.safe_load((builtin_suite_dir() / "smoke.yaml").read_text())
-    spec["tasks"] = spec["tasks"][:1]
-    spec["budget"]["steps"] = 2
-    spec["eval"]["limit"] = 2
-    suite = tmp_path / "smoke.yaml"
-    suite.write_text(yaml.safe_dump(spec))
+    suite = quick_smoke_suite(tmp_path)
     code = main(["evaluate", "--suite", str(suite), *sum((["--method", m] for m in NEW + ["lora"]), []),
                  "--seeds", "0", "--out", str(tmp_path / "runs")])
     assert code == 0
@@ -423,19 +416,11 @@ def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch
 
 
 def test_diagnostics_off_leaves_nulls(tmp_path, monkeypatch):
-    import yaml
-
     from initbench.cli import main
     from initbench.results import read_results
-    from initbench.suite import builtin_suite_dir
 
     monkeypatch.delenv("INITBENCH_DIAGNOSTICS", raising=False)
-    spec = yaml.safe_load((builtin_suite_dir() / "smoke.yaml").read_text())
-    spec["tasks"] = spec["tasks"][:1]
-    spec["budget"]["steps"] = 1
-    spec["eval"]["limit"] = 1
-    suite = tmp_path / "smoke.yaml"
-    suite.write_text(yaml.safe_dump(spec))
+    suite = quick_smoke_suite(tmp_path, steps=1, limit=1)
     assert main(["evaluate", "--suite", str(suite), "--method", "loldu", "--seeds", "0",
                  "--out", str(tmp_path / "runs")]) == 0
     row = read_results(tmp_path / "runs").to_pylist()[0]
