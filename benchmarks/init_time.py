@@ -18,7 +18,7 @@ import psutil
 import torch
 from tabulate import tabulate
 
-from initbench.budget import CalibrationSpec, Spend
+from initbench.budget import Budget, CalibrationSpec, Spend
 from initbench.data import tokenize_records
 from initbench.harness import attach_and_initialize, linear_params, lora_settings
 from initbench.models import load_model
@@ -64,7 +64,8 @@ def time_init(name, pristine, tokenizer, examples, rank, calib, device):
     with PeakRSS() as mem:
         start = time.perf_counter()
         try:
-            attach_and_initialize(model, tokenizer, method, lora, seed=0, examples=examples, allowance=calib,
+            attach_and_initialize(model, tokenizer, method, lora, seed=0, examples=examples,
+                                  budget=Budget(steps=100, batch_size=16, max_length=64, calibration=calib), lr=1e-3,
                                   spend=spend, base_params=linear_params(pristine), device=device)
         except Exception as err:  # loftq without CUDA, ...
             error = str(err).split(": ", 1)[-1][:60]

@@ -27,7 +27,7 @@ import torch
 from initbench import data as task_data
 from initbench import diagnostics
 from initbench.api import InitContext, InitMethod, LoraSettings
-from initbench.budget import Budget, CalibrationSpec, Spend
+from initbench.budget import Budget, Spend
 from initbench.calibration import Calibrator
 from initbench.evaluation import evaluate
 from initbench.models import LoadedModel, load_model
@@ -124,9 +124,8 @@ def run_one(
             init_start = time.perf_counter()
             if method.attaches_lora:
                 model, modified = attach_and_initialize(
-                    model, tokenizer, method, lora, seed=seed, examples=examples,
-                    allowance=suite.budget.calibration, spend=spend, base_params=base_params, device=device,
-                    budget=suite.budget, lr=lr,
+                    model, tokenizer, method, lora, seed=seed, examples=examples, budget=suite.budget, lr=lr,
+                    spend=spend, base_params=base_params, device=device,
                 )
                 if tracker is not None:
                     tracker.after_init(model)
@@ -207,12 +206,11 @@ def attach_and_initialize(
     *,
     seed: int,
     examples: list[dict[str, list[int]]],
-    allowance: CalibrationSpec,
+    budget: Budget,
+    lr: float,
     spend: Spend,
     base_params: int,
     device: torch.device,
-    budget: Budget | None = None,
-    lr: float | None = None,
 ) -> tuple[torch.nn.Module, list[str]]:
     """Attach LoRA with peft (seeded), run the method's init; returns the peft model and the base
     layers whose frozen weight changed (compared by fingerprint, so peft-side changes count too).
@@ -227,7 +225,7 @@ def attach_and_initialize(
     )
     torch.manual_seed(seed)
     model = get_peft_model(model, config)
-    calibrator = Calibrator(model, examples, allowance, spend, base_params, seed, tokenizer.pad_token_id, device)
+    calibrator = Calibrator(model, examples, budget.calibration, spend, base_params, seed, tokenizer.pad_token_id, device)
     ctx = InitContext(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr)
     try:
         method.initialize(model, ctx)

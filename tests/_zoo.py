@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 
-from initbench.budget import CalibrationSpec, Spend
+from initbench.budget import Budget, CalibrationSpec, Spend
 from initbench.calibration import Calibrator
 from initbench.data import tokenize_records
 from initbench.harness import attach_and_initialize, linear_params, lora_settings
@@ -20,6 +21,7 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RANK, ALPHA = 4, 8.0
 CALIB = CalibrationSpec(examples=8, batch_size=4)
+DEFAULT_BUDGET = Budget(steps=6, batch_size=4, max_length=48, calibration=CALIB)
 
 _BASE = {}
 
@@ -51,8 +53,10 @@ def attach(method, *, seed=0, calib=CALIB, rank=RANK, budget=None, lr=None):
     model, tokenizer = base_model()
     spend = Spend()
     model, modified = attach_and_initialize(
-        model, tokenizer, method, lora_for(method, rank), seed=seed, examples=examples(), allowance=calib,
-        spend=spend, base_params=linear_params(model), device=torch.device("cpu"), budget=budget, lr=lr,
+        model, tokenizer, method, lora_for(method, rank), seed=seed, examples=examples(),
+        budget=dataclasses.replace(budget or DEFAULT_BUDGET, calibration=calib),
+        lr=(budget or DEFAULT_BUDGET).optimizer.lr if lr is None else lr,
+        spend=spend, base_params=linear_params(model), device=torch.device("cpu"),
     )
     return model, spend, modified
 

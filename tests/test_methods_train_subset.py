@@ -315,10 +315,12 @@ def test_lora_sb_starts_at_the_rank_r_simulated_step(attached):
 
 
 def test_lora_sb_needs_a_budget():
-    from initbench.harness import MethodFailure
+    """The harness always passes one; a context built without it (a caller of the API) is refused."""
+    from initbench.api import InitContext, InitError
 
-    with pytest.raises(MethodFailure, match="budget"):
-        attach("lora-sb")
+    model, _, _ = attach("lora")
+    with pytest.raises(InitError, match="budget"):
+        get_method("lora-sb").initialize(model, InitContext(model, None, 0, None))
 
 
 def test_nlora_starts_at_the_nystrom_offset(attached):
