@@ -181,12 +181,12 @@ def list_suites() -> list[Path]:
 def load_suite(name_or_path: str) -> Suite:
     """Load a suite by built-in name (``mini``) or by path to a YAML file."""
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
         path = builtin_suite_dir() / f"{name_or_path}.yaml"
         if not path.exists():
             known = ", ".join(p.stem for p in list_suites())
             raise SuiteError(f"unknown suite {name_or_path!r}: not a file and not one of {known}")
-    if not path.exists():
+    if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
     try:
         raw = yaml.safe_load(path.read_text())

@@ -69,3 +69,11 @@ def test_malformed_yaml_and_unknown_names(tmp_path):
         load_suite("nope")
     with pytest.raises(SuiteError, match="not found"):
         load_suite(str(tmp_path / "absent.yaml"))
+
+
+def test_builtin_name_wins_over_a_results_folder_of_the_same_name(tmp_path, monkeypatch):
+    # `initbench evaluate --suite mini --out mini` run twice from one folder: the second call must
+    # still find the built-in suite, not try to read the results folder ./mini as YAML.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mini").mkdir()
+    assert load_suite("mini").name == "mini"
