@@ -1,4 +1,4 @@
-"""The ``initbench`` command line: methods, suites, evaluate, leaderboard, validate.
+"""The ``initbench`` command line: methods, suites, evaluate, sweep, status, leaderboard, reproduce, validate.
 
 Exit codes: 0 ok; 1 some run failed (the others' results are written); 2 bad input.
 """
@@ -42,20 +42,29 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("suites", help="list every built-in suite")
     p.set_defaults(handler=cmd_suites)
 
-    p = sub.add_parser("evaluate", help="run methods on a suite and write Arrow results")
-    p.add_argument("--suite", required=True, help="built-in suite name or path to a suite YAML")
-    p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
-    p.add_argument("--out", type=Path, default=Path("initbench-runs"), help="results folder (default ./initbench-runs)")
-    p.add_argument("--force", action="store_true", help="rerun runs already in --out")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="read public data sets from local copies under this folder, never the hub "
-                        "(overrides $INITBENCH_DATA_DIR); tasks with no local copy are skipped")
-    p.add_argument("--protocol", choices=["fixed", "tuned"], default="fixed",
-                   help="fixed: every method at the suite's learning rate (default); tuned: pick the rate per "
-                        "method and task from the suite's tuning grid on validation, then run it (and the default "
-                        "rate) on test (initbench.protocol)")
+    p = sub.add_parser("evaluate", help="run methods on a suite in this process and write Arrow results")
+    _grid_arguments(p)
+    p.set_defaults(handler=cmd_evaluate, executor="inline")
+
+    p = sub.add_parser("sweep", help="like evaluate, each run in its own process or on a cluster (--executor)")
+    _grid_arguments(p)
+    p.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+                   help="local: one process per run, one after another (default); ray: one Ray task per run "
+                        "(--address); slurm: one SLURM job array through submitit")
+    p.add_argument("--address", default=None, help="ray: cluster address (auto, ray://host:port); default: a local "
+                                                   "cluster for this sweep")
+    p.add_argument("--partition", default=None, help="slurm: the partition")
+    p.add_argument("--slurm-cluster", default="slurm", choices=["slurm", "local"],
+                   help="slurm: 'local' runs the job array as local processes through submitit (testing)")
+    p.add_argument("--gpus-per-run", type=int, default=1, help="slurm: GPUs per job (default 1)")
+    p.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per run (ray default 1, slurm default 4)")
+    p.add_argument("--timeout-min", type=int, default=240, help="slurm: time limit per job in minutes")
     p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("status", help="the grid of a results folder: done / failed / missing per suite and method")
+    p.add_argument("results", type=Path)
+    p.add_argument("--format", default="github", help="tabulate format")
+    p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("leaderboard", help="print the table of the results under a folder; "
                                            "`leaderboard publish RESULTS --version vN`; `leaderboard compare vA vB`",
@@ -84,6 +93,22 @@ def _parser() -> argparse.ArgumentParser:
                         "current spec hash and no missing seeds or tuning trials")
     p.set_defaults(handler=cmd_validate)
     return parser
+
+
+def _grid_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments ``evaluate`` and ``sweep`` share: what to run and where the results go."""
+    p.add_argument("--suite", required=True, help="built-in suite name or path to a suite YAML")
+    p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--out", type=Path, default=Path("initbench-runs"), help="results folder (default ./initbench-runs)")
+    p.add_argument("--force", action="store_true", help="rerun runs already in --out")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="read public data sets from local copies under this folder, never the hub "
+                        "(overrides $INITBENCH_DATA_DIR); tasks with no local copy are skipped")
+    p.add_argument("--protocol", choices=["fixed", "tuned"], default="fixed",
+                   help="fixed: every method at the suite's learning rate (default); tuned: pick the rate per "
+                        "method and task from the suite's tuning grid on validation, then run it (and the default "
+                        "rate) on test (initbench.protocol)")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -139,8 +164,11 @@ def _data_summary(suite) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from initbench.harness import run_grid
+    """``evaluate`` (every run in this process) and ``sweep`` (``--executor``)."""
+    from initbench.executors import make_executor
+    from initbench.protocol import ProtocolError
     from initbench.registry import PluginError, get_method
+    from initbench.sweep import run_sweep
     from initbench.suite import SuiteError, load_suite
 
     try:
@@ -155,20 +183,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     tasks = _offline_tasks(suite, args.data_dir)
-    if args.protocol == "tuned":
-        from initbench.protocol import ProtocolError, run_tuned
-
-        try:
-            outcomes, _ = run_tuned(suite, methods, seeds, args.out, force=args.force, report=_report, tasks=tasks)
-        except ProtocolError as err:
-            raise UsageError(str(err)) from None
-    else:
-        outcomes = run_grid(suite, methods, seeds, args.out, force=args.force, report=_report, tasks=tasks)
+    executor = make_executor(args.executor, out=args.out, address=getattr(args, "address", None),
+                             partition=getattr(args, "partition", None),
+                             slurm_cluster=getattr(args, "slurm_cluster", "slurm"),
+                             gpus_per_run=getattr(args, "gpus_per_run", 1), cpus_per_run=getattr(args, "cpus_per_run", None),
+                             timeout_min=getattr(args, "timeout_min", 240))
+    try:
+        outcomes = run_sweep(suite, methods, seeds, args.out, executor, protocol=args.protocol, tasks=tasks,
+                             data_dir=_resolved_data_dir(), force=args.force, report=_report)
+    except ProtocolError as err:
+        raise UsageError(str(err)) from None
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"results in {args.out}; `initbench leaderboard {args.out}` shows the table", file=sys.stderr)
     for o in failed:
         print(f"initbench: run failed: {o.method} | {o.task} | seed {o.seed}: {o.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _resolved_data_dir() -> Path | None:
+    """The data directory in force (after ``_offline_tasks``), absolute, for workers elsewhere."""
+    from initbench.datasets_io import data_dir
+
+    directory, _ = data_dir()
+    return None if directory is None else directory.resolve()
 
 
 def _offline_tasks(suite, option: Path | None):
@@ -235,6 +272,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise UsageError(f"{results}: no such file or folder")
     print(render(results, args.format))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from initbench.status import grid_status, render_status
+
+    if not args.results.is_dir():
+        raise UsageError(f"{args.results}: no such folder")
+    status = grid_status(args.results)
+    print(render_status(status, args.format))
+    return 0 if status.complete else 1
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

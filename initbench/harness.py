@@ -82,13 +82,8 @@ def run_one(
     no validation split, see ``data.with_validation``).  Either makes the run's file stem and
     run id carry the rate and split; ``protocol`` defaults to ``fixed`` for a run at the
     suite's rate on test and ``tuned`` otherwise (``initbench.protocol``)."""
-    if split not in ("test", "validation"):
-        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
-    tag = "" if lr is None and split == "test" else f"/lr{format_lr(lr)}/{split}"
-    protocol = protocol or ("fixed" if not tag else "tuned")
-    status = finished_status(stem)
-    if status in ("ok", "diverged") and not force:
+    if finished_status(stem) in ("ok", "diverged") and not force:
         return RunOutcome(method.name, task.name, seed, "skipped", stem)
 
     wall_start = time.perf_counter()
@@ -97,10 +92,8 @@ def run_one(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     lora = lora_settings(suite.lora, method)
+    record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, device, determinism)
     lr = suite.budget.optimizer.lr if lr is None else float(lr)
-    record = _run_metadata(suite, method, task, seed, lora, lr, split, tag, device, determinism)
-    record.update(protocol=protocol, phase="final" if split == "test" else "trial", eval_split=split,
-                  selected_lr=selected_lr)
     spend, curve = Spend(), []
     label = f"{method.name} | {task.name} | seed {seed}"
     try:
@@ -164,11 +157,32 @@ def run_one(
                       {s.metric: s.value for s in scores})
 
 
+def record_crash(
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, reason: str, *,
+    lr: float | None = None, split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
+) -> Path:
+    """Write a ``failed`` result for a run whose process died before it could write one itself
+    (killed, out of memory, a segfault): what an executor calls, so the grid shows the failure
+    and its reason, and a rerun redoes just that run."""
+    lora = lora_settings(suite.lora, method)
+    record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, pick_device(), {})
+    record.update(Spend().__dict__, status="failed", error=reason)
+    stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
+    return write_run(stem, [record], [])
+
+
 def _run_metadata(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, lora: LoraSettings, lr: float, split: str,
-    tag: str, device: torch.device, determinism: dict[str, object],
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, lora: LoraSettings, lr: float | None, split: str,
+    protocol: str | None, selected_lr: float | None, device: torch.device, determinism: dict[str, object],
 ) -> dict[str, Any]:
-    """What identifies a run and what is needed to rerun it: the columns known before it starts."""
+    """What identifies a run and what is needed to rerun it: the columns known before it starts.
+
+    ``lr`` None is the suite's rate; a rate other than that or a split other than ``test`` tags
+    the run id (and file stem); ``protocol`` defaults to ``fixed`` for an untagged run, else ``tuned``."""
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+    tag = "" if lr is None and split == "test" else f"/lr{format_lr(lr)}/{split}"
+    lr = suite.budget.optimizer.lr if lr is None else float(lr)
     return {
         "run_id": f"{suite.name}/{method.name}/{task.name}/seed{seed}/{suite.spec_hash}{tag}",
         "suite": suite.name,
@@ -195,6 +209,10 @@ def _run_metadata(
         "determinism": json.dumps(determinism, sort_keys=True),
         "start_time": datetime.now(timezone.utc),
         **_versions(),
+        "protocol": protocol or ("tuned" if tag else "fixed"),
+        "phase": "final" if split == "test" else "trial",
+        "eval_split": split,
+        "selected_lr": selected_lr,
     }
 
 
@@ -312,21 +330,3 @@ def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def run_grid(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, force: bool = False, report=print,
-    tasks: list[TaskSpec] | None = None,
-) -> list[RunOutcome]:
-    """Every (method, task, seed) of the grid, one after another; finished runs are skipped.
-    ``tasks`` narrows the suite's tasks (offline, those with local data) without changing its spec hash."""
-    grid = [(m, t, s) for m in methods for t in (suite.tasks if tasks is None else tasks) for s in seeds]
-    outcomes = []
-    for i, (method, task, seed) in enumerate(grid, start=1):
-        report(f"[{i}/{len(grid)}] {method.name} | {task.name} | seed {seed}")
-        outcome = run_one(suite, method, task, seed, out, force=force)
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
-        report(f"[{i}/{len(grid)}] {outcome.status}" + (f": {shown}" if shown else "") +
-               (f": {outcome.error}" if outcome.error else ""))
-        outcomes.append(outcome)
-    return outcomes

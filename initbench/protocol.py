@@ -23,7 +23,8 @@
 
 Methods that do not train (``base``) have nothing to tune: their fixed runs stand
 for both protocols.  The tuning cost (every trial's compute) is summed per method
-in the leaderboard's cost table.
+in the leaderboard's cost table.  ``initbench.sweep`` schedules the runs (trials and default-rate
+runs first, then :func:`select` and the finals); this module holds the rules.
 """
 
 from __future__ import annotations
@@ -39,14 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from typing import TYPE_CHECKING
-
 from initbench.results import RESULTS_SUFFIX, run_stem
 from initbench.suite import Suite, SuiteError, TaskSpec
-
-if TYPE_CHECKING:  # the harness pulls in torch; tables and validation do not need it
-    from initbench.api import InitMethod
-    from initbench.harness import RunOutcome
 
 PROTOCOLS = ("fixed", "tuned")
 
@@ -99,58 +94,19 @@ def _trial_score(stem: Path, metric: str) -> float | None:
     return float(values[0]) if values and values[0] is not None else None
 
 
-def run_tuned(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, force: bool = False, report=print,
-    tasks: list[TaskSpec] | None = None,
-) -> tuple[list[RunOutcome], list[Selection]]:
-    """Trials, selection and finals of the ``tuned`` protocol for every (method, task)."""
+def select(suite: Suite, method: str, task: TaskSpec, out: Path) -> Selection:
+    """Read the trials of (method, task) under ``out``, choose the rate and write the selection file."""
     from initbench.evaluation import primary_metric
-    from initbench.harness import run_one
 
-    if suite.tuning is None:
-        raise ProtocolError(f"{suite.path}: suite {suite.name!r} has no 'tuning' section "
-                            "(tuning: {lr_grid: [...], seeds: [...]}); use --protocol fixed")
-    tuning, default_lr = suite.tuning, suite.budget.optimizer.lr
-    outcomes: list[RunOutcome] = []
-    selections: list[Selection] = []
-    tasks = suite.tasks if tasks is None else tasks
-    n_trials = sum(m.trains for m in methods) * len(tasks) * len(tuning.lr_grid) * len(tuning.seeds)
-    n_total = n_trials + len(methods) * len(tasks) * len(seeds) + sum(m.trains for m in methods) * len(tasks) * len(seeds)
-    counter = iter(range(1, n_total + 1))
-
-    def one(method, task, seed, **kwargs) -> RunOutcome:
-        i = next(counter)
-        what = (f"trial lr {kwargs['lr']:g} on validation" if kwargs.get("split") == "validation"
-                else f"final lr {kwargs['lr']:g}" if kwargs.get("lr") is not None else "default lr")
-        report(f"[{i}/{n_total}] {method.name} | {task.name} | seed {seed} | {what}")
-        outcome = run_one(suite, method, task, seed, out, force=force, **kwargs)
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
-        report(f"[{i}/{n_total}] {outcome.status}" + (f": {shown}" if shown else "")
-               + (f": {outcome.error}" if outcome.error else ""))
-        outcomes.append(outcome)
-        return outcome
-
-    for method in methods:
-        for task in tasks:
-            if method.trains:
-                metric, higher = primary_metric(task.lm_eval_task)
-                selection = Selection(method.name, task.name, metric, higher)
-                for lr in tuning.lr_grid:
-                    for seed in tuning.seeds:
-                        outcome = one(method, task, seed, lr=lr, split="validation")
-                        stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash,
-                                        lr=lr, split="validation")
-                        selection.trials.setdefault(lr, []).append(
-                            _trial_score(stem, metric) if outcome.status in ("ok", "skipped") else None)
-                chosen = choose_lr(selection, default_lr)
-                _write_selection(out, suite, selection)
-                selections.append(selection)
-                report(f"selected lr {chosen:g} for {method.name} | {task.name} ({selection.reason})")
-                for seed in seeds:
-                    one(method, task, seed, lr=chosen, split="test", protocol="tuned", selected_lr=chosen)
-            for seed in seeds:  # the suite's default rate (the fixed protocol), reported next to the tuned score
-                one(method, task, seed)
-    return outcomes, selections
+    metric, higher = primary_metric(task.lm_eval_task)
+    selection = Selection(method, task.name, metric, higher)
+    for lr in suite.tuning.lr_grid:
+        for seed in suite.tuning.seeds:
+            stem = run_stem(out, suite.name, method, task.name, seed, suite.spec_hash, lr=lr, split="validation")
+            selection.trials.setdefault(lr, []).append(_trial_score(stem, metric))
+    choose_lr(selection, suite.budget.optimizer.lr)
+    _write_selection(out, suite, selection)
+    return selection
 
 
 def _write_selection(out: Path, suite: Suite, selection: Selection) -> Path:

@@ -48,7 +48,9 @@ def get_method(name: str) -> InitMethod:
     """Instantiate the method registered as ``name``; raises PluginError naming the plugin.
 
     ``base+variant[+variant...]`` (e.g. ``pissa+rslora+lora-plus``) wraps the registered method
-    ``base`` in :class:`initbench.variants.VariantMethod`; the full string is the method's name."""
+    ``base`` in :class:`initbench.variants.VariantMethod`; the full string is the method's name.
+    ``module:ClassName`` loads an unregistered ``InitMethod`` subclass by import path (for trying a
+    method before packaging it; the leaderboard takes registered methods)."""
     if "+" in name:
         from initbench.variants import VariantMethod, check_variants
 
@@ -61,12 +63,17 @@ def get_method(name: str) -> InitMethod:
         method.name, method.version = name, base.version
         return method
     eps = _entry_points()
-    if name not in eps:
-        raise PluginError(f"unknown method {name!r}; registered: {', '.join(eps) or 'none'}")
-    ep = eps[name]
-    where = f"method {name!r} ({ep.value}, package {_package(ep)})"
+    if name in eps:
+        ep = eps[name]
+        where, load, version = f"method {name!r} ({ep.value}, package {_package(ep)})", ep.load, ep.dist.version if ep.dist else ""
+    elif ":" in name:  # an unregistered method by import path, e.g. while writing a plugin
+        where, version = f"method {name!r} (import path)", ""
+        load = EntryPoint(name=name, value=name, group=GROUP).load
+    else:
+        raise PluginError(f"unknown method {name!r}; registered: {', '.join(eps) or 'none'} "
+                          "(or give an import path, module:ClassName)")
     try:
-        target = ep.load()
+        target = load()
     except Exception as err:  # a broken plugin must not take the CLI down
         raise PluginError(f"{where} failed to import: {type(err).__name__}: {err}") from err
     if not (isinstance(target, type) and issubclass(target, InitMethod)):
@@ -75,8 +82,7 @@ def get_method(name: str) -> InitMethod:
         method = target()
     except Exception as err:
         raise PluginError(f"{where} could not be constructed: {type(err).__name__}: {err}") from err
-    method.name = name
-    method.version = ep.dist.version if ep.dist else ""
+    method.name, method.version = name, version
     return method
 
 

@@ -11,7 +11,9 @@ import initbench.evaluation as evaluation
 import initbench.harness as harness
 from initbench.data import materialize, with_validation
 from initbench.evaluation import Score
-from initbench.protocol import Selection, check_contributed, choose_lr, run_tuned
+from initbench.executors import InlineExecutor
+from initbench.protocol import Selection, check_contributed, choose_lr, select
+from initbench.sweep import run_sweep
 from initbench.registry import get_method
 from initbench.results import read_results, validate
 from initbench.suite import SuiteError, load_suite
@@ -64,8 +66,9 @@ def test_files_tasks_get_a_carved_validation_split(tmp_path, smoke_suite):
 
 
 def _tune(suite, out, task):
-    outcomes, (selection,) = run_tuned(suite, [get_method("lora")], [0], out, report=lambda _: None, tasks=[task])
-    return outcomes, selection
+    outcomes = run_sweep(suite, [get_method("lora")], [0], out, InlineExecutor(), protocol="tuned", tasks=[task],
+                         report=lambda _: None)
+    return outcomes, select(suite, "lora", task, out)  # re-reads the trial files the sweep selected from
 
 
 def test_tuning_never_reads_the_test_split(smoke_suite, tmp_path, monkeypatch):

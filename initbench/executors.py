@@ -1,0 +1,170 @@
+"""Executors: where the runs of a sweep execute.  Each takes a list of ``RunSpec`` and yields
+``(spec, crash)`` as runs end, ``crash`` being None when the worker returned and otherwise why its
+process died; the sweep then reads the run's results file (``initbench.sweep``).
+
+- ``inline``: in this process, one after another; the base model is loaded once (``evaluate``).
+- ``local``: one fresh process per run (``python -m initbench.sweep SPEC``), one after another,
+  so a crash or an out-of-memory kill is that run's failure and the sweep goes on.
+- ``ray``: one Ray task per run on an existing cluster (``address``) or a local one, one GPU each
+  where the cluster has GPUs; Ray reuses worker processes, so each loads the base model once.
+- ``slurm``: one SLURM job array through submitit (``cluster="local"`` runs the same jobs as
+  local processes, for a laptop or CI).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from initbench.sweep import RunSpec, execute_run
+
+Report = Callable[[str], None]
+EXECUTORS = ("local", "inline", "ray", "slurm")
+
+
+class Executor(Protocol):
+    def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
+        """Run every spec; yield each with None, or with the reason its process died."""
+        ...
+
+
+class InlineExecutor:
+    """Every run in this process (the base model is loaded once and copied per run)."""
+
+    def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
+        for i, spec in enumerate(specs, start=1):
+            report(f"[{i}/{len(specs)}] {spec.label}")
+            execute_run(spec)
+            yield spec, None
+
+
+class LocalExecutor:
+    """One fresh Python process per run, sequentially; stderr (progress bars) passes through."""
+
+    def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
+        for i, spec in enumerate(specs, start=1):
+            report(f"[{i}/{len(specs)}] {spec.label} (own process)")
+            yield spec, _run_process([sys.executable, "-m", "initbench.sweep", spec.to_json()])
+
+
+def _run_process(command: list[str]) -> str | None:
+    """Run ``command``, echoing its stderr; None if it exited 0, else why it did not."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE)
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+
+    def pump() -> None:
+        for raw in iter(lambda: process.stderr.read1(4096), b""):
+            text = raw.decode(errors="replace")
+            sys.stderr.write(text)
+            tail.extend(line for line in text.replace("\r", "\n").splitlines() if line.strip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    code = process.wait()
+    reader.join()
+    if code == 0:
+        return None
+    last = tail[-1].strip() if tail else ""
+    if code < 0:
+        name = signal.Signals(-code).name
+        why = f"worker process killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    else:
+        why = f"worker process exited with status {code}"
+    return why + (f"; last output: {last[:300]}" if last else "")
+
+
+@dataclass
+class RayExecutor:
+    """One Ray task per run.  ``address`` None starts a local cluster of ``num_cpus`` CPUs for the
+    sweep (and stops it after); otherwise connects to the running one (``auto`` or ``ray://host:port``)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    cpus_per_run: float = 1.0
+
+    def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            kwargs = {"num_cpus": self.num_cpus or os.cpu_count()} if self.address is None else {}
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=True, **kwargs)
+        try:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            remote = ray.remote(execute_run).options(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0)
+            report(f"ray: {len(specs)} runs submitted ({gpus} GPU, {self.cpus_per_run:g} CPU each)")
+            refs = {remote.remote(spec): spec for spec in specs}
+            pending = list(refs)
+            while pending:
+                (ref,), pending = ray.wait(pending, num_returns=1)
+                try:
+                    ray.get(ref)
+                    yield refs[ref], None
+                except ray.exceptions.RayError as err:
+                    yield refs[ref], f"ray: {type(err).__name__}: {_first_line(err)}"
+        finally:
+            if started:
+                ray.shutdown()
+
+
+@dataclass
+class SlurmExecutor:
+    """One SLURM job array (one job per run) through submitit; ``cluster="local"`` runs the jobs as
+    local processes instead.  ``folder`` holds submitit's logs and pickles."""
+
+    folder: Path
+    cluster: str = "slurm"
+    partition: str | None = None
+    gpus_per_run: int = 1
+    cpus_per_run: int = 4
+    timeout_min: int = 240
+    max_parallel: int = 64
+
+    def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
+        params = {"name": "initbench", "timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_run,
+                  "slurm_array_parallelism": self.max_parallel}
+        if self.cluster != "local":
+            params["gpus_per_node"] = self.gpus_per_run
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        executor.update_parameters(**params)
+        jobs = executor.map_array(execute_run, specs)
+        report(f"submitit ({self.cluster}): {len(jobs)} jobs submitted"
+               + (f", array {jobs[0].job_id.split('_')[0]}" if jobs else "") + f"; logs in {self.folder}")
+        for job, spec in zip(jobs, specs):
+            try:
+                job.result()
+                yield spec, None
+            except Exception as err:  # FailedJobError, UncompletedJobError: the job died
+                yield spec, f"submitit job {job.job_id}: {type(err).__name__}: {_first_line(err)}"
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""
+
+
+def make_executor(name: str, *, out: Path, address: str | None = None, partition: str | None = None,
+                  slurm_cluster: str = "slurm", gpus_per_run: int = 1, cpus_per_run: int | None = None,
+                  timeout_min: int = 240) -> Executor:
+    """The executor called ``name`` (one of ``EXECUTORS``)."""
+    if name == "inline":
+        return InlineExecutor()
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address=address, cpus_per_run=cpus_per_run or 1)
+    if name == "slurm":
+        return SlurmExecutor(Path(out) / ".submitit", cluster=slurm_cluster, partition=partition,
+                             gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run or 4, timeout_min=timeout_min)
+    raise ValueError(f"unknown executor {name!r}; one of {', '.join(EXECUTORS)}")

@@ -1,0 +1,218 @@
+"""Sweeps: a grid of runs (methods x tasks x seeds, plus the tuning trials of the ``tuned``
+protocol), minus the runs already finished, handed to an executor (``initbench.executors``).
+
+A run is a :class:`RunSpec`, plain data a worker on another process or machine turns back into
+``harness.run_one``.  Each run writes its own files atomically, so workers share one results
+folder and a crash loses only the run in flight.  After each batch the sweep looks at the files:
+a run whose process died without writing one (killed, out of memory, segfault) gets a ``failed``
+result naming the reason (``harness.record_crash``), and a rerun of the same command redoes only
+the runs that are not ``ok`` or ``diverged``.
+
+``tuned`` runs in two stages: first every trial (and the runs at the suite's default rate), then,
+once a (method, task) has all its trials, the selection (``initbench.protocol.select``) and the
+finals at the chosen rate.  Each sweep writes its plan to ``<out>/<suite>/sweeps/`` so
+``initbench status`` can show what is done, failed and missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from initbench.results import RESULTS_SUFFIX, finished_status, run_stem
+from initbench.suite import Suite, TaskSpec
+
+if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do not need it
+    from initbench.api import InitMethod
+    from initbench.executors import Executor
+    from initbench.harness import RunOutcome
+
+DONE = ("ok", "diverged")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep, as plain data (JSON- and pickle-able) for a worker anywhere."""
+
+    suite: str  # path of the suite YAML
+    method: str
+    task: str
+    seed: int
+    out: str
+    lr: float | None = None  # None: the suite's rate
+    split: str = "test"  # validation: a tuning trial
+    protocol: str | None = None
+    selected_lr: float | None = None
+    data_dir: str | None = None
+    force: bool = False
+
+    @property
+    def label(self) -> str:
+        what = ("" if self.lr is None else f" | lr {self.lr:g}") + (" | validation" if self.split != "test" else "")
+        return f"{self.method} | {self.task} | seed {self.seed}{what}"
+
+    def stem(self, suite: Suite) -> Path:
+        return run_stem(Path(self.out), suite.name, self.method, self.task, self.seed, suite.spec_hash,
+                        lr=self.lr, split=self.split)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        return cls(**json.loads(text))
+
+
+def execute_run(spec: RunSpec) -> dict:
+    """Run ``spec`` in this process (what every worker calls); returns its outcome as a dict.
+    Never raises for a failure inside the run: ``run_one`` records it."""
+    from initbench.datasets_io import use_data_dir
+    from initbench.harness import run_one
+    from initbench.registry import get_method
+    from initbench.suite import load_suite
+
+    if spec.data_dir is not None:
+        use_data_dir(spec.data_dir)
+    suite = load_suite(spec.suite)
+    task = next(t for t in suite.tasks if t.name == spec.task)
+    outcome = run_one(suite, get_method(spec.method), task, spec.seed, Path(spec.out), force=spec.force,
+                      lr=spec.lr, split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
+    return {"status": outcome.status, "error": outcome.error, "scores": outcome.scores}
+
+
+def grid(
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, protocol: str = "fixed",
+    tasks: list[TaskSpec] | None = None, data_dir: Path | None = None, force: bool = False,
+) -> list[RunSpec]:
+    """The first stage of a sweep: every run at the suite's rate and, for ``tuned``, every trial."""
+    tasks = suite.tasks if tasks is None else tasks
+    common = {"suite": str(Path(suite.path).resolve()), "out": str(Path(out).resolve()),
+              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "force": force}
+    specs = []
+    for method in methods:
+        for task in tasks:
+            if protocol == "tuned" and method.trains:
+                specs += [RunSpec(method=method.name, task=task.name, seed=s, lr=lr, split="validation", **common)
+                          for lr in suite.tuning.lr_grid for s in suite.tuning.seeds]
+            specs += [RunSpec(method=method.name, task=task.name, seed=s, **common) for s in seeds]
+    return specs
+
+
+def run_sweep(
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, executor: Executor, *,
+    protocol: str = "fixed", tasks: list[TaskSpec] | None = None, data_dir: Path | None = None,
+    force: bool = False, report: Callable[[str], None] = print,
+) -> list[RunOutcome]:
+    """Run the grid with ``executor``: pending runs only (unless ``force``), crashes recorded,
+    and for ``tuned`` the selection and the finals at the chosen rate; returns every run's outcome."""
+    from initbench.protocol import ProtocolError
+
+    if protocol == "tuned" and suite.tuning is None:
+        raise ProtocolError(f"{suite.path}: suite {suite.name!r} has no 'tuning' section "
+                            "(tuning: {lr_grid: [...], seeds: [...]}); use --protocol fixed")
+    first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks, data_dir=data_dir, force=force)
+    write_plan(suite, methods, seeds, out, protocol, tasks)
+    outcomes = _run_batch(suite, methods, first, executor, report)
+    if protocol == "tuned":
+        outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
+                               executor, report)
+    return outcomes
+
+
+def _tuned_finals(
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, first: list[RunSpec], report,
+) -> list[RunSpec]:
+    from initbench.protocol import select
+
+    finals = []
+    for method in methods:
+        if not method.trains:
+            continue
+        for task_name in dict.fromkeys(s.task for s in first if s.method == method.name):
+            task = next(t for t in suite.tasks if t.name == task_name)
+            selection = select(suite, method.name, task, out)
+            report(f"selected lr {selection.chosen:g} for {method.name} | {task.name} ({selection.reason})")
+            template = next(s for s in first if s.method == method.name and s.task == task_name)
+            finals += [replace(template, seed=s, lr=selection.chosen, split="test", protocol="tuned",
+                               selected_lr=selection.chosen) for s in seeds]
+    return finals
+
+
+def _run_batch(
+    suite: Suite, methods: list[InitMethod], specs: list[RunSpec], executor: Executor, report,
+) -> list[RunOutcome]:
+    from initbench.harness import RunOutcome, record_crash
+
+    todo = [s for s in specs if s.force or finished_status(s.stem(suite)) not in DONE]
+    outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs if s not in todo]
+    if len(todo) < len(specs):
+        report(f"{len(specs) - len(todo)} of {len(specs)} runs already finished in {specs[0].out}: skipped")
+    by_name = {m.name: m for m in methods}
+    for i, (spec, crash) in enumerate(executor.run(todo, report), start=1):
+        if crash is not None and finished_status(spec.stem(suite)) not in DONE:
+            task = next(t for t in suite.tasks if t.name == spec.task)
+            record_crash(suite, by_name[spec.method], task, spec.seed, Path(spec.out), crash, lr=spec.lr,
+                         split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
+        outcome = read_outcome(suite, spec)
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
+        report(f"[{i}/{len(todo)}] {outcome.status}: {spec.label}" + (f": {shown}" if shown else "")
+               + (f": {outcome.error}" if outcome.error else ""))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
+    """The outcome of a run, from its results file (whoever wrote it)."""
+    import pyarrow.parquet as pq
+
+    from initbench.harness import RunOutcome
+
+    stem = spec.stem(suite)
+    path = stem.with_name(stem.name + RESULTS_SUFFIX)
+    if not path.exists():
+        return RunOutcome(spec.method, spec.task, spec.seed, "failed", None, "no results file was written")
+    rows = pq.read_table(path, columns=["status", "error", "metric", "value"]).to_pylist()
+    scores = {r["metric"]: r["value"] for r in rows if r["metric"] is not None and r["value"] is not None}
+    return RunOutcome(spec.method, spec.task, spec.seed, rows[0]["status"], path, rows[0]["error"] or "", scores)
+
+
+# --------------------------------------------------------------------------- plans, for ``initbench status``
+
+
+def write_plan(
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, protocol: str,
+    tasks: list[TaskSpec] | None,
+) -> Path:
+    """Record what a sweep was asked to run (``<out>/<suite>/sweeps/<hash>.json``), written atomically."""
+    plan = {"suite": suite.name, "suite_path": str(suite.path), "suite_hash": suite.spec_hash,
+            "methods": [m.name for m in methods], "trains": {m.name: m.trains for m in methods},
+            "tasks": [t.name for t in (suite.tasks if tasks is None else tasks)], "seeds": list(seeds),
+            "protocol": protocol,
+            "tuning": None if suite.tuning is None else {"lr_grid": list(suite.tuning.lr_grid),
+                                                         "seeds": list(suite.tuning.seeds)}}
+    digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(out) / suite.name / "sweeps" / f"{digest}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plan["command"] = " ".join(["initbench", *sys.argv[1:]]) if sys.argv and "initbench" in sys.argv[0] else ""
+    plan["written"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m initbench.sweep '<RunSpec JSON>'``: one run in this process (the local executor's worker)."""
+    args = sys.argv[1:] if argv is None else argv
+    execute_run(RunSpec.from_json(args[0]))
+    return 0  # a failure inside the run is in its results file; a nonzero exit means the process crashed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
