@@ -8,7 +8,6 @@ like any result, so one broken method cannot take the others' results down.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import platform
@@ -48,16 +47,69 @@ class RunOutcome:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-_BASE_MODELS: dict[str, LoadedModel] = {}
+@dataclass
+class _HeldModel:
+    loaded: LoadedModel
+    prints: dict[str, tuple[float, float]]  # every parameter and buffer, as loaded
+
+
+_BASE_MODELS: dict[str, _HeldModel] = {}
+
+
+def _model_key(suite: Suite, device: torch.device) -> str:
+    return json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
 
 
 def base_model(suite: Suite, device: torch.device) -> LoadedModel:
-    """A private copy of the suite's base model; the pristine one is loaded once per process."""
-    key = json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
-    if key not in _BASE_MODELS:
-        _BASE_MODELS[key] = load_model(suite.model, device)
-    pristine = _BASE_MODELS[key]
-    return LoadedModel(copy.deepcopy(pristine.model), pristine.tokenizer, pristine.label, pristine.revision)
+    """The suite's base model for one run, lent until :func:`return_base_model`.
+
+    Loaded once per process and never copied (a copy would double the memory a run needs): a
+    run borrows the one model, and when it gives it back the model is kept for the next run only
+    if it is pristine again -- adapters unloaded, every parameter and buffer equal to what was
+    loaded, nothing left trainable.  Otherwise (PiSSA's residual, full fine-tuning) it is
+    dropped and the next run loads it again (from initbench's cache for the embedded default)."""
+    held = _BASE_MODELS.pop(_model_key(suite, device), None)
+    if held is None:
+        loaded = load_model(suite.model, device)
+        held = _HeldModel(loaded, state_fingerprints(loaded.model))
+    _LENT[id(held.loaded.model)] = held
+    return held.loaded
+
+
+_LENT: dict[int, _HeldModel] = {}
+
+
+def return_base_model(suite: Suite, device: torch.device, loaded: LoadedModel, model: torch.nn.Module) -> bool:
+    """Give back the model :func:`base_model` lent (``model``: what the run made of it, e.g. the
+    peft-wrapped one); returns whether it was pristine and is kept for the next run."""
+    held = _LENT.pop(id(loaded.model), None)
+    if held is None:
+        return False
+    if model is not loaded.model:
+        unload = getattr(model, "unload", None)
+        try:
+            model = unload() if unload is not None else model
+        except Exception:  # an adapter peft cannot take off: not reusable
+            return False
+    if model is not loaded.model or any(p.requires_grad for p in model.parameters()):
+        return False
+    model.eval()
+    if state_fingerprints(model) != held.prints:
+        return False
+    _BASE_MODELS[_model_key(suite, device)] = held
+    return True
+
+
+def state_fingerprints(model: torch.nn.Module) -> dict[str, tuple[float, float]]:
+    """Sum and sum of squares (accumulated in float64) of every parameter and buffer, by name."""
+    return {name: _fingerprint(t) for name, t in model.state_dict(keep_vars=True).items()}
+
+
+def _fingerprint(tensor: torch.Tensor) -> tuple[float, float]:
+    t = tensor.detach()
+    if not t.is_floating_point():
+        t = t.double()
+    return float(torch.sum(t, dtype=torch.float64)), float(torch.sum(t * t, dtype=torch.float64))
 
 
 def lora_settings(spec: LoraSpec, method: InitMethod) -> LoraSettings:
@@ -96,6 +148,7 @@ def run_one(
     lr = suite.budget.optimizer.lr if lr is None else float(lr)
     spend, curve = Spend(), []
     label = f"{method.name} | {task.name} | seed {seed}"
+    loaded = model = None
     try:
         data = task_data.materialize(task, suite.path)
         if split != "test":
@@ -146,6 +199,8 @@ def run_one(
     except Exception as err:  # recorded as this run's failure; the sweep goes on
         status, scores = "failed", []
         record["error"] = _describe(err, method)
+    if loaded is not None:
+        return_base_model(suite, device, loaded, model)
     record.update(spend.__dict__)
     record["peak_memory_bytes"] = _peak_memory(device)
     record["wall_seconds"] = time.perf_counter() - wall_start
@@ -265,8 +320,7 @@ def _fingerprints(model: torch.nn.Module, targets: tuple[str, ...]) -> dict[str,
         key = name.removesuffix(".base_layer")
         if not isinstance(module, torch.nn.Linear) or key.split(".")[-1] not in targets:
             continue
-        w = module.weight.detach().double()
-        prints[key] = (float(w.sum()), float((w * w).sum()))
+        prints[key] = _fingerprint(module.weight)
     return prints
 
 

@@ -79,12 +79,35 @@ def test_finished_runs_are_skipped_unless_forced(smoke_suite, tmp_path):
     assert first.path.stat().st_mtime_ns != mtime
 
 
-def test_base_model_copies_do_not_leak_between_runs(smoke_suite, tmp_path):
-    """PiSSA rewrites base weights; the next run must still start from the pristine model."""
-    from initbench.harness import base_model
+def test_base_model_is_loaded_once_and_nothing_leaks_between_runs(smoke_suite, tmp_path, monkeypatch):
+    """One model per process, lent to one run at a time: LoRA gives it back pristine (kept, not
+    reloaded); PiSSA rewrites base weights (dropped, reloaded); a LoRA run after PiSSA scores and
+    trains bit for bit like one in a fresh folder and process state."""
+    from initbench import harness
     from initbench.seeding import pick_device
 
-    before = base_model(smoke_suite, pick_device()).model.state_dict()
-    run_one(smoke_suite, get_method("pissa"), smoke_suite.tasks[0], 0, tmp_path)
-    after = base_model(smoke_suite, pick_device()).model.state_dict()
-    assert all((before[k] == after[k]).all() for k in before)
+    loads = []
+    real_load = harness.load_model
+    monkeypatch.setattr(harness, "load_model", lambda *a: loads.append(1) or real_load(*a))
+    monkeypatch.setattr(harness, "_BASE_MODELS", {})
+    task, lora = smoke_suite.tasks[0], get_method("lora")
+    first = run_one(smoke_suite, lora, task, 0, tmp_path / "a")
+    device = pick_device()
+    loaded = harness.base_model(smoke_suite, device)
+    pristine = harness.state_fingerprints(loaded.model)
+    assert harness.return_base_model(smoke_suite, device, loaded, loaded.model)
+    run_one(smoke_suite, get_method("lora"), task, 1, tmp_path / "a")
+    on_kept = run_one(smoke_suite, lora, task, 0, tmp_path / "b")
+    assert len(loads) == 1  # lora left it pristine: kept, not copied, not reloaded
+    run_one(smoke_suite, get_method("pissa"), task, 0, tmp_path / "a")
+    after_pissa = run_one(smoke_suite, lora, task, 0, tmp_path / "c")
+    assert len(loads) == 2  # pissa changed the base weights: dropped and reloaded
+    for again in (on_kept, after_pissa):
+        assert again.scores == first.scores
+        curves = [pq.read_table(str(o.path).replace(".results.", ".curve.")).column("loss").to_pylist()
+                  for o in (first, again)]
+        assert curves[0] == curves[1]
+    model = harness.base_model(smoke_suite, device).model
+    assert harness.state_fingerprints(model) == pristine
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not any("lora" in name for name, _ in model.named_modules())
