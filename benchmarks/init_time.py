@@ -27,8 +27,15 @@ from initbench.suite import LoraSpec, ModelSpec
 from initbench_tasks.generators import addition
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-METHODS = ["lora", "gaussian", "lora-reversed", "orthogonal", "pissa", "pissa-niter-4", "milora", "olora", "mica",
-           "lora-ga", "lora-ga-peft", "eva", "corda-ipm", "corda-kpm", "loftq"]
+
+
+def builtin_lora_methods() -> list[str]:
+    """Every built-in method that attaches LoRA (not the references ``base`` and ``full-ft``), lora first."""
+    from initbench.registry import describe_methods
+
+    names = [m.name for m in describe_methods() if m.package == "initbench" and not m.error]
+    names = [n for n in names if get_method(n).attaches_lora and get_method(n).trains]
+    return ["lora"] + [n for n in names if n != "lora"]
 
 
 class PeakRSS:
@@ -77,7 +84,7 @@ def time_init(name, pristine, tokenizer, examples, rank, calib, device):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--ranks", default="8,64")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=None, help="comma-separated (default: every built-in LoRA method)")
     parser.add_argument("--calibration-examples", type=int, default=32)
     args = parser.parse_args()
     device = torch.device("cpu")
@@ -90,7 +97,7 @@ def main():
     time_init("lora", loaded.model, loaded.tokenizer, examples, 8, calib, device)  # warm-up, not reported
     for rank in [int(r) for r in args.ranks.split(",")]:
         rows, lora_seconds = [], None
-        for name in args.methods.split(","):
+        for name in (args.methods.split(",") if args.methods else builtin_lora_methods()):
             seconds, peak, spend, error = time_init(name, loaded.model, loaded.tokenizer, examples, rank, calib, device)
             if name == "lora":
                 lora_seconds = seconds

@@ -33,6 +33,7 @@ from initbench.models import LoadedModel, load_model
 from initbench.results import finished_status, format_lr, run_stem, write_run
 from initbench.seeding import configure_determinism, pick_device, seed_everything
 from initbench.suite import LoraSpec, Suite, TaskSpec
+from initbench.throughput import training_throughput
 from initbench.train import train
 
 
@@ -181,11 +182,14 @@ def run_one(
             record["init_seconds"] = time.perf_counter() - init_start
             record["base_weights_modified"], record["modified_layers"] = bool(modified), len(modified)
             record["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            flops_before = spend.flops
             trained = train(model, examples, suite.budget, lr=lr, seed=seed, pad_id=tokenizer.pad_token_id,
                             device=device, spend=spend, base_params=base_params, label=label,
                             optimizer=method.build_optimizer(model, lr, suite.budget.optimizer))
             status, curve = trained.status, trained.curve
             record["train_seconds"] = trained.seconds
+            record.update(training_throughput(spend.flops - flops_before, spend.train_tokens, trained.seconds,
+                                              device.type, record["device_name"]))
             record["final_train_loss"] = curve[-1]["loss"] if curve else None
             if tracker is not None:
                 record.update(tracker.summary(model))

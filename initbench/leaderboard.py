@@ -310,7 +310,7 @@ def _per_run(table: pa.Table) -> pa.Table:
 
 
 COST_COLUMNS = ["trainable_params", "init_seconds", "train_seconds", "wall_seconds", "peak_memory_bytes",
-                "train_tokens", "calibration_examples", "flops"]
+                "train_tokens", "calibration_examples", "flops", "train_tokens_per_second", "mfu"]
 
 
 def _cost(view: pa.Table, suite_table: pa.Table) -> list[dict]:
@@ -475,11 +475,13 @@ def _convergence_table(rows: list[dict], fmt: str) -> str:
 
 def _cost_table(rows: list[dict], fmt: str) -> str:
     lines = [[r["method"], _num(r["trainable_params"], ",.0f"), _num(r["init_seconds"], ".3f"),
-              _num(r["train_seconds"], ".2f"), _num((r["peak_memory_bytes"] or 0) / 2**20, ",.0f"),
+              _num(r["train_seconds"], ".2f"), _num(r["train_tokens_per_second"], ",.0f"), _num(r["mfu"], ".1%"),
+              _num((r["peak_memory_bytes"] or 0) / 2**20, ",.0f"),
               _num(r["train_tokens"], ",.0f"), _num(r["calibration_examples"], ",.0f"), _num(r["flops"], ".3g"),
               r["tuning_trials"], _num(r["tuning_seconds"], ".1f"), _num(r["tuning_flops"], ".3g"),
               _num(r["total_flops"], ".3g")] for r in rows]
     return ("Cost (mean per final run; peak memory: max; tuning: sum over the method's trials; total FLOPs: finals + "
-            "tuning):\n\n" + tabulate(lines, ["method", "trainable params", "init s", "train s", "peak MiB",
+            "tuning; MFU: initbench.throughput, GPU only):\n\n" + tabulate(lines, ["method", "trainable params", "init s",
+                                              "train s", "train tok/s", "MFU", "peak MiB",
                                               "train tokens", "calib examples", "FLOPs/run", "trials", "tuning s",
                                               "tuning FLOPs", "total FLOPs"], tablefmt=fmt))

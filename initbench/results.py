@@ -18,6 +18,11 @@ with ``INITBENCH_DIAGNOSTICS=1``): ``init_update_erank`` and ``final_update_eran
 layers of the entropy effective rank of ``scale * B [M] A`` after init and after training) and
 ``relative_weight_change`` (mean over layers of ``||W_final - W0||_F / ||W0||_F``).  They are null
 when the diagnostics are off and in version-1 and version-2 files, which still validate and read.
+
+Schema version 4 adds the throughput columns of the training phase (``initbench.throughput``):
+``train_flops`` (model FLOPs of the optimizer steps alone), ``train_tokens_per_second``,
+``device_peak_flops`` (the device's dense bf16 peak, null where unknown, e.g. on CPU) and ``mfu``
+(``train_flops / train_seconds / device_peak_flops``).  Null in older files.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "3"
-SUPPORTED_VERSIONS = ("1", "2", "3")
+SCHEMA_VERSION = "4"
+SUPPORTED_VERSIONS = ("1", "2", "3", "4")
 RESULTS_SUFFIX = ".results.parquet"
 CURVE_SUFFIX = ".curve.parquet"
 
@@ -107,12 +112,21 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("init_update_erank", pa.float64()),  # mean over layers, erank of scale*B[M]A after init
         pa.field("final_update_erank", pa.float64()),  # ... after training
         pa.field("relative_weight_change", pa.float64()),  # mean over layers, ||W_final - W0||_F / ||W0||_F
+        # training throughput (schema version 4)
+        pa.field("train_flops", pa.float64()),
+        pa.field("train_tokens_per_second", pa.float64()),
+        pa.field("device_peak_flops", pa.float64()),
+        pa.field("mfu", pa.float64()),
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
 V2_DEFAULTS = {"protocol": "fixed", "phase": "final", "eval_split": "test", "selected_lr": None}
 #: columns added in schema version 3 (diagnostics), null in older files
 V3_DEFAULTS = {"init_update_erank": None, "final_update_erank": None, "relative_weight_change": None}
+#: columns added in schema version 4 (throughput), null in older files
+V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None}
+#: the columns each schema version added, for reading and validating older files
+ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS}
 
 CURVE_SCHEMA = pa.schema(
     KEY_FIELDS
@@ -191,10 +205,10 @@ def read_results(path: Path, suffix: str = RESULTS_SUFFIX) -> pa.Table:
 
 def upgrade(table: pa.Table, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
     """Cast a results (or curve) table to the current schema; version-1 results get the
-    version-2 columns with their version-1 meaning (``V2_DEFAULTS``), older results the
-    version-3 diagnostics columns as nulls (``V3_DEFAULTS``)."""
+    version-2 columns with their version-1 meaning (``V2_DEFAULTS``), older results the later
+    columns as nulls (``V3_DEFAULTS``, ``V4_DEFAULTS``)."""
     if schema is RESULTS_SCHEMA:
-        for name, default in {**V2_DEFAULTS, **V3_DEFAULTS}.items():
+        for name, default in {k: v for added in ADDED_IN.values() for k, v in added.items()}.items():
             if name not in table.schema.names:
                 field = schema.field(name)
                 table = table.append_column(field, pa.array([default] * table.num_rows, type=field.type))
@@ -216,11 +230,11 @@ def validate_file(path: Path) -> list[str]:
     expected = {"results": RESULTS_SCHEMA, "curve": CURVE_SCHEMA}.get(kind)
     if expected is None:
         return problems + [f"{path}: metadata 'initbench.table' is {kind or 'missing'}, expected results or curve"]
+    number = int(version) if version.isdigit() else 0
+    later = {name for added_in, added in ADDED_IN.items() if int(added_in) > number for name in added}
     for field in expected:
-        if version == "1" and field.name in V2_DEFAULTS:
-            continue  # added in version 2
-        if version in ("1", "2") and field.name in V3_DEFAULTS:
-            continue  # added in version 3
+        if field.name in later:
+            continue  # added after this file's version
         if field.name not in table.schema.names:
             problems.append(f"{path}: missing column {field.name!r}")
         elif not table.schema.field(field.name).type.equals(field.type):
@@ -231,7 +245,7 @@ def validate_file(path: Path) -> list[str]:
         bad = set(table.column("status").to_pylist()) - {"ok", "diverged", "failed"}
         if bad:
             problems.append(f"{path}: column 'status' has unknown values {sorted(bad)}")
-    if kind == "results" and version in ("2", "3"):
+    if kind == "results" and number >= 2:
         for column, allowed in (("protocol", {"fixed", "tuned"}), ("phase", {"trial", "final"})):
             if column in table.schema.names:
                 bad = set(table.column(column).to_pylist()) - allowed
