@@ -167,6 +167,7 @@ def build(table: pa.Table, curves: pa.Table | None = None) -> dict[str, Any]:
         entry["run_ids"] = sorted(set(view["run_id"].to_pylist()))
         entry["convergence"] = _convergence(view, curves, entry["protocols"][main]["primary"])
         entry["cost"] = _cost(view, st)
+        entry["diagnostics"] = _diagnostics(view)
         entry["tuning"] = _tuning(st, entry["protocols"][main]["primary"])
         board["suites"].append(entry)
     return board
@@ -303,10 +304,33 @@ def _convergence(view: pa.Table, curves: pa.Table | None, primary: dict[str, str
     return sorted(out, key=lambda r: (r["task"], r["method"]))
 
 
-def _per_run(table: pa.Table) -> pa.Table:
-    """One row per run (the first metric row carries the run's compute)."""
-    first = table.group_by(["run_id"], use_threads=False).aggregate([(c, "first") for c in COST_COLUMNS + ["method"]])
+def _per_run(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
+    """One row per run (the first metric row carries the run's compute and diagnostics)."""
+    columns = COST_COLUMNS if columns is None else columns
+    first = table.group_by(["run_id"], use_threads=False).aggregate([(c, "first") for c in columns + ["method"]])
     return first.rename_columns([c.removesuffix("_first") for c in first.column_names])
+
+
+DIAGNOSTIC_COLUMNS = ["init_update_erank", "final_update_erank", "relative_weight_change"]
+
+
+def _diagnostics(view: pa.Table) -> list[dict]:
+    """Per method, the rich/lazy diagnostics (``initbench.diagnostics``) averaged over the runs that
+    recorded them, beside the trainable parameters; empty when no run switched them on."""
+    if not all(c in view.schema.names for c in DIAGNOSTIC_COLUMNS):
+        return []
+    runs = _per_run(view, ["trainable_params", "base_weights_modified", *DIAGNOSTIC_COLUMNS])
+    runs = runs.filter(pc.is_valid(runs["final_update_erank"]))
+    if runs.num_rows == 0:
+        return []
+    runs = runs.append_column("modified", pc.cast(runs["base_weights_modified"], pa.int64()))
+    agg = runs.group_by(["method"], use_threads=False).aggregate(
+        [("run_id", "count"), ("trainable_params", "mean"), ("modified", "max")]
+        + [(c, "mean") for c in DIAGNOSTIC_COLUMNS])
+    return sorted(({"method": r["method"], "runs": r["run_id_count"], "trainable_params": r["trainable_params_mean"],
+                    "base_weights_modified": bool(r["modified_max"]),
+                    **{c: r[f"{c}_mean"] for c in DIAGNOSTIC_COLUMNS}} for r in agg.to_pylist()),
+                  key=lambda r: r["method"])
 
 
 COST_COLUMNS = ["trainable_params", "init_seconds", "train_seconds", "wall_seconds", "peak_memory_bytes",
@@ -384,6 +408,8 @@ def render_board(board: dict[str, Any], fmt: str = "github", level: int = 2) -> 
             parts.append(_convergence_table(entry["convergence"], fmt))
         if entry.get("cost"):
             parts.append(_cost_table(entry["cost"], fmt))
+        if entry.get("diagnostics"):
+            parts.append(_diagnostics_table(entry["diagnostics"], fmt))
         sections.append("\n\n".join(parts))
     if board["failures"]:
         lines = [[r["suite"], r["method"], r["task"], r["seed"], r["status"], r["error"] or ""] for r in board["failures"]]
@@ -471,6 +497,17 @@ def _convergence_table(rows: list[dict], fmt: str) -> str:
             f"reaches {CONVERGENCE_FRACTION}x {REFERENCE_METHOD}'s mean final loss):\n\n"
             + tabulate(lines, ["method", "task", "loss AUC", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
                        tablefmt=fmt))
+
+
+def _diagnostics_table(rows: list[dict], fmt: str) -> str:
+    lines = [[r["method"], r["runs"], _num(r["trainable_params"], ",.0f"), "yes" if r["base_weights_modified"] else "no",
+              _num(r["init_update_erank"], ".2f"), _num(r["final_update_erank"], ".2f"),
+              _num(r["relative_weight_change"], ".2e")] for r in rows]
+    return ("Rich or lazy (runs with INITBENCH_DIAGNOSTICS=1; initbench.diagnostics): entropy effective rank of the "
+            "update scale*B[M]A after init and after training, mean over adapted layers (at most the LoRA rank); "
+            "relative change ||W_final - W0||_F / ||W0||_F of the adapted weights, mean over layers:\n\n"
+            + tabulate(lines, ["method", "runs", "trainable params", "base offset", "erank at init", "erank final",
+                               "rel. weight change"], tablefmt=fmt))
 
 
 def _cost_table(rows: list[dict], fmt: str) -> str:

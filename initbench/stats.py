@@ -234,8 +234,10 @@ def best_reference(
     scores exactly 1 on that task by construction.
     """
     skip = set(exclude)
-    means = [np.nanmean(np.asarray(v, dtype=float).reshape(np.shape(v)[0], -1), axis=0)
-             for k, v in method_scores.items() if k not in skip]
+    with warnings.catch_warnings():  # a method missing a task has an all-NaN column: its mean is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = [np.nanmean(np.asarray(v, dtype=float).reshape(np.shape(v)[0], -1), axis=0)
+                 for k, v in method_scores.items() if k not in skip]
     if not means:
         raise ValueError("best_reference: no methods left after exclusion")
     stacked = np.vstack(means)

@@ -179,3 +179,18 @@ def test_index_html_renders_in_headless_chromium(published, tmp_path):
     assert image.shape[:2] == (800, 1200)
     colours = np.unique(image.reshape(-1, image.shape[-1]), axis=0)
     assert len(colours) > 10  # text, table stripes and header: not a blank page
+
+
+def test_diagnostics_table_appears_only_with_diagnostics():
+    table = _synthetic()
+    assert "Rich or lazy" not in leaderboard.render_board(leaderboard.build(table))
+    rows = table.to_pylist()
+    for r in rows:
+        if r["method"] == "lora":
+            r.update(trainable_params=1000, base_weights_modified=False, init_update_erank=0.0,
+                     final_update_erank=2.0 + r["seed"], relative_weight_change=0.01)
+    board = leaderboard.build(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA))
+    (diag,) = board["suites"][0]["diagnostics"]
+    assert diag["method"] == "lora" and diag["runs"] == 10 and diag["final_update_erank"] == pytest.approx(4.0)
+    text = leaderboard.render_board(board)
+    assert "Rich or lazy" in text and "| lora " in text.split("Rich or lazy")[1]

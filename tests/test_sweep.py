@@ -69,8 +69,15 @@ def test_local_executor_survives_a_killed_run(tmp_path, crash_env):
 
 
 def test_ray_executor_on_a_local_two_cpu_cluster(tmp_path, crash_env):
-    pytest.importorskip("ray")
-    _sweep_twice(tmp_path, crash_env, RayExecutor(num_cpus=2), "ray: ")
+    ray = pytest.importorskip("ray")
+    # one cluster for both sweeps (as with --address): its worker processes, and the modules they
+    # imported, serve the rerun too; the executor leaves a cluster it did not start running
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        _sweep_twice(tmp_path, crash_env, RayExecutor(), "ray: ")
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
 
 
 def test_slurm_executor_through_submitit_local(tmp_path, crash_env):
