@@ -170,8 +170,8 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             "statistics": {
                 "per_task_interval": f"95% percentile bootstrap of the mean over seeds, {leaderboard.BOOTSTRAP_REPS} "
                                      "resamples, seeded",
-                "normalization": f"floor = {leaderboard.FLOOR_METHOD} mean; ceiling = {leaderboard.CEILING_METHOD} mean "
-                                 "where run, else the best method's mean, per task (primary metric)",
+                "normalization": f"floor = {leaderboard.FLOOR_METHOD} mean; ceiling = the best mean of any other row "
+                                 "(full-ft included), per task (primary metric)",
                 "aggregate": f"IQM with 95% stratified bootstrap CI, {leaderboard.IQM_REPS} resamples",
                 "pairwise": f"vs {leaderboard.REFERENCE_METHOD}: probability of improvement; Wilcoxon signed-rank paired "
                             f"by (seed, task), Holm-corrected, alpha {leaderboard.ALPHA}",

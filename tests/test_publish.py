@@ -158,7 +158,7 @@ def test_statistics_in_the_rendered_table():
     assert pairwise["better"]["significant"] and pairwise["better"]["poi"] == 1.0
     assert not pairwise["same"]["significant"]
     text = leaderboard.render_board(board)
-    assert "[" in text and "(n=5)" in text and "IQM" in text and "ceiling = t1: best method" in text
+    assert "[" in text and "(n=5)" in text and "IQM" in text and "ceiling = t1: better" in text
     better_line = next(line for line in text.splitlines() if line.startswith("| better") and "*" in line)
     assert "1.000" in better_line
 
