@@ -150,7 +150,8 @@ def _run_batch(
     from initbench.harness import RunOutcome, record_crash
 
     todo = [s for s in specs if s.force or finished_status(s.stem(suite)) not in DONE]
-    outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs if s not in todo]
+    pending = set(todo)
+    outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs if s not in pending]
     if len(todo) < len(specs):
         report(f"{len(specs) - len(todo)} of {len(specs)} runs already finished in {specs[0].out}: skipped")
     by_name = {m.name: m for m in methods}
