@@ -155,11 +155,15 @@ def _data_summary(suite) -> str:
                 hub[f"{name}@{source.hub.revision}:{source.hub.split}{limit}"] = None
             for s in source.local:
                 local[s.path] = None
+    def listed(items: dict, most: int = 3) -> str:
+        names = list(items)
+        return ", ".join(names[:most]) + (f", ... (+{len(names) - most} more)" if len(names) > most else "")
+
     parts = [", ".join(other)] if other else []
     if hub:
-        parts.append("hub: " + ", ".join(hub))
+        parts.append("hub: " + listed(hub))
     if local:
-        parts.append("offline: " + ", ".join(local))
+        parts.append("offline: " + listed(local))
     return "; ".join(parts)
 
 
