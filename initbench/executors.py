@@ -7,6 +7,8 @@ process died; the sweep then reads the run's results file (``initbench.sweep``).
   so a crash or an out-of-memory kill is that run's failure and the sweep goes on.
 - ``ray``: one Ray task per run on an existing cluster (``address``) or a local one, one GPU each
   where the cluster has GPUs; Ray reuses worker processes, so each loads the base model once.
+  The driver's ``INITBENCH_*`` settings (diagnostics, fast path, data and cache folders) travel
+  with every task.
 - ``slurm``: one SLURM job array through submitit (``cluster="local"`` runs the same jobs as
   local processes, for a laptop or CI).
 """
@@ -98,7 +100,9 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True, **kwargs)
         try:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-            remote = ray.remote(execute_run).options(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0)
+            settings = {k: v for k, v in os.environ.items() if k.startswith("INITBENCH_")}  # diagnostics, fast path
+            remote = ray.remote(execute_run).options(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0,
+                                                     runtime_env={"env_vars": settings})
             report(f"ray: {len(specs)} runs submitted ({gpus} GPU, {self.cpus_per_run:g} CPU each)")
             refs = {remote.remote(spec): spec for spec in specs}
             pending = list(refs)

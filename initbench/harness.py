@@ -34,7 +34,7 @@ from initbench.results import finished_status, format_lr, run_stem, write_run
 from initbench.seeding import configure_determinism, pick_device, seed_everything
 from initbench.suite import LoraSpec, Suite, TaskSpec
 from initbench.throughput import training_throughput
-from initbench.train import train
+from initbench.train import execution_settings, train
 
 
 @dataclass
@@ -266,6 +266,7 @@ def _run_metadata(
         "device": device.type,
         "device_name": _device_name(device),
         "determinism": json.dumps(determinism, sort_keys=True),
+        "execution": json.dumps(execution_settings(device), sort_keys=True),
         "start_time": datetime.now(timezone.utc),
         **_versions(),
         "protocol": protocol or ("tuned" if tag else "fixed"),

@@ -22,7 +22,8 @@ when the diagnostics are off and in version-1 and version-2 files, which still v
 Schema version 4 adds the throughput columns of the training phase (``initbench.throughput``):
 ``train_flops`` (model FLOPs of the optimizer steps alone), ``train_tokens_per_second``,
 ``device_peak_flops`` (the device's dense bf16 peak, null where unknown, e.g. on CPU) and ``mfu``
-(``train_flops / train_seconds / device_peak_flops``).  Null in older files.
+(``train_flops / train_seconds / device_peak_flops``), and ``execution`` (JSON: the loss path,
+fused AdamW, autocast; ``initbench.train.execution_settings``).  Null in older files.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("train_tokens_per_second", pa.float64()),
         pa.field("device_peak_flops", pa.float64()),
         pa.field("mfu", pa.float64()),
+        pa.field("execution", pa.string()),  # JSON: how the loop computed (initbench.train.execution_settings)
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
@@ -124,7 +126,8 @@ V2_DEFAULTS = {"protocol": "fixed", "phase": "final", "eval_split": "test", "sel
 #: columns added in schema version 3 (diagnostics), null in older files
 V3_DEFAULTS = {"init_update_erank": None, "final_update_erank": None, "relative_weight_change": None}
 #: columns added in schema version 4 (throughput), null in older files
-V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None}
+V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None,
+               "execution": None}
 #: the columns each schema version added, for reading and validating older files
 ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS}
 

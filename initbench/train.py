@@ -3,12 +3,20 @@
 Reads top to bottom: optimizer and schedule over whatever requires a gradient,
 then forward, backward, clip, step, log -- stopping early only if the loss
 stops being finite (the run is then recorded as diverged).
+
+The fast path (``INITBENCH_FAST=1``, recorded in the results' ``execution`` column) computes
+the same loss without the ``(batch, seq, vocab)`` logits: the output head runs only at the
+positions whose next token is labelled (the completion; prompt and padding are not), and
+AdamW is the fused kernel on CUDA.  The loss is the same quantity (mean float32 cross-entropy
+over labelled positions); only summation order differs, so values agree with the plain path to
+float32 rounding, not bit for bit (``tests/test_train.py`` states the tolerance).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -27,11 +35,44 @@ class TrainResult:
     curve: list[dict[str, float]] = field(default_factory=list)  # step, loss, lr, tokens
 
 
+FAST_ENV = "INITBENCH_FAST"
+
+
+def fast_path() -> bool:
+    """Whether ``INITBENCH_FAST`` switches the fast path on."""
+    return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def execution_settings(device: torch.device) -> dict[str, object]:
+    """How the loop computes (for the results' ``execution`` column)."""
+    fast = fast_path()
+    return {"loss": "labelled-positions" if fast else "full-logits", "fused_adamw": fast and device.type == "cuda",
+            "autocast": "bf16" if device.type == "cuda" else None}
+
+
 def build_optimizer(params: list[torch.nn.Parameter], budget: Budget, lr: float) -> torch.optim.Optimizer:
     spec = budget.optimizer
     if spec.name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=spec.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay)
+    fused = fast_path() and all(p.is_cuda for p in params) or None
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay,
+                             fused=fused)
+
+
+def labelled_positions_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Causal-LM loss with the output head applied only where the next token is labelled: the
+    mean float32 cross-entropy over labelled positions, as ``model(**batch).loss``, without
+    materializing logits for the prompt and padding.  Falls back to the model's own loss for
+    heads that do more than a projection (logit soft-capping or scaling)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(inner, "config", None)
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return model(**batch).loss
+    hidden = inner.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    logits = inner.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
 
 
 def train(
@@ -55,6 +96,7 @@ def train(
     warmup = int(budget.schedule.warmup_ratio * budget.steps)
     schedule = get_scheduler(budget.schedule.name, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    compute_loss = labelled_positions_loss if fast_path() else (lambda m, b: m(**b).loss)
     result, start = TrainResult(), time.perf_counter()
 
     model.train()
@@ -62,7 +104,7 @@ def train(
     for step, batch in enumerate(batches(examples, budget.batch_size, budget.steps, seed, pad_id), start=1):
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast:
-            loss = model(**batch).loss
+            loss = compute_loss(model, batch)
         loss.backward()
         if budget.optimizer.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, budget.optimizer.max_grad_norm)
