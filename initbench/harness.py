@@ -106,11 +106,16 @@ def state_fingerprints(model: torch.nn.Module) -> dict[str, tuple[float, float]]
     return {name: _fingerprint(t) for name, t in model.state_dict(keep_vars=True).items()}
 
 
-def _fingerprint(tensor: torch.Tensor) -> tuple[float, float]:
-    t = tensor.detach()
-    if not t.is_floating_point():
-        t = t.double()
-    return float(torch.sum(t, dtype=torch.float64)), float(torch.sum(t * t, dtype=torch.float64))
+def _fingerprint(tensor: torch.Tensor, chunk: int = 1 << 22) -> tuple[float, float]:
+    """(sum, sum of squares) in float64, in chunks so no temporary exceeds 16 MB (the embedding alone is 113 MB)."""
+    flat = tensor.detach().reshape(-1)
+    if not flat.is_floating_point():
+        flat = flat.double()
+    total = squares = 0.0
+    for part in flat.split(chunk):
+        total += float(torch.sum(part, dtype=torch.float64))
+        squares += float(torch.sum(part * part, dtype=torch.float64))
+    return total, squares
 
 
 def lora_settings(spec: LoraSpec, method: InitMethod) -> LoraSettings:
@@ -296,7 +301,11 @@ def attach_and_initialize(
     ``ctx.budget`` and ``ctx.lr``."""
     from peft import LoraConfig, get_peft_model
 
-    before = _fingerprints(model, lora.target_modules)
+    held = _LENT.get(id(model))
+    if held is not None:  # a lent base model: its prints as loaded are known, no pass needed
+        before = {key: held.prints[f"{key}.weight"] for key, _ in _targeted_linears(model, lora.target_modules)}
+    else:
+        before = _fingerprints(model, lora.target_modules)
     config = LoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, target_modules=list(lora.target_modules), lora_dropout=lora.dropout,
         use_rslora=lora.use_rslora, task_type="CAUSAL_LM", **method.lora_config_kwargs(lora),
@@ -318,15 +327,17 @@ class MethodFailure(RuntimeError):
     """The init method itself raised (as opposed to the harness)."""
 
 
-def _fingerprints(model: torch.nn.Module, targets: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """A cheap fingerprint (sum, sum of squares in float64) of every targeted linear weight."""
-    prints = {}
+def _targeted_linears(model: torch.nn.Module, targets: tuple[str, ...]):
+    """(name without peft's ``.base_layer``, module) of every targeted linear layer."""
     for name, module in model.named_modules():
         key = name.removesuffix(".base_layer")
-        if not isinstance(module, torch.nn.Linear) or key.split(".")[-1] not in targets:
-            continue
-        prints[key] = _fingerprint(module.weight)
-    return prints
+        if isinstance(module, torch.nn.Linear) and key.split(".")[-1] in targets:
+            yield key, module
+
+
+def _fingerprints(model: torch.nn.Module, targets: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """A cheap fingerprint (sum, sum of squares in float64) of every targeted linear weight."""
+    return {key: _fingerprint(module.weight) for key, module in _targeted_linears(model, targets)}
 
 
 def linear_params(model: torch.nn.Module) -> int:

@@ -22,8 +22,10 @@ when the diagnostics are off and in version-1 and version-2 files, which still v
 Schema version 4 adds the throughput columns of the training phase (``initbench.throughput``):
 ``train_flops`` (model FLOPs of the optimizer steps alone), ``train_tokens_per_second``,
 ``device_peak_flops`` (the device's dense bf16 peak, null where unknown, e.g. on CPU) and ``mfu``
-(``train_flops / train_seconds / device_peak_flops``), and ``execution`` (JSON: the loss path,
-fused AdamW, autocast; ``initbench.train.execution_settings``).  Null in older files.
+(``train_flops / train_seconds / device_peak_flops``).  Null in older files.
+
+Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
+``initbench.train.execution_settings``), null in older files.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "4"
-SUPPORTED_VERSIONS = ("1", "2", "3", "4")
+SCHEMA_VERSION = "5"
+SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5")
 RESULTS_SUFFIX = ".results.parquet"
 CURVE_SUFFIX = ".curve.parquet"
 
@@ -118,7 +120,8 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("train_tokens_per_second", pa.float64()),
         pa.field("device_peak_flops", pa.float64()),
         pa.field("mfu", pa.float64()),
-        pa.field("execution", pa.string()),  # JSON: how the loop computed (initbench.train.execution_settings)
+        # how the loop computed (schema version 5; JSON, initbench.train.execution_settings)
+        pa.field("execution", pa.string()),
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
@@ -126,10 +129,11 @@ V2_DEFAULTS = {"protocol": "fixed", "phase": "final", "eval_split": "test", "sel
 #: columns added in schema version 3 (diagnostics), null in older files
 V3_DEFAULTS = {"init_update_erank": None, "final_update_erank": None, "relative_weight_change": None}
 #: columns added in schema version 4 (throughput), null in older files
-V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None,
-               "execution": None}
+V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None}
+#: columns added in schema version 5, null in older files
+V5_DEFAULTS = {"execution": None}
 #: the columns each schema version added, for reading and validating older files
-ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS}
+ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS}
 
 CURVE_SCHEMA = pa.schema(
     KEY_FIELDS
@@ -209,7 +213,7 @@ def read_results(path: Path, suffix: str = RESULTS_SUFFIX) -> pa.Table:
 def upgrade(table: pa.Table, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
     """Cast a results (or curve) table to the current schema; version-1 results get the
     version-2 columns with their version-1 meaning (``V2_DEFAULTS``), older results the later
-    columns as nulls (``V3_DEFAULTS``, ``V4_DEFAULTS``)."""
+    columns as nulls (``V3_DEFAULTS`` and later)."""
     if schema is RESULTS_SCHEMA:
         for name, default in {k: v for added in ADDED_IN.values() for k, v in added.items()}.items():
             if name not in table.schema.names:

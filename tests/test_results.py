@@ -35,7 +35,7 @@ def test_written_files_validate_and_carry_the_schema_version(tmp_path):
     path = write_run(stem, [_row()], [{"run_id": "x", "suite": "s", "suite_hash": "h", "method": "m", "task": "t",
                                        "seed": 0, "step": 1, "loss": 1.0, "lr": 0.1, "tokens": 3}])
     assert validate(tmp_path) == []
-    assert pq.read_schema(path).metadata[b"initbench.schema_version"] == b"4"
+    assert pq.read_schema(path).metadata[b"initbench.schema_version"] == b"5"
     assert finished_status(stem) == "ok"
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 
@@ -93,14 +93,14 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
 
 
 def test_archived_runs_of_older_schema_versions_still_validate_and_read():
-    """The Parquet files under benchmarks/results were written by earlier schema versions (1 to 3)."""
+    """The Parquet files under benchmarks/results were written by earlier schema versions (1 to 4)."""
     from conftest import REPO
 
     from initbench.results import ADDED_IN, read_results
 
     archive = REPO / "benchmarks" / "results" / "2026-11-23-cpu"
     versions = {pq.read_schema(p).metadata[b"initbench.schema_version"] for p in archive.rglob("*.results.parquet")}
-    assert versions & {b"1", b"2", b"3"}, versions
+    assert versions & {b"1", b"2", b"3", b"4"}, versions
     assert validate(archive) == []
     table = read_results(archive)
     assert table.num_rows > 0 and all(name in table.schema.names for added in ADDED_IN.values() for name in added)
