@@ -102,20 +102,16 @@ def return_base_model(suite: Suite, device: torch.device, loaded: LoadedModel, m
 
 
 def state_fingerprints(model: torch.nn.Module) -> dict[str, tuple[float, float]]:
-    """Sum and sum of squares (accumulated in float64) of every parameter and buffer, by name."""
+    """Sum (accumulated in float64) and sum of squares of every parameter and buffer, by name."""
     return {name: _fingerprint(t) for name, t in model.state_dict(keep_vars=True).items()}
 
 
-def _fingerprint(tensor: torch.Tensor, chunk: int = 1 << 22) -> tuple[float, float]:
-    """(sum, sum of squares) in float64, in chunks so no temporary exceeds 16 MB (the embedding alone is 113 MB)."""
+def _fingerprint(tensor: torch.Tensor) -> tuple[float, float]:
+    """(sum accumulated in float64, dot product with itself): one read of the tensor, no temporary."""
     flat = tensor.detach().reshape(-1)
     if not flat.is_floating_point():
         flat = flat.double()
-    total = squares = 0.0
-    for part in flat.split(chunk):
-        total += float(torch.sum(part, dtype=torch.float64))
-        squares += float(torch.sum(part * part, dtype=torch.float64))
-    return total, squares
+    return float(torch.sum(flat, dtype=torch.float64)), float(torch.dot(flat, flat))
 
 
 def lora_settings(spec: LoraSpec, method: InitMethod) -> LoraSettings:
@@ -336,7 +332,7 @@ def _targeted_linears(model: torch.nn.Module, targets: tuple[str, ...]):
 
 
 def _fingerprints(model: torch.nn.Module, targets: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """A cheap fingerprint (sum, sum of squares in float64) of every targeted linear weight."""
+    """A cheap fingerprint (sum, sum of squares) of every targeted linear weight."""
     return {key: _fingerprint(module.weight) for key, module in _targeted_linears(model, targets)}
 
 
