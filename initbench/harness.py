@@ -54,7 +54,8 @@ class _HeldModel:
     prints: dict[str, tuple[float, float]]  # every parameter and buffer, as loaded
 
 
-_BASE_MODELS: dict[str, _HeldModel] = {}
+_BASE_MODELS: dict[str, _HeldModel] = {}  # pristine models waiting for a run
+_LENT: dict[int, _HeldModel] = {}  # models a run holds, by id of the model
 
 
 def _model_key(suite: Suite, device: torch.device) -> str:
@@ -75,9 +76,6 @@ def base_model(suite: Suite, device: torch.device) -> LoadedModel:
         held = _HeldModel(loaded, state_fingerprints(loaded.model))
     _LENT[id(held.loaded.model)] = held
     return held.loaded
-
-
-_LENT: dict[int, _HeldModel] = {}
 
 
 def return_base_model(suite: Suite, device: torch.device, loaded: LoadedModel, model: torch.nn.Module) -> bool:
