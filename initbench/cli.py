@@ -155,6 +155,7 @@ def _data_summary(suite) -> str:
                 hub[f"{name}@{source.hub.revision}:{source.hub.split}{limit}"] = None
             for s in source.local:
                 local[s.path] = None
+
     def listed(items: dict, most: int = 3) -> str:
         names = list(items)
         return ", ".join(names[:most]) + (f", ... (+{len(names) - most} more)" if len(names) > most else "")
@@ -165,6 +166,9 @@ def _data_summary(suite) -> str:
     if local:
         parts.append("offline: " + listed(local))
     return "; ".join(parts)
+
+
+EXECUTOR_OPTIONS = ("address", "partition", "slurm_cluster", "gpus_per_run", "cpus_per_run", "timeout_min")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -187,11 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     tasks = _offline_tasks(suite, args.data_dir)
-    executor = make_executor(args.executor, out=args.out, address=getattr(args, "address", None),
-                             partition=getattr(args, "partition", None),
-                             slurm_cluster=getattr(args, "slurm_cluster", "slurm"),
-                             gpus_per_run=getattr(args, "gpus_per_run", 1), cpus_per_run=getattr(args, "cpus_per_run", None),
-                             timeout_min=getattr(args, "timeout_min", 240))
+    options = {k: getattr(args, k) for k in EXECUTOR_OPTIONS if hasattr(args, k)}  # sweep only
+    executor = make_executor(args.executor, out=args.out, **options)
     try:
         outcomes = run_sweep(suite, methods, seeds, args.out, executor, protocol=args.protocol, tasks=tasks,
                              data_dir=_resolved_data_dir(), force=args.force, report=_report)

@@ -50,16 +50,13 @@ class RunOutcome:
 
 @dataclass
 class _HeldModel:
+    key: str  # the suite's model spec and the device
     loaded: LoadedModel
     prints: dict[str, tuple[float, float]]  # every parameter and buffer, as loaded
 
 
 _BASE_MODELS: dict[str, _HeldModel] = {}  # pristine models waiting for a run
 _LENT: dict[int, _HeldModel] = {}  # models a run holds, by id of the model
-
-
-def _model_key(suite: Suite, device: torch.device) -> str:
-    return json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
 
 
 def base_model(suite: Suite, device: torch.device) -> LoadedModel:
@@ -70,15 +67,16 @@ def base_model(suite: Suite, device: torch.device) -> LoadedModel:
     if it is pristine again -- adapters unloaded, every parameter and buffer equal to what was
     loaded, nothing left trainable.  Otherwise (PiSSA's residual, full fine-tuning) it is
     dropped and the next run loads it again (from initbench's cache for the embedded default)."""
-    held = _BASE_MODELS.pop(_model_key(suite, device), None)
+    key = json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
+    held = _BASE_MODELS.pop(key, None)
     if held is None:
         loaded = load_model(suite.model, device)
-        held = _HeldModel(loaded, state_fingerprints(loaded.model))
+        held = _HeldModel(key, loaded, state_fingerprints(loaded.model))
     _LENT[id(held.loaded.model)] = held
     return held.loaded
 
 
-def return_base_model(suite: Suite, device: torch.device, loaded: LoadedModel, model: torch.nn.Module) -> bool:
+def return_base_model(loaded: LoadedModel, model: torch.nn.Module | None) -> bool:
     """Give back the model :func:`base_model` lent (``model``: what the run made of it, e.g. the
     peft-wrapped one); returns whether it was pristine and is kept for the next run."""
     held = _LENT.pop(id(loaded.model), None)
@@ -95,7 +93,7 @@ def return_base_model(suite: Suite, device: torch.device, loaded: LoadedModel, m
     model.eval()
     if state_fingerprints(model) != held.prints:
         return False
-    _BASE_MODELS[_model_key(suite, device)] = held
+    _BASE_MODELS[held.key] = held
     return True
 
 
@@ -189,6 +187,7 @@ def run_one(
                             optimizer=method.build_optimizer(model, lr, suite.budget.optimizer))
             status, curve = trained.status, trained.curve
             record["train_seconds"] = trained.seconds
+            record["execution"] = json.dumps(trained.execution, sort_keys=True)
             record.update(training_throughput(spend.flops - flops_before, spend.train_tokens, trained.seconds,
                                               device.type, record["device_name"]))
             record["final_train_loss"] = curve[-1]["loss"] if curve else None
@@ -205,7 +204,7 @@ def run_one(
         status, scores = "failed", []
         record["error"] = _describe(err, method)
     if loaded is not None:
-        return_base_model(suite, device, loaded, model)
+        return_base_model(loaded, model)
     record.update(spend.__dict__)
     record["peak_memory_bytes"] = _peak_memory(device)
     record["wall_seconds"] = time.perf_counter() - wall_start

@@ -109,8 +109,13 @@ def select(suite: Suite, method: str, task: TaskSpec, out: Path) -> Selection:
     return selection
 
 
+def selection_path(out: Path, suite: str, method: str, task: str, spec_hash: str) -> Path:
+    """Where the tuning choice of (method, task) is written."""
+    return Path(out) / suite / method / task / f"selection-{spec_hash}.json"
+
+
 def _write_selection(out: Path, suite: Suite, selection: Selection) -> Path:
-    path = Path(out) / suite.name / selection.method / selection.task / f"selection-{suite.spec_hash}.json"
+    path = selection_path(out, suite.name, selection.method, selection.task, suite.spec_hash)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "suite": suite.name, "suite_hash": suite.spec_hash, "method": selection.method, "task": selection.task,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from initbench.protocol import selection_path
 from initbench.results import RESULTS_SUFFIX, result_files, run_stem
 
 
@@ -47,7 +48,7 @@ def _expected_stems(out: Path, plan: dict) -> list[tuple[str, Path]]:
             tuning = plan["tuning"] or {"lr_grid": [], "seeds": []}
             expected += [(method, run_stem(out, name, method, task, s, spec_hash, lr=lr, split="validation"))
                          for lr in tuning["lr_grid"] for s in tuning["seeds"]]
-            selection = out / name / method / task / f"selection-{spec_hash}.json"
+            selection = selection_path(out, name, method, task, spec_hash)
             chosen = json.loads(selection.read_text())["selected_lr"] if selection.exists() else None
             for s in plan["seeds"]:
                 expected.append((method, run_stem(out, name, method, task, s, spec_hash, lr=chosen)

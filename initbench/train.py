@@ -33,6 +33,7 @@ class TrainResult:
     status: str = "ok"  # ok | diverged
     seconds: float = 0.0
     curve: list[dict[str, float]] = field(default_factory=list)  # step, loss, lr, tokens
+    execution: dict[str, object] = field(default_factory=dict)  # execution_settings of the loop that ran
 
 
 FAST_ENV = "INITBENCH_FAST"
@@ -43,10 +44,11 @@ def fast_path() -> bool:
     return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def execution_settings(device: torch.device) -> dict[str, object]:
-    """How the loop computes (for the results' ``execution`` column)."""
-    fast = fast_path()
-    return {"loss": "labelled-positions" if fast else "full-logits", "fused_adamw": fast and device.type == "cuda",
+def execution_settings(device: torch.device, optimizer: torch.optim.Optimizer | None = None) -> dict[str, object]:
+    """How the loop computes (for the results' ``execution`` column); ``fused_adamw`` is read from
+    the optimizer that ran (a method's own, e.g. LoRA+, may not be fused)."""
+    return {"loss": "labelled-positions" if fast_path() else "full-logits",
+            "fused_adamw": bool(optimizer is not None and optimizer.defaults.get("fused")),
             "autocast": "bf16" if device.type == "cuda" else None}
 
 
@@ -97,7 +99,7 @@ def train(
     schedule = get_scheduler(budget.schedule.name, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     compute_loss = labelled_positions_loss if fast_path() else (lambda m, b: m(**b).loss)
-    result, start = TrainResult(), time.perf_counter()
+    result, start = TrainResult(execution=execution_settings(device, optimizer)), time.perf_counter()
 
     model.train()
     progress = tqdm(total=budget.steps, desc=label, unit="step", mininterval=1.0, leave=False)

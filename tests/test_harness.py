@@ -95,7 +95,7 @@ def test_base_model_is_loaded_once_and_nothing_leaks_between_runs(smoke_suite, t
     device = pick_device()
     loaded = harness.base_model(smoke_suite, device)
     pristine = harness.state_fingerprints(loaded.model)
-    assert harness.return_base_model(smoke_suite, device, loaded, loaded.model)
+    assert harness.return_base_model(loaded, loaded.model)
     run_one(smoke_suite, get_method("lora"), task, 1, tmp_path / "a")
     on_kept = run_one(smoke_suite, lora, task, 0, tmp_path / "b")
     assert len(loads) == 1  # lora left it pristine: kept, not copied, not reloaded

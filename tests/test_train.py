@@ -47,6 +47,7 @@ def test_fast_smoke_run_agrees_with_the_plain_run_and_says_so(smoke_suite, tmp_p
     fast = run_one(smoke_suite, lora, task, 0, tmp_path / "fast")
     rows = [pq.read_table(o.path).to_pylist()[0] for o in (plain, fast)]
     assert [json.loads(r["execution"])["loss"] for r in rows] == ["full-logits", "labelled-positions"]
+    assert [json.loads(r["execution"])["fused_adamw"] for r in rows] == [False, False]  # read off the CPU optimizer
     curves = [pq.read_table(str(o.path).replace(".results.", ".curve.")).column("loss").to_pylist()
               for o in (plain, fast)]
     assert curves[1] == pytest.approx(curves[0], rel=CURVE_RTOL)
