@@ -1,0 +1,94 @@
+"""The curvature estimate against the exact Hessian, formed independently on a model small enough."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch.func import functional_call
+
+from initbench.curvature import top_hessian_eigenvalues
+from initbench.models import tiny_model
+
+SHAPE = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+         "num_key_value_heads": 1}
+
+
+def _lora_model(zero_b: bool) -> torch.nn.Module:
+    model, _ = tiny_model(SHAPE, torch.float32)
+    model.config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    if not zero_b:  # a trained-looking adapter: the Hessian's B-B block is no longer zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 0.3)
+    return model
+
+
+def _batches(vocab: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(2):
+        ids = torch.randint(4, vocab, (3, 7), generator=g)
+        labels = ids.clone()
+        labels[:, :3] = -100
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+    return out
+
+
+def _exact_hessian_eigenvalues(model: torch.nn.Module, batches) -> torch.Tensor:
+    """Every eigenvalue of the dense Hessian of the mean batch loss, by torch.autograd.functional on a
+    flat parameter vector through torch.func.functional_call (no Lanczos, no HVP loop of ours)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    shapes = [p.shape for n, p in model.named_parameters() if p.requires_grad]
+    flat0 = torch.cat([p.detach().reshape(-1) for n, p in model.named_parameters() if p.requires_grad])
+    model.eval()
+
+    def loss_of(flat: torch.Tensor) -> torch.Tensor:
+        pieces = torch.split(flat, [s.numel() for s in shapes])
+        params = {n: piece.view(s) for n, piece, s in zip(names, pieces, shapes)}
+        losses = [functional_call(model, params, args=(), kwargs=b).loss for b in batches]
+        return torch.stack(losses).mean()
+
+    hessian = torch.autograd.functional.hessian(loss_of, flat0.double().float())
+    hessian = (hessian + hessian.T) / 2
+    return torch.linalg.eigvalsh(hessian.double()).flip(0)
+
+
+def test_lanczos_matches_the_exact_hessian_top_eigenvalues():
+    for zero_b in (True, False):
+        model = _lora_model(zero_b)
+        batches = _batches(model.config.vocab_size)
+        exact = _exact_hessian_eigenvalues(model, batches)
+        estimate = top_hessian_eigenvalues(model, batches, k=2, max_iterations=80, tol=1e-7,
+                                           generator=torch.Generator().manual_seed(0))
+        for found, truth in zip(estimate.eigenvalues, exact[:2].tolist()):
+            assert abs(found - truth) <= 1e-3 * abs(truth), (zero_b, estimate.eigenvalues, exact[:3])
+        assert estimate.converged and estimate.hvps == estimate.iterations
+        assert estimate.passes == estimate.hvps * len(batches)
+        assert estimate.trainable_params == exact.numel()
+
+
+def test_estimate_is_deterministic_and_leaves_the_model_as_it_was():
+    model = _lora_model(zero_b=False)
+    batches = _batches(model.config.vocab_size)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    runs = [top_hessian_eigenvalues(model, batches, max_iterations=15, generator=torch.Generator().manual_seed(3))
+            for _ in range(2)]
+    assert runs[0].eigenvalues == runs[1].eigenvalues
+    assert model.training
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_zero_b_init_has_negative_curvature_that_power_iteration_would_confuse():
+    """At B = 0 the Hessian is indefinite (A-B cross block): the largest-magnitude eigenvalue need not be
+    the largest; the estimate must be the algebraic maximum, which the exact spectrum shows is positive."""
+    model = _lora_model(zero_b=True)
+    batches = _batches(model.config.vocab_size)
+    exact = _exact_hessian_eigenvalues(model, batches)
+    assert exact[-1] < 0 < exact[0]
+    estimate = top_hessian_eigenvalues(model, batches, max_iterations=80, tol=1e-7,
+                                       generator=torch.Generator().manual_seed(0))
+    assert abs(estimate.lambda_max - float(exact[0])) <= 1e-3 * float(exact[0])
