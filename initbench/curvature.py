@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ def top_hessian_eigenvalues(
     history: list[list[float]] = []
     relative_change, hvps = float("inf"), 0
     try:
-        with torch.autocast(device.type, enabled=False):
+        # SDPA's fused CPU/GPU kernels have no double backward; its math kernel computes the same thing
+        with torch.autocast(device.type, enabled=False), sdpa_kernel([SDPBackend.MATH]):
             for m in range(max_iterations):
                 w = matvec(basis[-1].float()).double()
                 hvps += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from initbench.curvature import top_hessian_eigenvalues
 from initbench.models import tiny_model
@@ -15,7 +16,6 @@ SHAPE = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "nu
 
 def _lora_model(zero_b: bool) -> torch.nn.Module:
     model, _ = tiny_model(SHAPE, torch.float32)
-    model.config._attn_implementation = "eager"
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     if not zero_b:  # a trained-looking adapter: the Hessian's B-B block is no longer zero
@@ -50,7 +50,8 @@ def _exact_hessian_eigenvalues(model: torch.nn.Module, batches) -> torch.Tensor:
         losses = [functional_call(model, params, args=(), kwargs=b).loss for b in batches]
         return torch.stack(losses).mean()
 
-    hessian = torch.autograd.functional.hessian(loss_of, flat0.double().float())
+    with sdpa_kernel([SDPBackend.MATH]):  # the fused SDPA kernels have no double backward
+        hessian = torch.autograd.functional.hessian(loss_of, flat0)
     hessian = (hessian + hessian.T) / 2
     return torch.linalg.eigvalsh(hessian.double()).flip(0)
 
