@@ -1,0 +1,78 @@
+"""Forgetting: how far a trained model's next-token distribution moved from the *base* model's on
+general text outside the task.
+
+The measure is the mean per-token KL divergence ``KL(p_base || p_trained)`` over the non-padding
+positions of a fixed held set (every position predicts the token after it; both distributions are
+taken at the same position, so there is no shift between them).  The base side is computed from the
+untouched base model *before* any adapter is attached: after a residual init (PiSSA, LoRA-GA, CorDA)
+or full fine-tuning, disabling the adapter does not give the base model back, so "adapter off" is
+not a valid "before".  Computed in float32 with autocast off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from initbench.data import collate
+
+
+@dataclass(frozen=True)
+class HeldSet:
+    """A tokenized held-out text set and the base model's next-token log-probabilities on it."""
+
+    name: str  # what the texts are (source, count, content hash): recorded beside every value
+    batches: list[dict[str, torch.Tensor]]  # input_ids, attention_mask
+    base_log_probs: list[torch.Tensor]  # per batch: (batch, seq, vocab) float32
+
+
+def tokenize_texts(texts: Sequence[str], tokenizer, max_length: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """Right-padded batches of ``texts`` (truncated to ``max_length`` tokens), in order."""
+    examples = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"][:max_length]
+        if len(ids) >= 2:  # a single token predicts nothing
+            examples.append({"input_ids": ids, "labels": ids})
+    if not examples:
+        raise ValueError("forgetting: the held set has no text of two tokens or more")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad)
+        out.append({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+    return out
+
+
+@torch.no_grad()
+def next_token_log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """float32 log-softmax of the model's logits on ``batch`` (eval mode, autocast off)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.autocast(device.type, enabled=False):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+    finally:
+        model.train(was_training)
+    return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+
+def held_set(name: str, texts: Sequence[str], base_model: torch.nn.Module, tokenizer, *, max_length: int = 64,
+             batch_size: int = 16) -> HeldSet:
+    """Tokenize ``texts`` and record the base model's log-probabilities on them (call before attaching)."""
+    batches = tokenize_texts(texts, tokenizer, max_length, batch_size)
+    return HeldSet(name, batches, [next_token_log_probs(base_model, b) for b in batches])
+
+
+def mean_token_kl(model: torch.nn.Module, held: HeldSet) -> float:
+    """Mean over the held set's non-padding positions of ``KL(p_base || p_model)``, in nats."""
+    total, count = 0.0, 0
+    for batch, base in zip(held.batches, held.base_log_probs):
+        trained = next_token_log_probs(model, batch)
+        kl = (base.exp() * (base - trained)).sum(-1)  # (batch, seq)
+        mask = batch["attention_mask"].bool()
+        total += float(kl[mask].double().sum())
+        count += int(mask.sum())
+    return total / count

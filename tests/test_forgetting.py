@@ -1,0 +1,56 @@
+"""Forgetting (mean per-token KL from the base model) against torch.distributions, on the tiny model."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from initbench.forgetting import held_set, mean_token_kl
+from initbench.models import tiny_model
+
+SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2}
+TEXTS = ["who wrote the book of mormon", "when did the eagles win last super bowl", "where is the eiffel tower",
+         "how many moons does mars have", "a"]
+
+
+def _kl_by_distributions(base: torch.nn.Module, other: torch.nn.Module, tokenizer) -> float:
+    """Text by text, no padding at all: torch's Categorical KL at every position, averaged over positions."""
+    kls = []
+    for text in TEXTS:
+        ids = torch.tensor([tokenizer(text)["input_ids"]])
+        if ids.shape[1] < 2:
+            continue
+        with torch.no_grad():
+            p = torch.distributions.Categorical(logits=base(input_ids=ids).logits.float()[0])
+            q = torch.distributions.Categorical(logits=other(input_ids=ids).logits.float()[0])
+        kls.append(torch.distributions.kl_divergence(p, q))
+    return float(torch.cat(kls).double().mean())
+
+
+def test_kl_matches_torch_distributions_and_ignores_padding():
+    base, tokenizer = tiny_model(SHAPE, torch.float32)
+    other = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    held = held_set("t", TEXTS, base, tokenizer, batch_size=2)  # padded batches of unequal lengths
+    expected = _kl_by_distributions(base.eval(), other.eval(), tokenizer)
+    assert expected > 1e-4
+    assert abs(mean_token_kl(other, held) - expected) <= 1e-5 * expected
+    assert mean_token_kl(base, held) == 0.0
+
+
+def test_base_side_is_the_untouched_model_not_the_adapter_switched_off():
+    """After a residual init (PiSSA) the base weights are W - sBA: switching the adapter off is not the
+    base model.  The held set is taken before attach, so a function-preserving init reads ~0 and the
+    same model with its adapter disabled does not."""
+    base, tokenizer = tiny_model(SHAPE, torch.float32)
+    held = held_set("t", TEXTS, base, tokenizer)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights="pissa"))
+    assert mean_token_kl(model, held) < 1e-6
+    with model.disable_adapter():
+        assert mean_token_kl(model, held) > 1e-4
