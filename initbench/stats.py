@@ -39,6 +39,7 @@ __all__ = [
     "bootstrap_ci",
     "ema",
     "holm",
+    "minimum_detectable_difference",
     "normalize",
     "paired_test",
     "probability_of_improvement",
@@ -474,6 +475,16 @@ def paired_test(
         t = scipy.stats.ttest_1samp(d, 0.0, alternative="two-sided")  # == ttest_rel(x, y)
     return PairedTestResult(n, nz, mean_d, med_d, float(w.statistic), float(w.pvalue),
                             float(t.statistic), float(t.pvalue), min_p)
+
+
+def minimum_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference of means between two methods, each run with ``n`` seeds of
+    seed-to-seed standard deviation ``sd``, that a two-sided test at level ``alpha`` detects with
+    probability ``power`` (normal approximation: ``(z_{1-alpha/2} + z_{power}) * sd * sqrt(2 / n)``)."""
+    if n < 1 or sd < 0:
+        raise ValueError(f"need n >= 1 and sd >= 0, got n={n}, sd={sd}")
+    z = scipy.stats.norm.ppf(1 - alpha / 2) + scipy.stats.norm.ppf(power)
+    return float(z * sd * math.sqrt(2 / n))
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -301,3 +301,17 @@ def test_steps_to_reach():
     assert stats.steps_to_reach(spike, None, 1.0, alpha=None) == 2
     assert stats.steps_to_reach(spike, None, 1.0) is None
     assert stats.steps_to_reach([2.0, 1.0, 0.5], [0.5, 1.0, 1.5], 1.0, alpha=None) == 1.0
+
+
+def test_minimum_detectable_difference_matches_a_simulated_power():
+    """At the returned difference a two-sided z-test with known sd rejects in ~80% of simulated trials."""
+    from initbench.stats import minimum_detectable_difference
+
+    sd, n = 0.1, 3
+    mdd = minimum_detectable_difference(sd, n)
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, sd, (20000, n)).mean(1)
+    b = rng.normal(mdd, sd, (20000, n)).mean(1)
+    rejected = np.abs(b - a) / (sd * np.sqrt(2 / n)) > 1.959964
+    assert abs(rejected.mean() - 0.8) < 0.01
+    assert math.isclose(minimum_detectable_difference(0.106, 3), 0.2426, abs_tol=5e-4)  # issue 13's 24 points
