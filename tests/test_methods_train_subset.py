@@ -19,12 +19,12 @@ from initbench.diagnostics import effective_rank
 from initbench.registry import get_method
 from initbench.train import build_optimizer
 from initbench_baselines.diagonal import loldu_factors, svfit_factors
-from initbench_baselines.gradient_svd import fisher_svd_factors, lora_one_factors
+from initbench_baselines.gradient_svd import fwsvd_factors, lora_one_factors
 from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors
 from initbench_baselines.nlora import nlora_factors, slora_factors
 
-NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fisher-svd"]
-PRESERVING = ["slora", "loldu", "svfit", "fisher-svd"]
+NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fwsvd"]
+PRESERVING = ["slora", "loldu", "svfit", "fwsvd"]
 CHANGED = ["lora-sb", "nlora", "nlora-inttune", "lora-one"]
 BUDGET = Budget(steps=50, batch_size=4, max_length=48, optimizer=OptimizerSpec(lr=1e-3),
                 schedule=ScheduleSpec(warmup_ratio=0.1))
@@ -38,7 +38,7 @@ TRAINS = {
     "loldu": ({"M"}, lambda o, i, r: r),
     "svfit": ({"M"}, lambda o, i, r: r),
     "lora-one": ({"A", "B"}, lambda o, i, r: r * i + o * r),
-    "fisher-svd": ({"A", "B"}, lambda o, i, r: r * i + o * r),
+    "fwsvd": ({"A", "B"}, lambda o, i, r: r * i + o * r),
 }
 
 
@@ -220,17 +220,17 @@ def test_lora_one_transcription():
     assert torch.allclose(A2, A, atol=1e-6) and torch.allclose(B2, B, atol=1e-6)
 
 
-def test_fisher_svd_transcription():
+def test_fwsvd_transcription():
     W, F, r, s = _matrix(), _matrix(12, 10, 3) ** 2, 3, 0.5
     d = torch.sqrt(F.sum(1))
     U, S, Vh = torch.linalg.svd(torch.diag(d) @ W, full_matrices=False)
     B = torch.diag(1 / d) @ U[:, :r] @ torch.diag(torch.sqrt(S[:r] / s))
     A = torch.diag(torch.sqrt(S[:r] / s)) @ Vh[:r]
-    A2, B2, residual = fisher_svd_factors(W, F, r, s)
+    A2, B2, residual = fwsvd_factors(W, F, r, s)
     assert torch.allclose(A2, A, atol=1e-5) and torch.allclose(B2, B, atol=1e-5)
     assert torch.allclose(residual + s * B2 @ A2, W, atol=1e-5)
     # uniform Fisher gives the plain (PiSSA) SVD
-    A3, B3, _ = fisher_svd_factors(W, torch.ones_like(W), r, s)
+    A3, B3, _ = fwsvd_factors(W, torch.ones_like(W), r, s)
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
     assert torch.allclose(B3 @ A3, U[:, :r] @ torch.diag(S[:r] / s) @ Vh[:r], atol=1e-5)
 
@@ -357,7 +357,7 @@ def test_seed_changes_random_inits():
 @pytest.mark.parametrize("name", NEW)
 def test_calibration_accounting(name, attached):
     _, spend, _ = attached[name]
-    if name in ("lora-sb", "lora-one", "fisher-svd"):
+    if name in ("lora-sb", "lora-one", "fwsvd"):
         assert spend.calibration_examples == CALIB.examples
         assert spend.calibration_forward_passes == CALIB.examples // CALIB.batch_size
         assert spend.calibration_backward_passes == spend.calibration_forward_passes
@@ -411,7 +411,7 @@ def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch
     assert rows["nlora-inttune"]["trainable_params"] == n_layers * RANK * RANK
     for name in ("lora-sb", "lora-xs", "nlora", "lora-one"):
         assert 1.0 <= rows[name]["init_update_erank"] <= RANK + 1e-6, name
-    for name in ("loldu", "svfit", "fisher-svd"):
+    for name in ("loldu", "svfit", "fwsvd"):
         assert rows[name]["base_weights_modified"], name
     for name in CHANGED:
         assert not rows[name]["base_weights_modified"], name
