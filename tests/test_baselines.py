@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import quick_smoke_suite
-from _zoo import ALPHA, CALIB, RANK, attach, base_model, calibrator, lora_tensors, probe_batch
+from _zoo import CALIB, RANK, attach, base_model, calibrator, lora_tensors, probe_batch
 from initbench.budget import OptimizerSpec
 from initbench.registry import PluginError, get_method
 
@@ -49,23 +49,7 @@ def test_orthogonal_is_nonzero_on_both_sides_yet_BA_vanishes():
 
 
 # ---------------------------------------------------------------- agreement with peft's own API
-
-ATTACH_TIME = {"gaussian": "gaussian", "pissa": "pissa", "pissa-niter-4": "pissa_niter_4", "olora": "olora",
-               "mica": "mica", "orthogonal": "orthogonal", "lora": True}
-
-
-@pytest.mark.parametrize("name", sorted(ATTACH_TIME))
-def test_attach_time_inits_equal_peft(name):
-    from peft import LoraConfig, get_peft_model
-
-    ours, _, _ = attach(name, seed=3)
-    method = get_method(name)
-    alpha = method.default_alpha(RANK) or ALPHA
-    model, _ = base_model()
-    torch.manual_seed(3)
-    theirs = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=alpha, target_modules=list(_targets()),
-                                              task_type="CAUSAL_LM", init_lora_weights=ATTACH_TIME[name]))
-    _assert_same(lora_tensors(ours), lora_tensors(theirs))
+# (the attach-time inits: tests/test_baselines_reference.py::test_attach_time_inits_equal_peft_init_functions)
 
 
 def test_corda_ipm_equals_peft_preprocess_corda():

@@ -18,10 +18,7 @@ from initbench.budget import Budget, OptimizerSpec, ScheduleSpec
 from initbench.diagnostics import effective_rank
 from initbench.registry import get_method
 from initbench.train import build_optimizer
-from initbench_baselines.diagonal import loldu_factors, svfit_factors
-from initbench_baselines.gradient_svd import fwsvd_factors, lora_one_factors
 from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors
-from initbench_baselines.nlora import nlora_factors, slora_factors
 
 NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fwsvd"]
 PRESERVING = ["slora", "loldu", "svfit", "fwsvd"]
@@ -176,63 +173,6 @@ def test_lora_xs_transcription():
     A, B, R = lora_xs_factors(W, r, torch.Generator().manual_seed(2))
     assert torch.allclose(B, U[:, :r]) and torch.allclose(A, torch.diag(S[:r]) @ Vh[:r], atol=1e-6)
     assert torch.equal(R, torch.randn(r, r, generator=torch.Generator().manual_seed(2)) * 1e-5)
-
-
-def test_nlora_and_slora_transcription():
-    W, r = _matrix(), 3
-    A, B, N = nlora_factors(W, r)
-    assert torch.equal(A, W[:r, :]) and torch.equal(B, W[:, :r]) and torch.equal(N, W[:r, :r])
-    A, B, N = slora_factors(W, r, torch.Generator().manual_seed(1))
-    g = torch.Generator().manual_seed(1)
-    bound = 1 / math.sqrt(10)  # kaiming_uniform(a=sqrt(5)): bound = 1/sqrt(fan_in)
-    assert torch.allclose(A, torch.rand(r, 10, generator=g) * 2 * bound - bound)
-    assert torch.equal(B, torch.zeros(12, r)) and N.abs().max() <= 1 / math.sqrt(r)
-
-
-def test_loldu_transcription():
-    W, r, s = _matrix(), 3, 1 / 3
-    P, L, U = torch.linalg.lu(W)
-    D = torch.diagonal(U)
-    Un = U / D.unsqueeze(-1)
-    A, B, d, residual = loldu_factors(W, r, s)
-    assert torch.allclose(A, Un[:r]) and torch.allclose(B, P @ L[:, :r]) and torch.allclose(d, D[:r])
-    assert torch.allclose(residual, W - s * P @ L[:, :r] @ torch.diag(D[:r]) @ Un[:r], atol=1e-6)
-    assert torch.allclose(P @ L @ torch.diag(D) @ Un, W, atol=1e-5)  # W = P L D U
-
-
-def test_svfit_transcription():
-    W, r, s = _matrix(), 3, 0.5
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-    A, B, sv, residual = svfit_factors(W, r, s)
-    assert torch.allclose(A, Vh[:r]) and torch.allclose(B, U[:, :r]) and torch.allclose(sv, S[:r] / s)
-    assert torch.allclose(residual, U[:, r:] @ torch.diag(S[r:]) @ Vh[r:], atol=1e-5)  # W_e
-
-
-def test_lora_one_transcription():
-    G, r = _matrix(16, 12, 1), 3
-    torch.manual_seed(4)
-    U, S, V = torch.svd_lowrank(-G, q=12, niter=16)  # q = 512 capped by the shape
-    V = V.T
-    B = U[:, :r] @ torch.diag(torch.sqrt(S[:r])) / torch.sqrt(S[0]) / 128**0.5
-    A = torch.diag(torch.sqrt(S[:r])) @ V[:r, :] / torch.sqrt(S[0]) / 128**0.5
-    torch.manual_seed(4)
-    A2, B2 = lora_one_factors(G, r)
-    assert torch.allclose(A2, A, atol=1e-6) and torch.allclose(B2, B, atol=1e-6)
-
-
-def test_fwsvd_transcription():
-    W, F, r, s = _matrix(), _matrix(12, 10, 3) ** 2, 3, 0.5
-    d = torch.sqrt(F.sum(1))
-    U, S, Vh = torch.linalg.svd(torch.diag(d) @ W, full_matrices=False)
-    B = torch.diag(1 / d) @ U[:, :r] @ torch.diag(torch.sqrt(S[:r] / s))
-    A = torch.diag(torch.sqrt(S[:r] / s)) @ Vh[:r]
-    A2, B2, residual = fwsvd_factors(W, F, r, s)
-    assert torch.allclose(A2, A, atol=1e-5) and torch.allclose(B2, B, atol=1e-5)
-    assert torch.allclose(residual + s * B2 @ A2, W, atol=1e-5)
-    # uniform Fisher gives the plain (PiSSA) SVD
-    A3, B3, _ = fwsvd_factors(W, torch.ones_like(W), r, s)
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-    assert torch.allclose(B3 @ A3, U[:, :r] @ torch.diag(S[:r] / s) @ Vh[:r], atol=1e-5)
 
 
 def test_effective_rank():
