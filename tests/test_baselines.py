@@ -31,9 +31,13 @@ def base_logits():
 
 
 @pytest.mark.parametrize("name", PRESERVING)
-def test_starts_at_the_base_model(name, base_logits):
+def test_starts_at_the_base_model(name, base_logits, record_property):
+    """Function-preserving family: step-0 logits equal the base model's (the max |difference| is recorded
+    as the test's ``max_abs_logit_diff`` property, e.g. ``--junitxml``)."""
     model, _, modified = attach(name)
-    assert torch.allclose(logits(model, probe_batch()), base_logits, atol=1e-4, rtol=1e-4)
+    ours = logits(model, probe_batch())
+    record_property("max_abs_logit_diff", float((ours - base_logits).abs().max()))
+    assert torch.allclose(ours, base_logits, atol=1e-4, rtol=1e-4), float((ours - base_logits).abs().max())
     # the adapter is really in the forward pass: some factor is non-zero
     assert any(t.abs().sum() > 0 for k, t in lora_tensors(model).items() if "lora_" in k)
 

@@ -186,9 +186,12 @@ def test_effective_rank():
 # ---------------------------------------------------------------- on the tiny model, as the harness builds it
 
 @pytest.mark.parametrize("name", PRESERVING)
-def test_starts_at_the_base_model(name, attached, base_logits):
+def test_starts_at_the_base_model(name, attached, base_logits, record_property):
+    """Function-preserving family (max |logit difference| recorded as ``max_abs_logit_diff``)."""
     model, _, _ = attached[name]
-    assert torch.allclose(_logits(model), base_logits, atol=1e-4, rtol=1e-4)
+    ours = _logits(model)
+    record_property("max_abs_logit_diff", float((ours - base_logits).abs().max()))
+    assert torch.allclose(ours, base_logits, atol=1e-4, rtol=1e-4), float((ours - base_logits).abs().max())
 
 
 def test_lora_xs_starts_at_the_base_model_up_to_its_noise(attached, base_logits):
@@ -197,10 +200,31 @@ def test_lora_xs_starts_at_the_base_model_up_to_its_noise(attached, base_logits)
 
 
 @pytest.mark.parametrize("name", CHANGED)
-def test_does_not_start_at_the_base_model(name, attached, base_logits):
+def test_does_not_start_at_the_base_model(name, attached, base_logits, record_property):
+    """The methods that start moved (LoRA-SB, NLoRA, LoRA-One) differ from the base model exactly by their
+    adapter's product: no base offset, and the base model with every W <- W + scale B [M] A gives the
+    same logits (max |logit difference| from the base model recorded as ``max_abs_logit_diff``)."""
     model, _, modified = attached[name]
     assert not modified  # no base offset
-    assert (_logits(model) - base_logits).abs().max() > 1e-4
+    ours = _logits(model)
+    record_property("max_abs_logit_diff", float((ours - base_logits).abs().max()))
+    assert (ours - base_logits).abs().max() > 1e-4
+    merged, _ = base_model()
+    with torch.no_grad():
+        for key, layer in lora_layers(model):
+            merged.get_submodule(key.removeprefix("base_model.model.")).weight += delta_weight(layer)
+    assert torch.allclose(_logits(merged), ours, atol=1e-4, rtol=1e-4)
+
+
+def test_lora_one_starts_along_the_negative_gradient(attached):
+    """LoRA-One's documented start: W + scale B A with B A the rank-r part of -G (G the mean calibration
+    gradient, the base model's), so the step has rank r and a positive inner product with -G."""
+    model, _, _ = attached["lora-one"]
+    grads = calibrator(model).weight_gradients()
+    for name, layer in lora_layers(model):
+        delta = delta_weight(layer)
+        assert torch.linalg.matrix_rank(delta) == RANK
+        assert float((delta * -grads[name]).sum()) > 0, name
 
 
 @pytest.mark.parametrize("name", NEW)
