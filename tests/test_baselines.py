@@ -160,17 +160,6 @@ def test_variant_names_and_rslora_scaling():
     assert model.peft_config["default"].use_rslora and not model.peft_config["default"].alpha_pattern
 
 
-def test_rslora_variant_equals_peft_use_rslora():
-    from peft import LoraConfig, get_peft_model
-
-    ours, _, _ = attach("pissa+rslora", seed=1)
-    model, _ = base_model()
-    torch.manual_seed(1)
-    theirs = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=RANK, target_modules=list(_targets()),
-                                              task_type="CAUSAL_LM", init_lora_weights="pissa", use_rslora=True))
-    _assert_same(lora_tensors(ours), lora_tensors(theirs), atol=1e-6)
-
-
 def test_lora_plus_optimizer_groups():
     method = get_method("lora+lora-plus")
     model, _, _ = attach(method)

@@ -295,14 +295,15 @@ def test_test_files_cited_by_the_baselines_exist():
 
 # ---------------------------------------------------------------- methods peft implements
 
-PEFT_INIT = {  # method -> (peft LoraLayer function, its arguments after the adapter name, alpha)
-    "lora": ("reset_lora_parameters", (True,), ALPHA),
-    "gaussian": ("reset_lora_parameters", ("gaussian",), ALPHA),
-    "pissa": ("pissa_init", ("pissa",), float(RANK)),
-    "pissa-niter-4": ("pissa_init", ("pissa_niter_4",), float(RANK)),
-    "olora": ("olora_init", (), ALPHA),
-    "mica": ("mica_init", (), ALPHA),
-    "orthogonal": ("orthogonal_init", (), ALPHA),
+PEFT_INIT = {  # method -> (peft LoraLayer function, its arguments after the adapter name, alpha, rsLoRA)
+    "lora": ("reset_lora_parameters", (True,), ALPHA, False),
+    "gaussian": ("reset_lora_parameters", ("gaussian",), ALPHA, False),
+    "pissa": ("pissa_init", ("pissa",), float(RANK), False),
+    "pissa-niter-4": ("pissa_init", ("pissa_niter_4",), float(RANK), False),
+    "pissa+rslora": ("pissa_init", ("pissa",), float(RANK), True),
+    "olora": ("olora_init", (), ALPHA, False),
+    "mica": ("mica_init", (), ALPHA, False),
+    "orthogonal": ("orthogonal_init", (), ALPHA, False),
 }
 
 
@@ -315,7 +316,7 @@ def test_attach_time_inits_equal_peft_init_functions(name, monkeypatch):
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraLayer
 
-    function, args, alpha = PEFT_INIT[name]
+    function, args, alpha, rslora = PEFT_INIT[name]
     original = getattr(LoraLayer, function)
     states = {}
 
@@ -331,7 +332,7 @@ def test_attach_time_inits_equal_peft_init_functions(name, monkeypatch):
 
     bare, _ = base_model()
     bare = get_peft_model(bare, LoraConfig(r=RANK, lora_alpha=alpha, target_modules=list(TARGETS),
-                                           task_type="CAUSAL_LM", init_lora_weights=False))
+                                           use_rslora=rslora, task_type="CAUSAL_LM", init_lora_weights=False))
     for key, layer in lora_layers(bare):
         torch.set_rng_state(states[id(ours_layers[key])])
         getattr(layer, function)("default", *args)
