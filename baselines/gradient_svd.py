@@ -2,9 +2,9 @@
 
 LoRA-One -- Zhang et al., "LoRA-One: One-Step Full Gradient Could Suffice for Fine-Tuning Large
 Language Models, Provably and Efficiently", ICML 2025, arXiv:2502.01235.  Code:
-https://github.com/YuanheZ/LoRA-One (``run_exp.py``: ``estimate_gradient``, ``reinit_lora_modules``
-with ``init.mode = gradient``, ``direction = LoRA-One``, ``scale = stable``; ``conf/init/gradient.yaml``:
-stable_gamma 128).  Written here.  Per layer W (out, in):
+https://github.com/YuanheZ/LoRA-One (``run_exp.py``: ``estimate_gradient`` lines 363-393,
+``reinit_lora_modules`` lines 163-212 with ``init.mode = gradient``, ``direction = LoRA-One``,
+``scale = stable``; ``conf/init/gradient.yaml``: stable_gamma 128; README: rsLoRA, alpha 16).  Written here.  Per layer W (out, in):
     G = mean over calibration batches of dL/dW             (``ctx.calibration.weight_gradients()``)
     U, S, V = torch.svd_lowrank(-G, q=min(512, min(out, in)), niter=16)
     B = U_r diag(sqrt(S_r)) / sqrt(S_1),   A = diag(sqrt(S_r)) V_r^T / sqrt(S_1)
