@@ -4,7 +4,8 @@ LoRA-One -- Zhang et al., "LoRA-One: One-Step Full Gradient Could Suffice for Fi
 Language Models, Provably and Efficiently", ICML 2025, arXiv:2502.01235.  Code:
 https://github.com/YuanheZ/LoRA-One (``run_exp.py``: ``estimate_gradient`` lines 363-393,
 ``reinit_lora_modules`` lines 163-212 with ``init.mode = gradient``, ``direction = LoRA-One``,
-``scale = stable``; ``conf/init/gradient.yaml``: stable_gamma 128; README: rsLoRA, alpha 16).  Written here.  Per layer W (out, in):
+``scale = stable``; ``conf/init/gradient.yaml``: stable_gamma 128; README: rsLoRA, alpha 16).
+Written here.  Per layer W (out, in):
     G = mean over calibration batches of dL/dW             (``ctx.calibration.weight_gradients()``)
     U, S, V = torch.svd_lowrank(-G, q=min(512, min(out, in)), niter=16)
     B = U_r diag(sqrt(S_r)) / sqrt(S_1),   A = diag(sqrt(S_r)) V_r^T / sqrt(S_1)
@@ -91,7 +92,7 @@ class LoRAOne(InitMethod):
 
 
 class FWSVD(InitMethod):
-    summary = "FWSVD (Hsu et al. 2022): rows of W weighted by sqrt(row Fisher), exact SVD, top-r in A, B; base <- residual."
+    summary = "FWSVD (Hsu et al. 2022): rows of W weighted by sqrt(row Fisher), exact SVD, top-r in A, B; base <- rest."
     paper = "Hsu et al. 2022, arXiv:2207.00112 (FWSVD); not LoKU's FILA (relative forget/retain Fisher)"
     code = "written here (FWSVD weighting; no reference LoRA-init code)"
     peft_init = True

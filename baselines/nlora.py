@@ -10,7 +10,8 @@ arXiv:2502.14482.  Code: https://github.com/TracyGuo2001/NLoRA (its peft fork,
     A = W[:r, :] (r, in),  B = W[:, :r] (out, r),  N = W[:r, :r] (r, r)   (first r rows / columns)
 no pseudo-inverse of N, and no offset of the base weight, so the model does NOT start at the base
 model: it starts at W + scale * W[:, :r] W[:r, :r] W[:r, :] (by design).  A, B and N all train.
-``nlora-inttune`` (``inttune.py``, lines 232-233 freeze A and B): the same init, only N trains (r*r parameters per layer).
+``nlora-inttune`` (``inttune.py``, lines 232-233 freeze A and B): the same init, only N trains
+(r*r parameters per layer).
 ``slora`` (``slora_init``): A and N Kaiming-uniform (a = sqrt(5), as nn.Linear), B = 0; all train;
 starts at the base model (B = 0).
 The reference's N is an ``nn.Linear(r, r)`` whose weight is N, applied after A: B (N (A x)).

@@ -339,5 +339,6 @@ def test_attach_time_inits_equal_peft_init_functions(name, monkeypatch):
         mine = ours_layers[key]
         assert mine.scaling["default"] == layer.scaling["default"]
         for part in ("lora_A", "lora_B"):
-            assert torch.equal(getattr(mine, part)["default"].weight, getattr(layer, part)["default"].weight), (key, part)
+            theirs = getattr(layer, part)["default"].weight
+            assert torch.equal(getattr(mine, part)["default"].weight, theirs), (key, part)
         assert torch.equal(mine.get_base_layer().weight, layer.get_base_layer().weight), key
