@@ -11,8 +11,12 @@ Parameter-Efficient Fine-Tuning", arXiv:2410.13618.  Code: https://github.com/SK
              middle = D_r, stored as a vector: the only trainable tensor (r numbers per layer)
     W <- W - scale * P L_r diag(D_r) U_r,   scale = alpha / r,  alpha = 1
 so the model starts unchanged.  P is folded into B (the reference keeps a frozen P and computes
-P @ L @ diag(z) @ U); the product is the same.  Difference: the reference's ``scaling_factor`` is an
-``nn.Parameter`` (one scalar per layer that also trains); here the scale is peft's fixed alpha/r.
+P @ L @ diag(z) @ U, ``loldu.py`` line 233); the product is the same.  What trains is the reference's:
+only D_r (its ``vector_z``).  ``loldu.py`` freezes U, L and P (lines 142-146) and its optimizer takes
+``get_loldu_params``, whose filter ``name_is_loldu`` (``loldu_utils.py`` lines 22-29) keeps
+``vector_z`` alone (``scaling_factor`` is an ``nn.Parameter`` there, but the filter's variant that would
+train it is commented out, and the README's recipe freezes every other parameter).  The scale is
+therefore fixed at alpha / r in both, as peft's ``scaling`` here.
 
 SVFit -- Sun et al., "SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using
 Singular Values", arXiv:2409.05926 (no public code found; written from the paper).  Exact SVD

@@ -1,10 +1,11 @@
-"""LoRA-One and Fisher-weighted SVD: A and B from calibration gradients.
+"""LoRA-One and FWSVD (Fisher-weighted SVD): A and B from calibration gradients.
 
 LoRA-One -- Zhang et al., "LoRA-One: One-Step Full Gradient Could Suffice for Fine-Tuning Large
 Language Models, Provably and Efficiently", ICML 2025, arXiv:2502.01235.  Code:
-https://github.com/YuanheZ/LoRA-One (``run_exp.py``: ``estimate_gradient``, ``reinit_lora_modules``
-with ``init.mode = gradient``, ``direction = LoRA-One``, ``scale = stable``; ``conf/init/gradient.yaml``:
-stable_gamma 128).  Written here.  Per layer W (out, in):
+https://github.com/YuanheZ/LoRA-One (``run_exp.py``: ``estimate_gradient`` lines 363-393,
+``reinit_lora_modules`` lines 163-212 with ``init.mode = gradient``, ``direction = LoRA-One``,
+``scale = stable``; ``conf/init/gradient.yaml``: stable_gamma 128; README: rsLoRA, alpha 16).
+Written here.  Per layer W (out, in):
     G = mean over calibration batches of dL/dW             (``ctx.calibration.weight_gradients()``)
     U, S, V = torch.svd_lowrank(-G, q=min(512, min(out, in)), niter=16)
     B = U_r diag(sqrt(S_r)) / sqrt(S_1),   A = diag(sqrt(S_r)) V_r^T / sqrt(S_1)
@@ -14,10 +15,10 @@ rsLoRA with alpha = 16 (scale 16 / sqrt(r)).  The README's formula omits the 1/s
 divides by it, and so does this.  Differences: q = 512 is capped by the shape (``svd_lowrank`` needs
 q <= min(out, in)); the randomized SVD draws from torch's RNG seeded from the run's generator.
 
-Fisher-weighted SVD (``fisher-svd``) -- the weighting of FWSVD (Hsu et al., "Language model
-compression with weighted low-rank factorization", ICLR 2022, arXiv:2207.00112), used to initialize
-LoRA by FILA in LoKU (Cha et al., "Towards Robust and Parameter-Efficient Knowledge Unlearning for
-LLMs", ICLR 2025, arXiv:2408.06621).  Written here.  Per layer W (out, in):
+FWSVD (``fwsvd``; registered before as ``fisher-svd``, which stays as an alias) -- the Fisher-weighted
+SVD of Hsu et al., "Language model compression with weighted low-rank factorization", ICLR 2022,
+arXiv:2207.00112, used here as the benchmark's Fisher-weighted LoRA init.  Written here (FWSVD
+publishes no LoRA-init code).  Per layer W (out, in):
     F = (1/n) sum_b (dL_b/dW)^2      element-wise, L_b the mean token loss of calibration batch b
                                      (``ctx.calibration.weight_gradient_squares()``: the empirical
                                      diagonal Fisher at batch granularity, not per example)
@@ -26,8 +27,14 @@ LLMs", ICLR 2025, arXiv:2408.06621).  Written here.  Per layer W (out, in):
     B = diag(1/d) U_r diag(sqrt(S_r / scale)),  A = diag(sqrt(S_r / scale)) V_r^T
     W <- W - scale * B A,   alpha = r (scale 1)
 so the adapter holds the rank-r approximation of W that is best in the Fisher-weighted norm and the
-model starts unchanged.  FILA's unlearning objective (Fisher of a forget set relative to a retain
-set) is not reproduced: the Fisher here is of the suite's training split.
+model starts unchanged.
+
+Not FILA.  LoKU's FILA (Cha et al., "Towards Robust and Parameter-Efficient Knowledge Unlearning for
+LLMs", ICLR 2025, arXiv:2408.06621) starts from the same weighted factorization but differs in three
+ways, none reproduced here: (1) its importance is a *relative* Fisher, that of a forget set over that
+of a retain set (an unlearning objective; initbench has one training split, so the Fisher here is of
+that split alone); (2) its Fisher is accumulated per token (token-weighted), ours per calibration
+batch of mean token losses; (3) it factorizes with a randomized (low-rank) SVD, ours is exact.
 """
 
 from __future__ import annotations
@@ -51,11 +58,11 @@ def lora_one_factors(grad: torch.Tensor, rank: int, gamma: float = 128.0, q: int
     return (A / gamma**0.5).contiguous(), (B / gamma**0.5).contiguous()
 
 
-def fisher_svd_factors(weight: torch.Tensor, fisher: torch.Tensor, rank: int, scale: float, floor: float = 1e-6
+def fwsvd_factors(weight: torch.Tensor, fisher: torch.Tensor, rank: int, scale: float, floor: float = 1e-6
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(A, B, residual) of the Fisher-row-weighted SVD for one (out, in) weight and its diagonal Fisher."""
+    """(A, B, residual) of FWSVD (rows weighted by sqrt of the row-summed diagonal Fisher) for one (out, in) weight."""
     if rank > min(weight.shape):
-        raise InitError(f"fisher-svd needs r <= min(out, in) = {min(weight.shape)}, got {rank}")
+        raise InitError(f"fwsvd needs r <= min(out, in) = {min(weight.shape)}, got {rank}")
     d = torch.sqrt(fisher.float().sum(dim=1))
     d = torch.clamp(d, min=float(d.max()) * floor if d.max() > 0 else 1.0)
     U, S, Vh = torch.linalg.svd(d[:, None] * weight.float(), full_matrices=False)
@@ -84,10 +91,10 @@ class LoRAOne(InitMethod):
                 ctx.set_lora(name, layer, A, B)
 
 
-class FisherSVD(InitMethod):
-    summary = "Fisher-weighted SVD (FWSVD/FILA): rows of W weighted by sqrt(row Fisher), top-r in A, B; base <- residual."
-    paper = "Hsu et al. 2022, arXiv:2207.00112; Cha et al. 2025 (FILA), arXiv:2408.06621"
-    code = "written here (no reference LoRA-init code used)"
+class FWSVD(InitMethod):
+    summary = "FWSVD (Hsu et al. 2022): rows of W weighted by sqrt(row Fisher), exact SVD, top-r in A, B; base <- rest."
+    paper = "Hsu et al. 2022, arXiv:2207.00112 (FWSVD); not LoKU's FILA (relative forget/retain Fisher)"
+    code = "written here (FWSVD weighting; no reference LoRA-init code)"
     peft_init = True
 
     def default_alpha(self, rank: int) -> float:
@@ -97,7 +104,14 @@ class FisherSVD(InitMethod):
         fisher = ctx.calibration.weight_gradient_squares()
         for name, layer in ctx.lora_layers():
             adapter = active_adapter(layer)
-            A, B, residual = fisher_svd_factors(ctx.base_weight(layer), fisher[name], layer.r[adapter],
-                                                layer.scaling[adapter])
+            A, B, residual = fwsvd_factors(ctx.base_weight(layer), fisher[name], layer.r[adapter],
+                                           layer.scaling[adapter])
             ctx.set_lora(name, layer, A, B)
             ctx.set_base_weight(name, layer, residual)
+
+
+class FisherSVD(FWSVD):
+    """``fisher-svd``: the name FWSVD was registered under before issue 14; the same method, kept so that
+    earlier results and commands (``--method fisher-svd``) still resolve."""
+
+    summary = "Old name of fwsvd (same method), kept so earlier results and commands resolve."

@@ -34,16 +34,23 @@ class Gaussian(InitMethod):
 
 class LoRAReversed(LayerwiseInit):
     """Init[B] of Hayou, Ghosh & Yu, "The Impact of Initialization on LoRA Finetuning Dynamics",
-    NeurIPS 2024, arXiv:2406.08447: B random, A = 0 (the mirror of peft's default Init[A]).
+    NeurIPS 2024, arXiv:2406.08447: B random, A = 0.
 
-    Formula (per layer, W of shape (out, in), rank r):
-        A = 0 (r, in),   B_ij ~ N(0, sigma_B^2) i.i.d. (out, r),   sigma_B^2 = 1 / r.
-    Section 2 of the paper draws the non-zero factor from a centred Gaussian whose variance follows
-    the usual fan-in rule (sigma_A^2 = Theta(1/n) for A, whose fan-in is n; sigma_B^2 = Theta(1/r) for
-    B, whose fan-in is r).  We take the constant 1 in Theta(1/r), i.e. LeCun/Kaiming-normal with gain 1
-    on B's fan-in r -- the same rule that sets A's scale under Init[A] -- so that B A x keeps unit order
-    once A moves.  No reference code is published; draws come from ``ctx.generator`` in layer order.
-    Hyperparameter: ``variance_scale`` (sigma_B^2 = variance_scale / r), default 1.0.
+    The paper (Section 3, the setup that defines the two schemes) draws both factors i.i.d. from
+    centred Gaussians, A_ij ~ N(0, sigma_A^2), B_ij ~ N(0, sigma_B^2), and sets
+        Init[A]: sigma_B = 0, sigma_A^2 = Theta(1/n)   (n: the width, A's fan-in),
+        Init[B]: sigma_A = 0, sigma_B^2 = Theta(1/r)   (r: the rank, B's fan-in; = Theta(1), r fixed).
+    It fixes the order in the width, not the constant, and publishes no code for Init[B].
+
+    Formula here (per layer, W of shape (out, in), rank r):
+        A = 0 (r, in),   B_ij ~ N(0, variance_scale / r) i.i.d. (out, r),   variance_scale = 1,
+    the paper's Gaussian with constant 1 (LeCun-normal on B's fan-in r).  This is *not* the mirror of
+    peft's Init[A] (``lora``): peft draws A from Kaiming-uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)),
+    variance 1/(3 in), so its mirror on B would be U(+-1/sqrt(r)), variance 1/(3r), a third of ours;
+    both are Theta(1/r), as the paper asks.  ``variance_scale=1/3`` gives that variance (still Gaussian).
+    Assumed: the copies of the paper reachable while this was written held its abstract and summaries,
+    not Section 3's text, so the two rates above are the paper's as recalled (issue 14 quotes the same
+    B ~ N(0, 1/r)); recheck them against the PDF.  Draws come from ``ctx.generator`` in layer order.
     """
 
     summary = "Init[B] (Hayou et al. 2024): B ~ N(0, 1/r), A = 0; starts at the base model."

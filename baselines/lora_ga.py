@@ -5,7 +5,8 @@ arXiv:2407.05000.  Reference code: https://github.com/Outsider565/LoRA-GA (its p
 ``peft/src/peft/tuners/lora/layer.py: LoraLayer.lora_ga_init``; defaults in ``LoraGAConfig``:
 direction "ArB2r", scale "stable", stable_gamma 16).
 
-``lora-ga`` (:class:`LoRAGA`) is the reference, written here.  Per layer, W of shape (out, in):
+``lora-ga`` (:class:`LoRAGA`) is the reference, written here from the fork's ``lora_ga_init``
+(``layer.py`` lines 207-245: svd_lowrank, "ArB2r", "stable"; 253-276: the offset).  Per layer, W (out, in):
     G = mean over calibration batches of dL/dW           (``ctx.calibration.weight_gradients()``)
     U, S, V = torch.svd_lowrank(G, q=min(4r, min(out, in)), niter=4)      (G ~ U diag(S) V^T)
     A = V^T[:r, :]            (r, in)   -- right singular vectors 1..r
@@ -17,7 +18,8 @@ run's generator (one seed per run, layers in model order).
 
 ``lora-ga-peft`` (:class:`LoRAGAPeft`) is peft's own ``LoraLayer.lora_ga_init`` (``LoraGAConfig()``
 defaults, the same gradient attached as ``preprocess_loraga`` would attach it).  It differs from the
-reference in exactly two ways (``tests/test_baselines_loraga.py`` checks both):
+reference in exactly two ways (checked by
+``tests/test_baselines_formulas.py::test_lora_ga_reference_vs_peft_differ_exactly_as_documented``):
   1. B carries the singular values: B = U[:, r:2r] diag(S[r:2r]) (the reference drops S);
   2. the "stable" factor f multiplies B only (the reference multiplies both A and B).
 Everything else (same G, same svd_lowrank call, same direction, W <- W - s B A) is the same.

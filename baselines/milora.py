@@ -2,8 +2,8 @@
 
 Paper: Wang et al., "MiLoRA: Harnessing Minor Singular Components for Parameter-Efficient LLM
 Finetuning", NAACL 2025, arXiv:2406.09044.
-Code: https://github.com/sufenlp/MiLoRA, ``svd_init.py`` (``initialize_lora_layer(..., mode="min")``);
-not in peft, written here.
+Code: https://github.com/sufenlp/MiLoRA, ``svd_init.py`` (``initialize_lora_layer(..., mode="min")``,
+lines 16-57; the base offset, lines 144-149); not in peft, written here.
 
 Formula (per layer, W of shape (out, in) in float32, exact SVD W = U diag(S) Vh, S descending,
 rank r, peft scale s = alpha / r):

@@ -2,14 +2,16 @@
 
 Paper: Guo et al., "NLoRA: Nystrom-Initiated Low-Rank Adaptation for Large Language Models",
 arXiv:2502.14482.  Code: https://github.com/TracyGuo2001/NLoRA (its peft fork,
-``peft/src/peft/tuners/lora/layer.py: LoraLayer.nlora_init`` and ``slora_init``; ``nlora.py``,
+``peft/src/peft/tuners/lora/layer.py: LoraLayer.nlora_init`` lines 306-329 and ``slora_init`` lines
+344-362, forward ``lora_B(lora_N(lora_A(x))) * scaling`` lines 457-459; ``nlora.py``,
 ``inttune.py``; ``scripts/run_nlora.sh`` uses lora_alpha = lora_rank).  Written here.
 
 ``nlora`` (``init_lora_weights="n_lora"``), per layer W of shape (out, in):
     A = W[:r, :] (r, in),  B = W[:, :r] (out, r),  N = W[:r, :r] (r, r)   (first r rows / columns)
 no pseudo-inverse of N, and no offset of the base weight, so the model does NOT start at the base
 model: it starts at W + scale * W[:, :r] W[:r, :r] W[:r, :] (by design).  A, B and N all train.
-``nlora-inttune`` (``inttune.py``): the same init, only N trains (r*r parameters per layer).
+``nlora-inttune`` (``inttune.py``, lines 232-233 freeze A and B): the same init, only N trains
+(r*r parameters per layer).
 ``slora`` (``slora_init``): A and N Kaiming-uniform (a = sqrt(5), as nn.Linear), B = 0; all train;
 starts at the base model (B = 0).
 The reference's N is an ``nn.Linear(r, r)`` whose weight is N, applied after A: B (N (A x)).

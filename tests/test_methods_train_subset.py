@@ -18,13 +18,10 @@ from initbench.budget import Budget, OptimizerSpec, ScheduleSpec
 from initbench.diagnostics import effective_rank
 from initbench.registry import get_method
 from initbench.train import build_optimizer
-from initbench_baselines.diagonal import loldu_factors, svfit_factors
-from initbench_baselines.gradient_svd import fisher_svd_factors, lora_one_factors
 from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors
-from initbench_baselines.nlora import nlora_factors, slora_factors
 
-NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fisher-svd"]
-PRESERVING = ["slora", "loldu", "svfit", "fisher-svd"]
+NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fwsvd"]
+PRESERVING = ["slora", "loldu", "svfit", "fwsvd"]
 CHANGED = ["lora-sb", "nlora", "nlora-inttune", "lora-one"]
 BUDGET = Budget(steps=50, batch_size=4, max_length=48, optimizer=OptimizerSpec(lr=1e-3),
                 schedule=ScheduleSpec(warmup_ratio=0.1))
@@ -38,7 +35,7 @@ TRAINS = {
     "loldu": ({"M"}, lambda o, i, r: r),
     "svfit": ({"M"}, lambda o, i, r: r),
     "lora-one": ({"A", "B"}, lambda o, i, r: r * i + o * r),
-    "fisher-svd": ({"A", "B"}, lambda o, i, r: r * i + o * r),
+    "fwsvd": ({"A", "B"}, lambda o, i, r: r * i + o * r),
 }
 
 
@@ -178,63 +175,6 @@ def test_lora_xs_transcription():
     assert torch.equal(R, torch.randn(r, r, generator=torch.Generator().manual_seed(2)) * 1e-5)
 
 
-def test_nlora_and_slora_transcription():
-    W, r = _matrix(), 3
-    A, B, N = nlora_factors(W, r)
-    assert torch.equal(A, W[:r, :]) and torch.equal(B, W[:, :r]) and torch.equal(N, W[:r, :r])
-    A, B, N = slora_factors(W, r, torch.Generator().manual_seed(1))
-    g = torch.Generator().manual_seed(1)
-    bound = 1 / math.sqrt(10)  # kaiming_uniform(a=sqrt(5)): bound = 1/sqrt(fan_in)
-    assert torch.allclose(A, torch.rand(r, 10, generator=g) * 2 * bound - bound)
-    assert torch.equal(B, torch.zeros(12, r)) and N.abs().max() <= 1 / math.sqrt(r)
-
-
-def test_loldu_transcription():
-    W, r, s = _matrix(), 3, 1 / 3
-    P, L, U = torch.linalg.lu(W)
-    D = torch.diagonal(U)
-    Un = U / D.unsqueeze(-1)
-    A, B, d, residual = loldu_factors(W, r, s)
-    assert torch.allclose(A, Un[:r]) and torch.allclose(B, P @ L[:, :r]) and torch.allclose(d, D[:r])
-    assert torch.allclose(residual, W - s * P @ L[:, :r] @ torch.diag(D[:r]) @ Un[:r], atol=1e-6)
-    assert torch.allclose(P @ L @ torch.diag(D) @ Un, W, atol=1e-5)  # W = P L D U
-
-
-def test_svfit_transcription():
-    W, r, s = _matrix(), 3, 0.5
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-    A, B, sv, residual = svfit_factors(W, r, s)
-    assert torch.allclose(A, Vh[:r]) and torch.allclose(B, U[:, :r]) and torch.allclose(sv, S[:r] / s)
-    assert torch.allclose(residual, U[:, r:] @ torch.diag(S[r:]) @ Vh[r:], atol=1e-5)  # W_e
-
-
-def test_lora_one_transcription():
-    G, r = _matrix(16, 12, 1), 3
-    torch.manual_seed(4)
-    U, S, V = torch.svd_lowrank(-G, q=12, niter=16)  # q = 512 capped by the shape
-    V = V.T
-    B = U[:, :r] @ torch.diag(torch.sqrt(S[:r])) / torch.sqrt(S[0]) / 128**0.5
-    A = torch.diag(torch.sqrt(S[:r])) @ V[:r, :] / torch.sqrt(S[0]) / 128**0.5
-    torch.manual_seed(4)
-    A2, B2 = lora_one_factors(G, r)
-    assert torch.allclose(A2, A, atol=1e-6) and torch.allclose(B2, B, atol=1e-6)
-
-
-def test_fisher_svd_transcription():
-    W, F, r, s = _matrix(), _matrix(12, 10, 3) ** 2, 3, 0.5
-    d = torch.sqrt(F.sum(1))
-    U, S, Vh = torch.linalg.svd(torch.diag(d) @ W, full_matrices=False)
-    B = torch.diag(1 / d) @ U[:, :r] @ torch.diag(torch.sqrt(S[:r] / s))
-    A = torch.diag(torch.sqrt(S[:r] / s)) @ Vh[:r]
-    A2, B2, residual = fisher_svd_factors(W, F, r, s)
-    assert torch.allclose(A2, A, atol=1e-5) and torch.allclose(B2, B, atol=1e-5)
-    assert torch.allclose(residual + s * B2 @ A2, W, atol=1e-5)
-    # uniform Fisher gives the plain (PiSSA) SVD
-    A3, B3, _ = fisher_svd_factors(W, torch.ones_like(W), r, s)
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-    assert torch.allclose(B3 @ A3, U[:, :r] @ torch.diag(S[:r] / s) @ Vh[:r], atol=1e-5)
-
-
 def test_effective_rank():
     assert effective_rank(torch.zeros(4, 3)) == 0.0
     assert effective_rank(torch.eye(4)) == pytest.approx(4.0)
@@ -246,9 +186,12 @@ def test_effective_rank():
 # ---------------------------------------------------------------- on the tiny model, as the harness builds it
 
 @pytest.mark.parametrize("name", PRESERVING)
-def test_starts_at_the_base_model(name, attached, base_logits):
+def test_starts_at_the_base_model(name, attached, base_logits, record_property):
+    """Function-preserving family (max |logit difference| recorded as ``max_abs_logit_diff``)."""
     model, _, _ = attached[name]
-    assert torch.allclose(_logits(model), base_logits, atol=1e-4, rtol=1e-4)
+    ours = _logits(model)
+    record_property("max_abs_logit_diff", float((ours - base_logits).abs().max()))
+    assert torch.allclose(ours, base_logits, atol=1e-4, rtol=1e-4), float((ours - base_logits).abs().max())
 
 
 def test_lora_xs_starts_at_the_base_model_up_to_its_noise(attached, base_logits):
@@ -257,10 +200,31 @@ def test_lora_xs_starts_at_the_base_model_up_to_its_noise(attached, base_logits)
 
 
 @pytest.mark.parametrize("name", CHANGED)
-def test_does_not_start_at_the_base_model(name, attached, base_logits):
+def test_does_not_start_at_the_base_model(name, attached, base_logits, record_property):
+    """The methods that start moved (LoRA-SB, NLoRA, LoRA-One) differ from the base model exactly by their
+    adapter's product: no base offset, and the base model with every W <- W + scale B [M] A gives the
+    same logits (max |logit difference| from the base model recorded as ``max_abs_logit_diff``)."""
     model, _, modified = attached[name]
     assert not modified  # no base offset
-    assert (_logits(model) - base_logits).abs().max() > 1e-4
+    ours = _logits(model)
+    record_property("max_abs_logit_diff", float((ours - base_logits).abs().max()))
+    assert (ours - base_logits).abs().max() > 1e-4
+    merged, _ = base_model()
+    with torch.no_grad():
+        for key, layer in lora_layers(model):
+            merged.get_submodule(key.removeprefix("base_model.model.")).weight += delta_weight(layer)
+    assert torch.allclose(_logits(merged), ours, atol=1e-4, rtol=1e-4)
+
+
+def test_lora_one_starts_along_the_negative_gradient(attached):
+    """LoRA-One's documented start: W + scale B A with B A the rank-r part of -G (G the mean calibration
+    gradient, the base model's), so the step has rank r and a positive inner product with -G."""
+    model, _, _ = attached["lora-one"]
+    grads = calibrator(model).weight_gradients()
+    for name, layer in lora_layers(model):
+        delta = delta_weight(layer)
+        assert torch.linalg.matrix_rank(delta) == RANK
+        assert float((delta * -grads[name]).sum()) > 0, name
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -357,7 +321,7 @@ def test_seed_changes_random_inits():
 @pytest.mark.parametrize("name", NEW)
 def test_calibration_accounting(name, attached):
     _, spend, _ = attached[name]
-    if name in ("lora-sb", "lora-one", "fisher-svd"):
+    if name in ("lora-sb", "lora-one", "fwsvd"):
         assert spend.calibration_examples == CALIB.examples
         assert spend.calibration_forward_passes == CALIB.examples // CALIB.batch_size
         assert spend.calibration_backward_passes == spend.calibration_forward_passes
@@ -411,7 +375,7 @@ def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch
     assert rows["nlora-inttune"]["trainable_params"] == n_layers * RANK * RANK
     for name in ("lora-sb", "lora-xs", "nlora", "lora-one"):
         assert 1.0 <= rows[name]["init_update_erank"] <= RANK + 1e-6, name
-    for name in ("loldu", "svfit", "fisher-svd"):
+    for name in ("loldu", "svfit", "fwsvd"):
         assert rows[name]["base_weights_modified"], name
     for name in CHANGED:
         assert not rows[name]["base_weights_modified"], name
