@@ -3,7 +3,8 @@
 A suite is a short hand-written file, so the reader refuses what no suite needs and what
 could stall or mislead a run before any check sees it:
 
-- more than ``MAX_BYTES`` (1 MiB) on disk (data belongs in data files, not in the suite);
+- more than ``MAX_BYTES`` (1 MiB) on disk, more than ``MAX_NODES`` YAML nodes as written, or
+  nesting deeper than ``MAX_DEPTH`` levels (data belongs in data files, not in the suite);
 - bytes that are not UTF-8 (the error names the offset);
 - a YAML alias bomb: anchors and aliases are allowed, but the document expanded (every alias
   counted as a copy of what it names) may hold at most ``MAX_NODES`` nodes, and an alias
@@ -26,6 +27,7 @@ from initbench.suite import SuiteError
 
 MAX_BYTES = 1 << 20
 MAX_NODES = 100_000
+MAX_DEPTH = 64
 
 try:  # the C parser when PyYAML has it; the checks below work on its nodes either way
     _Loader: type = yaml.CSafeLoader
@@ -48,6 +50,10 @@ def read_suite_yaml(path: Path) -> Any:
     except UnicodeDecodeError as err:
         raise SuiteError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
                          "save the suite as UTF-8") from None
+    try:
+        _check_events(text, path)
+    except yaml.YAMLError as err:
+        raise SuiteError(f"{path}: not valid YAML: {err}") from None
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -61,42 +67,63 @@ def read_suite_yaml(path: Path) -> Any:
         loader.dispose()
 
 
-def _check_nodes(root: yaml.Node, path: Path) -> None:
-    """Reject duplicate keys and an expansion beyond ``MAX_NODES`` (or a recursive alias)."""
-    sizes: dict[int, int] = {}
-    in_progress: set[int] = set()
-    checked_keys: set[int] = set()
+def _check_events(text: str, path: Path) -> None:
+    """Before any node is built: at most ``MAX_NODES`` events and ``MAX_DEPTH`` levels of nesting
+    (the composer recurses per level: libyaml's would overflow the C stack on deep input)."""
+    depth = 0
+    for count, event in enumerate(yaml.parse(text, Loader=_Loader), start=1):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SuiteError(f"{path}: line {event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels; "
+                                 "a suite is a shallow mapping")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        if count > MAX_NODES:
+            raise SuiteError(f"{path}: more than {MAX_NODES:,} YAML nodes (line {event.start_mark.line + 1}); a suite "
+                             "names its data (generator, files or splits), it does not hold it")
 
-    def size(node: yaml.Node) -> int:
+
+def _check_nodes(root: yaml.Node, path: Path) -> None:
+    """Reject duplicate keys and an expansion beyond ``MAX_NODES`` (or a recursive alias).
+
+    Iterative post-order walk of the node graph (aliases are shared nodes), each node's
+    expanded size computed once, so a chain of thousands of anchors cannot exhaust the stack."""
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()
+    stack: list[yaml.Node] = [root]
+    while stack:
+        node = stack[-1]
         ident = id(node)
         if ident in sizes:
-            return sizes[ident]
-        if ident in in_progress:
-            raise SuiteError(f"{path}: line {node.start_mark.line + 1}: an alias refers to a node that contains it "
-                             "(a recursive structure); a suite is a plain tree")
-        in_progress.add(ident)
-        total = 1
-        if isinstance(node, yaml.MappingNode):
-            if ident not in checked_keys:
+            stack.pop()
+            continue
+        children = _children(node)
+        if ident not in entered:
+            entered.add(ident)
+            if isinstance(node, yaml.MappingNode):
                 _check_duplicate_keys(node, path)
-                checked_keys.add(ident)
-            for key, value in node.value:
-                total += size(key) + size(value)
-                if total > MAX_NODES:
-                    break
-        elif isinstance(node, yaml.SequenceNode):
-            for item in node.value:
-                total += size(item)
-                if total > MAX_NODES:
-                    break
-        in_progress.discard(ident)
+            for child in children:
+                if id(child) in entered and id(child) not in sizes:
+                    raise SuiteError(f"{path}: line {child.start_mark.line + 1}: an alias refers to a node that "
+                                     "contains it (a recursive structure); a suite is a plain tree")
+                if id(child) not in sizes:
+                    stack.append(child)
+            continue
+        stack.pop()
+        total = 1 + sum(sizes[id(child)] for child in children)
         if total > MAX_NODES:
             raise SuiteError(f"{path}: the YAML expands to more than {MAX_NODES:,} nodes (anchors and aliases "
                              f"repeat what they name; line {node.start_mark.line + 1}); write the suite out plainly")
         sizes[ident] = total
-        return total
 
-    size(root)
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _check_duplicate_keys(node: yaml.MappingNode, path: Path) -> None:
