@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
 from initbench.data import cache_dir
 from initbench.suite import ModelSpec
@@ -120,7 +120,7 @@ TINY_DEFAULTS = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers
                  "num_key_value_heads": 2, "max_position_embeddings": 256, "init_seed": 0}
 
 
-def tiny_config(shape: dict[str, int], tokenizer: PreTrainedTokenizerFast | None = None):
+def tiny_config(shape: dict[str, int], tokenizer: PreTrainedTokenizerFast | None = None) -> PretrainedConfig:
     """The ``LlamaConfig`` of the tiny model shaped by a suite's ``model.tiny`` (``TINY_DEFAULTS``)."""
     from transformers import LlamaConfig
 
@@ -131,7 +131,7 @@ def tiny_config(shape: dict[str, int], tokenizer: PreTrainedTokenizerFast | None
                        tie_word_embeddings=True)
 
 
-def model_config(spec: ModelSpec):
+def model_config(spec: ModelSpec) -> PretrainedConfig:
     """The base model's config without its weights (for the preflight): the tiny config, the
     embedded model's (cached copy, else read from the GGUF header), or a hub model's from the
     local Hugging Face cache only (no network).  Raises ``ModelError`` when it cannot be read."""

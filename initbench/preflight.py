@@ -24,8 +24,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from initbench.suite import Suite, SuiteError, TaskSpec
+
+if TYPE_CHECKING:  # torch and transformers load lazily: `initbench check` imports them only when it runs
+    import torch
+    from transformers import PretrainedConfig
 
 Note = Callable[[str], None]
 Check = Callable[[Suite, list[TaskSpec], Note], list[str]]
@@ -129,7 +134,7 @@ def _tiny_shape(suite: Suite) -> list[str]:
     return []
 
 
-def _meta_model(config):
+def _meta_model(config: PretrainedConfig) -> torch.nn.Module:
     """The architecture without weights: instantiated on the meta device (milliseconds)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -138,7 +143,7 @@ def _meta_model(config):
         return AutoModelForCausalLM.from_config(config)
 
 
-def _targets(suite: Suite, model) -> list[str]:
+def _targets(suite: Suite, model: torch.nn.Module) -> list[str]:
     """Every target matches a module LoRA wraps (peft's rule for a list: the name, or a suffix
     after a dot), and the rank is at most the smaller dimension of every targeted weight."""
     import torch
