@@ -98,3 +98,20 @@ def test_contributed_results_name_a_builtin_suite_never_a_path(tmp_path):
     problems = check_contributed(pa.Table.from_pylist(rows))
     assert problems and "not a built-in suite" in problems[0]
     assert contributed_problems(load_suite("smoke")) == []  # the built-ins keep to the trust model
+
+
+def test_a_results_row_cannot_make_initbench_import_a_task_yaml_function(tmp_path):
+    # The leaderboard looks up each row's `lm_eval_task` for its primary metric; with `../` in a contributed
+    # row it loaded any YAML, and lm-eval's `!function` imported (ran) the module beside it.
+    import os
+
+    from initbench.evaluation import primary_metric
+
+    evil, marker = tmp_path / "evil", tmp_path / "ran"
+    evil.mkdir()
+    (evil / "evil_utils.py").write_text(f"open({str(marker)!r}, 'w').close()\n\ndef f(doc):\n    return doc\n")
+    (evil / "evil.yaml").write_text("task: evil\nprocess_docs: !function evil_utils.f\nmetric_list:\n  - {metric: acc}\n")
+    name = os.path.relpath(evil / "evil", builtin_suite_dir() / "lm_eval")
+    with pytest.raises(SuiteError, match="path separator"):
+        primary_metric(name)
+    assert not marker.exists()
