@@ -53,8 +53,10 @@ def check_schedule(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]
     budget = suite.budget
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=budget.optimizer.lr)
     try:
-        get_scheduler(budget.schedule.name, optimizer, num_warmup_steps=int(budget.schedule.warmup_ratio * budget.steps),
-                      num_training_steps=budget.steps)
+        schedule = get_scheduler(budget.schedule.name, optimizer, num_training_steps=budget.steps,
+                                 num_warmup_steps=int(budget.schedule.warmup_ratio * budget.steps))
+        optimizer.step()
+        schedule.step()  # as the loop calls it, with no metric (reduce_lr_on_plateau needs one)
     except Exception as err:  # an unknown name (ValueError), or one that needs arguments the loop does not pass
         return [f"{suite.path}: key 'budget.schedule.name': {budget.schedule.name!r} is not a schedule the training "
                 f"loop can build ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); use "

@@ -26,6 +26,8 @@ CASES = [  # (what today's main does with it) old text, new text, the key the er
      "tasks[0].data.files.train", "no file at /nonexistent/train.jsonl"),
     ("  id: tiny-llama\n", "  id: tiny-llama\n  dtype: float33\n", "model.dtype", "float33"),
     ("schedule: {name: linear", "schedule: {name: sawtooth", "budget.schedule.name", "sawtooth"),
+    ("schedule: {name: linear", "schedule: {name: reduce_lr_on_plateau", "budget.schedule.name", "reduce_lr"),
+    ("schedule: {name: linear", "schedule: {name: cosine_with_min_lr", "budget.schedule.name", "min_lr"),
     ("  alpha: 8\n", "  alpha: 8\n  dropout: 2\n", "lora.dropout", "[0, 1)"),
     ("  limit: 8", "  limit: 0", "eval.limit", "positive"),
     ("hidden_size: 32", "hidden_size: 30", "model.tiny.hidden_size", "divisible"),
