@@ -3,7 +3,10 @@
 A suite fixes everything a comparison holds constant: the base model, the LoRA
 settings, the budget, the tasks with their training data and lm-eval task, and
 the evaluation batch size.  Loading validates every field and names the file,
-the key and the expected type on error.
+the key and the expected type on error.  The file is read bounded
+(``initbench.suite_file``) and its names and generators are held to the trust model
+(``initbench.trust``); what needs the environment (imports, files, the model's
+architecture) is checked by the preflight (``initbench.preflight``).
 """
 
 from __future__ import annotations
