@@ -16,6 +16,7 @@ gradients is counted as 6N per token.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -67,8 +68,15 @@ class Budget:
             "budget.calibration.batch_size": self.calibration.batch_size,
         }
         for key, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"{where}: key '{key}' must be positive, got {value}")
+            if not (math.isfinite(value) and value > 0):  # NaN and inf (`.inf`, `.nan` in YAML) are not rates
+                raise ValueError(f"{where}: key '{key}' must be positive and finite, got {value}")
+        spec = self.optimizer
+        if not (math.isfinite(spec.weight_decay) and spec.weight_decay >= 0):
+            raise ValueError(f"{where}: key 'budget.optimizer.weight_decay' must be >= 0 and finite, got {spec.weight_decay}")
+        if not (math.isfinite(spec.eps) and spec.eps > 0) or not (math.isfinite(spec.max_grad_norm) and spec.max_grad_norm > 0):
+            raise ValueError(f"{where}: keys 'budget.optimizer.eps' and 'max_grad_norm' must be positive and finite")
+        if len(spec.betas) != 2 or not all(0 <= b < 1 for b in spec.betas):
+            raise ValueError(f"{where}: key 'budget.optimizer.betas' must be two numbers in [0, 1), got {spec.betas}")
         if self.calibration.examples < 0:
             raise ValueError(f"{where}: key 'budget.calibration.examples' must be >= 0")
         if self.optimizer.name not in ("adamw", "sgd"):

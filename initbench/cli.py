@@ -1,4 +1,4 @@
-"""The ``initbench`` command line: methods, suites, evaluate, sweep, status, leaderboard, reproduce, validate.
+"""The ``initbench`` command line: methods, suites, check, evaluate, sweep, status, leaderboard, reproduce, validate.
 
 Exit codes: 0 ok; 1 some run failed (the others' results are written); 2 bad input.
 """
@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("suites", help="list every built-in suite")
     p.set_defaults(handler=cmd_suites)
+
+    p = sub.add_parser("check", help="preflight a suite: everything checkable before compute is spent (exit 2 on a problem)")
+    p.add_argument("suite", help="built-in suite name or path to a suite YAML")
+    p.add_argument("--data-dir", type=Path, default=None, help="as for evaluate: check the local copies under it")
+    p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser("evaluate", help="run methods on a suite in this process and write Arrow results")
     _grid_arguments(p)
@@ -191,6 +196,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     tasks = _offline_tasks(suite, args.data_dir)
+    _preflight(suite, tasks)
     options = {k: getattr(args, k) for k in EXECUTOR_OPTIONS if hasattr(args, k)}  # sweep only
     executor = make_executor(args.executor, out=args.out, **options)
     try:
@@ -203,6 +209,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for o in failed:
         print(f"initbench: run failed: {o.method} | {o.task} | seed {o.seed}: {o.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``initbench check SUITE``: every problem of the preflight, one per line; exit 2 if any."""
+    from initbench.preflight import check_suite
+    from initbench.suite import SuiteError, load_suite
+
+    try:
+        suite = load_suite(args.suite)
+    except SuiteError as err:
+        raise UsageError(str(err)) from None
+    tasks = _offline_tasks(suite, args.data_dir)
+    problems = check_suite(suite, tasks, note=_report)
+    for problem in problems:
+        print(f"initbench: error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    print(f"ok: suite {suite.name!r} ({suite.path}): {len(tasks or suite.tasks)} task(s) pass the preflight")
+    return 0
+
+
+def _preflight(suite, tasks) -> None:
+    """The preflight before the first run of ``evaluate`` / ``sweep``: bad input is exit 2."""
+    from initbench.preflight import check_suite
+
+    problems = check_suite(suite, tasks, note=_report)
+    if problems:
+        more = f" (and {len(problems) - 1} more; `initbench check {suite.path}` lists them)" if len(problems) > 1 else ""
+        raise UsageError(problems[0] + more)
 
 
 def _resolved_data_dir() -> Path | None:

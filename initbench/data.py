@@ -13,7 +13,7 @@ import hashlib
 import importlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,12 +76,27 @@ def materialize(task: TaskSpec, where: str = "") -> TaskData:
     return TaskData(files, digest)
 
 
-def _call_generator(task: TaskSpec, where: str) -> dict[str, list[dict[str, Any]]]:
+def load_generator(task: TaskSpec, where: str, key: str = "") -> Callable[..., dict[str, list[dict[str, Any]]]]:
+    """The task's generator function, imported only from a trusted module (``initbench.trust``);
+    ``key`` names it in errors (default ``tasks.<name>.data.generator``)."""
+    from initbench.trust import generator_problem
+
+    key = f"{where}: key '{key or f'tasks.{task.name}.data.generator'}'"
+    problem = generator_problem(task.data.generator)
+    if problem:
+        raise SuiteError(f"{key} ({task.data.generator!r}) {problem}")
     module_name, _, function_name = task.data.generator.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as err:
-        raise SuiteError(f"{where}: key 'tasks.{task.name}.data.generator': cannot import {task.data.generator!r}: {err}")
+    except Exception as err:  # ImportError, AttributeError, or whatever the module raises on import
+        raise SuiteError(f"{key}: cannot import {task.data.generator!r}: {type(err).__name__}: {err}") from None
+    if not callable(function):
+        raise SuiteError(f"{key}: {task.data.generator!r} is not a function")
+    return function
+
+
+def _call_generator(task: TaskSpec, where: str) -> dict[str, list[dict[str, Any]]]:
+    function = load_generator(task, where)
     try:
         splits = function(**task.data.args)
     except TypeError as err:

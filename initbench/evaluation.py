@@ -1,4 +1,5 @@
-"""The lm-eval bridge: score an in-memory model on a task YAML from ``tasks/lm_eval/``.
+"""The lm-eval bridge: score an in-memory model on a task YAML from ``tasks/lm_eval/``
+(or a folder the user trusts, ``$INITBENCH_LM_EVAL_PATH``; see ``initbench.trust``).
 
 The task YAML is ordinary lm-eval (``dataset_path: json``); the bridge only
 points its ``data_files`` at the task's materialized splits, so no hub is
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from initbench.data import TaskData
-from initbench.suite import SuiteError, builtin_suite_dir
+from initbench.suite import SuiteError
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,11 @@ class Score:
 
 
 def task_yaml_path(task_name: str) -> Path:
-    path = builtin_suite_dir() / "lm_eval" / f"{task_name}.yaml"
-    if not path.exists():
-        raise SuiteError(f"no lm-eval task YAML for {task_name!r} at {path}")
-    return path
+    """The task's YAML, from ``tasks/lm_eval`` or a folder in ``$INITBENCH_LM_EVAL_PATH`` only
+    (``initbench.trust``): a bare name, never a path."""
+    from initbench.trust import lm_eval_task_path
+
+    return lm_eval_task_path(task_name)
 
 
 def task_config(task_name: str, data: TaskData, split: str = "test") -> dict:
@@ -73,7 +75,9 @@ def task_manager():
     thousands of built-in YAMLs costs ~20 s per call and is not needed)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(builtin_suite_dir() / "lm_eval"), include_defaults=False)
+    from initbench.trust import lm_eval_dirs
+
+    return TaskManager(include_path=[str(d) for d in lm_eval_dirs() if d.is_dir()], include_defaults=False)
 
 
 def evaluate(

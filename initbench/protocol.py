@@ -155,7 +155,8 @@ def check_contributed(table: pa.Table) -> list[str]:
     """Problems with contributed results beyond the schema: each (suite, spec hash) must be a
     built-in suite's current spec hash, and each (suite, method) must be complete: every task of
     the suite with every seed that appears for it, and (tuned protocol) every trial of the grid."""
-    from initbench.suite import load_suite
+    from initbench.suite import load_builtin_suite
+    from initbench.trust import contributed_problems
 
     problems = []
     rows = table.select(["suite", "suite_hash", "method", "task", "seed", "protocol", "phase",
@@ -165,11 +166,12 @@ def check_contributed(table: pa.Table) -> list[str]:
         by_suite[(r["suite"], r["suite_hash"])].append(r)
     for (name, spec_hash), suite_rows in sorted(by_suite.items()):
         try:
-            suite = load_suite(name)
+            suite = load_builtin_suite(name)  # a name only: a row's "suite" is never read as a path
         except SuiteError:
             problems.append(f"suite {name!r} (spec {spec_hash}): not a built-in suite, so its spec hash cannot be "
                             "checked; contribute results of a built-in suite")
             continue
+        problems += contributed_problems(suite)  # the trust model: own generators and lm-eval tasks only
         if suite.spec_hash != spec_hash:
             problems.append(f"suite {name!r}: spec hash {spec_hash} does not match the built-in suite's current "
                             f"spec hash {suite.spec_hash}; rerun with this initbench version")

@@ -3,7 +3,8 @@
 Built-in baselines are registered in initbench's own ``pyproject.toml`` through
 the same group a third-party package uses, so both travel the same road.  A
 plugin that fails to import, or is not an ``InitMethod``, is reported by name
-and never hides the others.
+and never hides the others.  A name two distributions register (a plugin claiming
+``lora``) is an error naming both, for that name only: no plugin silently replaces another.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from initbench.api import InitMethod
+from initbench.trust import name_problem
 
 GROUP = "initbench.methods"
 
@@ -33,11 +35,26 @@ class MethodInfo:
     error: str = ""
 
 
-def _entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
+def _all_entry_points() -> dict[str, list[EntryPoint]]:
+    """Every entry point of the group by name; a name two distributions register has two."""
+    found: dict[str, list[EntryPoint]] = {}
     for ep in entry_points(group=GROUP):
-        found.setdefault(ep.name, ep)  # a name registered twice: the first distribution wins
+        same = found.setdefault(ep.name, [])
+        if not any(_package(o) == _package(ep) and o.value == ep.value for o in same):  # one dist seen twice
+            same.append(ep)
     return dict(sorted(found.items()))
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    """One entry point per name (the first found; a conflict is reported by ``get_method``)."""
+    return {name: eps[0] for name, eps in _all_entry_points().items()}
+
+
+def _conflict(name: str, eps: list[EntryPoint]) -> str:
+    """The error for a method name that several distributions register (never a silent winner)."""
+    who = " and ".join(f"{_package(ep)}{' ' + ep.dist.version if ep.dist else ''} ({ep.value})" for ep in eps)
+    return (f"method {name!r} is registered by more than one distribution: {who}; a name must mean one "
+            f"method, so uninstall one of them (pip uninstall {_package(eps[-1])})")
 
 
 def method_names() -> list[str]:
@@ -62,6 +79,12 @@ def get_method(name: str) -> InitMethod:
         method = VariantMethod(base, variants)
         method.name, method.version = name, base.version
         return method
+    problem = name_problem(name)
+    if problem:
+        raise PluginError(f"method name {name!r} {problem}; method names become folder names of results")
+    registered = _all_entry_points().get(name, [])
+    if len(registered) > 1:
+        raise PluginError(_conflict(name, registered))
     eps = _entry_points()
     if name in eps:
         ep = eps[name]

@@ -3,7 +3,10 @@
 A suite fixes everything a comparison holds constant: the base model, the LoRA
 settings, the budget, the tasks with their training data and lm-eval task, and
 the evaluation batch size.  Loading validates every field and names the file,
-the key and the expected type on error.
+the key and the expected type on error.  The file is read bounded
+(``initbench.suite_file``) and its names and generators are held to the trust model
+(``initbench.trust``); what needs the environment (imports, files, the model's
+architecture) is checked by the preflight (``initbench.preflight``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
-
-import yaml
 
 from initbench.budget import Budget
 
@@ -188,10 +189,9 @@ def load_suite(name_or_path: str) -> Suite:
             raise SuiteError(f"unknown suite {name_or_path!r}: not a file and not one of {known}")
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SuiteError(f"{path}: not valid YAML: {err}") from err
+    from initbench.suite_file import read_suite_yaml
+
+    raw = read_suite_yaml(path)  # bounded: size cap, UTF-8, no alias bomb, no duplicate key
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     suite = _build(Suite, {**raw, "path": str(path)}, str(path), "")
@@ -199,8 +199,22 @@ def load_suite(name_or_path: str) -> Suite:
     return suite
 
 
+def load_builtin_suite(name: str) -> Suite:
+    """A built-in suite by its name only (never a path): what contributed results may claim."""
+    known = {p.stem: p for p in list_suites()}
+    if name not in known:
+        raise SuiteError(f"{name!r} is not a built-in suite (one of {', '.join(sorted(known))})")
+    return load_suite(str(known[name]))
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 def _check_semantics(suite: Suite) -> None:
+    from initbench.trust import check_name, generator_problem
+
     where = suite.path
+    check_name(suite.name, where, "name")
     if not suite.tasks:
         raise SuiteError(f"{where}: key 'tasks' must list at least one task")
     names = [t.name for t in suite.tasks]
@@ -208,11 +222,17 @@ def _check_semantics(suite: Suite) -> None:
         raise SuiteError(f"{where}: key 'tasks' has duplicate task names: {names}")
     if suite.model.source not in ("embedded", "hub", "tiny"):
         raise SuiteError(f"{where}: key 'model.source' must be one of embedded, hub, tiny; got {suite.model.source!r}")
-    if suite.lora.rank <= 0:
-        raise SuiteError(f"{where}: key 'lora.rank' must be a positive integer, got {suite.lora.rank}")
+    if suite.model.dtype not in DTYPES:
+        raise SuiteError(f"{where}: key 'model.dtype' must be one of {', '.join(DTYPES)}; got {suite.model.dtype!r}")
+    _check_lora(suite.lora, where)
+    _check_eval(suite.eval, where)
     for i, task in enumerate(suite.tasks):
+        check_name(task.name, where, f"tasks[{i}].name")
+        check_name(task.lm_eval_task, where, f"tasks[{i}].lm_eval_task")
         if sum(map(bool, (task.data.generator, task.data.files, task.data.splits))) != 1:
             raise SuiteError(f"{where}: key 'tasks[{i}].data' must set exactly one of 'generator', 'files' or 'splits'")
+        if task.data.generator and (problem := generator_problem(task.data.generator)):
+            raise SuiteError(f"{where}: key 'tasks[{i}].data.generator' ({task.data.generator!r}) {problem}")
         if task.data.splits:
             from initbench.datasets_io import check_splits
 
@@ -223,6 +243,27 @@ def _check_semantics(suite: Suite) -> None:
         suite.budget.validate(where)
     except ValueError as err:
         raise SuiteError(str(err)) from None
+
+
+def _check_lora(lora: LoraSpec, where: str) -> None:
+    """A positive rank, a positive finite alpha, dropout in [0, 1), at least one target."""
+    if lora.rank <= 0:
+        raise SuiteError(f"{where}: key 'lora.rank' must be a positive integer, got {lora.rank}")
+    if not (math.isfinite(lora.alpha) and lora.alpha > 0):
+        raise SuiteError(f"{where}: key 'lora.alpha' must be a positive finite number, got {lora.alpha}")
+    if not 0 <= lora.dropout < 1:
+        raise SuiteError(f"{where}: key 'lora.dropout' must be in [0, 1), got {lora.dropout}")
+    if not lora.target_modules or not all(t.strip() for t in lora.target_modules):
+        raise SuiteError(f"{where}: key 'lora.target_modules' must list module names, got {lora.target_modules}")
+
+
+def _check_eval(spec: EvalSpec, where: str) -> None:
+    """A positive evaluation batch size; ``limit`` positive or null (every test example)."""
+    if spec.batch_size <= 0:
+        raise SuiteError(f"{where}: key 'eval.batch_size' must be a positive integer, got {spec.batch_size}")
+    if spec.limit is not None and spec.limit <= 0:
+        raise SuiteError(f"{where}: key 'eval.limit' must be a positive integer, or null for every test example; "
+                         f"got {spec.limit}")
 
 
 def _check_tuning(tuning: TuningSpec, where: str) -> None:

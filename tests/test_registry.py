@@ -45,3 +45,38 @@ def test_broken_plugins_are_named_and_do_not_hide_others(monkeypatch, target, me
     assert "broken-init" in str(err.value) and message in str(err.value)
     listed = {m.name: m for m in describe_methods()}
     assert listed["broken-init"].error and not listed["lora"].error
+
+
+def _fake_distribution(folder, name: str, entry_points: str) -> None:
+    """A tiny installed distribution (a ``.dist-info`` folder) that ``importlib.metadata`` finds."""
+    info = folder / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{registry.GROUP}]\n{entry_points}\n")
+
+
+def test_a_name_registered_twice_is_an_error_naming_both_distributions(tmp_path, monkeypatch):
+    # A plugin claiming `lora` used to replace the built-in silently (rows said method_package=evilplug).
+    _fake_distribution(tmp_path, "evilplug", "lora = evilplug:Evil\nevil-only = evilplug:Evil")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError) as err:
+        get_method("lora")
+    message = str(err.value)
+    assert "'lora'" in message and "initbench" in message and "evilplug" in message
+    assert "initbench_baselines.lora:LoRA" in message and "evilplug:Evil" in message
+    listed = {m.name: m for m in describe_methods()}
+    assert "evilplug" in listed["lora"].error  # `initbench methods` shows the conflict ...
+    assert not listed["pissa"].error and get_method("pissa").name == "pissa"  # ... and hides nothing else
+
+
+def test_one_distribution_found_twice_is_not_a_conflict(tmp_path, monkeypatch):
+    for where in ("a", "b"):  # the same dist on two sys.path entries (an egg-info beside an install)
+        _fake_distribution(tmp_path / where, "sameplug", "same-init = sameplug:Init")
+        monkeypatch.syspath_prepend(str(tmp_path / where))
+    assert len(registry._all_entry_points()["same-init"]) == 1
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a/b", "..", "bad\nname"])
+def test_unsafe_method_names_are_refused(name):
+    with pytest.raises(PluginError, match="folder names"):
+        get_method(name)

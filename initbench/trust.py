@@ -1,0 +1,116 @@
+"""The trust model: what a suite file may make initbench import, read and write.
+
+A suite or a method plugin is code: running a stranger's is like running their script
+(README, "Trust model").  These checks keep an honest suite from reaching outside its
+lane by accident and make a hostile one visible; they are not a sandbox.
+
+- **Names** (suite, task, method) become path components of results and caches, so each
+  must be one safe component: not empty, no ``/`` or ``\\``, not ``.`` or ``..``, no
+  control characters (:func:`name_problem`).
+- **Generators** (``data.generator: module:function``) are imported only from the suites'
+  own package ``initbench_tasks`` or from a module the user allow-lists in
+  ``$INITBENCH_ALLOW_MODULES`` (comma-separated module names; a listed module allows its
+  submodules too) (:func:`generator_problem`).
+- **lm-eval task files** (``lm_eval_task``, a bare name) come only from ``tasks/lm_eval``
+  or from folders the user names in ``$INITBENCH_LM_EVAL_PATH`` (``os.pathsep``-separated)
+  (:func:`lm_eval_task_path`); their ``!function`` and ``include`` entries are trusted
+  because the folder is.
+- **Contributed results** (``initbench validate --contributed``) are checked against
+  built-in suites only, with no user allow-list in force (:func:`contributed_problems`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from initbench.suite import Suite, SuiteError, builtin_suite_dir
+
+ENV_ALLOW_MODULES = "INITBENCH_ALLOW_MODULES"
+ENV_LM_EVAL_PATH = "INITBENCH_LM_EVAL_PATH"
+OWN_PACKAGE = "initbench_tasks"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def name_problem(value: str) -> str:
+    """Why ``value`` is not a safe single path component ("" if it is)."""
+    if not value or not value.strip():
+        return "is empty"
+    if value in (".", ".."):
+        return f"is {value!r}"
+    if "/" in value or "\\" in value:
+        return "contains a path separator"
+    if _CONTROL.search(value):
+        return "contains a control character"
+    if len(value.encode()) > 200:
+        return "is longer than 200 bytes"
+    return ""
+
+
+def check_name(value: str, where: str, key: str) -> None:
+    """Raise ``SuiteError`` naming ``where`` and ``key`` unless ``value`` is a safe name."""
+    problem = name_problem(value)
+    if problem:
+        raise SuiteError(f"{where}: key '{key}' ({value!r}) {problem}; names become folder names, so use "
+                         "letters, digits, '-', '_' or '.' (not a path)")
+
+
+def allowed_modules() -> list[str]:
+    """The generator modules the user allow-lists in ``$INITBENCH_ALLOW_MODULES``."""
+    return [m.strip() for m in os.environ.get(ENV_ALLOW_MODULES, "").split(",") if m.strip()]
+
+
+def generator_problem(generator: str, *, allow: list[str] | None = None) -> str:
+    """Why ``module:function`` may not be imported ("" if it may).  ``allow``: the extra modules
+    trusted (default: ``$INITBENCH_ALLOW_MODULES``; ``[]`` trusts ``initbench_tasks`` alone)."""
+    module, sep, function = generator.partition(":")
+    if not sep or not _MODULE.match(module) or not _FUNCTION.match(function):
+        return "must be 'module:function' (a dotted module name and a function name)"
+    trusted = [OWN_PACKAGE, *(allowed_modules() if allow is None else allow)]
+    if any(module == t or module.startswith(t + ".") for t in trusted):
+        return ""
+    return (f"imports {module!r}, outside the suites' own package {OWN_PACKAGE!r}; a generator runs as code, "
+            f"so allow-list its module to run it: {ENV_ALLOW_MODULES}={module}")
+
+
+def lm_eval_dirs(*, user: bool = True) -> list[Path]:
+    """Where lm-eval task YAMLs are looked up: ``tasks/lm_eval``, then ``$INITBENCH_LM_EVAL_PATH``."""
+    dirs = [builtin_suite_dir() / "lm_eval"]
+    if user:
+        dirs += [Path(p).expanduser() for p in os.environ.get(ENV_LM_EVAL_PATH, "").split(os.pathsep) if p.strip()]
+    return dirs
+
+
+def lm_eval_task_path(name: str, *, user: bool = True) -> Path:
+    """The task YAML ``<name>.yaml`` in the first trusted folder holding it; ``SuiteError`` otherwise."""
+    problem = name_problem(name)
+    if problem:
+        raise SuiteError(f"lm-eval task {name!r} {problem}; give the bare task name (the YAML's file name "
+                         f"without .yaml) and put the file in tasks/lm_eval or a folder in {ENV_LM_EVAL_PATH}")
+    dirs = lm_eval_dirs(user=user)
+    for folder in dirs:
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return path
+    raise SuiteError(f"no lm-eval task YAML {name}.yaml in {', '.join(map(str, dirs))}; add it to tasks/lm_eval "
+                     f"or name its folder in {ENV_LM_EVAL_PATH}")
+
+
+def contributed_problems(suite: Suite) -> list[str]:
+    """What ``validate --contributed`` refuses in a suite: unsafe names, a generator outside
+    ``initbench_tasks`` or an lm-eval task outside ``tasks/lm_eval`` (no user allow-list applies)."""
+    problems = []
+    named = [("name", suite.name)] + [(f"tasks[{i}].name", t.name) for i, t in enumerate(suite.tasks)]
+    problems += [f"{suite.path}: key '{key}' ({value!r}) {p}" for key, value in named if (p := name_problem(value))]
+    for i, task in enumerate(suite.tasks):
+        if task.data.generator and (p := generator_problem(task.data.generator, allow=[])):
+            problems.append(f"{suite.path}: key 'tasks[{i}].data.generator' ({task.data.generator!r}) {p}")
+        try:
+            lm_eval_task_path(task.lm_eval_task, user=False)
+        except SuiteError as err:
+            problems.append(f"{suite.path}: key 'tasks[{i}].lm_eval_task': {err}")
+    return problems
