@@ -235,6 +235,7 @@ def test_corda_kpm_calibrates_on_nq_open_windows_as_the_reference(nq_open_dir):
         assert any(torch.equal(stream[s : s + len(body)], body) for s in starts.tolist())
     assert spend.calibration_examples == 8 and spend.calibration_tokens == 8 * length
     assert spend.method_info["corda_kpm_source"] == "local:nq_open/NQ-open.dev.jsonl"
+    assert spend.method_info["corda_kpm_bos"] == tokenizer.bos_token
     assert spend.method_info["calibration_reference_examples"] == 256
 
 
