@@ -34,8 +34,8 @@ min(256, ``budget.calibration.examples``), every sample charged to the run's cal
       offset (the run's generator), so none comes out short or starts inside a token;
     - the length: min(2048, ``budget.max_length``).  The allowance counts examples, and a task example
       is at most ``max_length`` tokens, so a window of ``max_length`` tokens costs what the costliest
-      task example costs: both modes see the same number of examples and at most the same tokens
-      (``mini``: 32 windows x 32 tokens; ``math``: 256 x 512);
+      task example costs: both modes see the same number of examples, each of at most ``max_length``
+      tokens (kpm's exactly that; ``mini``: 32 windows x 32 tokens, ``math``: 256 x 512);
     - each window runs alone (peft's covariance hook takes one sample per pass) and counts as one
       example of its length, charged per ``budget.calibration.batch_size`` windows as corda-ipm's.
   ``method_info`` records the source, the window length and the BOS token.
