@@ -97,7 +97,7 @@ class Spend:
     def columns(self) -> dict[str, Any]:
         """The result-row columns of this spend (``method_info`` as a JSON string, None when empty)."""
         row = {k: v for k, v in self.__dict__.items() if k != "method_info"}
-        row["method_info"] = json.dumps(self.method_info, sort_keys=True) if self.method_info else None
+        row["method_info"] = json.dumps(self.method_info, sort_keys=True, default=str) if self.method_info else None
         return row
 
     def add_training_step(self, tokens: int, base_params: int, trainable_params: int) -> None:
