@@ -13,65 +13,101 @@ Formula (peft ``collect_eigens_for_layer`` / ``corda_init``), per layer W of sha
     A = diag(sqrt(S_r / s)) V_r^T,  B = U_r diag(sqrt(S_r / s)),  W <- W - s B A   (s = alpha / r)
 The reference and peft's example set lora_alpha = r (s = 1): this method's ``default_alpha``.
 
+Calibration amount: the reference collects 256 samples in both modes (``build_corda.py`` lines
+121-123: ``--calib_loader_size`` default 256); each mode declares it (``reference_calibration_examples``) and runs
+min(256, ``budget.calibration.examples``), every sample charged to the run's calibration spend.
+
 * ``corda-ipm`` (instruction-previewed): C from the task's calibration examples
   (``ctx.calibration.batches()``), every example run alone without padding, as the reference does.
 * ``corda-kpm`` (knowledge-preserving): C from general-knowledge questions *outside* the task, so
   the adapter takes the directions least used by world knowledge and the frozen residual keeps the
-  rest.  The paper samples TriviaQA / NQ-open questions; this benchmark cannot download them, so
-  :data:`KNOWLEDGE_PROMPTS` holds 32 fixed open-domain questions of the same kind (geography,
-  science, history, literature, arts), written for this module.  kpm runs the first
-  ``min(32, remaining calibration allowance)`` of them and charges them to the run's calibration
-  spend like task examples, so both modes see the same number of calibration examples.
+  rest.  The reference (commit baffb03: ``cordalib/datautils.py: get_calib_data("nqopen")``, lines
+  149-151 and 237-241; ``tools/build_KPA.sh``) joins every question of NQ-open's train split with ``"\n\n"``, then 256 times draws a random
+  character offset, tokenizes the text from there (Llama-2's tokenizer: BOS first) and keeps the first
+  2048 tokens: 256 windows of BOS + 2047 question tokens.  Here (:func:`knowledge_windows`):
+    - the questions: with a data directory (``--data-dir`` / ``$INITBENCH_DATA_DIR``, as the suite's
+      own data) the local file ``nq_open/NQ-open.dev.jsonl`` under it (NQ-open's original dev split,
+      3,610 questions: the copy available offline); without one, the hub
+      (``google-research-datasets/nq_open``, split ``train``, the reference's);
+    - the windows: min(256, allowance) of them, each the tokenizer's declared BOS (when it declares
+      one: SmolLM2-Instruct's is ``<|im_start|>``, Qwen3's is none) + length - 1 consecutive tokens of the tokenized joined text from a uniformly drawn token
+      offset (the run's generator), so none comes out short or starts inside a token;
+    - the length: min(2048, ``budget.max_length``).  The allowance counts examples, and a task example
+      is at most ``max_length`` tokens, so a window of ``max_length`` tokens costs what the costliest
+      task example costs: both modes see the same number of examples, each of at most ``max_length``
+      tokens (kpm's exactly that; ``mini``: 32 windows x 32 tokens, ``math``: 256 x 512);
+    - each window runs alone (peft's covariance hook takes one sample per pass) and counts as one
+      example of its length, charged per ``budget.calibration.batch_size`` windows as corda-ipm's.
+  ``method_info`` records the source, the window length and the BOS token.
+  Measured on ``mini`` (SmolLM2-135M, 30 layers, rank of C at float32 tolerance, min / median / max
+  over layers): the former 32 hand-written prompts (281 tokens, no BOS) gave q_proj 148 / 195 / 223,
+  gate_proj 163 / 225 / 229 of 576 and down_proj 2 / 220 / 229 of 1536; the 32 NQ-open windows of 32
+  tokens give q_proj 297 / 421 / 484, gate_proj 347 / 546 / 571 and down_proj 1 / 760 / 900.
 
-kpm encodes its prompts with the run's tokenizer (``ctx.tokenizer``).
+kpm encodes its windows with the run's tokenizer (``ctx.tokenizer``).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
 from initbench.api import InitContext, InitError, InitMethod, active_adapter
 
-KNOWLEDGE_PROMPTS = [
-    "What is the capital city of Australia?",
-    "Who wrote the play Romeo and Juliet?",
-    "What is the chemical symbol for gold?",
-    "Which planet is known as the Red Planet?",
-    "In which year did the Second World War end?",
-    "What is the longest river in Africa?",
-    "Who painted the Mona Lisa?",
-    "What gas do plants absorb from the air for photosynthesis?",
-    "Which ocean lies between Africa and Australia?",
-    "Who developed the theory of general relativity?",
-    "What is the largest mammal on Earth?",
-    "Which country is home to the city of Kyoto?",
-    "What is the boiling point of water at sea level in Celsius?",
-    "Who was the first person to walk on the Moon?",
-    "What language is mainly spoken in Brazil?",
-    "Which organ pumps blood through the human body?",
-    "What is the hardest natural substance?",
-    "Who composed the Moonlight Sonata?",
-    "Which desert is the largest hot desert in the world?",
-    "What is the smallest prime number?",
-    "Which element has the atomic number 1?",
-    "Who wrote the novel Pride and Prejudice?",
-    "What is the tallest mountain above sea level?",
-    "Which empire built the Colosseum in Rome?",
-    "What is the currency of Japan?",
-    "Which scientist proposed the laws of motion and universal gravitation?",
-    "How many continents are there on Earth?",
-    "What is the main ingredient of guacamole?",
-    "Which city hosted the first modern Olympic Games?",
-    "What part of the cell contains the genetic material?",
-    "Who discovered penicillin?",
-    "Which river flows through Paris?",
-]
+NQ_OPEN_LOCAL = "nq_open/NQ-open.dev.jsonl"  # under the data directory
+NQ_OPEN_HUB = "google-research-datasets/nq_open"  # the reference's load_dataset("nq_open", split="train")
+REFERENCE_WINDOWS = 256
+REFERENCE_WINDOW_LENGTH = 2048
+
+
+def nq_open_questions() -> tuple[list[str], str]:
+    """NQ-open's questions and where they came from (``local:<path>`` under the data directory when
+    one is in effect, else ``hub:<id>@<revision>/<split>``)."""
+    from initbench.datasets_io import data_dir, load_hub_rows
+
+    directory, given = data_dir()
+    if directory is None:
+        rows = load_hub_rows(NQ_OPEN_HUB, "main", "", "train", where="corda-kpm (NQ-open questions)",
+                             local=[NQ_OPEN_LOCAL])
+        return [str(row["question"]) for row in rows], f"hub:{NQ_OPEN_HUB}@main/train"
+    path = Path(directory) / NQ_OPEN_LOCAL
+    if not path.is_file():
+        raise InitError(f"corda-kpm: no NQ-open questions at {path} ({given}); put NQ-open's dev split "
+                        f"there as {NQ_OPEN_LOCAL} (JSON lines with a 'question' field), or run without a "
+                        "data directory, online, to read them from the hub")
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            question = json.loads(line)["question"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise InitError(f"corda-kpm: {path} line {number}: expected a JSON object with a 'question' "
+                            f"field ({type(err).__name__}: {err}); fix or replace that line") from None
+        questions.append(str(question))
+    return questions, f"local:{NQ_OPEN_LOCAL}"
+
+
+def knowledge_windows(questions: list[str], tokenizer, count: int, length: int,
+                      generator: torch.Generator) -> list[list[int]]:
+    """``count`` windows of ``length`` token ids: BOS (if the tokenizer has one), then ``length - 1``
+    (or ``length``) consecutive tokens of the questions joined by blank lines, from uniform offsets."""
+    ids = tokenizer("\n\n".join(questions), add_special_tokens=False, verbose=False)["input_ids"]
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    body = length - len(bos)
+    if body <= 0 or len(ids) < body:
+        raise InitError(f"corda-kpm: {len(ids)} question tokens cannot fill windows of {length} tokens")
+    starts = torch.randint(0, len(ids) - body + 1, (count,), generator=generator).tolist()
+    return [bos + ids[start : start + body] for start in starts]
 
 
 class CorDA(InitMethod):
     """Base of both modes; ``corda_method`` picks which end of the spectrum is adapted."""
 
     corda_method = "ipm"
+    calibration_reference = REFERENCE_WINDOWS  # build_corda.py: --calib_loader_size 256
     paper = "Yang et al. 2024, arXiv:2406.05223"
     code = "https://github.com/iboing/CorDA (via peft preprocess_corda + init_lora_weights='corda')"
     peft_init = True  # CorDA's factors are written in ``initialize`` by peft's corda_init
@@ -115,19 +151,20 @@ class CorDAIPM(CorDA):
 
 
 class CorDAKPM(CorDA):
-    summary = "CorDA knowledge-preserving: bottom-r SVD of W C (C from 32 general-knowledge prompts)."
+    summary = "CorDA knowledge-preserving: bottom-r SVD of W C (C from NQ-open question windows, as the reference)."
     corda_method = "kpm"
 
     def samples(self, model: torch.nn.Module, ctx: InitContext):
-        tokenizer = ctx.tokenizer
         calib = ctx.calibration
-        n = min(len(KNOWLEDGE_PROMPTS), calib.remaining)
-        if n <= 0:
-            raise InitError("corda-kpm needs calibration allowance (budget.calibration.examples) for its prompts")
-        device = calib.device
-        for start in range(0, n, calib.allowance.batch_size):
-            chunk = [tokenizer(p, add_special_tokens=False)["input_ids"]
-                     for p in KNOWLEDGE_PROMPTS[start : min(start + calib.allowance.batch_size, n)]]
-            calib.spend.add_calibration_batch(len(chunk), sum(map(len, chunk)), calib.base_params, False)
-            for ids in chunk:
-                yield torch.tensor([ids], device=device)
+        if calib.remaining <= 0:
+            raise InitError("corda-kpm needs calibration allowance (budget.calibration.examples) for its windows")
+        length = REFERENCE_WINDOW_LENGTH if ctx.budget is None else min(REFERENCE_WINDOW_LENGTH, ctx.budget.max_length)
+        questions, source = nq_open_questions()
+        windows = knowledge_windows(questions, ctx.tokenizer, calib.remaining, length, ctx.generator)
+        ctx.info.update(corda_kpm_source=source, corda_kpm_window_tokens=length, corda_kpm_bos=ctx.tokenizer.bos_token)
+        size = calib.allowance.batch_size  # charged per calibration batch of windows, as corda-ipm's examples
+        for start in range(0, len(windows), size):
+            group = windows[start : start + size]
+            calib.charge(len(group), sum(map(len, group)))
+            for ids in group:
+                yield torch.tensor([ids], device=calib.device)

@@ -14,14 +14,22 @@ share one PCA, as peft's hash check does); a layer's alpha is multiplied by new_
 unchanged (``adjust_scaling_factors``).  The final load is peft's own ``initialize_lora_eva_weights(
 model, eva_state_dict=...)``.  Paper/peft example scaling: alpha = 1.
 
-Why the PCA loop is here and not peft's ``get_eva_state_dict``: peft iterates
-``itertools.cycle(dataloader)`` until every component's cosine similarity between two steps exceeds
-``tau`` (0.99), plus one extra pass to hash inputs.  That loop has no bound on the passes it makes
-and replays cached batches without asking the dataloader again, so it can neither be held to the
-suite's ``budget.calibration.examples`` nor be charged for its passes.  Here each calibration batch
-from ``ctx.calibration.batches()`` (budgeted and counted) is seen exactly once; the convergence test
-``tau`` is not applied, and a batch with fewer usable tokens than components is carried over to the
-next one instead of skipped.
+The loop follows peft's ``_get_eva_state_dict`` within the calibration allowance: batches come from
+``ctx.calibration.batches()`` (the suite's allowance, cycling the training split if the allowance is
+larger, as peft's ``itertools.cycle(dataloader)``; every pass charged); per layer, a batch with fewer
+usable tokens than components is dropped (peft's ``SVDHook``: "skipping SVD"); after each
+``partial_fit`` a layer's components count as converged where their cosine similarity with the previous
+step's is >= ``tau`` (0.99); a layer whose components needed by the current rank distribution have all
+converged stops receiving batches (peft removes its hook) and resumes if the distribution later asks
+for more; the rank distribution is recomputed after every batch once every layer has components; the
+loop stops as soon as every layer has converged.  Where peft would go on cycling, the allowance ends
+the loop: ``method_info`` records ``eva_converged`` (every layer converged), ``eva_batches`` (batches
+run) and ``eva_layers_converged`` / ``eva_layers``; the components are used as they are (peft raises
+on unconverged components, which it never reaches since it never stops early).
+Differences: peft runs the first batch once more without fitting, only to hash layer inputs; here the
+first fitted batch also finds the layers with equal inputs (compared exactly, ``torch.equal``), so the
+same batches are fitted in the same order with one pass fewer.  EVA's reference has no fixed
+calibration amount (it stops at convergence): its allowance is the suite's whole one.
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ class EVA(InitMethod):
     peft_init = "eva"
 
     def __init__(self, rho: float = 2.0, use_label_mask: bool = True, whiten: bool = False,
-                 adjust_scaling_factors: bool = True, lowrank: bool = True, alpha: float = 1.0):
+                 adjust_scaling_factors: bool = True, lowrank: bool = True, alpha: float = 1.0, tau: float = 0.99):
         self.rho = rho
+        self.tau = tau
         self.use_label_mask = use_label_mask
         self.whiten = whiten
         self.adjust_scaling_factors = adjust_scaling_factors
@@ -54,7 +63,7 @@ class EVA(InitMethod):
     def lora_config_kwargs(self, lora: LoraSettings) -> dict:
         from peft import EvaConfig
 
-        config = EvaConfig(rho=self.rho, use_label_mask=self.use_label_mask, whiten=self.whiten,
+        config = EvaConfig(rho=self.rho, tau=self.tau, use_label_mask=self.use_label_mask, whiten=self.whiten,
                            adjust_scaling_factors=self.adjust_scaling_factors)
         return {"init_lora_weights": self.peft_init, "eva_config": config}
 
@@ -65,43 +74,63 @@ class EVA(InitMethod):
         initialize_lora_eva_weights(model, eva_state_dict=state, show_progress_bar=False)
 
     def eva_state_dict(self, model: torch.nn.Module, ctx: InitContext) -> dict[str, torch.Tensor]:
-        """Per LoRA layer, its EVA A matrix (new_rank, in) from one budgeted pass over the calibration data."""
+        """Per LoRA layer, its EVA A matrix (new_rank, in): peft's convergence loop over the budgeted
+        calibration batches (see the module docstring); records the outcome in ``ctx.info``."""
         from peft.utils.incremental_pca import IncrementalPCA
 
         layers = ctx.lora_layers()
         ranks = {name: layer.r[layer.active_adapters[0]] for name, layer in layers}
         max_components = {name: round(r * self.rho) for name, r in ranks.items()}
         pcas: dict[str, IncrementalPCA] = {}
-        buffers: dict[str, list[torch.Tensor]] = {}
+        converged: dict[str, torch.Tensor] = {}  # per PCA: which components passed the cosine test
+        active: dict[str, bool] = {}  # per PCA: still fitting (peft: its hook is registered)
         same_as: dict[str, str] = {}  # layer -> the layer whose PCA it shares
-        for step, batch in enumerate(ctx.calibration.batches()):
+        hook_of: dict[str, str] = {}
+        rank_dist = dict(max_components)
+        n_batches = 0
+        for batch in ctx.calibration.batches():
             mask = batch["attention_mask"].bool()
             if self.use_label_mask:
                 mask &= batch["labels"] != -100
             captured = _capture_inputs(model, layers, batch, mask)
-            if step == 0:
+            if n_batches == 0:
                 same_as = _equal_inputs(captured)
                 for name, rep in same_as.items():
                     max_components[rep] = max(max_components[rep], max_components[name])
                 for name, rep in same_as.items():
                     max_components[name] = max_components[rep]
+                rank_dist = dict(max_components)
+                hook_of = {name: same_as.get(name, name) for name in ranks}
                 pcas = {name: IncrementalPCA(n_components=max_components[name], copy=True, lowrank=self.lowrank,
                                              lowrank_seed=42)
                         for name in captured if name not in same_as}
+                converged = {name: torch.zeros(pca.n_components, dtype=torch.bool) for name, pca in pcas.items()}
+                active = {name: True for name in pcas}
+            n_batches += 1
             for name, pca in pcas.items():
-                buffers.setdefault(name, []).append(captured[name])
-                states = torch.cat(buffers[name])
-                if states.shape[0] >= pca.n_components:
-                    pca.partial_fit(states)
-                    buffers[name] = []
+                states = captured[name]
+                if not active[name] or states.shape[0] < pca.n_components:
+                    continue  # converged (peft removed its hook), or too few tokens (peft skips the batch)
+                previous = pca.components_.clone() if hasattr(pca, "components_") else None
+                pca.partial_fit(states)
+                if previous is not None:
+                    similarity = torch.nn.functional.cosine_similarity(pca.components_, previous)
+                    converged[name] = similarity >= self.tau
+            if all(hasattr(pca, "components_") for pca in pcas.values()):
+                rank_dist = self._rank_distribution(pcas, hook_of, same_as, sum(ranks.values()), max_components)
+            for name in pcas:
+                active[name] = not bool(converged[name][: rank_dist[name]].all())
+            if not any(active.values()):
+                break
         missing = [name for name, pca in pcas.items() if not hasattr(pca, "components_")]
         if missing or not pcas:
             raise InitError(f"EVA saw fewer calibration tokens than components for {missing or 'every layer'}; "
                             "raise budget.calibration.examples or lower rho")
-        hook_of = {name: same_as.get(name, name) for name in ranks}
-        counts = self._rank_distribution(pcas, hook_of, same_as, sum(ranks.values()), max_components)
+        done = sum(not flag for flag in active.values())
+        ctx.info.update(eva_converged=done == len(pcas), eva_batches=n_batches, eva_layers_converged=done,
+                        eva_layers=len(pcas))
         state = {}
-        for name, rank in counts.items():
+        for name, rank in rank_dist.items():
             pca = pcas[hook_of[name]]
             u = pca.components_[:rank].clone()
             if self.whiten:

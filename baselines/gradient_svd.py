@@ -77,6 +77,7 @@ class LoRAOne(InitMethod):
     paper = "Zhang et al. 2025, arXiv:2502.01235"
     code = "https://github.com/YuanheZ/LoRA-One (run_exp.py, reinit_lora_modules); written here"
     peft_init = True
+    calibration_reference = 8  # conf/init/gradient.yaml: bsz 1 x iters 8
     use_rslora = True
     gamma = 128.0
 

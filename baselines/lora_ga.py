@@ -72,6 +72,7 @@ class LoRAGA(InitMethod):
     paper = PAPER
     code = "https://github.com/Outsider565/LoRA-GA (peft fork, lora_ga_init); written here"
     peft_init = True
+    calibration_reference = 8  # reproduce: conf/init/gradient.yaml, bsz 1 x iters 8
 
     def __init__(self, stable_gamma: float = 16.0, alpha: float = 16.0, use_rslora: bool = True):
         self.stable_gamma = stable_gamma

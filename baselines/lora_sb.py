@@ -2,13 +2,16 @@
 
 LoRA-SB -- Ponkshe et al., "Initialization using update approximation is a silver bullet for
 extreme efficient low-rank fine-tuning", arXiv:2411.19557.  Code: https://github.com/RaghavSinghal10/lora-sb
-(``utils/gradient_utils.py: estimate_and_process_grads_torch``, ``utils/svd_utils.py: get_svd_grad``,
-``utils/initialization_utils.py: find_and_initialize_grad``, ``train_arithmetic.py``).  Written here.
+at commit 37b33d4 (``utils/gradient_utils.py: estimate_and_process_grads_torch``, lines 104 and 141;
+``utils/svd_utils.py: get_svd_grad``, lines 24-29; ``utils/initialization_utils.py:
+find_and_initialize_grad``; ``train_arithmetic.py`` lines 95-104, ``train_cr.py`` lines 99-107,
+``train_glue.py`` lines 101-108).  Written here.
 
-Per layer, W of shape (out, in), G_b the full-weight gradient of calibration batch b:
-    eff_lr = lr / (warmup_ratio * steps)                     (the first step's rate under linear warmup)
-    dW     = -eff_lr * sign(sum_b G_b)                       (a simulated first signSGD/Adam step)
-    U, S, V = torch.svd_lowrank(dW^T, q=r, niter=10)         (dW^T ~ U diag(S) V^T, U: (in, r), V: (out, r))
+Per layer, W of shape (out, in), G_b the full-weight gradient of gradient-estimation batch b (its mean
+token loss), n_b its number of examples:
+    eff_lr = lr / (warmup_ratio * len(train_loader) * epochs)   (the reference scripts' formula)
+    dW     = -eff_lr * sign(sum_b G_b / n_b)                    (a simulated first signSGD/Adam step)
+    U, S, V = torch.svd_lowrank(dW^T, q=r, niter=10)            (dW^T ~ U diag(S) V^T, U: (in, r), V: (out, r))
     B = V (out, r), A = U^T (r, in) -- both frozen;  R = diag(S) (r, r), dense, the only trainable tensor
     alpha = r (scale 1);  the base weight is NOT offset.
 So ``scale * B R A = dW_r``, the best rank-r approximation of the simulated step: the model starts at
@@ -16,32 +19,57 @@ about W + dW_r, not at the base model (by design).  Trainable parameters: r*r pe
 The reference's names: ``final_enc = U`` goes to ``lora_A.weight = U^T``, ``final_dec = V^T`` to
 ``lora_B.weight = V``, ``default_lora_latent_mapping.weight = diag(S)``.
 
-Where this differs from the reference, and why:
-  * sign(sum_b G_b) is taken from ``ctx.calibration.weight_gradients()`` (the mean over batches has
-    the same sign as the sum); the reference runs 50 single examples, this run's calibration
-    allowance in batches (every pass charged to the budget).
-  * lr, warmup_ratio and steps come from the suite's budget (``ctx.budget``; lr is the run's own
-    rate, ``ctx.lr``, so a tuning trial simulates its own first step).  With ``warmup_ratio = 0``
-    (no warmup, the first step runs at the full rate) eff_lr = lr: the documented fallback.
-  * the reference seeds torch's RNG with 42 before ``svd_lowrank``; here it is seeded from the run's
-    generator, and the SVD runs in float32 (the reference casts U, S, V to bfloat16).
+The reference's terms and the initbench quantity each one maps to (:data:`GRADIENT_ESTIMATION` holds
+the per-family settings, picked by the suite's ``family``; a suite without one gets ``math``'s):
+  * ``args.lr`` -> the run's learning rate (``ctx.lr``: a tuning trial simulates its own first step);
+  * ``args.warmup_ratio`` -> ``budget.schedule.warmup_ratio``;
+  * ``train_loader`` -> the gradient-estimation loader over the training set, of batch ``eg_bs``
+    (3 in ``train_arithmetic.py``, 10 in ``train_cr.py``; ``train_glue.py`` uses its training loader,
+    batch ``args.batch_size``: here ``budget.batch_size``): batches of that size over the examples the
+    budget trains on;
+  * ``len(train_loader) * epochs`` -> ceil(steps * batch_size / eg_bs): ``steps * batch_size`` is the
+    number of training examples the budget processes, the reference's ``len(dataset) * epochs``
+    (``tasks/math.yaml``: ceil(1250 * 16 / 3) = 6,667 batches, eff_lr = 2e-4 / (0.03 * 6667) = 1.0e-6);
+  * ``num_samples`` (50 math, 170 commonsense, 2 GLUE) -> the method's reference calibration amount
+    (``reference_calibration_examples``): the run uses min(it, ``budget.calibration.examples``);
+  * the gradient batches: every script runs ``estimate_and_process_grads_torch`` over that same loader,
+    the first ``num_samples`` examples in its batches, ``(loss / n_b).backward()`` summed over batches
+    (50 = 16 x 3 + 2 for math): here ``ctx.calibration.batch_weight_gradients(batch_size=...)`` over the
+    run's calibration examples, every pass charged to the calibration budget.
+With ``warmup_ratio = 0`` the reference divides by zero; here the first step's rate without warmup,
+eff_lr = lr, is used (the documented fallback).
+
+Differences from the reference, and why: the reference shuffles its loader with the script's seed 42
+and seeds torch's RNG with 42 before ``svd_lowrank``; here the calibration examples are the run's
+seeded draw and the SVD's RNG is seeded from the run's generator.  The SVD runs in float32 (the
+reference casts U, S, V to bfloat16).
 
 LoRA-XS -- Balazy et al., "LoRA-XS: Low-Rank Adaptation with Extremely Small Number of Parameters",
-arXiv:2405.17604.  Code: https://github.com/MohammadrezaBanaei/LoRA-XS (``utils/initialization_utils.py:
-find_and_initialize``, ``utils/svd_utils.py``).  Written here.  The same shape, from the weight's own
+arXiv:2405.17604.  Code: https://github.com/MohammadrezaBanaei/LoRA-XS at commit e50b1a8
+(``utils/initialization_utils.py: find_and_initialize``, lines 95-116; ``utils/svd_utils.py``, lines 6-18).
+Written here.  The same shape, from the weight's own
 top-r SVD.  The reference runs sklearn's ``TruncatedSVD`` on W^T: ``transform`` gives U_r Sigma_r of W^T
 (``final_enc``), ``components_`` gives V_r^T of W^T (``final_dec``); with W = U S V^T that is
     B = lora_B.weight = U_r (out, r)   (W's top-r left singular vectors),  frozen
     A = lora_A.weight = diag(S_r) V_r^T (r, in) (singular values folded into A), frozen
     R ~ N(0, sigma^2), sigma = 1e-5 (``init_module_weights(latent, sigma=0.00001)``), the only trainable tensor.
 The base weight is not offset; with R ~ 1e-5 the model starts at the base model up to that noise.
+Alpha: the update is ``(alpha / r) * B R A``, so alpha scales R's effective learning rate (and
+its gradient) directly; it is not negligible.  The paper's convention per task family
+(:data:`LORA_XS_ALPHA`): alpha = r for math (``main_math_tuning.py`` line 136:
+``lora_alpha=script_args.lora_r``), 2r for commonsense reasoning (``README.md`` lines 111-112: rank 32,
+alpha 64), 16 for GLUE (``scripts/run_glue.py`` line 41).  The suite's ``family`` picks it; a
+suite that declares no family keeps its own alpha (and ``lora.pin_alpha`` pins it for every method).
 Differences: the SVD here is exact (``torch.linalg.svd``) where the reference uses randomized
 ``TruncatedSVD(n_iter=10, random_state=42)``: the same subspace, up to signs; R is drawn from the run's
-generator.  Alpha: the reference's scripts pass lora_alpha (16 in the commonsense script), which
-matters little with R ~ 0; this method takes the suite's alpha.
+generator.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -50,10 +78,42 @@ from initbench.api import InitContext, InitError, InitMethod, active_adapter
 from initbench_baselines.lora_ga import seeded_torch_rng
 
 
-def effective_lr(lr: float, warmup_ratio: float, steps: int) -> float:
-    """LoRA-SB's eff_lr = lr / (warmup_ratio * steps); lr itself when there is no warmup."""
-    warmup_steps = warmup_ratio * steps
-    return lr / warmup_steps if warmup_steps > 0 else lr
+@dataclass(frozen=True)
+class GradientEstimation:
+    """One reference script's gradient-estimation settings (see the module docstring)."""
+
+    examples: int  # num_samples
+    batch_size: int | None  # eg_bs, the gradient-estimation loader's batch (None: the suite's training batch)
+    script: str
+
+
+GRADIENT_ESTIMATION = {
+    "math": GradientEstimation(50, 3, "train_arithmetic.py"),
+    "commonsense": GradientEstimation(170, 10, "train_cr.py"),
+    "glue": GradientEstimation(2, None, "train_glue.py"),
+}
+LORA_XS_ALPHA = {"math": lambda r: float(r), "commonsense": lambda r: 2.0 * r, "glue": lambda r: 16.0}
+
+
+def gradient_estimation(family: str) -> GradientEstimation:
+    """The reference's settings for a suite's task family (``math``'s for a suite that declares none)."""
+    return GRADIENT_ESTIMATION.get(family, GRADIENT_ESTIMATION["math"])
+
+
+def effective_lr(lr: float, warmup_ratio: float, train_examples: int, loader_batch_size: int) -> float:
+    """LoRA-SB's eff_lr = lr / (warmup_ratio * len(train_loader) * epochs), with len(train_loader) *
+    epochs = ceil(train_examples / loader_batch_size); lr itself when there is no warmup."""
+    loader_batches = math.ceil(train_examples / loader_batch_size)
+    return lr / (warmup_ratio * loader_batches) if warmup_ratio > 0 else lr
+
+
+def summed_batch_gradients(batches: Iterable[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """sum_b G_b / n_b over (n_b, {layer: G_b}) batches: the reference's ``(loss / n).backward()`` summed."""
+    total: dict[str, torch.Tensor] = {}
+    for n, grads in batches:
+        for name, grad in grads.items():
+            total[name] = total.get(name, 0) + grad / n
+    return total
 
 
 def lora_sb_factors(grad_sum: torch.Tensor, rank: int, eff_lr: float, niter: int = 10
@@ -87,11 +147,18 @@ class LoRASB(InitMethod):
     def default_alpha(self, rank: int) -> float:
         return float(rank)
 
+    def reference_calibration_examples(self, family: str) -> int:
+        return gradient_estimation(family).examples
+
     def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
         if ctx.budget is None or ctx.lr is None:
             raise InitError("LoRA-SB needs the run's budget and learning rate (ctx.budget, ctx.lr)")
-        eff_lr = effective_lr(ctx.lr, ctx.budget.schedule.warmup_ratio, ctx.budget.steps)
-        grads = ctx.calibration.weight_gradients()
+        reference = gradient_estimation(ctx.family)
+        budget = ctx.budget
+        batch_size = reference.batch_size or budget.batch_size
+        eff_lr = effective_lr(ctx.lr, budget.schedule.warmup_ratio, budget.steps * budget.batch_size, batch_size)
+        grads = summed_batch_gradients(ctx.calibration.batch_weight_gradients(batch_size=batch_size))
+        ctx.info.update(lora_sb_eff_lr=eff_lr, lora_sb_reference=reference.script)
         with seeded_torch_rng(ctx.generator):
             for name, layer in ctx.lora_layers():
                 A, B, R = lora_sb_factors(grads[name], layer.r[active_adapter(layer)], eff_lr, self.niter)
@@ -102,11 +169,16 @@ class LoRASB(InitMethod):
 
 
 class LoRAXS(InitMethod):
-    summary = "LoRA-XS: B = U_r, A = S_r V_r^T of W frozen; only r x r R ~ N(0, 1e-10) trains."
+    summary = "LoRA-XS: B = U_r, A = S_r V_r^T of W frozen; only r x r R ~ N(0, 1e-10) trains; alpha per family."
     paper = "Balazy et al. 2024, arXiv:2405.17604"
     code = "https://github.com/MohammadrezaBanaei/LoRA-XS (find_and_initialize); written here"
     peft_init = True
     sigma = 1e-5
+
+    def paper_alpha(self, rank: int, family: str) -> float | None:
+        """The paper's alpha for the suite's task family (:data:`LORA_XS_ALPHA`); the suite's without one."""
+        rule = LORA_XS_ALPHA.get(family)
+        return None if rule is None else rule(rank)
 
     def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
         for name, layer in ctx.lora_layers():

@@ -86,10 +86,25 @@ class InitMethod:
     trains: ClassVar[bool] = True
     attaches_lora: ClassVar[bool] = True
     use_rslora: bool | None = None  # the paper's choice of alpha/sqrt(r) scaling; None takes the suite's
+    #: calibration examples the reference implementation uses (see ``reference_calibration_examples``)
+    calibration_reference: ClassVar[int | None] = None
 
     def default_alpha(self, rank: int) -> float | None:
         """The paper's alpha for this rank, or None to take the suite's alpha."""
         return None
+
+    def paper_alpha(self, rank: int, family: str) -> float | None:
+        """The paper's alpha for this rank on a suite of this task family (``Suite.family``: ``math``,
+        ``commonsense``, ``glue`` or ``""``), for papers whose convention depends on the task (LoRA-XS);
+        the harness calls this one.  Default: ``default_alpha(rank)``."""
+        return self.default_alpha(rank)
+
+    def reference_calibration_examples(self, family: str) -> int | None:
+        """How many calibration examples the method's reference implementation uses (for the suite's
+        task family); the run is granted min(this, the suite's ``budget.calibration.examples``) and
+        records both (``method_info``).  Default: ``calibration_reference`` (None: no fixed amount, the
+        whole allowance)."""
+        return self.calibration_reference
 
     def lora_config_kwargs(self, lora: LoraSettings) -> dict[str, Any]:
         """Extra ``peft.LoraConfig`` keyword arguments at attach time (default: ``init_lora_weights``).
@@ -125,11 +140,15 @@ class InitContext:
             context was built without one.
         lr: the learning rate this run trains with (the suite's, or a tuning trial's); defaults to
             ``budget.optimizer.lr``, None without a budget.
+        family: the suite's task family (``Suite.family``; ``""`` when it declares none).
+        info: facts about this init to record with the run (the ``method_info`` column, JSON): the
+            harness puts the reference and granted calibration amounts here; methods add their own
+            (``ctx.info["eva_converged"] = True``).  Values must be JSON-serializable.
     """
 
     def __init__(
         self, model: torch.nn.Module, lora: LoraSettings, seed: int, calibration: Calibrator, tokenizer: Any = None,
-        budget: Budget | None = None, lr: float | None = None,
+        budget: Budget | None = None, lr: float | None = None, family: str = "",
     ):
         self.model = model
         self.lora = lora
@@ -139,6 +158,8 @@ class InitContext:
         self.lr = lr if lr is not None or budget is None else budget.optimizer.lr
         self.generator = torch.Generator().manual_seed(seed)
         self.calibration = calibration
+        self.family = family
+        self.info: dict[str, Any] = {}
         self.modified_base_layers: set[str] = set()
 
     def lora_layers(self) -> list[tuple[str, torch.nn.Module]]:

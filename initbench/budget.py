@@ -16,8 +16,10 @@ gradients is counted as 6N per token.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class BudgetExceeded(RuntimeError):
@@ -96,6 +98,15 @@ class Spend:
     calibration_backward_passes: int = 0
     calibration_tokens: int = 0
     flops: float = 0.0
+    #: facts recorded at init (``InitContext.info``: reference vs granted calibration examples, EVA's
+    #: convergence, ...); lands in the ``method_info`` column as JSON (issue 14 item 7)
+    method_info: dict[str, Any] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, Any]:
+        """The result-row columns of this spend (``method_info`` as a JSON string, None when empty)."""
+        row = {k: v for k, v in self.__dict__.items() if k != "method_info"}
+        row["method_info"] = json.dumps(self.method_info, sort_keys=True, default=str) if self.method_info else None
+        return row
 
     def add_training_step(self, tokens: int, base_params: int, trainable_params: int) -> None:
         self.train_tokens += tokens

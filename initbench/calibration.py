@@ -44,22 +44,37 @@ class Calibrator:
     def remaining(self) -> int:
         return self.allowance.examples - self.spend.calibration_examples
 
-    def batches(self, examples: int | None = None, backward: bool = False) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield batches covering ``examples`` (default: the whole allowance), charging each one."""
+    def batches(
+        self, examples: int | None = None, backward: bool = False, batch_size: int | None = None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield batches covering ``examples`` (default: the whole allowance) of ``batch_size``
+        (default: the suite's ``budget.calibration.batch_size``; a method whose reference batches
+        differently passes its own), charging each one.  Asking for more examples than the training
+        split holds cycles through it again (every pass is charged), as ``itertools.cycle`` would."""
         examples = self.allowance.examples if examples is None else examples
         if examples > self.remaining:
             raise BudgetExceeded(
                 f"calibration asked for {examples} examples but only {self.remaining} of the suite's "
                 f"{self.allowance.examples} remain (budget.calibration.examples)"
             )
-        size = self.allowance.batch_size
+        size = batch_size or self.allowance.batch_size
         for start in range(0, examples, size):
-            chunk = self.examples[start : min(start + size, examples)]
+            chunk = [self.examples[i % len(self.examples)] for i in range(start, min(start + size, examples))]
             batch = {k: v.to(self.device) for k, v in collate(chunk, self.pad_id).items()}
             self.spend.add_calibration_batch(
                 len(chunk), int(batch["attention_mask"].sum()), self.base_params, backward
             )
             yield batch
+
+    def charge(self, examples: int, tokens: int, backward: bool = False) -> None:
+        """Charge one pass over ``examples`` examples of the method's own data (not the task's: CorDA-KPM's
+        knowledge windows) and ``tokens`` tokens to the allowance, as ``batches`` charges its own."""
+        if examples > self.remaining:
+            raise BudgetExceeded(
+                f"calibration asked for {examples} more examples but only {self.remaining} of the "
+                f"{self.allowance.examples} granted remain (budget.calibration.examples)"
+            )
+        self.spend.add_calibration_batch(examples, tokens, self.base_params, backward)
 
     def layer_inputs(self, examples: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """Per batch, the inputs of every LoRA layer's base layer at non-padding
@@ -107,28 +122,38 @@ class Calibrator:
         return self._weight_gradient_moment(examples, power=2)
 
     def _weight_gradient_moment(self, examples: int | None, power: int) -> dict[str, torch.Tensor]:
+        total: dict[str, torch.Tensor] = {}
+        n_batches = 0
+        for _, grads in self.batch_weight_gradients(examples):
+            for name, grad in grads.items():
+                total[name] = total.get(name, 0) + (grad if power == 1 else grad * grad)
+            n_batches += 1
+        return {name: value / max(n_batches, 1) for name, value in total.items()}
+
+    def batch_weight_gradients(
+        self, examples: int | None = None, batch_size: int | None = None
+    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """Per calibration batch (of ``batch_size``, default the suite's): its number of examples and,
+        per LoRA layer, the gradient of the batch's mean token loss w.r.t. the full base weight, as
+        float32 (out_features, in_features).  Each batch is charged one forward and one backward pass.
+        For methods whose reference combines batches its own way (LoRA-SB: sum_b G_b / n_b)."""
         layers = lora_layers(self.model)
         weights = {name: layer.get_base_layer().weight for name, layer in layers}
-        grads: dict[str, torch.Tensor] = {}
-        n_batches = 0
+        transposed = {name for name, layer in layers if getattr(layer, "fan_in_fan_out", False)}
         for weight in weights.values():
             weight.requires_grad_(True)
         try:
             with self.model.disable_adapter():
-                for batch in self.batches(examples, backward=True):
+                for batch in self.batches(examples, backward=True, batch_size=batch_size):
                     self.model(**batch).loss.backward()
+                    grads = {}
                     for name, weight in weights.items():
                         grad = weight.grad.to(torch.float32)
-                        grads[name] = grads.get(name, 0) + (grad if power == 1 else grad * grad)
+                        grads[name] = grad.T.contiguous() if name in transposed else grad
                         weight.grad = None
-                    n_batches += 1
+                    yield len(batch["input_ids"]), grads
         finally:
             for weight in weights.values():
                 weight.requires_grad_(False)
                 weight.grad = None
             self.model.zero_grad(set_to_none=True)
-        out = {}
-        for name, layer in layers:
-            grad = grads[name] / max(n_batches, 1)
-            out[name] = grad.T.contiguous() if getattr(layer, "fan_in_fan_out", False) else grad
-        return out

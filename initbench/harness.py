@@ -8,6 +8,7 @@ like any result, so one broken method cannot take the others' results down.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
@@ -112,12 +113,12 @@ def _fingerprint(tensor: torch.Tensor, chunk: int = 1 << 22) -> tuple[float, flo
     return total, float(torch.dot(flat, flat))
 
 
-def lora_settings(spec: LoraSpec, method: InitMethod) -> LoraSettings:
-    """The suite's LoRA settings with the method's scaling convention (alpha, rsLoRA)
-    unless the suite pins them (``lora.pin_alpha``)."""
+def lora_settings(spec: LoraSpec, method: InitMethod, family: str = "") -> LoraSettings:
+    """The suite's LoRA settings with the method's scaling convention (alpha, rsLoRA; for the
+    suite's task ``family``) unless the suite pins them (``lora.pin_alpha``)."""
     alpha, use_rslora = spec.alpha, spec.use_rslora
     if not spec.pin_alpha:
-        paper_alpha = method.default_alpha(spec.rank)
+        paper_alpha = method.paper_alpha(spec.rank, family)
         alpha = alpha if paper_alpha is None else float(paper_alpha)
         use_rslora = use_rslora if method.use_rslora is None else method.use_rslora
     return LoraSettings(spec.rank, alpha, tuple(spec.target_modules), spec.dropout, use_rslora)
@@ -143,7 +144,7 @@ def run_one(
     determinism = configure_determinism(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    lora = lora_settings(suite.lora, method)
+    lora = lora_settings(suite.lora, method, suite.family)
     record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, device, determinism)
     lr = suite.budget.optimizer.lr if lr is None else float(lr)
     spend, curve = Spend(), []
@@ -171,7 +172,7 @@ def run_one(
             if method.attaches_lora:
                 model, modified = attach_and_initialize(
                     model, tokenizer, method, lora, seed=seed, examples=examples, budget=suite.budget, lr=lr,
-                    spend=spend, base_params=base_params, device=device,
+                    spend=spend, base_params=base_params, device=device, family=suite.family,
                 )
                 if tracker is not None:
                     tracker.after_init(model)
@@ -205,7 +206,7 @@ def run_one(
         record["error"] = _describe(err, method)
     if loaded is not None:
         return_base_model(loaded, model)
-    record.update(spend.__dict__)
+    record.update(spend.columns())
     record["peak_memory_bytes"] = _peak_memory(device)
     record["wall_seconds"] = time.perf_counter() - wall_start
     record["status"] = status
@@ -223,9 +224,9 @@ def record_crash(
     """Write a ``failed`` result for a run whose process died before it could write one itself
     (killed, out of memory, a segfault): what an executor calls, so the grid shows the failure
     and its reason, and a rerun redoes just that run."""
-    lora = lora_settings(suite.lora, method)
+    lora = lora_settings(suite.lora, method, suite.family)
     record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, pick_device(), {})
-    record.update(Spend().__dict__, status="failed", error=reason)
+    record.update(Spend().columns(), status="failed", error=reason)
     stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
     return write_run(stem, [record], [])
 
@@ -289,11 +290,14 @@ def attach_and_initialize(
     spend: Spend,
     base_params: int,
     device: torch.device,
+    family: str = "",
 ) -> tuple[torch.nn.Module, list[str]]:
     """Attach LoRA with peft (seeded), run the method's init; returns the peft model and the base
     layers whose frozen weight changed (compared by fingerprint, so peft-side changes count too).
-    ``budget`` and ``lr`` (the suite's budget, the run's learning rate) reach the method as
-    ``ctx.budget`` and ``ctx.lr``."""
+    ``budget``, ``lr`` and ``family`` (the suite's budget, the run's learning rate, the suite's task
+    family) reach the method as ``ctx.budget``, ``ctx.lr`` and ``ctx.family``.  The calibration
+    allowance is min(the method's reference amount, the suite's); both are recorded in
+    ``spend.method_info`` with whatever the method put in ``ctx.info``."""
     from peft import LoraConfig, get_peft_model
 
     held = _LENT.get(id(model))
@@ -307,12 +311,19 @@ def attach_and_initialize(
     )
     torch.manual_seed(seed)
     model = get_peft_model(model, config)
-    calibrator = Calibrator(model, examples, budget.calibration, spend, base_params, seed, tokenizer.pad_token_id, device)
-    ctx = InitContext(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr)
+    reference = method.reference_calibration_examples(family)
+    granted = budget.calibration if reference is None else \
+        dataclasses.replace(budget.calibration, examples=min(reference, budget.calibration.examples))
+    calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device)
+    ctx = InitContext(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr, family=family)
     try:
         method.initialize(model, ctx)
     except Exception as err:
         raise MethodFailure(f"method {method.name!r} raised in initialize: {type(err).__name__}: {err}") from err
+    if reference is not None or spend.calibration_examples:
+        spend.method_info.update(calibration_reference_examples=reference,
+                                 calibration_granted_examples=granted.examples)
+    spend.method_info.update(ctx.info)
     after = _fingerprints(model.get_base_model(), lora.target_modules)
     modified = sorted(name for name in before if before[name] != after.get(name))
     return model, modified

@@ -27,6 +27,12 @@ class SuiteError(ValueError):
     """A suite file is missing, unreadable or does not match the schema."""
 
 
+#: task families a suite may declare (``family:``); methods whose papers set hyperparameters per
+#: family (LoRA-XS's alpha, LoRA-SB's calibration amount) read it through ``InitContext.family`` and
+#: ``InitMethod.paper_alpha`` / ``reference_calibration_examples``
+FAMILIES = ("math", "commonsense", "glue")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Where the base model comes from.
@@ -146,6 +152,7 @@ class Suite:
     description: str = ""
     version: int = 1
     path: str = ""
+    family: str = ""  # one of FAMILIES, or "" (none declared); part of the spec hash when set
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:
@@ -159,6 +166,8 @@ class Suite:
         spec.pop("path")
         spec.pop("description")
         spec.pop("tuning")  # which trials exist, not what a run computes (see TuningSpec)
+        if not spec["family"]:  # suites that declare no family keep their pre-`family` hash
+            del spec["family"]
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
@@ -237,6 +246,9 @@ def _check_semantics(suite: Suite) -> None:
             from initbench.datasets_io import check_splits
 
             check_splits(task.data.splits, where, f"tasks[{i}].data.splits")
+    if suite.family and suite.family not in FAMILIES:
+        raise SuiteError(f"{where}: key 'family' must be one of {', '.join(FAMILIES)} (or left out), "
+                         f"got {suite.family!r}")
     if suite.tuning is not None:
         _check_tuning(suite.tuning, where)
     try:

@@ -58,6 +58,12 @@ class VariantMethod(InitMethod):
     def default_alpha(self, rank: int) -> float | None:
         return self.inner.default_alpha(rank)
 
+    def paper_alpha(self, rank: int, family: str) -> float | None:
+        return self.inner.paper_alpha(rank, family)
+
+    def reference_calibration_examples(self, family: str) -> int | None:
+        return self.inner.reference_calibration_examples(family)
+
     def lora_config_kwargs(self, lora: LoraSettings) -> dict[str, Any]:
         return self.inner.lora_config_kwargs(lora)
 

@@ -18,7 +18,7 @@ from initbench.budget import Budget, OptimizerSpec, ScheduleSpec
 from initbench.diagnostics import effective_rank
 from initbench.registry import get_method
 from initbench.train import build_optimizer
-from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors
+from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors, summed_batch_gradients
 
 NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fwsvd"]
 PRESERVING = ["slora", "loldu", "svfit", "fwsvd"]
@@ -163,8 +163,8 @@ def test_lora_sb_transcription():
     dW = -eff * torch.sign(G)
     assert torch.allclose(B @ R @ A, (U @ torch.diag(S) @ V.T).T, atol=1e-6)
     assert torch.linalg.norm(dW - B @ R @ A) < torch.linalg.norm(dW)
-    assert effective_lr(1e-3, 0.1, 50) == pytest.approx(1e-3 / 5)
-    assert effective_lr(1e-3, 0.0, 50) == 1e-3  # the documented no-warmup fallback
+    assert effective_lr(1e-3, 0.1, 150, 3) == pytest.approx(1e-3 / 5)  # 0.1 x ceil(150 / 3) loader batches
+    assert effective_lr(1e-3, 0.0, 150, 3) == 1e-3  # the documented no-warmup fallback
 
 
 def test_lora_xs_transcription():
@@ -266,8 +266,8 @@ def test_middle_shapes(attached):
 
 def test_lora_sb_starts_at_the_rank_r_simulated_step(attached):
     model, _, _ = attached["lora-sb"]
-    grads = calibrator(model).weight_gradients()
-    eff = effective_lr(BUDGET.optimizer.lr, BUDGET.schedule.warmup_ratio, BUDGET.steps)
+    grads = summed_batch_gradients(calibrator(model).batch_weight_gradients(batch_size=3))  # eg_bs 3 (math)
+    eff = effective_lr(BUDGET.optimizer.lr, BUDGET.schedule.warmup_ratio, BUDGET.steps * BUDGET.batch_size, 3)
     for name, layer in lora_layers(model)[:3]:
         dW = -eff * torch.sign(grads[name])
         delta = delta_weight(layer)
@@ -323,7 +323,8 @@ def test_calibration_accounting(name, attached):
     _, spend, _ = attached[name]
     if name in ("lora-sb", "lora-one", "fwsvd"):
         assert spend.calibration_examples == CALIB.examples
-        assert spend.calibration_forward_passes == CALIB.examples // CALIB.batch_size
+        batch = 3 if name == "lora-sb" else CALIB.batch_size  # LoRA-SB batches as its reference (eg_bs 3)
+        assert spend.calibration_forward_passes == math.ceil(CALIB.examples / batch)
         assert spend.calibration_backward_passes == spend.calibration_forward_passes
         assert spend.calibration_tokens > 0 and spend.flops > 0
     else:
