@@ -76,6 +76,14 @@ def materialize(task: TaskSpec, where: str = "") -> TaskData:
     return TaskData(files, digest)
 
 
+def run_data(task: TaskSpec, where: str = "", split: str = "test") -> TaskData:
+    """The data one run reads: the task materialized and, for a run scored on ``validation`` (a
+    tuning trial), with its validation split (``with_validation``).  Its ``content_hash`` is the
+    ``data_hash`` the run records and part of the run's key (``results.finished_status``)."""
+    data = materialize(task, where)
+    return data if split == "test" else with_validation(data)
+
+
 def _call_generator(task: TaskSpec, where: str) -> dict[str, list[dict[str, Any]]]:
     module_name, _, function_name = task.data.generator.partition(":")
     try:

@@ -127,7 +127,8 @@ def run_one(
     suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, *, force: bool = False,
     lr: float | None = None, split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
 ) -> RunOutcome:
-    """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there).
+    """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there
+    and written on the same data: ``results.finished_status`` with the data's content hash).
 
     ``lr`` overrides the suite's learning rate and ``split`` picks what lm-eval scores
     (``validation`` for a tuning trial: trained on the training split, carved if the task has
@@ -135,7 +136,12 @@ def run_one(
     run id carry the rate and split; ``protocol`` defaults to ``fixed`` for a run at the
     suite's rate on test and ``tuned`` otherwise (``initbench.protocol``)."""
     stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
-    if finished_status(stem) in ("ok", "diverged") and not force:
+    try:
+        data: task_data.TaskData | Exception = task_data.run_data(task, suite.path, split)
+    except Exception as err:  # unreadable now: a finished run stays, an unfinished one records why below
+        data = err
+    data_hash = None if isinstance(data, Exception) else data.content_hash
+    if not force and finished_status(stem, data_hash) in ("ok", "diverged"):
         return RunOutcome(method.name, task.name, seed, "skipped", stem)
 
     wall_start = time.perf_counter()
@@ -150,9 +156,8 @@ def run_one(
     label = f"{method.name} | {task.name} | seed {seed}"
     loaded = model = None
     try:
-        data = task_data.materialize(task, suite.path)
-        if split != "test":
-            data = task_data.with_validation(data)
+        if isinstance(data, Exception):
+            raise data
         record["data_hash"] = data.content_hash
         loaded = base_model(suite, device)
         record.update(model=loaded.label, model_revision=loaded.revision)

@@ -184,16 +184,28 @@ def _write_atomic(table: pa.Table, path: Path, kind: str) -> None:
     os.replace(tmp, path)
 
 
-def finished_status(stem: Path) -> str | None:
-    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if absent."""
+STALE = "stale"
+
+
+def finished_status(stem: Path, data_hash: str | None = None) -> str | None:
+    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if absent.
+
+    With ``data_hash`` (the content hash of the data the run would read now) the data is part of
+    the run's key: a file written on other data, or one that recorded no data hash, is ``STALE``
+    (not finished, so a sweep redoes it and the new file replaces it)."""
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
     if not path.exists():
         return None
     try:
-        statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
-    except (pa.ArrowInvalid, OSError):
+        table = pq.read_table(path, columns=["status", "data_hash"] if data_hash is not None else ["status"])
+    except (pa.ArrowInvalid, OSError, KeyError):
         return None  # unreadable: treat as missing so the run is redone
-    return statuses[0] if statuses else None
+    if table.num_rows == 0:
+        return None
+    status = table.column("status")[0].as_py()
+    if data_hash is not None and status != "failed" and table.column("data_hash")[0].as_py() != data_hash:
+        return STALE
+    return status
 
 
 def result_files(path: Path, suffix: str = RESULTS_SUFFIX) -> list[Path]:

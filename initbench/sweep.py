@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from initbench.results import RESULTS_SUFFIX, finished_status, run_stem
+from initbench.results import RESULTS_SUFFIX, STALE, finished_status, run_stem
 from initbench.suite import Suite, TaskSpec
 
 if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do not need it
@@ -149,14 +149,20 @@ def _run_batch(
 ) -> list[RunOutcome]:
     from initbench.harness import RunOutcome, record_crash
 
-    todo = [s for s in specs if s.force or finished_status(s.stem(suite)) not in DONE]
+    hashes = DataHashes(suite)
+    found = {s: None if s.force else finished_status(s.stem(suite), hashes.get(s)) for s in specs}
+    todo = [s for s in specs if found[s] not in DONE]
     pending = set(todo)
     outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs if s not in pending]
     if len(todo) < len(specs):
         report(f"{len(specs) - len(todo)} of {len(specs)} runs already finished in {specs[0].out}: skipped")
+    stale = sum(status == STALE for status in found.values())
+    if stale:
+        report(f"{stale} finished run(s) in {specs[0].out} were written on other data (their data_hash differs "
+               "from the data's now): rerun")
     by_name = {m.name: m for m in methods}
     for i, (spec, crash) in enumerate(executor.run(todo, report), start=1):
-        if crash is not None and finished_status(spec.stem(suite)) not in DONE:
+        if crash is not None and finished_status(spec.stem(suite), hashes.get(spec)) not in DONE:
             task = next(t for t in suite.tasks if t.name == spec.task)
             record_crash(suite, by_name[spec.method], task, spec.seed, Path(spec.out), crash, lr=spec.lr,
                          split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
@@ -166,6 +172,26 @@ def _run_batch(
                + (f": {outcome.error}" if outcome.error else ""))
         outcomes.append(outcome)
     return outcomes
+
+
+class DataHashes:
+    """The content hash of the data each run of a suite reads (``data.run_data``), computed once per
+    (task, split) in the driver; None where the data cannot be read here (the run then records why)."""
+
+    def __init__(self, suite: Suite) -> None:
+        self.suite = suite
+        self._known: dict[tuple[str, str], str | None] = {}
+
+    def get(self, spec: RunSpec) -> str | None:
+        key = (spec.task, spec.split)
+        if key not in self._known:
+            from initbench.data import run_data
+
+            try:
+                self._known[key] = run_data(self.suite.task(spec.task), self.suite.path, spec.split).content_hash
+            except Exception:  # a missing file, a hub without network: the worker records the failure
+                self._known[key] = ""
+        return self._known[key] or None
 
 
 def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
