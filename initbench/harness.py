@@ -28,7 +28,7 @@ from initbench import diagnostics
 from initbench.api import InitContext, InitMethod, LoraSettings
 from initbench.budget import Budget, Spend
 from initbench.calibration import Calibrator
-from initbench.evaluation import evaluate
+from initbench.evaluation import evaluate, task_primary_metric
 from initbench.models import LoadedModel, load_model
 from initbench.results import finished_status, format_lr, run_stem, write_run
 from initbench.seeding import configure_determinism, pick_device, seed_everything
@@ -156,6 +156,7 @@ def run_one(
     label = f"{method.name} | {task.name} | seed {seed}"
     loaded = model = None
     try:
+        record["primary_metric"] = task_primary_metric(task, suite.path)[0]  # a bad suite key fails before compute
         if isinstance(data, Exception):
             raise data
         record["data_hash"] = data.content_hash

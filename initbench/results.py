@@ -26,6 +26,10 @@ Schema version 4 adds the throughput columns of the training phase (``initbench.
 
 Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
 ``initbench.train.execution_settings``), null in older files.
+
+Schema version 6 adds ``primary_metric`` (issue 18, finding 12: the metric key the task's
+aggregates and tuning use, ``initbench.evaluation.task_primary_metric``); null in older files,
+where the leaderboard falls back to the lm-eval task's default.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "5"
-SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5")
+SCHEMA_VERSION = "6"
+SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5", "6")
 RESULTS_SUFFIX = ".results.parquet"
 CURVE_SUFFIX = ".curve.parquet"
 
@@ -122,6 +126,9 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("mfu", pa.float64()),
         # how the loop computed (schema version 5; JSON, initbench.train.execution_settings)
         pa.field("execution", pa.string()),
+        # schema version 6 -- issue 18, finding 12: the task's primary metric (a metric key)
+        pa.field("primary_metric", pa.string()),
+        # end of issue 18, finding 12
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
@@ -132,8 +139,10 @@ V3_DEFAULTS = {"init_update_erank": None, "final_update_erank": None, "relative_
 V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None}
 #: columns added in schema version 5, null in older files
 V5_DEFAULTS = {"execution": None}
+#: columns added in schema version 6, null in older files (issue 18, finding 12: primary_metric)
+V6_DEFAULTS = {"primary_metric": None}
 #: the columns each schema version added, for reading and validating older files
-ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS}
+ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS}
 
 CURVE_SCHEMA = pa.schema(
     KEY_FIELDS

@@ -104,11 +104,15 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its training data and the lm-eval task YAML (in ``tasks/lm_eval/``) that scores it."""
+    """One task: its training data and the lm-eval task YAML (in ``tasks/lm_eval/``) that scores it.
+    ``primary_metric`` names the metric the leaderboard's aggregates and tuning use (a key the task
+    records, e.g. ``exact_match,flexible-extract``); empty: the first metric of the task YAML's
+    ``metric_list`` under its first filter (``initbench.evaluation.task_primary_metric``)."""
 
     name: str
     lm_eval_task: str
     data: DataSpec
+    primary_metric: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class Suite:
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
+            if not task["primary_metric"]:  # nor do suites that keep the default primary metric
+                del task["primary_metric"]
         return spec
 
     @property
