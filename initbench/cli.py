@@ -90,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path)
     p.add_argument("--contributed", action="store_true",
                    help="also require what the leaderboard requires of contributed results: a built-in suite's "
-                        "current spec hash and no missing seeds or tuning trials")
+                        "current spec hash, no missing seeds or tuning trials, and the suite's contamination "
+                        "report (written by every sweep) under 1%% near-duplicate test records unless the suite's "
+                        "contamination_ok says why")
     p.set_defaults(handler=cmd_validate)
     return parser
 
@@ -310,7 +312,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from initbench.protocol import check_contributed
         from initbench.results import read_results
 
-        problems = check_contributed(read_results(args.results))
+        from initbench.contamination import check_results
+
+        table = read_results(args.results)
+        problems = check_contributed(table) + check_results(
+            args.results, zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))
     for problem in problems:
         print(problem)
     print(f"{'invalid' if problems else 'valid'}: {args.results}", file=sys.stderr)

@@ -149,6 +149,7 @@ class Suite:
     description: str = ""
     version: int = 1
     path: str = ""
+    contamination_ok: str = ""  # why test/training overlap above the threshold is acceptable (initbench.contamination)
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:
@@ -162,6 +163,7 @@ class Suite:
         spec.pop("path")
         spec.pop("description")
         spec.pop("tuning")  # which trials exist, not what a run computes (see TuningSpec)
+        spec.pop("contamination_ok")  # a statement about the data, not a setting
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]

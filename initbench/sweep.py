@@ -11,7 +11,8 @@ the runs that are not ``ok`` or ``diverged``.
 ``tuned`` runs in two stages: first every trial (and the runs at the suite's default rate), then,
 once a (method, task) has all its trials, the selection (``initbench.protocol.select``) and the
 finals at the chosen rate.  Each sweep writes its plan to ``<out>/<suite>/sweeps/`` so
-``initbench status`` can show what is done, failed and missing.
+``initbench status`` can show what is done, failed and missing, and the suite's contamination
+report (``initbench.contamination``) to ``<out>/<suite>/contamination-<spec hash>.json``.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def run_sweep(
                             "(tuning: {lr_grid: [...], seeds: [...]}); use --protocol fixed")
     first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks, data_dir=data_dir, force=force)
     write_plan(suite, methods, seeds, out, protocol, tasks)
+    record_contamination(suite, out, report)
     outcomes = _run_batch(suite, methods, first, executor, report)
     if protocol == "tuned":
         outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
@@ -231,6 +233,26 @@ def write_plan(
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+    return path
+
+
+def record_contamination(suite: Suite, out: Path, report: Callable[[str], None] = print) -> Path | None:
+    """Write the suite's contamination report beside its results (``initbench.contamination``) and say
+    so when a task's test data overlaps its training data above the threshold; None if it could not be
+    computed (the runs then record why their data did not load)."""
+    from initbench import contamination
+
+    try:
+        found = contamination.contamination_report(suite)
+        path = contamination.write_report(found, out)
+    except Exception as err:  # never stops a sweep: a run reading the same data records the failure
+        report(f"contamination not checked: {type(err).__name__}: {err}")
+        return None
+    for overlap in found.over_threshold():
+        report(f"contamination: {suite.name} | {overlap.task} {overlap.split}: {overlap.near_fraction:.1%} of records "
+               f"({overlap.near}/{overlap.records}) near-duplicate training records"
+               + (f" (accepted by the suite: {suite.contamination_ok})" if suite.contamination_ok else
+                  f"; validate --contributed refuses this suite (see {path})"))
     return path
 
 
