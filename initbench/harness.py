@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from initbench import claims
 from initbench import data as task_data
 from initbench import diagnostics
 from initbench.api import InitContext, InitMethod, LoraSettings
@@ -42,7 +43,7 @@ class RunOutcome:
     method: str
     task: str
     seed: int
-    status: str  # ok | diverged | failed | skipped
+    status: str  # ok | diverged | failed | skipped | claimed (another process is computing it)
     path: Path | None = None
     error: str = ""
     scores: dict[str, float] = field(default_factory=dict)
@@ -143,7 +144,21 @@ def run_one(
     data_hash = None if isinstance(data, Exception) else data.content_hash
     if not force and finished_status(stem, data_hash) in ("ok", "diverged"):
         return RunOutcome(method.name, task.name, seed, "skipped", stem)
+    claim = claims.acquire(stem)  # never compute a run another process is computing
+    if isinstance(claim, claims.Holder):
+        return RunOutcome(method.name, task.name, seed, "claimed", stem, f"being computed by {claim.describe()}")
+    with claim:
+        if not force and finished_status(stem, data_hash) in ("ok", "diverged"):
+            return RunOutcome(method.name, task.name, seed, "skipped", stem)  # finished while we claimed it
+        return _compute(suite, method, task, seed, stem, data, lr=lr, split=split, protocol=protocol,
+                        selected_lr=selected_lr)
 
+
+def _compute(
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, stem: Path, data: task_data.TaskData | Exception, *,
+    lr: float | None, split: str, protocol: str | None, selected_lr: float | None,
+) -> RunOutcome:
+    """The run itself, under its claim: attach, init, train, evaluate, write (``run_one``)."""
     wall_start = time.perf_counter()
     device = pick_device()
     determinism = configure_determinism(device)

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from initbench import claims
 from initbench.results import RESULTS_SUFFIX, STALE, finished_status, run_stem
 from initbench.suite import Suite, TaskSpec
 
@@ -122,9 +123,25 @@ def run_sweep(
     record_contamination(suite, out, report)
     outcomes = _run_batch(suite, methods, first, executor, report)
     if protocol == "tuned":
+        await_claims(suite, first, report)  # trials another sweep is computing, before selecting on them
         outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
                                executor, report)
     return outcomes
+
+
+def await_claims(suite: Suite, specs: list[RunSpec], report: Callable[[str], None], poll: float = 2.0) -> None:
+    """Wait until no run of ``specs`` is claimed by another live process (it finished or died)."""
+    import time
+
+    said = False
+    while True:
+        held = [s for s in specs if claims.holder(s.stem(suite)) is not None]
+        if not held:
+            return
+        if not said:
+            report(f"waiting for {len(held)} run(s) another process is computing ({held[0].label}, ...)")
+            said = True
+        time.sleep(poll)
 
 
 def _tuned_finals(
@@ -154,8 +171,16 @@ def _run_batch(
     hashes = DataHashes(suite)
     found = {s: None if s.force else finished_status(s.stem(suite), hashes.get(s)) for s in specs}
     todo = [s for s in specs if found[s] not in DONE]
+    held = {s: h for s in todo if (h := claims.holder(s.stem(suite))) is not None}
+    if held:
+        report(f"{len(held)} of {len(specs)} runs are being computed by another process "
+               f"({next(iter(held.values())).describe()}{', ...' if len(held) > 1 else ''}): left to it")
+        todo = [s for s in todo if s not in held]
     pending = set(todo)
-    outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs if s not in pending]
+    outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs
+                if s not in pending and s not in held]
+    outcomes += [RunOutcome(s.method, s.task, s.seed, "claimed", s.stem(suite), f"being computed by {h.describe()}")
+                 for s, h in held.items()]
     if len(todo) < len(specs):
         report(f"{len(specs) - len(todo)} of {len(specs)} runs already finished in {specs[0].out}: skipped")
     stale = sum(status == STALE for status in found.values())
@@ -164,7 +189,10 @@ def _run_batch(
                "from the data's now): rerun")
     by_name = {m.name: m for m in methods}
     for i, (spec, crash) in enumerate(executor.run(todo, report), start=1):
-        if crash is not None and finished_status(spec.stem(suite), hashes.get(spec)) not in DONE:
+        if crash is not None:
+            claims.clear_stale(spec.stem(suite))  # the dead worker's claim
+        if crash is not None and finished_status(spec.stem(suite), hashes.get(spec)) not in DONE \
+                and claims.holder(spec.stem(suite)) is None:  # not if another sweep took the run over meanwhile
             task = next(t for t in suite.tasks if t.name == spec.task)
             record_crash(suite, by_name[spec.method], task, spec.seed, Path(spec.out), crash, lr=spec.lr,
                          split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
@@ -205,6 +233,9 @@ def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
     stem = spec.stem(suite)
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
     if not path.exists():
+        other = claims.holder(stem)
+        if other is not None:  # the worker found it claimed by another sweep
+            return RunOutcome(spec.method, spec.task, spec.seed, "claimed", None, f"being computed by {other.describe()}")
         return RunOutcome(spec.method, spec.task, spec.seed, "failed", None, "no results file was written")
     rows = pq.read_table(path, columns=["status", "error", "metric", "value"]).to_pylist()
     scores = {r["metric"]: r["value"] for r in rows if r["metric"] is not None and r["value"] is not None}
@@ -257,8 +288,12 @@ def record_contamination(suite: Suite, out: Path, report: Callable[[str], None] 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m initbench.sweep '<RunSpec JSON>'``: one run in this process (the local executor's worker)."""
+    """``python -m initbench.sweep '<RunSpec JSON>'``: one run in this process (the local executor's worker,
+    which dies with its driver: ``executors.die_with_driver``)."""
+    from initbench.executors import die_with_driver
+
     args = sys.argv[1:] if argv is None else argv
+    die_with_driver()
     execute_run(RunSpec.from_json(args[0]))
     return 0  # a failure inside the run is in its results file; a nonzero exit means the process crashed
 
