@@ -181,8 +181,9 @@ def _run_batch(
                 if s not in pending and s not in held]
     outcomes += [RunOutcome(s.method, s.task, s.seed, "claimed", s.stem(suite), f"being computed by {h.describe()}")
                  for s, h in held.items()]
-    if len(todo) < len(specs):
-        report(f"{len(specs) - len(todo)} of {len(specs)} runs already finished in {specs[0].out}: skipped")
+    finished = len(specs) - len(todo) - len(held)
+    if finished:
+        report(f"{finished} of {len(specs)} runs already finished in {specs[0].out}: skipped")
     stale = sum(status == STALE for status in found.values())
     if stale:
         report(f"{stale} finished run(s) in {specs[0].out} were written on other data (their data_hash differs "
