@@ -86,3 +86,14 @@ def test_a_suite_names_a_tasks_primary_metric(tmp_path):
     with pytest.raises(SuiteError, match=r"primary\.yaml: key 'tasks\.addition\.primary_metric' is 'acc_norm', "
                                          r"not a metric initbench_addition records; one of exact_match"):
         task_primary_metric(wrong.tasks[0], wrong.path)
+
+
+def test_tuning_selects_on_a_metric_the_gsm8k_runs_record():
+    """Before, the primary metric of initbench_gsm8k was ``exact_match``, a key no row records, so
+    every tuning trial on GSM8K read as failed and the default rate was always chosen."""
+    from initbench.evaluation import parse_scores
+
+    recorded = {s.metric for s in parse_scores({"exact_match,strict-match": 0.5, "exact_match_stderr,strict-match": 0.1,
+                                                "exact_match,flexible-extract": 0.6})}
+    metric, _ = task_primary_metric(load_suite("math-mini").task("gsm8k"))
+    assert metric in recorded
