@@ -95,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path)
     p.add_argument("--contributed", action="store_true",
                    help="also require what the leaderboard requires of contributed results: a built-in suite's "
-                        "current spec hash and no missing seeds or tuning trials")
+                        "current spec hash, no missing seeds or tuning trials, and the suite's contamination "
+                        "report (written by every sweep) under 1%% near-duplicate test records unless the suite's "
+                        "contamination_ok says why")
     p.set_defaults(handler=cmd_validate)
     return parser
 
@@ -208,6 +210,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"results in {args.out}; `initbench leaderboard {args.out}` shows the table", file=sys.stderr)
     for o in failed:
         print(f"initbench: run failed: {o.method} | {o.task} | seed {o.seed}: {o.error}", file=sys.stderr)
+    claimed = [o for o in outcomes if o.status == "claimed"]
+    if claimed:
+        print(f"initbench: {len(claimed)} run(s) left to the process computing them ({claimed[0].error}); "
+              "`initbench status` shows when they are done", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -345,7 +351,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from initbench.protocol import check_contributed
         from initbench.results import read_results
 
-        problems = check_contributed(read_results(args.results))
+        from initbench.contamination import check_results
+
+        table = read_results(args.results)
+        problems = check_contributed(table) + check_results(
+            args.results, zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))
     for problem in problems:
         print(problem)
     print(f"{'invalid' if problems else 'valid'}: {args.results}", file=sys.stderr)

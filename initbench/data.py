@@ -76,6 +76,14 @@ def materialize(task: TaskSpec, where: str = "") -> TaskData:
     return TaskData(files, digest)
 
 
+def run_data(task: TaskSpec, where: str = "", split: str = "test") -> TaskData:
+    """The data one run reads: the task materialized and, for a run scored on ``validation`` (a
+    tuning trial), with its validation split (``with_validation``).  Its ``content_hash`` is the
+    ``data_hash`` the run records and part of the run's key (``results.finished_status``)."""
+    data = materialize(task, where)
+    return data if split == "test" else with_validation(data)
+
+
 def load_generator(task: TaskSpec, where: str, key: str = "") -> Callable[..., dict[str, list[dict[str, Any]]]]:
     """The task's generator function, imported only from a trusted module (``initbench.trust``);
     ``key`` names it in errors (default ``tasks.<name>.data.generator``)."""

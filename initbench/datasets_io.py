@@ -28,11 +28,12 @@ Formatters (``FORMATTERS``) take one raw row and return a record, or ``None`` to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,19 @@ def use_data_dir(path: str | Path | None) -> None:
     ``$INITBENCH_DATA_DIR``.  ``None`` clears it."""
     global _DATA_DIR_OPTION
     _DATA_DIR_OPTION = Path(path).expanduser() if path else None
+
+
+@contextlib.contextmanager
+def data_dir_in_effect(path: str | Path | None) -> Iterator[None]:
+    """Within the block, read from ``path`` as if given by ``--data-dir`` (``None``: leave the setting as is)."""
+    global _DATA_DIR_OPTION
+    before = _DATA_DIR_OPTION
+    if path is not None:
+        use_data_dir(path)
+    try:
+        yield
+    finally:
+        _DATA_DIR_OPTION = before
 
 
 def data_dir() -> tuple[Path | None, str]:

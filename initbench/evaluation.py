@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from initbench.data import TaskData
-from initbench.suite import SuiteError
+from initbench.suite import SuiteError, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,42 @@ def task_config(task_name: str, data: TaskData, split: str = "test") -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def primary_metric(task_name: str) -> tuple[str, bool]:
-    """The task's headline metric and whether higher is better: the first entry of its
-    ``metric_list`` (what tuning selects on and what the normalized aggregate uses)."""
+def metric_keys(task_name: str) -> dict[str, bool]:
+    """Every metric key the task records (``parse_scores``' names: the metric, with its filter when
+    the filter is not ``none``), in the task YAML's order (metrics, then filters), and whether higher
+    is better."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    metrics = load_yaml(task_yaml_path(task_name)).get("metric_list") or [{}]
-    first = metrics[0]
-    return str(first.get("metric", "")), bool(first.get("higher_is_better", True))
+    config = load_yaml(task_yaml_path(task_name))
+    filters = [str(f.get("name", "none")) for f in config.get("filter_list") or []] or ["none"]
+    keys: dict[str, bool] = {}
+    for entry in config.get("metric_list") or []:
+        metric = entry.get("metric", "")
+        metric = getattr(metric, "__name__", None) or str(metric)  # a `!function` metric is named by its function
+        for name in filters:
+            keys[metric if name == "none" else f"{metric},{name}"] = bool(entry.get("higher_is_better", True))
+    return keys
+
+
+def primary_metric(task_name: str) -> tuple[str, bool]:
+    """The task's default primary metric and whether higher is better: the first metric of its
+    ``metric_list`` under the first filter of its ``filter_list`` (``exact_match,strict-match`` for
+    ``initbench_gsm8k``), as the results record it.  A suite overrides it per task with
+    ``primary_metric`` (:func:`task_primary_metric`)."""
+    keys = metric_keys(task_name)
+    return next(iter(keys.items())) if keys else ("", True)
+
+
+def task_primary_metric(task: TaskSpec, where: str = "") -> tuple[str, bool]:
+    """The primary metric of a suite's task: its ``primary_metric`` key if set (one of the keys its
+    lm-eval task records, else a ``SuiteError`` naming the file, key and choices), else the default."""
+    if not task.primary_metric:
+        return primary_metric(task.lm_eval_task)
+    keys = metric_keys(task.lm_eval_task)
+    if task.primary_metric not in keys:
+        raise SuiteError(f"{where}: key 'tasks.{task.name}.primary_metric' is {task.primary_metric!r}, not a metric "
+                         f"{task.lm_eval_task} records; one of {', '.join(keys)}")
+    return task.primary_metric, keys[task.primary_metric]
 
 
 @functools.lru_cache(maxsize=1)

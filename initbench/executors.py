@@ -4,7 +4,8 @@ process died; the sweep then reads the run's results file (``initbench.sweep``).
 
 - ``inline``: in this process, one after another; the base model is loaded once (``evaluate``).
 - ``local``: one fresh process per run (``python -m initbench.sweep SPEC``), one after another,
-  so a crash or an out-of-memory kill is that run's failure and the sweep goes on.
+  so a crash or an out-of-memory kill is that run's failure and the sweep goes on; a worker dies
+  with its driver (``die_with_driver``), so killing the sweep leaves no orphan behind.
 - ``ray``: one Ray task per run on an existing cluster (``address``) or a local one, one GPU each
   where the cluster has GPUs; Ray reuses worker processes, so each loads the base model once.
   The driver's ``INITBENCH_*`` settings (diagnostics, fast path, data and cache folders) travel
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -56,9 +58,38 @@ class LocalExecutor:
             yield spec, _run_process([sys.executable, "-m", "initbench.sweep", spec.to_json()])
 
 
+DRIVER_PID = "INITBENCH_DRIVER_PID"
+
+
+def die_with_driver() -> None:
+    """In a local worker: die (SIGKILL) as soon as the driver that started it exits, so a killed sweep
+    leaves no orphan that runs on and records a misleading failure (its stderr pipe is gone) -- the run
+    is simply not finished, its claim is stale, and the next sweep redoes it.  Linux: the kernel's
+    ``PR_SET_PDEATHSIG``; elsewhere a watchdog thread polling the parent pid every second.  Does nothing
+    outside a worker the local executor started (no ``INITBENCH_DRIVER_PID``)."""
+    expected = os.environ.get(DRIVER_PID)
+    if not expected:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    else:
+        def watch() -> None:
+            while os.getppid() == int(expected):
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != int(expected):  # the driver died before the guard was set
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _run_process(command: list[str]) -> str | None:
-    """Run ``command``, echoing its stderr; None if it exited 0, else why it did not."""
-    process = subprocess.Popen(command, stderr=subprocess.PIPE)
+    """Run ``command`` (a worker that dies with this process), echoing its stderr; None if it exited 0,
+    else why it did not."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, env={**os.environ, DRIVER_PID: str(os.getpid())})
     tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def pump() -> None:

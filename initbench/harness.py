@@ -24,12 +24,13 @@ from typing import Any
 
 import torch
 
+from initbench import claims
 from initbench import data as task_data
 from initbench import diagnostics
 from initbench.api import InitContext, InitMethod, LoraSettings
 from initbench.budget import Budget, Spend
 from initbench.calibration import Calibrator
-from initbench.evaluation import evaluate
+from initbench.evaluation import evaluate, task_primary_metric
 from initbench.models import LoadedModel, load_model
 from initbench.results import finished_status, format_lr, run_stem, write_run
 from initbench.seeding import configure_determinism, pick_device, seed_everything
@@ -43,7 +44,7 @@ class RunOutcome:
     method: str
     task: str
     seed: int
-    status: str  # ok | diverged | failed | skipped
+    status: str  # ok | diverged | failed | skipped | claimed (another process is computing it)
     path: Path | None = None
     error: str = ""
     scores: dict[str, float] = field(default_factory=dict)
@@ -128,7 +129,8 @@ def run_one(
     suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, *, force: bool = False,
     lr: float | None = None, split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
 ) -> RunOutcome:
-    """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there).
+    """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there
+    and written on the same data: ``results.finished_status`` with the data's content hash).
 
     ``lr`` overrides the suite's learning rate and ``split`` picks what lm-eval scores
     (``validation`` for a tuning trial: trained on the training split, carved if the task has
@@ -136,9 +138,28 @@ def run_one(
     run id carry the rate and split; ``protocol`` defaults to ``fixed`` for a run at the
     suite's rate on test and ``tuned`` otherwise (``initbench.protocol``)."""
     stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
-    if finished_status(stem) in ("ok", "diverged") and not force:
+    try:
+        data: task_data.TaskData | Exception = task_data.run_data(task, suite.path, split)
+    except Exception as err:  # unreadable now: a finished run stays, an unfinished one records why below
+        data = err
+    data_hash = None if isinstance(data, Exception) else data.content_hash
+    if not force and finished_status(stem, data_hash) in ("ok", "diverged"):
         return RunOutcome(method.name, task.name, seed, "skipped", stem)
+    claim = claims.acquire(stem)  # never compute a run another process is computing
+    if isinstance(claim, claims.Holder):
+        return RunOutcome(method.name, task.name, seed, "claimed", stem, f"being computed by {claim.describe()}")
+    with claim:
+        if not force and finished_status(stem, data_hash) in ("ok", "diverged"):
+            return RunOutcome(method.name, task.name, seed, "skipped", stem)  # finished while we claimed it
+        return _compute(suite, method, task, seed, stem, data, lr=lr, split=split, protocol=protocol,
+                        selected_lr=selected_lr)
 
+
+def _compute(
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, stem: Path, data: task_data.TaskData | Exception, *,
+    lr: float | None, split: str, protocol: str | None, selected_lr: float | None,
+) -> RunOutcome:
+    """The run itself, under its claim: attach, init, train, evaluate, write (``run_one``)."""
     wall_start = time.perf_counter()
     device = pick_device()
     determinism = configure_determinism(device)
@@ -151,9 +172,9 @@ def run_one(
     label = f"{method.name} | {task.name} | seed {seed}"
     loaded = model = None
     try:
-        data = task_data.materialize(task, suite.path)
-        if split != "test":
-            data = task_data.with_validation(data)
+        record["primary_metric"] = task_primary_metric(task, suite.path)[0]  # a bad suite key fails before compute
+        if isinstance(data, Exception):
+            raise data
         record["data_hash"] = data.content_hash
         loaded = base_model(suite, device)
         record.update(model=loaded.label, model_revision=loaded.revision)

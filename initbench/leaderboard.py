@@ -8,8 +8,11 @@ Everything starts from ``aggregate`` (a pyarrow group-by of the final rows) and 
   (``BOOTSTRAP_REPS`` = 2,000 multinomial resamples of the seeds, seeded, so a rebuilt
   table prints the same numbers; the same estimator as ``stats.bootstrap_ci(method=
   "percentile")``, vectorized over cells).  n < 2: no interval.
-* **Across tasks**: each task's *primary* metric (the first of its lm-eval
-  ``metric_list``) normalized per task as ``(score - floor) / (ceiling - floor)``
+* **Across tasks** (and the per-task table's "mean over tasks"): one *primary* metric per
+  task, the one its rows record (the suite's ``primary_metric`` for the task, by default the
+  first of its lm-eval ``metric_list`` under the first filter, e.g. ``exact_match,strict-match``;
+  ``evaluation.task_primary_metric``), never an average of several metrics of one task;
+  normalized per task as ``(score - floor) / (ceiling - floor)``
   (``stats.normalize``) with floor = the ``base`` reference's mean (untrained model, 0)
   and ceiling = the best mean on that task over every other row, the ``full-ft`` reference
   included (``stats.best_reference``; the row named in the table then scores 1 there).  Full
@@ -17,7 +20,9 @@ Everything starts from ``aggregate`` (a pyarrow group-by of the final rows) and 
   protocol) it can score below the methods, which would put them above 1.  Aggregate:
   the **IQM** over seeds x tasks (``stats.aggregate_iqm``) with a 95% **stratified
   bootstrap** interval (``stats.stratified_bootstrap_ci``, ``IQM_REPS`` resamples, seeds
-  resampled within each task).  Without a ``base`` run the raw primary metric is used.
+  resampled within each task).  Without a ``base`` run the raw primary metric is used.  A task
+  whose ceiling is at or below the floor (no row better than ``base``) is not normalizable: it is
+  named as such and left out, instead of scoring its best row 1 and ``base`` 0 on a scale turned over.
 * **Versus lora**: probability of improvement P(method > lora) (``stats``'
   Mann-Whitney form, averaged over tasks, with a stratified-bootstrap interval) and a
   two-sided Wilcoxon signed-rank test paired by (seed, task) on the normalized scores,
@@ -122,18 +127,23 @@ def failures(table: pa.Table) -> pa.Table:
 # --------------------------------------------------------------------------- the whole board
 
 
-def _primary(lm_eval_task: str | None, metrics: list[str]) -> tuple[str, bool]:
-    """A task's primary metric (first of its lm-eval ``metric_list``) if it was recorded,
-    else the first recorded metric in name order (synthetic tables), higher is better."""
-    metric, higher = "", True
+def _primary(recorded: str | None, lm_eval_task: str | None, metrics: list[str]) -> tuple[str, bool]:
+    """A task's primary metric and whether higher is better: the one its rows record
+    (``primary_metric``, schema 6: the suite's choice or the task's default), else the lm-eval
+    task's default (``evaluation.primary_metric``: first metric, first filter) for older files,
+    else the first recorded metric in name order (synthetic tables, a task YAML not installed)."""
+    keys: dict[str, bool] = {}
     if lm_eval_task:
         try:
-            from initbench.evaluation import primary_metric
+            from initbench.evaluation import metric_keys
 
-            metric, higher = primary_metric(lm_eval_task)
+            keys = metric_keys(lm_eval_task)
         except Exception:  # a task YAML that is not installed here
-            metric, higher = "", True
-    return (metric, higher) if metric in metrics else (sorted(metrics)[0], True)
+            keys = {}
+    for candidate in (recorded, next(iter(keys), None)):
+        if candidate and candidate in metrics:
+            return candidate, keys.get(candidate, True)
+    return sorted(metrics)[0], True
 
 
 def build(table: pa.Table, curves: pa.Table | None = None) -> dict[str, Any]:
@@ -188,7 +198,9 @@ def _matrix_by_method(view: pa.Table, primary: dict[str, tuple[str, bool]]) -> d
 def _across_tasks(view: pa.Table, cells: list[dict]) -> dict[str, Any]:
     tasks = sorted({c["task"] for c in cells})
     lm_tasks = dict(zip(view["task"].to_pylist(), view["lm_eval_task"].to_pylist()))
-    primary = {t: _primary(lm_tasks.get(t), sorted({c["metric"] for c in cells if c["task"] == t})) for t in tasks}
+    recorded = {t: p for t, p in zip(view["task"].to_pylist(), view["primary_metric"].to_pylist()) if p}
+    primary = {t: _primary(recorded.get(t), lm_tasks.get(t), sorted({c["metric"] for c in cells if c["task"] == t}))
+               for t in tasks}
     per = _matrix_by_method(view, primary)
     reference = {c["method"]: c["is_reference"] for c in cells}
     higher = np.array([primary[t][1] for t in tasks])
@@ -202,6 +214,12 @@ def _across_tasks(view: pa.Table, cells: list[dict]) -> dict[str, Any]:
         candidates = {m: means(m)[None, :] for m in per if m != FLOOR_METHOD}
         ceiling = stats.best_reference(candidates, exclude=(), higher_is_better=higher) if candidates else floor
         ceiling_from = [next((m for m, v in candidates.items() if v[0, i] == c), "base") for i, c in enumerate(ceiling)]
+        # a ceiling at or below the floor (above it, for lower-is-better) would turn the scale over
+        # or divide by zero: such a task is not normalizable and is left out of the aggregate
+        with np.errstate(invalid="ignore"):
+            unusable = ~(np.where(higher, ceiling - floor, floor - ceiling) > 0)
+        not_normalizable = [t for t, bad in zip(tasks, unusable) if bad]
+        ceiling = np.where(unusable, np.nan, ceiling)
     matrices: dict[str, np.ndarray] = {}
     for method in per:
         seeds = sorted(set.intersection(*[set(per[method].get(t, {})) for t in tasks]))
@@ -250,9 +268,11 @@ def _across_tasks(view: pa.Table, cells: list[dict]) -> dict[str, Any]:
     return {
         "tasks": tasks,
         "primary": {t: primary[t][0] for t in tasks},
-        "normalization": ({"floor": FLOOR_METHOD, "ceiling": dict(zip(tasks, ceiling_from)),
+        "normalization": ({"floor": FLOOR_METHOD,
+                           "ceiling": {t: c for t, c in zip(tasks, ceiling_from) if t not in not_normalizable},
                            "floor_values": dict(zip(tasks, floor.tolist())),
-                           "ceiling_values": dict(zip(tasks, ceiling.tolist()))} if normalized else None),
+                           "ceiling_values": {t: c for t, c in zip(tasks, ceiling.tolist()) if t not in not_normalizable},
+                           "not_normalizable": not_normalizable} if normalized else None),
         "aggregate": aggregate_rows,
         "pairwise": pairwise,
     }
@@ -397,7 +417,7 @@ def render_board(board: dict[str, Any], fmt: str = "github", level: int = 2) -> 
     for entry in board["suites"]:
         parts = [f"{h} Suite `{entry['suite']}` (spec {entry['suite_hash']})"]
         for protocol, block in entry["protocols"].items():
-            parts.append(f"{h}# {PROTOCOL_TITLES[protocol]}\n\n" + _suite_table(block["cells"], fmt))
+            parts.append(f"{h}# {PROTOCOL_TITLES[protocol]}\n\n" + _suite_table(block["cells"], block["primary"], fmt))
             parts.append(_aggregate_table(block, fmt))
             if block["pairwise"]:
                 parts.append(_pairwise_table(block["pairwise"], fmt))
@@ -417,7 +437,9 @@ def render_board(board: dict[str, Any], fmt: str = "github", level: int = 2) -> 
     return "\n\n".join(sections)
 
 
-def _suite_table(rows: list[dict], fmt: str) -> str:
+def _suite_table(rows: list[dict], primary: dict[str, str], fmt: str) -> str:
+    """Per method, a cell per (task, metric) and the mean over tasks of each task's primary metric
+    (blank unless the method has every task's primary metric)."""
     columns = sorted({(r["task"], r["metric"]) for r in rows})
     methods = sorted({(not r["is_reference"], r["method"]) for r in rows})  # reference rows first
     cell = {(r["method"], r["task"], r["metric"]): r for r in rows}
@@ -428,11 +450,13 @@ def _suite_table(rows: list[dict], fmt: str) -> str:
         for task, metric in columns:
             r = cell.get((method, task, metric))
             line.append(_fmt(r) if r else "")
-            if r:
+            if r and primary.get(task) == metric:
                 task_means.append(r["mean"])
-        line.append(f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(columns) else "")
+        line.append(f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(primary) else "")
         lines.append(line)
-    headers = ["method"] + [f"{task} ({metric})" for task, metric in columns] + ["mean over tasks"]
+    several = {task for task, _ in columns if len([m for t, m in columns if t == task]) > 1}
+    headers = (["method"] + [f"{task} ({metric}{', primary' if task in several and primary.get(task) == metric else ''})"
+                             for task, metric in columns] + ["mean over tasks (primary metrics)"])
     note = (f"\n\nCells: mean ± std [95% percentile-bootstrap CI of the mean, {BOOTSTRAP_REPS:,} resamples] "
             "(n = seeds).")
     return tabulate(lines, headers, tablefmt=fmt) + note
@@ -456,8 +480,9 @@ def _aggregate_table(block: dict, fmt: str) -> str:
               f"[{r['iqm_low']:.4f}, {r['iqm_high']:.4f}]", f"{r['mean']:.4f}", r["seeds"], r["tasks"]]
              for r in block["aggregate"]]
     what = ("normalized score, per task (score - base) / (ceiling - base), ceiling = "
-            + ", ".join(f"{t}: {c}" for t, c in norm["ceiling"].items()) if norm
-            else "raw primary metric (no `base` run, so not normalized)")
+            + (", ".join(f"{t}: {c}" for t, c in norm["ceiling"].items()) or "none")
+            + "".join(f"; {t}: not normalizable (no row better than base), left out" for t in norm.get("not_normalizable", []))
+            if norm else "raw primary metric (no `base` run, so not normalized)")
     primary = ", ".join(f"{t}: {m}" for t, m in block["primary"].items())
     return (f"Across tasks ({what}; primary metrics {primary}):\n\n"
             + tabulate(lines, ["method", "IQM", f"95% CI (stratified bootstrap, {IQM_REPS:,})", "mean", "seeds", "tasks"],

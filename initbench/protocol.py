@@ -96,9 +96,9 @@ def _trial_score(stem: Path, metric: str) -> float | None:
 
 def select(suite: Suite, method: str, task: TaskSpec, out: Path) -> Selection:
     """Read the trials of (method, task) under ``out``, choose the rate and write the selection file."""
-    from initbench.evaluation import primary_metric
+    from initbench.evaluation import task_primary_metric
 
-    metric, higher = primary_metric(task.lm_eval_task)
+    metric, higher = task_primary_metric(task, suite.path)
     selection = Selection(method, task.name, metric, higher)
     for lr in suite.tuning.lr_grid:
         for seed in suite.tuning.seeds:

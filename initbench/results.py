@@ -30,7 +30,9 @@ Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
 Schema version 6 adds ``method_info`` (issue 14, item 7): a JSON object of facts the init method
 and the harness recorded during ``initialize`` (``InitContext.info``), e.g.
 ``{"calibration_reference_examples": 50, "calibration_granted_examples": 32, "eva_converged": false}``;
-null when nothing was recorded and in older files.
+and ``primary_metric`` (issue 18, finding 12: the metric key the task's aggregates and tuning use,
+``initbench.evaluation.task_primary_metric``).  Both are null in older files, where the leaderboard
+falls back to the lm-eval task's default primary metric.
 """
 
 from __future__ import annotations
@@ -127,8 +129,10 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("mfu", pa.float64()),
         # how the loop computed (schema version 5; JSON, initbench.train.execution_settings)
         pa.field("execution", pa.string()),
-        # issue 14 item 7 (schema version 6): what the method recorded at init (JSON, InitContext.info)
+        # schema version 6 -- issue 14 item 7: what the method recorded at init (JSON, InitContext.info)
         pa.field("method_info", pa.string()),
+        # schema version 6 -- issue 18, finding 12: the task's primary metric (a metric key)
+        pa.field("primary_metric", pa.string()),
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
@@ -139,8 +143,8 @@ V3_DEFAULTS = {"init_update_erank": None, "final_update_erank": None, "relative_
 V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None}
 #: columns added in schema version 5, null in older files
 V5_DEFAULTS = {"execution": None}
-#: columns added in schema version 6, null in older files (issue 14 item 7: method_info)
-V6_DEFAULTS = {"method_info": None}
+#: columns added in schema version 6, null in older files (method_info, primary_metric)
+V6_DEFAULTS = {"method_info": None, "primary_metric": None}
 #: the columns each schema version added, for reading and validating older files
 ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS}
 
@@ -193,16 +197,28 @@ def _write_atomic(table: pa.Table, path: Path, kind: str) -> None:
     os.replace(tmp, path)
 
 
-def finished_status(stem: Path) -> str | None:
-    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if absent."""
+STALE = "stale"
+
+
+def finished_status(stem: Path, data_hash: str | None = None) -> str | None:
+    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if absent.
+
+    With ``data_hash`` (the content hash of the data the run would read now) the data is part of
+    the run's key: a file written on other data, or one that recorded no data hash, is ``STALE``
+    (not finished, so a sweep redoes it and the new file replaces it)."""
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
     if not path.exists():
         return None
     try:
-        statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
-    except (pa.ArrowInvalid, OSError):
+        table = pq.read_table(path, columns=["status", "data_hash"] if data_hash is not None else ["status"])
+    except (pa.ArrowInvalid, OSError, KeyError):
         return None  # unreadable: treat as missing so the run is redone
-    return statuses[0] if statuses else None
+    if table.num_rows == 0:
+        return None
+    status = table.column("status")[0].as_py()
+    if data_hash is not None and status != "failed" and table.column("data_hash")[0].as_py() != data_hash:
+        return STALE
+    return status
 
 
 def result_files(path: Path, suffix: str = RESULTS_SUFFIX) -> list[Path]:

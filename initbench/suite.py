@@ -111,11 +111,15 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its training data and the lm-eval task YAML (in ``tasks/lm_eval/``) that scores it."""
+    """One task: its training data and the lm-eval task YAML (in ``tasks/lm_eval/``) that scores it.
+    ``primary_metric`` names the metric the leaderboard's aggregates and tuning use (a key the task
+    records, e.g. ``exact_match,flexible-extract``); empty: the first metric of the task YAML's
+    ``metric_list`` under its first filter (``initbench.evaluation.task_primary_metric``)."""
 
     name: str
     lm_eval_task: str
     data: DataSpec
+    primary_metric: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class Suite:
     version: int = 1
     path: str = ""
     family: str = ""  # one of FAMILIES, or "" (none declared); part of the spec hash when set
+    contamination_ok: str = ""  # why test/training overlap above the threshold is acceptable (initbench.contamination)
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:
@@ -168,9 +173,12 @@ class Suite:
         spec.pop("tuning")  # which trials exist, not what a run computes (see TuningSpec)
         if not spec["family"]:  # suites that declare no family keep their pre-`family` hash
             del spec["family"]
+        spec.pop("contamination_ok")  # a statement about the data, not a setting
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
+            if not task["primary_metric"]:  # nor do suites that keep the default primary metric
+                del task["primary_metric"]
         return spec
 
     @property

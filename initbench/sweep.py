@@ -11,7 +11,8 @@ the runs that are not ``ok`` or ``diverged``.
 ``tuned`` runs in two stages: first every trial (and the runs at the suite's default rate), then,
 once a (method, task) has all its trials, the selection (``initbench.protocol.select``) and the
 finals at the chosen rate.  Each sweep writes its plan to ``<out>/<suite>/sweeps/`` so
-``initbench status`` can show what is done, failed and missing.
+``initbench status`` can show what is done, failed and missing, and the suite's contamination
+report (``initbench.contamination``) to ``<out>/<suite>/contamination-<spec hash>.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from initbench.results import RESULTS_SUFFIX, finished_status, run_stem
+from initbench import claims
+from initbench.results import RESULTS_SUFFIX, STALE, finished_status, run_stem
 from initbench.suite import Suite, TaskSpec
 
 if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do not need it
@@ -118,11 +120,28 @@ def run_sweep(
                             "(tuning: {lr_grid: [...], seeds: [...]}); use --protocol fixed")
     first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks, data_dir=data_dir, force=force)
     write_plan(suite, methods, seeds, out, protocol, tasks)
+    record_contamination(suite, out, report)
     outcomes = _run_batch(suite, methods, first, executor, report)
     if protocol == "tuned":
+        await_claims(suite, first, report)  # trials another sweep is computing, before selecting on them
         outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
                                executor, report)
     return outcomes
+
+
+def await_claims(suite: Suite, specs: list[RunSpec], report: Callable[[str], None], poll: float = 2.0) -> None:
+    """Wait until no run of ``specs`` is claimed by another live process (it finished or died)."""
+    import time
+
+    said = False
+    while True:
+        held = [s for s in specs if claims.holder(s.stem(suite)) is not None]
+        if not held:
+            return
+        if not said:
+            report(f"waiting for {len(held)} run(s) another process is computing ({held[0].label}, ...)")
+            said = True
+        time.sleep(poll)
 
 
 def _tuned_finals(
@@ -149,14 +168,32 @@ def _run_batch(
 ) -> list[RunOutcome]:
     from initbench.harness import RunOutcome, record_crash
 
-    todo = [s for s in specs if s.force or finished_status(s.stem(suite)) not in DONE]
+    hashes = DataHashes(suite)
+    found = {s: None if s.force else finished_status(s.stem(suite), hashes.get(s)) for s in specs}
+    todo = [s for s in specs if found[s] not in DONE]
+    held = {s: h for s in todo if (h := claims.holder(s.stem(suite))) is not None}
+    if held:
+        report(f"{len(held)} of {len(specs)} runs are being computed by another process "
+               f"({next(iter(held.values())).describe()}{', ...' if len(held) > 1 else ''}): left to it")
+        todo = [s for s in todo if s not in held]
     pending = set(todo)
-    outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs if s not in pending]
-    if len(todo) < len(specs):
-        report(f"{len(specs) - len(todo)} of {len(specs)} runs already finished in {specs[0].out}: skipped")
+    outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs
+                if s not in pending and s not in held]
+    outcomes += [RunOutcome(s.method, s.task, s.seed, "claimed", s.stem(suite), f"being computed by {h.describe()}")
+                 for s, h in held.items()]
+    finished = len(specs) - len(todo) - len(held)
+    if finished:
+        report(f"{finished} of {len(specs)} runs already finished in {specs[0].out}: skipped")
+    stale = sum(status == STALE for status in found.values())
+    if stale:
+        report(f"{stale} finished run(s) in {specs[0].out} were written on other data (their data_hash differs "
+               "from the data's now): rerun")
     by_name = {m.name: m for m in methods}
     for i, (spec, crash) in enumerate(executor.run(todo, report), start=1):
-        if crash is not None and finished_status(spec.stem(suite)) not in DONE:
+        if crash is not None:
+            claims.clear_stale(spec.stem(suite))  # the dead worker's claim
+        if crash is not None and finished_status(spec.stem(suite), hashes.get(spec)) not in DONE \
+                and claims.holder(spec.stem(suite)) is None:  # not if another sweep took the run over meanwhile
             task = next(t for t in suite.tasks if t.name == spec.task)
             record_crash(suite, by_name[spec.method], task, spec.seed, Path(spec.out), crash, lr=spec.lr,
                          split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
@@ -168,6 +205,26 @@ def _run_batch(
     return outcomes
 
 
+class DataHashes:
+    """The content hash of the data each run of a suite reads (``data.run_data``), computed once per
+    (task, split) in the driver; None where the data cannot be read here (the run then records why)."""
+
+    def __init__(self, suite: Suite) -> None:
+        self.suite = suite
+        self._known: dict[tuple[str, str], str | None] = {}
+
+    def get(self, spec: RunSpec) -> str | None:
+        key = (spec.task, spec.split)
+        if key not in self._known:
+            from initbench.data import run_data
+
+            try:
+                self._known[key] = run_data(self.suite.task(spec.task), self.suite.path, spec.split).content_hash
+            except Exception:  # a missing file, a hub without network: the worker records the failure
+                self._known[key] = ""
+        return self._known[key] or None
+
+
 def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
     """The outcome of a run, from its results file (whoever wrote it)."""
     import pyarrow.parquet as pq
@@ -177,6 +234,9 @@ def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
     stem = spec.stem(suite)
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
     if not path.exists():
+        other = claims.holder(stem)
+        if other is not None:  # the worker found it claimed by another sweep
+            return RunOutcome(spec.method, spec.task, spec.seed, "claimed", None, f"being computed by {other.describe()}")
         return RunOutcome(spec.method, spec.task, spec.seed, "failed", None, "no results file was written")
     rows = pq.read_table(path, columns=["status", "error", "metric", "value"]).to_pylist()
     scores = {r["metric"]: r["value"] for r in rows if r["metric"] is not None and r["value"] is not None}
@@ -208,9 +268,33 @@ def write_plan(
     return path
 
 
+def record_contamination(suite: Suite, out: Path, report: Callable[[str], None] = print) -> Path | None:
+    """Write the suite's contamination report beside its results (``initbench.contamination``) and say
+    so when a task's test data overlaps its training data above the threshold; None if it could not be
+    computed (the runs then record why their data did not load)."""
+    from initbench import contamination
+
+    try:
+        found = contamination.contamination_report(suite)
+        path = contamination.write_report(found, out)
+    except Exception as err:  # never stops a sweep: a run reading the same data records the failure
+        report(f"contamination not checked: {type(err).__name__}: {err}")
+        return None
+    for overlap in found.over_threshold():
+        report(f"contamination: {suite.name} | {overlap.task} {overlap.split}: {overlap.near_fraction:.1%} of records "
+               f"({overlap.near}/{overlap.records}) near-duplicate training records"
+               + (f" (accepted by the suite: {suite.contamination_ok})" if suite.contamination_ok else
+                  f"; validate --contributed refuses this suite (see {path})"))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m initbench.sweep '<RunSpec JSON>'``: one run in this process (the local executor's worker)."""
+    """``python -m initbench.sweep '<RunSpec JSON>'``: one run in this process (the local executor's worker,
+    which dies with its driver: ``executors.die_with_driver``)."""
+    from initbench.executors import die_with_driver
+
     args = sys.argv[1:] if argv is None else argv
+    die_with_driver()
     execute_run(RunSpec.from_json(args[0]))
     return 0  # a failure inside the run is in its results file; a nonzero exit means the process crashed
 

@@ -23,3 +23,18 @@ class CrashOnMarkedSeed(InitMethod):
         marker = os.environ.get(MARKER)
         if ctx.seed == 1 and marker and Path(marker).exists():
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+LOG = "INITBENCH_TEST_RUN_LOG"
+SLEEP = "INITBENCH_TEST_SLEEP"
+
+
+class SlowLogged(InitMethod):
+    summary = "test only: LoRA that appends '<seed> <pid>' to $INITBENCH_TEST_RUN_LOG and sleeps $INITBENCH_TEST_SLEEP s"
+
+    def initialize(self, model, ctx) -> None:
+        import time
+
+        with open(os.environ[LOG], "a") as log:
+            log.write(f"{ctx.seed} {os.getpid()}\n")
+        time.sleep(float(os.environ.get(SLEEP, "1")))
