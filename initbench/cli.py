@@ -233,7 +233,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         return 2
     print(f"ok: suite {suite.name!r} ({suite.path}): {len(tasks or suite.tasks)} task(s) pass the preflight")
+    _report_contamination(suite, tasks)
     return 0
+
+
+def _report_contamination(suite, tasks) -> None:
+    """Print the overlap of each task's test and validation prompts with its training prompts (a
+    report, not an error: ``validate --contributed`` is what refuses a suite above the threshold)."""
+    from initbench.contamination import contamination_report, refusal
+
+    report = contamination_report(suite, tasks=tasks)
+    print(report.render())
+    why = refusal(suite, report)
+    if why:
+        print(f"warning: {why}")
+    elif report.over_threshold():
+        print(f"over the threshold, accepted by the suite: {suite.contamination_ok}")
 
 
 def _preflight(suite, tasks) -> None:
