@@ -91,6 +91,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
     p.set_defaults(handler=cmd_reproduce)
 
+    p = sub.add_parser("curvature", help="top Hessian eigenvalue of the training loss at init per method, task and "
+                                         "seed (initbench.curvature), written beside the runs in --out")
+    p.add_argument("--suite", required=True, help="built-in suite name or path to a suite YAML")
+    p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--out", type=Path, default=Path("initbench-runs"), help="results folder (default ./initbench-runs)")
+    p.add_argument("--batches", type=int, default=4, help="training batches the loss is measured on (default 4)")
+    p.add_argument("--iterations", type=int, default=20, help="at most this many Lanczos iterations (default 20)")
+    p.add_argument("--tol", type=float, default=1e-2, help="stop when lambda_max changes less than this (default 0.01)")
+    p.add_argument("--force", action="store_true", help="measure again what is already in --out")
+    p.set_defaults(handler=cmd_curvature)
+
+    p = sub.add_parser("lr-prior", help="the learning rate each method's curvature predicts, calibrated on the "
+                                        "reference's tuned rate, and the grid centred on it (initbench.lr_prior)")
+    p.add_argument("--suite", required=True, help="built-in suite name or path to a suite YAML")
+    p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
+    p.add_argument("--results", type=Path, default=Path("initbench-runs"),
+                   help="folder with the curvature measurements and the reference's tuning (default ./initbench-runs)")
+    p.add_argument("--reference", default="lora", help="the method whose tuned rate calibrates the prior (default lora)")
+    p.add_argument("--points", type=int, default=None, help="grid size (default: the suite's tuning grid's)")
+    p.set_defaults(handler=cmd_lr_prior)
+
     p = sub.add_parser("validate", help="check results files against the schema")
     p.add_argument("results", type=Path)
     p.add_argument("--contributed", action="store_true",
@@ -100,6 +122,47 @@ def _parser() -> argparse.ArgumentParser:
                         "contamination_ok says why")
     p.set_defaults(handler=cmd_validate)
     return parser
+
+
+def cmd_curvature(args: argparse.Namespace) -> int:
+    """``initbench curvature``: measure (or skip, when present) each (method, task, seed)."""
+    from initbench.curvature_table import measure_and_write, read_table
+    from initbench.registry import PluginError, get_method
+    from initbench.suite import SuiteError, load_suite
+
+    try:
+        suite = load_suite(args.suite)
+        methods = [get_method(name) for name in args.method]
+    except (SuiteError, PluginError) as err:
+        raise UsageError(str(err)) from None
+    seeds = _parse_seeds(args.seeds)
+    for method in methods:
+        for task in suite.tasks:
+            for seed in seeds:
+                path, measured = measure_and_write(args.out, suite, method, task, seed, force=args.force,
+                                                   batches=args.batches, max_iterations=args.iterations, tol=args.tol)
+                row = [r for r in read_table(path.parent).to_pylist() if r["seed"] == seed][0]
+                state = "measured" if measured else "already there"
+                print(f"{method.name} | {task.name} | seed {seed}: lambda_max={row['lambda_max']:.4g} "
+                      f"({row['iterations']} iterations, converged={row['converged']}, {row['seconds']:.0f} s; {state})")
+    return 0
+
+
+def cmd_lr_prior(args: argparse.Namespace) -> int:
+    """``initbench lr-prior``: predicted rate and centred grid per method and task."""
+    from initbench.lr_prior import priors
+    from initbench.suite import SuiteError, load_suite
+
+    try:
+        suite = load_suite(args.suite)
+        found = priors(args.results, suite, args.method, args.reference, args.points)
+    except (SuiteError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    rows = [[p.method, p.task, f"{p.lambda_max:.4g}", f"{p.reference_lr:.3g} ({p.reference_lr_source})",
+             f"{p.predicted_lr:.3g}", ", ".join(f"{lr:.3g}" for lr in p.grid)] for p in found]
+    print(tabulate(rows, ["method", "task", "lambda_max", f"{args.reference} rate", "predicted rate",
+                          "centred grid"], tablefmt="github"))
+    return 0
 
 
 def _grid_arguments(p: argparse.ArgumentParser) -> None:

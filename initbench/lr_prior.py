@@ -14,12 +14,18 @@ whether the claim holds on a set of (lambda_max, tuned rate) points: a least-squ
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.stats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from initbench.suite import Suite
 
 
 def predicted_lr(lr_reference: float, lambda_reference: float, lambda_method: float) -> float:
@@ -78,3 +84,51 @@ def fit(lambdas: Sequence[float], tuned_lrs: Sequence[float]) -> PriorFit:
     else:
         ci = (math.nan, math.nan)
     return PriorFit(len(x), float(line.slope), float(line.intercept), r * r, r, ci)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The rate curvature predicts for one (method, task) and the grid centred on it."""
+
+    method: str
+    task: str
+    lambda_max: float
+    reference_lambda: float
+    reference_lr: float
+    reference_lr_source: str  # "tuned" (the reference's selection file) or "suite default"
+    predicted_lr: float
+    grid: list[float]
+
+
+def priors(results: Path, suite: Suite, methods: Sequence[str], reference: str = "lora",
+           points: int | None = None) -> list[Prior]:
+    """For each method and task of ``suite`` with curvature measured under ``results``
+    (``initbench.curvature_table``): the predicted rate, calibrated on ``reference``'s tuned rate (its
+    selection file) or, when it was not tuned, the suite's default rate, and a grid of the suite's
+    tuning-grid shape (``points`` overrides its size) centred on the prediction."""
+    from initbench.curvature_table import mean_lambda, read_table
+    from initbench.protocol import selection_path
+
+    lambdas = mean_lambda(read_table(results), suite.spec_hash)
+    grid = list(suite.tuning.lr_grid) if suite.tuning and len(suite.tuning.lr_grid) > 1 else []
+    size, ratio = grid_shape(grid) if grid else (5, 3.0)
+    size = points or size
+    out = []
+    for task in suite.tasks:
+        if (reference, task.name) not in lambdas:
+            raise ValueError(f"lr prior: no curvature of the reference {reference!r} on task {task.name!r} under "
+                             f"{results}; run `initbench curvature --suite {suite.name} --method {reference}` first")
+        ref_lr, source = suite.budget.optimizer.lr, "suite default"
+        selection = selection_path(results, suite.name, reference, task.name, suite.spec_hash)
+        if selection.exists():
+            chosen = json.loads(selection.read_text()).get("selected_lr")
+            if chosen:
+                ref_lr, source = float(chosen), "tuned"
+        for method in methods:
+            if (method, task.name) not in lambdas:
+                raise ValueError(f"lr prior: no curvature of {method!r} on task {task.name!r} under {results}; "
+                                 f"run `initbench curvature --suite {suite.name} --method {method}` first")
+            lam, ref_lam = lambdas[(method, task.name)], lambdas[(reference, task.name)]
+            lr = predicted_lr(ref_lr, ref_lam, lam)
+            out.append(Prior(method, task.name, lam, ref_lam, ref_lr, source, lr, centred_grid(lr, size, ratio)))
+    return out
