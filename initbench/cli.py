@@ -21,9 +21,11 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from initbench.results import ResultsError
+
     try:
         return args.handler(args)
-    except UsageError as err:
+    except (UsageError, ResultsError) as err:
         print(f"initbench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -307,10 +309,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.results}: no such file or folder")
     problems = validate(args.results)
     if not problems and args.contributed:
-        from initbench.protocol import check_contributed
-        from initbench.results import read_results
+        import pyarrow as pa
 
-        problems = check_contributed(read_results(args.results))
+        from initbench.contributed import check_rows
+        from initbench.protocol import check_contributed, superseded
+        from initbench.results import read_tree, without_runs
+
+        stale = superseded(args.results) if args.results.is_dir() else {}
+        for reason in stale.values():
+            print(f"initbench: set aside (not counted): {reason}", file=sys.stderr)
+        files = {path: without_runs(table, stale) for path, table in read_tree(args.results).items()}
+        problems = check_contributed(pa.concat_tables(files.values())) + check_rows(files)
     for problem in problems:
         print(problem)
     print(f"{'invalid' if problems else 'valid'}: {args.results}", file=sys.stderr)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = "5"
@@ -147,7 +148,11 @@ CURVE_SCHEMA = pa.schema(
 
 
 class ResultsError(ValueError):
-    """A results file does not match the schema."""
+    """A results file does not match the schema, cannot be read, or repeats another's run."""
+
+
+def _kind_of(schema: pa.Schema) -> str:
+    return "results" if schema is RESULTS_SCHEMA else "curve"
 
 
 def run_stem(
@@ -185,14 +190,18 @@ def _write_atomic(table: pa.Table, path: Path, kind: str) -> None:
 
 
 def finished_status(stem: Path) -> str | None:
-    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if absent."""
+    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if it must
+    be (re)done: no results file, or a results or curve file that cannot be read (empty after a
+    crash or a full disk, truncated), so a resumed sweep repairs it."""
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
+    curve = stem.with_name(stem.name + CURVE_SUFFIX)
     if not path.exists():
         return None
     try:
         statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
-    except (pa.ArrowInvalid, OSError):
-        return None  # unreadable: treat as missing so the run is redone
+        pq.read_metadata(curve)
+    except (pa.ArrowInvalid, OSError, KeyError):
+        return None  # unreadable or missing: treat as not done so the run is redone
     return statuses[0] if statuses else None
 
 
@@ -201,13 +210,70 @@ def result_files(path: Path, suffix: str = RESULTS_SUFFIX) -> list[Path]:
     return [path] if path.is_file() else sorted(path.rglob(f"*{suffix}"))
 
 
-def read_results(path: Path, suffix: str = RESULTS_SUFFIX) -> pa.Table:
-    """Concatenate every results (or curve) file under ``path`` into one table."""
-    files = result_files(path, suffix)
+def read_file(path: Path, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
+    """One results (or curve) file, upgraded to the current schema; a ``ResultsError`` naming the
+    file and the fix when it is empty, not Parquet, or not an initbench file of that kind."""
+    path = Path(path)
+    fix = "rerun the same sweep to redo that run (or delete the file)"
+    if path.stat().st_size == 0:
+        raise ResultsError(f"{path}: empty file (0 bytes, a crash or a full disk while writing); {fix}")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ResultsError(f"{path}: not a readable Parquet file ({_first_line(err)}); {fix}") from None
+    problems = table_problems(path, table)
+    if not problems and (table.schema.metadata or {}).get(b"initbench.table") != _kind_of(schema).encode():
+        problems = [f"{path}: a {_kind(table) or 'foreign'} file where a {_kind_of(schema)} file was expected"]
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s); `initbench validate` lists them)" if len(problems) > 1 else ""
+        raise ResultsError(f"{problems[0]}{more}; {fix}")
+    return upgrade(table, schema)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def read_results(path: Path, suffix: str = RESULTS_SUFFIX, *, set_aside: bool = True) -> pa.Table:
+    """Concatenate every results (or curve) file under ``path`` into one table: one run key, one
+    file (a run in two files is a ``ResultsError`` naming both); unless ``set_aside`` is False,
+    tuned finals superseded by a later selection are left out (``initbench.protocol.superseded``)."""
     schema = RESULTS_SCHEMA if suffix == RESULTS_SUFFIX else CURVE_SCHEMA
-    if not files:
+    tables = read_tree(path, suffix)
+    if not tables:
         return schema.empty_table()
-    return pa.concat_tables([upgrade(pq.read_table(f), schema) for f in files])
+    table = pa.concat_tables(tables.values())
+    if set_aside and Path(path).is_dir():
+        from initbench.protocol import superseded
+
+        table = without_runs(table, superseded(path))
+    return table
+
+
+def without_runs(table: pa.Table, run_ids) -> pa.Table:
+    """``table`` less the rows of the runs ``run_ids`` (set aside)."""
+    run_ids = sorted(run_ids)
+    if not run_ids:
+        return table
+    return table.filter(pc.invert(pc.is_in(table["run_id"], pa.array(run_ids, pa.string()))))
+
+
+def read_tree(path: Path, suffix: str = RESULTS_SUFFIX) -> dict[Path, pa.Table]:
+    """Every results (or curve) file at or under ``path``, read with :func:`read_file`, by path;
+    a run id found in two files is a ``ResultsError`` naming both (a copy in a subfolder, a
+    results tree merged twice): the leaderboard must count each run once."""
+    schema = RESULTS_SCHEMA if suffix == RESULTS_SUFFIX else CURVE_SCHEMA
+    tables: dict[Path, pa.Table] = {}
+    owner: dict[str, Path] = {}
+    for f in result_files(path, suffix):
+        table = read_file(f, schema)
+        for run_id in pc.unique(table["run_id"]).to_pylist():
+            if run_id in owner:
+                raise ResultsError(f"run {run_id} is in two files: {owner[run_id]} and {f}; one run must have one "
+                                   "result: delete the copy")
+            owner[run_id] = f
+        tables[f] = table
+    return tables
 
 
 def upgrade(table: pa.Table, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
@@ -227,9 +293,18 @@ def validate_file(path: Path) -> list[str]:
     try:
         table = pq.read_table(path)
     except Exception as err:
-        return [f"{path}: unreadable: {err}"]
+        return [f"{path}: unreadable: {_first_line(err)}" if Path(path).stat().st_size else f"{path}: empty file (0 bytes)"]
+    return table_problems(path, table)
+
+
+def _kind(table: pa.Table) -> str:
+    return (table.schema.metadata or {}).get(b"initbench.table", b"").decode()
+
+
+def table_problems(path: Path, table: pa.Table) -> list[str]:
+    """Problems with the table read from ``path`` against the schema its metadata names."""
     metadata = table.schema.metadata or {}
-    kind = metadata.get(b"initbench.table", b"").decode()
+    kind = _kind(table)
     version = metadata.get(b"initbench.schema_version", b"").decode()
     problems = []
     if version not in SUPPORTED_VERSIONS:
@@ -262,8 +337,15 @@ def validate_file(path: Path) -> list[str]:
 
 
 def validate(path: Path) -> list[str]:
-    """Problems with every results and curve file at or under ``path``."""
+    """Problems with every results and curve file at or under ``path``, and runs found in two files."""
     files = result_files(path) + result_files(path, CURVE_SUFFIX) if Path(path).is_dir() else [Path(path)]
     if not files:
         return [f"{path}: no results files found"]
-    return [problem for f in files for problem in validate_file(f)]
+    problems = [problem for f in files for problem in validate_file(f)]
+    if not problems:
+        for suffix in (RESULTS_SUFFIX, CURVE_SUFFIX):
+            try:
+                read_tree(path, suffix)
+            except ResultsError as err:  # a run in two files
+                problems.append(str(err))
+    return problems

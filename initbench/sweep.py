@@ -122,6 +122,10 @@ def run_sweep(
     if protocol == "tuned":
         outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
                                executor, report)
+        from initbench.protocol import superseded
+
+        for reason in superseded(out).values():
+            report(f"set aside (kept, not counted): {reason}")
     return outcomes
 
 

@@ -1,0 +1,99 @@
+"""Issue 18, findings 1-3 and 9: a results tree the leaderboard cannot be fooled by (superseded
+tuned finals, duplicates, impossible rows, unreadable files); synthetic `smoke` rows, no training."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from _trees import METRIC, SMOKE, fixed_tree, smoke_row, write_smoke_run
+
+from initbench import leaderboard
+from initbench.cli import main
+from initbench.protocol import select
+from initbench.results import CURVE_SUFFIX, ResultsError, finished_status, read_results, validate
+from initbench.status import grid_status
+
+
+def _tuned_tree(out, stale_lr=0.1, chosen_lr=0.01):
+    """base and lora fixed (seeds 0, 1), lora's trials (``chosen_lr`` best), lora's tuned finals at
+    ``chosen_lr`` and, left over from an earlier selection, at ``stale_lr``."""
+    fixed_tree(out)
+    for task in METRIC:
+        for lr in SMOKE.tuning.lr_grid:
+            write_smoke_run(out, smoke_row("lora", task, 0, 0.9 if lr == chosen_lr else 0.2, lr=lr, split="validation"))
+        select(SMOKE, "lora", SMOKE.task(task), out)
+        for lr, values in ((stale_lr, (0.3, 0.9)), (chosen_lr, (0.5, 0.6))):
+            for seed, value in enumerate(values):
+                write_smoke_run(out, smoke_row("lora", task, seed, value, lr=lr, selected_lr=lr))
+    return out
+
+
+def test_superseded_tuned_finals_are_set_aside_and_reported(tmp_path, capsys):
+    out = _tuned_tree(tmp_path / "runs")
+    table = read_results(out)
+    tuned = [r for r in table.to_pylist() if r["protocol"] == "tuned" and r["phase"] == "final"]
+    assert {r["selected_lr"] for r in tuned} == {0.01} and len(tuned) == 4
+    cell = next(c for c in leaderboard.build(table)["suites"][0]["protocols"]["tuned"]["cells"]
+                if c["method"] == "lora" and c["task"] == "addition")
+    assert cell["seeds"] == 2 and cell["mean"] == pytest.approx(0.55) and cell["std"] == pytest.approx(0.0707, abs=1e-4)
+    assert read_results(out, set_aside=False).num_rows == table.num_rows + 4  # kept on disk
+    status = grid_status(out)
+    assert len(status.set_aside) == 4 and all("superseded by the selection of lr 0.01" in r for r in status.set_aside)
+    assert status.counts[("smoke", "lora")]["done"] == 2 * 2 + 2 * 3 + 2 * 2  # fixed, trials, current finals
+    assert main(["validate", "--contributed", str(out)]) == 0
+    assert capsys.readouterr().err.count("set aside (not counted)") == 4
+
+
+def test_a_run_in_two_files_is_an_error_naming_both(tmp_path, capsys):
+    out = fixed_tree(tmp_path / "runs", methods=("lora",), seeds=(0,))
+    original = out / "smoke/lora/addition" / f"seed0-{SMOKE.spec_hash}.results.parquet"
+    copy = out / "zz-copy/smoke/lora/addition" / original.name
+    copy.parent.mkdir(parents=True)
+    shutil.copy(original, copy)
+    shutil.copy(original.with_name(original.name.replace(".results", ".curve")),
+                copy.with_name(copy.name.replace(".results", ".curve")))
+    with pytest.raises(ResultsError, match="in two files") as err:
+        read_results(out)
+    assert str(original) in str(err.value) and str(copy) in str(err.value)
+    assert any(str(original) in p and str(copy) in p for p in validate(out))
+    # status, leaderboard, validate and publish all refuse, naming both files
+    for argv in (["leaderboard", str(out)], ["status", str(out)], ["validate", "--contributed", str(out)],
+                 ["leaderboard", "publish", str(out), "--version", "v1", "--root", str(tmp_path / "board")]):
+        code = main(argv)
+        printed = capsys.readouterr()
+        assert code in (1, 2) and str(copy) in printed.out + printed.err, argv
+    assert not (tmp_path / "board" / "v1").exists()
+
+
+@pytest.mark.parametrize("damage", ["zero-byte results", "garbage results", "foreign table", "zero-byte curve"])
+def test_an_unreadable_file_is_one_line_naming_it(tmp_path, capsys, damage):
+    out = fixed_tree(tmp_path / "runs")
+    stem = out / "smoke/lora/addition" / f"seed0-{SMOKE.spec_hash}"
+    target = stem.with_name(stem.name + (CURVE_SUFFIX if "curve" in damage else ".results.parquet"))
+    if damage.startswith("zero-byte"):
+        target.write_bytes(b"")
+    elif damage == "garbage results":
+        target.write_bytes(b"PAR1 not parquet at all")
+    else:
+        pq.write_table(pa.table({"a": [1]}), target)
+    for argv in (["leaderboard", str(out)], ["status", str(out)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("initbench: error:") and str(target) in err[0], (argv, err)
+    assert finished_status(stem) is None  # a resumed sweep redoes (repairs) the run
+
+
+def test_resume_repairs_a_zero_byte_curve(tmp_path):
+    from conftest import quick_smoke_suite
+
+    suite = quick_smoke_suite(tmp_path)
+    out = tmp_path / "runs"
+    argv = ["evaluate", "--suite", str(suite), "--method", "lora", "--seeds", "0", "--out", str(out)]
+    assert main(argv) == 0
+    (curve,) = out.rglob(f"*{CURVE_SUFFIX}")
+    curve.write_bytes(b"")
+    assert main(argv) == 0
+    assert pq.read_table(curve).num_rows == 2 and read_results(out, CURVE_SUFFIX).num_rows == 2
