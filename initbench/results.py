@@ -30,6 +30,7 @@ Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,13 @@ def table_problems(path: Path, table: pa.Table) -> list[str]:
         bad = set(table.column("status").to_pylist()) - {"ok", "diverged", "failed"}
         if bad:
             problems.append(f"{path}: column 'status' has unknown values {sorted(bad)}")
+        if {"metric", "value"} <= set(table.schema.names):
+            unfinished = sorted({f"{r['metric']}={r['value']!r}" for r in
+                                 table.select(["status", "metric", "value"]).to_pylist()
+                                 if r["status"] == "ok" and r["metric"] is not None
+                                 and (not isinstance(r["value"], float) or not math.isfinite(r["value"]))})
+            if unfinished:
+                problems.append(f"{path}: status ok with a value that is not a finite number ({', '.join(unfinished)})")
     if kind == "results" and number >= 2:
         for column, allowed in (("protocol", {"fixed", "tuned"}), ("phase", {"trial", "final"})):
             if column in table.schema.names:

@@ -51,3 +51,14 @@ def fixed_tree(out: Path, methods: tuple[str, ...] = ("base", "lora"), seeds: tu
             for seed in seeds:
                 write_smoke_run(out, smoke_row(method, task, seed, 0.25 + 0.25 * m + 0.01 * seed))
     return out
+
+
+def tamper(path: Path, **change: Any) -> Path:
+    """Rewrite the results file ``path`` in place with ``change`` applied to every row (metadata kept)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    rows = [{**row, **change} for row in table.to_pylist()]
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    return path

@@ -8,7 +8,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _trees import METRIC, SMOKE, fixed_tree, smoke_row, write_smoke_run
+from _trees import METRIC, SMOKE, fixed_tree, smoke_row, tamper, write_smoke_run
 
 from initbench import leaderboard
 from initbench.cli import main
@@ -97,3 +97,65 @@ def test_resume_repairs_a_zero_byte_curve(tmp_path):
     curve.write_bytes(b"")
     assert main(argv) == 0
     assert pq.read_table(curve).num_rows == 2 and read_results(out, CURVE_SUFFIX).num_rows == 2
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"value": float("nan")}, "status ok with a value that is not a finite number (exact_match=nan)"),
+        ({"value": float("inf")}, "status ok with a value that is not a finite number (exact_match=inf)"),
+        ({"value": 1e9}, "in [0, 1]"),
+        ({"value": -5.0}, "value -5.0"),
+        ({"value": None}, "status ok with a value that is not a finite number (exact_match=None)"),
+        ({"metric": "acc"}, "metric 'acc' is not one task 'initbench_addition' defines (exact_match)"),
+        ({"stderr": float("nan")}, "stderr nan"),
+        ({"method": "no-such-init", "run_id": "smoke/no-such-init/addition/seed0/x"}, "unknown method 'no-such-init'"),
+        ({"lora_rank": 64}, "lora_rank 64, the suite grants 4"),
+        ({"learning_rate": 0.1}, "learning_rate 0.1, expected the suite's budget.optimizer.lr 0.01"),
+        ({"optimizer_steps": 600}, "600 optimizer steps, the suite grants budget.steps 6"),
+        ({"train_tokens": 10**9}, "1000000000 training tokens, the suite grants at most 1,152"),
+        ({"calibration_examples": 999}, "999 calibration examples"),
+        ({"eval_limit": 1}, "eval_limit 1, the suite says 8"),
+    ],
+)
+def test_contributed_rows_must_be_possible_under_their_suite(tmp_path, capsys, change, fragment):
+    out = fixed_tree(tmp_path / "runs")
+    assert main(["validate", "--contributed", str(out)]) == 0
+    capsys.readouterr()
+    path = tamper(write_smoke_run(out, smoke_row("lora", "addition", 0, 0.5)), **change)
+    assert main(["validate", "--contributed", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert any(line.startswith(f"{path}: ") and fragment in line for line in printed.splitlines()), printed
+
+
+def test_contributed_seeds_must_be_complete_for_every_method(tmp_path, capsys):
+    out = fixed_tree(tmp_path / "runs", methods=("base",), seeds=(0, 1))
+    fixed_tree(out, methods=("lora",), seeds=(0,))
+    assert main(["validate", "--contributed", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "method 'lora': missing fixed runs (task, seed): addition seed 1, compare_sums seed 1" in printed
+
+
+def test_contributed_tuned_rows_must_use_the_grid_and_their_selection(tmp_path, capsys):
+    out = _tuned_tree(tmp_path / "runs")
+    assert main(["validate", "--contributed", str(out)]) == 0
+    trial = write_smoke_run(out, smoke_row("lora", "addition", 0, 0.5, lr=0.05, split="validation"))
+    final = tamper(write_smoke_run(out, smoke_row("lora", "compare_sums", 1, 0.5, lr=0.01, selected_lr=0.01)),
+                   learning_rate=0.1, eval_split="validation")
+    assert main(["validate", "--contributed", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"{trial}: lora | addition | seed 0: learning_rate 0.05, expected a rate of the suite's tuning grid" in printed
+    assert f"{final}: lora | compare_sums | seed 1: learning_rate 0.1, expected its selected_lr (0.01)" in printed
+    assert f"{final}: lora | compare_sums | seed 1: phase final scored on 'validation'" in printed
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), None])
+def test_a_finished_run_without_a_finite_value_is_refused_everywhere(tmp_path, capsys, value):
+    out = fixed_tree(tmp_path / "runs")
+    path = tamper(out / "smoke/lora/addition" / f"seed0-{SMOKE.spec_hash}.results.parquet", value=value)
+    for argv in (["leaderboard", str(out)], ["validate", str(out)],
+                 ["leaderboard", "publish", str(out), "--version", "v1", "--root", str(tmp_path / "board")]):
+        assert main(argv) in (1, 2), argv
+        printed = capsys.readouterr()
+        assert f"{path}: status ok with a value that is not a finite number" in printed.out + printed.err, argv
+    assert not (tmp_path / "board" / "v1").exists()
