@@ -277,7 +277,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     results = Path(first)
     if not results.exists():
         raise UsageError(f"{results}: no such file or folder")
-    print(render(results, args.format))
+    from initbench.publish import PublishError, is_version, read_version
+
+    version = results if is_version(results) else results.parent if is_version(results.parent) else None
+    if version is None:
+        print(render(results, args.format))
+        return 0
+    from initbench.leaderboard import build, render_board
+
+    try:
+        table, curves = read_version(version)  # a published version: every file checked against its hash
+    except PublishError as err:
+        raise UsageError(str(err)) from None
+    print(render_board(build(table, curves), args.format))
     return 0
 
 

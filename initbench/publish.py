@@ -21,6 +21,7 @@ every version and is regenerated on each publish.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
@@ -42,11 +43,12 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from initbench import __version__, leaderboard
-from initbench.results import CURVE_SUFFIX, read_results, validate
+from initbench.results import CURVE_SUFFIX, CURVE_SCHEMA, RESULTS_SCHEMA, read_results, upgrade, validate, write_atomic
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
 MANIFEST_FILE = "manifest.json"
+MANIFESTS_FILE = "manifests.json"  # in the versions folder: version -> its manifest's SHA-256
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -143,8 +145,8 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
     try:
-        pq.write_table(table, staging / RESULTS_FILE)
-        pq.write_table(curves, staging / CURVES_FILE)
+        write_atomic(table, staging / RESULTS_FILE, "results")
+        write_atomic(curves, staging / CURVES_FILE, "curve")
         board = leaderboard.build(table, curves)
         plots_dir = staging / "plots"
         from initbench.plots import write_plots
@@ -180,16 +182,110 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             },
             "plots": plots,
         }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         tables = leaderboard.render_board(board, "github", level=2)
         (staging / "README.md").write_text(_version_readme(manifest, tables))
         (staging / "index.html").write_text(_index_html(manifest, board))
-        os.rename(staging, target)  # fails if someone published the same version meanwhile
-    except BaseException:
+        manifest["files"] = {p.relative_to(staging).as_posix(): file_sha256(p)
+                             for p in sorted(staging.rglob("*")) if p.is_file()}
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+        with _root_lock(root):
+            try:
+                os.rename(staging, target)
+            except OSError:  # another publish of this version won the race
+                if target.exists() and _published_digest(target) == digest:
+                    return target
+                raise PublishError(f"{target} was published by another process meanwhile, with other contents; "
+                                   "published versions are immutable: publish as a new version") from None
+            _record_manifest(root, version, file_sha256(target / MANIFEST_FILE))
+            write_index(root)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    write_index(root)
     return target
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _published_digest(target: Path) -> str | None:
+    try:
+        return json.loads((target / MANIFEST_FILE).read_text()).get("results", {}).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path):
+    """Serialize the last step of publishes into one root (rename, hash record, index): an
+    exclusive ``flock`` on the versions folder itself, so no lock file is left in it."""
+    import fcntl
+
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _record_manifest(root: Path, version: str, sha256: str) -> None:
+    """Add ``version``'s manifest hash to ``root/MANIFESTS_FILE`` (never rewriting an entry): the
+    anchor that makes an edited manifest evident (commit it with the versions)."""
+    path = Path(root) / MANIFESTS_FILE
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded.setdefault(version, sha256)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def verify_version(path: Path) -> dict[str, Any]:
+    """Check every file of the published version at ``path`` against the SHA-256 its manifest
+    records, and the manifest against the hash recorded at publish time in the versions folder
+    (``MANIFESTS_FILE``); returns the manifest.  Any mismatch, missing file or unreadable
+    manifest is a ``PublishError`` naming the file: a published version must not be edited."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    fix = "restore the version from version control (published versions are immutable)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise PublishError(f"{manifest_path}: not a readable manifest ({err}); {fix}") from None
+    anchor = path.parent / MANIFESTS_FILE
+    recorded = json.loads(anchor.read_text()).get(path.name) if anchor.exists() else None
+    if recorded is not None and recorded != file_sha256(manifest_path):
+        raise PublishError(f"{manifest_path}: sha256 {file_sha256(manifest_path)[:16]} differs from the one recorded "
+                           f"at publish time in {anchor} ({recorded[:16]}): the manifest was edited; {fix}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not {RESULTS_FILE, CURVES_FILE} <= set(files):
+        raise PublishError(f"{manifest_path}: no 'files' with the SHA-256 of {RESULTS_FILE} and {CURVES_FILE} "
+                           f"(published before versions were hashed, or edited); republish it as a new version")
+    for name, expected in sorted(files.items()):
+        file = path / name
+        if not file.is_file():
+            raise PublishError(f"{file}: listed in {manifest_path} but missing; {fix}")
+        if file_sha256(file) != expected:
+            raise PublishError(f"{file}: sha256 {file_sha256(file)[:16]} differs from {expected[:16]} recorded in "
+                               f"{manifest_path}: the file was edited; {fix}")
+    return manifest
+
+
+def read_version(path: Path) -> tuple[pa.Table, pa.Table]:
+    """The results and curves of a published version, after :func:`verify_version`."""
+    path = Path(path)
+    verify_version(path)
+    return (upgrade(pq.read_table(path / RESULTS_FILE), RESULTS_SCHEMA),
+            upgrade(pq.read_table(path / CURVES_FILE), CURVE_SCHEMA))
+
+
+def is_version(path: Path) -> bool:
+    """Whether ``path`` is a published version folder (it has a manifest)."""
+    return (Path(path) / MANIFEST_FILE).is_file()
 
 
 def _version_readme(manifest: dict, tables: str) -> str:
@@ -220,7 +316,7 @@ def _index_html(manifest: dict, board: dict) -> str:
     def clean(v):
         return None if isinstance(v, float) and v != v else v
 
-    data = json.dumps([[clean(v) for v in r] for r in rows]).replace("</", "<\\/")
+    data = _script_json([[clean(v) for v in r] for r in rows])
     plots = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(Path(p).stem)}">'
                     f"<figcaption>{html.escape(Path(p).stem)}</figcaption></figure>" for p in manifest["plots"])
     title = f"initbench leaderboard {html.escape(manifest['version'])}"
@@ -246,7 +342,7 @@ Cells: mean, std and 95% percentile-bootstrap CI over seeds; IQM of normalized s
 <table id="board"><thead><tr></tr></thead><tbody></tbody></table>
 <h2>Plots</h2>{plots}
 <script>
-const COLUMNS = {json.dumps(columns)};
+const COLUMNS = {_script_json(columns)};
 const ROWS = {data};
 let sortCol = 10, sortDesc = true;
 function fmt(v) {{ return v === null ? "" : (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(4) : String(v)); }}
@@ -259,7 +355,7 @@ function draw() {{
     return (x < y ? -1 : 1) * (sortDesc ? -1 : 1);
   }});
   document.querySelector("#board tbody").innerHTML = rows.map(r =>
-    "<tr>" + r.map(v => "<td>" + fmt(v).replace(/</g, "&lt;") + "</td>").join("") + "</tr>").join("");
+    "<tr>" + r.map(v => "<td>" + fmt(v).replace(/&/g, "&amp;").replace(/</g, "&lt;") + "</td>").join("") + "</tr>").join("");
   document.getElementById("count").textContent = rows.length + " of " + ROWS.length + " rows";
 }}
 document.querySelector("#board thead tr").innerHTML = COLUMNS.map((c, i) =>
@@ -271,6 +367,12 @@ document.getElementById("filter").addEventListener("input", draw);
 draw();
 </script></body></html>
 """
+
+
+def _script_json(value: Any) -> str:
+    """JSON to embed in an inline ``<script>``: ``<``, ``>`` and ``&`` as ``\\u`` escapes, so no name
+    (``</script>``, ``<!--``) can end or comment out the script (JSON and JavaScript read them alike)."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def write_index(root: Path) -> Path:
@@ -305,7 +407,7 @@ def _version_dir(version: str | Path, root: Path) -> Path:
 
 def _standings(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """(suite, method) -> rank and score on the version's main protocol (IQM of normalized scores)."""
-    table = pq.read_table(path / RESULTS_FILE)
+    table, _ = read_version(path)
     board = leaderboard.build(table, None)
     out = {}
     for entry in board["suites"]:
@@ -349,9 +451,9 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
     from initbench.suite import SuiteError, load_suite
 
     version_dir = Path(version_dir)
-    if not (version_dir / RESULTS_FILE).exists():
-        raise PublishError(f"{version_dir}: not a published version (no {RESULTS_FILE})")
-    table = pq.read_table(version_dir / RESULTS_FILE)
+    if not is_version(version_dir):
+        raise PublishError(f"{version_dir}: not a published version (no {MANIFEST_FILE})")
+    table, _ = read_version(version_dir)
     by_run: dict[str, list[dict]] = defaultdict(list)
     for row in table.to_pylist():
         by_run[row["run_id"]].append(row)

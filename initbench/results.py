@@ -176,14 +176,15 @@ def format_lr(lr: float | None) -> str:
 def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> Path:
     """Write a run's curve, then its results, each atomically; returns the results path."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(pa.Table.from_pylist(curve, schema=CURVE_SCHEMA), stem.with_name(stem.name + CURVE_SUFFIX), "curve")
+    write_atomic(pa.Table.from_pylist(curve, schema=CURVE_SCHEMA), stem.with_name(stem.name + CURVE_SUFFIX), "curve")
     results_path = stem.with_name(stem.name + RESULTS_SUFFIX)
     rows = [{**row, **{k: v for k, v in V2_DEFAULTS.items() if v is not None and row.get(k) is None}} for row in rows]
-    _write_atomic(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), results_path, "results")
+    write_atomic(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), results_path, "results")
     return results_path
 
 
-def _write_atomic(table: pa.Table, path: Path, kind: str) -> None:
+def write_atomic(table: pa.Table, path: Path, kind: str) -> None:
+    """Write ``table`` as a ``kind`` (results or curve) file with the schema version, atomically."""
     table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind})
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     pq.write_table(table, tmp)
