@@ -6,6 +6,8 @@ Exit codes: 0 ok; 1 some run failed (the others' results are written); 2 bad inp
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -181,18 +183,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from initbench.sweep import run_sweep
     from initbench.suite import SuiteError, load_suite
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise UsageError("--seeds is empty")
+    seeds = parse_seeds(args.seeds)
     try:
         suite = load_suite(args.suite)
         methods = [get_method(name) for name in dict.fromkeys(args.method)]
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     tasks = _offline_tasks(suite, args.data_dir)
+    check_out(args.out)
     options = {k: getattr(args, k) for k in EXECUTOR_OPTIONS if hasattr(args, k)}  # sweep only
     executor = make_executor(args.executor, out=args.out, **options)
     try:
@@ -200,11 +198,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                              data_dir=_resolved_data_dir(), force=args.force, report=_report)
     except ProtocolError as err:
         raise UsageError(str(err)) from None
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        raise UsageError(f"{err.filename or args.out}: {err.strerror} while writing results; every run finished "
+                         "before is on disk: free space (or fix permissions) and rerun the same command to resume "
+                         "(finished runs are skipped)") from None
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"results in {args.out}; `initbench leaderboard {args.out}` shows the table", file=sys.stderr)
     for o in failed:
         print(f"initbench: run failed: {o.method} | {o.task} | seed {o.seed}: {o.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+#: a seed is what numpy, torch and lm-eval all take: an unsigned 32-bit integer
+MAX_SEED = 2**32 - 1
+#: OS errors that mean the results folder cannot take more writes (full, over quota, read-only, denied,
+#: a write cut short)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as integers in [0, MAX_SEED]; anything else is a UsageError."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise UsageError("--seeds is empty")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise UsageError(f"--seeds {text}: {bad[0]} is out of range; a seed is an integer from 0 to {MAX_SEED}")
+    return list(dict.fromkeys(seeds))
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder this process can create and write in; checked before any run."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder; name a folder for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".initbench-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write there ({err.strerror or err}); name a writable folder") from None
 
 
 def _resolved_data_dir() -> Path | None:

@@ -30,6 +30,7 @@ Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from pathlib import Path
@@ -187,8 +188,25 @@ def write_atomic(table: pa.Table, path: Path, kind: str) -> None:
     """Write ``table`` as a ``kind`` (results or curve) file with the schema version, atomically."""
     table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind})
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        _check_written(tmp, table.num_rows, path)
+        os.replace(tmp, path)
+    except BaseException as err:  # a full disk, a kill: leave no partial temporary file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno and not err.filename:  # Arrow's errors name no file
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
+
+
+def _check_written(tmp: Path, rows: int, path: Path) -> None:
+    """The file just written reads back with all its rows (a full disk can cut a write short silently)."""
+    try:
+        complete = pq.read_metadata(tmp).num_rows == rows
+    except (pa.ArrowInvalid, OSError):
+        complete = False
+    if not complete:
+        raise OSError(errno.EIO, "the file written is incomplete", str(path))
 
 
 def finished_status(stem: Path) -> str | None:

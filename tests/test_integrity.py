@@ -4,6 +4,7 @@ tuned finals, duplicates, impossible rows, unreadable files); synthetic `smoke` 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -159,3 +160,59 @@ def test_a_finished_run_without_a_finite_value_is_refused_everywhere(tmp_path, c
         printed = capsys.readouterr()
         assert f"{path}: status ok with a value that is not a finite number" in printed.out + printed.err, argv
     assert not (tmp_path / "board" / "v1").exists()
+
+
+@pytest.mark.parametrize(
+    "seeds, fragment",
+    [("99999999999999999999", "99999999999999999999 is out of range"), ("-1", "-1 is out of range"),
+     ("0,4294967296", "4294967296 is out of range")],
+)
+def test_seeds_out_of_range_are_refused(tmp_path, capsys, seeds, fragment):
+    out = tmp_path / "runs"
+    assert main(["evaluate", "--suite", "smoke", "--method", "lora", f"--seeds={seeds}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file", "a dangling link", "unwritable"])
+def test_an_unusable_out_is_refused_before_any_run(tmp_path, capsys, kind):
+    out = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "runs",
+           "a dangling link": tmp_path / "link", "unwritable": Path("/proc/initbench-runs")}[kind]
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    assert main(["evaluate", "--suite", "smoke", "--method", "lora", "--seeds", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {out}" in err[0], err
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("arrow_says, fragment", [(True, "No space left on device"),
+                                                   (False, "the file written is incomplete")])
+def test_a_full_disk_is_one_line_and_loses_no_finished_run(tmp_path, capsys, monkeypatch, arrow_says, fragment):
+    """The second run's files hit ENOSPC (half written, then Arrow's error): exit 2, one line naming the
+    file; the first run's files stay, no temporary file is left, and a rerun finishes the grid."""
+    from conftest import quick_smoke_suite
+
+    suite = quick_smoke_suite(tmp_path)
+    out = tmp_path / "runs"
+    real = pq.write_table
+    writes = []
+
+    def disk_fills_after_one_run(table, where, *args, **kwargs):
+        writes.append(where)
+        real(table, where, *args, **kwargs)
+        if len(writes) > 2:  # half the bytes made it, then Arrow's own ENOSPC error (its exact shape)
+            Path(where).write_bytes(Path(where).read_bytes()[: Path(where).stat().st_size // 2])
+            if arrow_says:  # else the write was cut short silently
+                raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", disk_fills_after_one_run)
+    argv = ["evaluate", "--suite", str(suite), "--method", "lora", "--seeds", "0,1", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("initbench: error:") and fragment in err and "seed1" in err, err
+    assert [p.name for p in out.rglob("*.parquet")] and not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert read_results(out).column("seed").to_pylist() == [0]
+    monkeypatch.setattr(pq, "write_table", real)
+    assert main(argv) == 0
+    assert sorted(read_results(out).column("seed").to_pylist()) == [0, 1]
