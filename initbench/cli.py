@@ -362,7 +362,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         import pyarrow as pa
 
         from initbench.contributed import check_rows
-        from initbench.protocol import check_contributed, superseded
+        from initbench.protocol import check_contributed, stale_selections, superseded
         from initbench.results import read_tree, without_runs
 
         stale = superseded(args.results) if args.results.is_dir() else {}
@@ -370,6 +370,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"initbench: set aside (not counted): {reason}", file=sys.stderr)
         files = {path: without_runs(table, stale) for path, table in read_tree(args.results).items()}
         problems = check_contributed(pa.concat_tables(files.values())) + check_rows(files)
+        problems += stale_selections(args.results) if args.results.is_dir() else []
     for problem in problems:
         print(problem)
     print(f"{'invalid' if problems else 'valid'}: {args.results}", file=sys.stderr)

@@ -87,9 +87,10 @@ def choose_lr(selection: Selection, default_lr: float) -> float:
 
 def _trial_score(stem: Path, metric: str) -> float | None:
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
-    if not path.exists():
-        return None
-    rows = pq.read_table(path, columns=["status", "metric", "value"]).to_pylist()
+    try:
+        rows = pq.read_table(path, columns=["status", "metric", "value"]).to_pylist()
+    except (pa.ArrowInvalid, OSError, KeyError):
+        return None  # missing or unreadable: not a score (the sweep redoes such a trial before selecting)
     values = [r["value"] for r in rows if r["status"] == "ok" and r["metric"] == metric]
     return float(values[0]) if values and values[0] is not None else None
 
@@ -158,6 +159,31 @@ def superseded(out: Path) -> dict[str, str]:
             stale[row["run_id"]] = (f"{path}: a tuned final at lr {row['selected_lr']!r}, superseded by the selection "
                                     f"of lr {chosen!r} ({selection})")
     return stale
+
+
+def stale_selection(path: Path) -> str | None:
+    """Why the selection file ``path`` no longer matches the trials beside it (a trial redone or
+    removed after the choice was made: a sweep interrupted between the trial and the selection),
+    or None.  A rerun of the sweep selects again."""
+    try:
+        payload = json.loads(path.read_text())
+        trials = [(float(t["lr"]), seed, score) for t in payload["trials"]
+                  for seed, score in zip(payload["tuning_seeds"], t["scores"])]
+        names = (payload["suite"], payload["method"], payload["task"], payload["suite_hash"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{path}: unreadable selection ({err}); rerun the sweep to select again"
+    for lr, seed, recorded in trials:
+        stem = run_stem(path.parent, *names[:3], seed, names[3], lr=lr, split="validation")
+        current = _trial_score(path.parent / stem.name, payload["metric"])
+        if current != recorded:
+            return (f"{path}: chose lr {payload['selected_lr']!r} with the lr {lr!r} seed {seed} trial at {recorded!r}, "
+                    f"now {current!r}; rerun the sweep to select again")
+    return None
+
+
+def stale_selections(out: Path) -> list[str]:
+    """:func:`stale_selection` of every selection file under ``out``."""
+    return [reason for path in sorted(Path(out).rglob(selection_name("*"))) if (reason := stale_selection(path))]
 
 
 def _selected_lr(path: Path) -> float | None:

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from initbench.protocol import selection_path
+from initbench.protocol import selection_path, stale_selection
 from initbench.results import CURVE_SUFFIX, RESULTS_SUFFIX, read_tree, run_stem
 
 
@@ -48,11 +48,12 @@ def _expected_stems(out: Path, plan: dict) -> list[tuple[str, Path]]:
             expected += [(method, run_stem(out, name, method, task, s, spec_hash, lr=lr, split="validation"))
                          for lr in tuning["lr_grid"] for s in tuning["seeds"]]
             selection = selection_path(out, name, method, task, spec_hash)
-            chosen = json.loads(selection.read_text())["selected_lr"] if selection.exists() else None
+            stale = stale_selection(selection) if selection.exists() else "awaiting selection"
+            chosen = None if stale else json.loads(selection.read_text())["selected_lr"]
             for s in plan["seeds"]:
                 expected.append((method, run_stem(out, name, method, task, s, spec_hash, lr=chosen)
                                  if chosen is not None else
-                                 Path(f"{name}/{method}/{task}/seed{s}-tuned-final (awaiting selection)")))
+                                 Path(f"{name}/{method}/{task}/seed{s}-tuned-final ({stale})")))
     return expected
 
 

@@ -216,3 +216,23 @@ def test_a_full_disk_is_one_line_and_loses_no_finished_run(tmp_path, capsys, mon
     monkeypatch.setattr(pq, "write_table", real)
     assert main(argv) == 0
     assert sorted(read_results(out).column("seed").to_pylist()) == [0, 1]
+
+
+def test_a_selection_older_than_its_trials_is_not_complete(tmp_path, capsys):
+    """A sweep killed after redoing a trial but before selecting again: the selection on disk no
+    longer follows from the trials, so status is not complete and validate --contributed says so."""
+    from initbench.registry import get_method
+    from initbench.sweep import write_plan
+
+    out = _tuned_tree(tmp_path / "runs")
+    write_plan(SMOKE, [get_method("base"), get_method("lora")], [0, 1], out, "tuned", None)
+    assert grid_status(out).complete
+    tamper(out / "smoke/lora/addition" / f"seed0-lr0.1-validation-{SMOKE.spec_hash}.results.parquet", value=0.95)
+    status = grid_status(out)
+    assert not status.complete and len(status.missing) == 2
+    assert all("rerun the sweep to select again" in m and "seed 0 trial at 0.2, now 0.95" in m for m in status.missing)
+    assert main(["validate", "--contributed", str(out)]) == 1
+    assert "selection-" in capsys.readouterr().out
+    select(SMOKE, "lora", SMOKE.task("addition"), out)  # what the rerun does first: 0.1 wins now
+    status = grid_status(out)  # the finals at 0.1 are on disk already; those at 0.01 are set aside now
+    assert status.complete and sum("addition" in r and "at lr 0.01, superseded" in r for r in status.set_aside) == 2
