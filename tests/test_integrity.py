@@ -3,6 +3,7 @@ tuned finals, duplicates, impossible rows, unreadable files); synthetic `smoke` 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -236,3 +237,41 @@ def test_a_selection_older_than_its_trials_is_not_complete(tmp_path, capsys):
     select(SMOKE, "lora", SMOKE.task("addition"), out)  # what the rerun does first: 0.1 wins now
     status = grid_status(out)  # the finals at 0.1 are on disk already; those at 0.01 are set aside now
     assert status.complete and sum("addition" in r and "at lr 0.01, superseded" in r for r in status.set_aside) == 2
+
+
+def test_a_resumed_tuned_sweep_sets_aside_the_finals_of_its_old_selection(tmp_path):
+    """Issue 18's reproduction: the worker of the winning trial dies; the first pass selects another
+    rate and runs finals there; the rerun redoes the trial, selects anew and runs new finals.  Only
+    the new final counts (not two rows for one seed); the old ones are kept, set aside, reported."""
+    from conftest import quick_smoke_suite
+
+    from initbench.executors import InlineExecutor
+    from initbench.registry import get_method
+    from initbench.suite import load_suite
+    from initbench.sweep import run_sweep
+
+    suite = load_suite(str(quick_smoke_suite(tmp_path)))
+    lora = [get_method("lora")]
+    run_sweep(suite, lora, [0], tmp_path / "probe", InlineExecutor(), protocol="tuned", report=lambda _: None)
+    winner = json.loads(next((tmp_path / "probe").rglob("selection-*.json")).read_text())["selected_lr"]
+
+    class KillsTheWinningTrial(InlineExecutor):
+        def run(self, specs, report):
+            for spec in specs:
+                if spec.split == "validation" and spec.lr == winner:
+                    yield spec, "killed by signal 9 (SIGKILL)"
+                else:
+                    yield from super().run([spec], report)
+
+    out = tmp_path / "runs"
+    run_sweep(suite, lora, [0], out, KillsTheWinningTrial(), protocol="tuned", report=lambda _: None)
+    first = json.loads(next(out.rglob("selection-*.json")).read_text())["selected_lr"]
+    assert first != winner
+    said = []
+    run_sweep(suite, lora, [0], out, InlineExecutor(), protocol="tuned", report=said.append)
+    table = read_results(out)
+    tuned = [r for r in table.to_pylist() if r["protocol"] == "tuned" and r["phase"] == "final"]
+    assert [(r["seed"], r["selected_lr"]) for r in tuned] == [(0, winner)]
+    assert len(list(out.rglob(f"*-lr{first!r}-test-*.results.parquet"))) == 1  # kept on disk
+    assert sum(f"at lr {first!r}, superseded by the selection of lr {winner!r}" in line for line in said) == 1
+    assert len(grid_status(out).set_aside) == 1
