@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path)
     p.add_argument("--contributed", action="store_true",
                    help="also require what the leaderboard requires of contributed results: a built-in suite's "
-                        "current spec hash and no missing seeds or tuning trials")
+                        "current spec hash, no missing seeds or tuning trials, and every row possible under "
+                        "its suite (initbench.contributed)")
     p.set_defaults(handler=cmd_validate)
     return parser
 

@@ -21,6 +21,11 @@
    default rate (``protocol = "fixed"``, the same files as ``--protocol fixed``), so the
    leaderboard reports both the tuned score and the score at the default rate.
 
+Each final is tied to its selection by ``selected_lr``: when a resumed sweep redoes a trial and
+selects another rate, the finals at the old rate are set aside (:func:`superseded`: kept on disk,
+not read as results, reported), and a selection older than its trials (:func:`stale_selection`)
+leaves the finals missing until the sweep selects again.
+
 Methods that do not train (``base``) have nothing to tune: their fixed runs stand
 for both protocols.  The tuning cost (every trial's compute) is summed per method
 in the leaderboard's cost table.  ``initbench.sweep`` schedules the runs (trials and default-rate

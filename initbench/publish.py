@@ -15,8 +15,14 @@
 
 A published version is immutable: publishing into an existing version is refused unless
 its results are byte-for-byte the same rows (then nothing is written).  The version is
-written to a temporary folder and renamed into place.  ``leaderboard/README.md`` indexes
-every version and is regenerated on each publish.
+written to a temporary folder and renamed into place (under a lock on the versions folder;
+a publish that loses a race for the same version gets a ``PublishError``).
+``leaderboard/README.md`` indexes every version and is regenerated on each publish.
+
+Tamper evidence: the manifest records the SHA-256 of every other file of the version, and
+``leaderboard/manifests.json`` the manifest's own SHA-256 at publish time (never rewritten).
+:func:`verify_version` checks both on every read (``reproduce``, ``compare``, ``initbench
+leaderboard leaderboard/vN``): an edited, missing or added file is an error naming it.
 """
 
 from __future__ import annotations
@@ -265,6 +271,11 @@ def verify_version(path: Path) -> dict[str, Any]:
     if not isinstance(files, dict) or not {RESULTS_FILE, CURVES_FILE} <= set(files):
         raise PublishError(f"{manifest_path}: no 'files' with the SHA-256 of {RESULTS_FILE} and {CURVES_FILE} "
                            f"(published before versions were hashed, or edited); republish it as a new version")
+    extra = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()
+                   and p.relative_to(path).as_posix() not in files and p.name != MANIFEST_FILE)
+    if extra:
+        raise PublishError(f"{path / extra[0]}: not a file of the published version (not in {manifest_path}); "
+                           f"remove it ({len(extra)} such file(s))")
     for name, expected in sorted(files.items()):
         file = path / name
         if not file.is_file():

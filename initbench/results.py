@@ -24,6 +24,11 @@ Schema version 4 adds the throughput columns of the training phase (``initbench.
 ``device_peak_flops`` (the device's dense bf16 peak, null where unknown, e.g. on CPU) and ``mfu``
 (``train_flops / train_seconds / device_peak_flops``).  Null in older files.
 
+Reading a results folder (:func:`read_tree`, :func:`read_results`) counts each run id once: a
+run in two files is a ``ResultsError`` naming both, and so is a file that is empty, not
+Parquet, or not an initbench file of its kind (:func:`read_file`); tuned finals superseded by a
+later selection are left out (``initbench.protocol.superseded``).
+
 Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
 ``initbench.train.execution_settings``), null in older files.
 """

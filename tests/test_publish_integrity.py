@@ -28,7 +28,7 @@ def _edit_value(path):
     pq.write_table(type(table).from_pylist(rows, schema=table.schema), path)
 
 
-@pytest.mark.parametrize("edit", ["results value", "curves", "manifest", "plot", "missing readme"])
+@pytest.mark.parametrize("edit", ["results value", "curves", "manifest", "plot", "missing readme", "added parquet"])
 def test_an_edited_version_fails_every_read_naming_the_file(version, capsys, edit):
     target, root = version
     assert compare("v1", "v1", root=root)  # untouched: reads fine
@@ -50,9 +50,12 @@ def test_an_edited_version_fails_every_read_naming_the_file(version, capsys, edi
     elif edit == "plot":
         edited = next((target / "plots").glob("*.png"))
         edited.write_bytes(edited.read_bytes() + b"\0")
-    else:
+    elif edit == "missing readme":
         edited = target / "README.md"
         edited.unlink()
+    else:  # rows slipped in beside the published ones
+        edited = target / "plots" / "more.results.parquet"
+        edited.write_bytes((target / "results.parquet").read_bytes())
     for read in (lambda: reproduce(target, runs=1), lambda: compare("v1", "v1", root=root)):
         with pytest.raises(PublishError, match=re.escape(str(edited))):
             read()
