@@ -30,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ResultsError) as err:
         print(f"initbench: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        print(f"initbench: error: {err.filename or 'a results file'}: {err.strerror} while writing; everything "
+              "finished before is on disk: free space (or fix permissions) and rerun the same command to resume "
+              "(finished runs are skipped)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("initbench: interrupted; finished runs are on disk, rerun to resume", file=sys.stderr)
         return 130
@@ -199,12 +206,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                              data_dir=_resolved_data_dir(), force=args.force, report=_report)
     except ProtocolError as err:
         raise UsageError(str(err)) from None
-    except OSError as err:
-        if err.errno not in WRITE_ERRNOS:
-            raise
-        raise UsageError(f"{err.filename or args.out}: {err.strerror} while writing results; every run finished "
-                         "before is on disk: free space (or fix permissions) and rerun the same command to resume "
-                         "(finished runs are skipped)") from None
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"results in {args.out}; `initbench leaderboard {args.out}` shows the table", file=sys.stderr)
     for o in failed:
@@ -321,6 +322,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     version = results if is_version(results) else results.parent if is_version(results.parent) else None
     if version is None:
         print(render(results, args.format))
+        _report_set_aside(results)
         return 0
     from initbench.leaderboard import build, render_board
 
@@ -330,6 +332,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     print(render_board(build(table, curves), args.format))
     return 0
+
+
+def _report_set_aside(results: Path) -> None:
+    """One line on stderr when tuned finals under ``results`` were set aside (not counted)."""
+    from initbench.protocol import superseded
+
+    stale = superseded(results) if results.is_dir() else {}
+    if stale:
+        print(f"initbench: {len(stale)} tuned final(s) superseded by a later selection set aside (kept, not "
+              f"counted); `initbench status {results}` lists them", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

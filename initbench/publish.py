@@ -175,6 +175,7 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             "results": {"file": RESULTS_FILE, "rows": table.num_rows, "runs": len(set(table["run_id"].to_pylist())),
                         "sha256": digest},
             "curves": {"file": CURVES_FILE, "rows": curves.num_rows},
+            "set_aside": _set_aside(results),
             "statistics": {
                 "per_task_interval": f"95% percentile bootstrap of the mean over seeds, {leaderboard.BOOTSTRAP_REPS} "
                                      "resamples, seeded",
@@ -207,6 +208,14 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _set_aside(results: Path) -> list[dict[str, str]]:
+    """The superseded tuned finals left out of the version (run id and why), for the manifest."""
+    from initbench.protocol import superseded
+
+    stale = superseded(results) if results.is_dir() else {}
+    return [{"run_id": run_id, "reason": reason} for run_id, reason in sorted(stale.items())]
 
 
 def file_sha256(path: Path) -> str:

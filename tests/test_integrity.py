@@ -47,6 +47,12 @@ def test_superseded_tuned_finals_are_set_aside_and_reported(tmp_path, capsys):
     assert status.counts[("smoke", "lora")]["done"] == 2 * 2 + 2 * 3 + 2 * 2  # fixed, trials, current finals
     assert main(["validate", "--contributed", str(out)]) == 0
     assert capsys.readouterr().err.count("set aside (not counted)") == 4
+    assert main(["leaderboard", str(out)]) == 0
+    assert "4 tuned final(s) superseded by a later selection set aside" in capsys.readouterr().err
+    from initbench.publish import publish
+
+    manifest = json.loads((publish(out, "v1", root=tmp_path / "board") / "manifest.json").read_text())
+    assert len(manifest["set_aside"]) == 4 and manifest["results"]["runs"] == table.num_rows
 
 
 def test_a_run_in_two_files_is_an_error_naming_both(tmp_path, capsys):
