@@ -148,7 +148,7 @@ def superseded(out: Path) -> dict[str, str]:
     resumed sweep redoes a trial and selects another rate, the finals at the old rate are set
     aside: kept on disk, not counted by the leaderboard, ``status`` or ``validate``, and reported."""
     stale: dict[str, str] = {}
-    for path in sorted(Path(out).rglob(f"*-test-*{RESULTS_SUFFIX}")):
+    for path in sorted(Path(out).rglob(f"*{RESULTS_SUFFIX}")):
         try:
             rows = pq.read_table(path, columns=["run_id", "suite_hash", "protocol", "phase", "selected_lr"]
                                  ).slice(0, 1).to_pylist()
