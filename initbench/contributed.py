@@ -2,8 +2,9 @@
 
 The schema (``initbench.results``) says a file is well formed; completeness
 (``initbench.protocol.check_contributed``) says no seed or trial is missing.  This module says
-each row is possible under the suite whose spec hash it carries: a finished run has a finite
-value in its metric's range, the metric is one the task's lm-eval YAML defines, the method is a
+each row is possible under the suite whose spec hash it carries (a finished run's value being
+finite and in its metric's range is already a schema rule, ``results.table_problems``): the
+metric is one the task's lm-eval YAML defines, its stderr finite, the method is a
 registered one, the LoRA rank, learning rate, optimizer steps, training tokens, calibration
 examples and evaluation settings are the ones the suite grants, and the phase matches the split.
 Problems are reported per file (one line each, the file first).
@@ -19,10 +20,6 @@ from typing import Any
 import pyarrow as pa
 
 from initbench.suite import Suite, SuiteError
-
-#: metrics that are fractions (lm-eval's mean-aggregated accuracies and matches): values in [0, 1]
-FRACTION_METRICS = ("acc", "acc_norm", "exact_match", "em", "f1", "mc1", "mc2")
-
 
 @functools.lru_cache(maxsize=None)
 def _suite(name: str, spec_hash: str) -> Suite | None:
@@ -55,12 +52,6 @@ def _task_metrics(lm_eval_task: str) -> frozenset[str]:
     from initbench.evaluation import task_metrics
 
     return frozenset(task_metrics(lm_eval_task))
-
-
-def metric_range(metric: str) -> tuple[float, float]:
-    """The closed range a metric's value must lie in (fractions: [0, 1]; others: any finite value)."""
-    base = metric.partition(",")[0]
-    return (0.0, 1.0) if base in FRACTION_METRICS else (-math.inf, math.inf)
 
 
 def check_rows(files: dict[Path, pa.Table]) -> list[str]:
@@ -109,17 +100,13 @@ def row_problems(suite: Suite, row: dict[str, Any]) -> list[str]:
 
 
 def _value_problems(lm_eval_task: str, row: dict[str, Any], where: str) -> list[str]:
-    metric, value, stderr = row["metric"], row["value"], row["stderr"]
+    metric, stderr = row["metric"], row["stderr"]  # the value itself: results.table_problems
     if metric is None:
         return [f"{where}: status ok with no metric"]
     out = []
     defined = _task_metrics(lm_eval_task)
     if metric not in defined:
         out.append(f"{where}: metric {metric!r} is not one task {lm_eval_task!r} defines ({', '.join(sorted(defined))})")
-    low, high = metric_range(metric)
-    if value is None or not math.isfinite(value) or not low <= value <= high:
-        out.append(f"{where}: {metric} value {value!r} with status ok; a finished run needs a finite value"
-                   + (f" in [{low:g}, {high:g}]" if math.isfinite(low) else ""))
     if stderr is not None and not (math.isfinite(stderr) and stderr >= 0):
         out.append(f"{where}: {metric} stderr {stderr!r}; a standard error is finite and >= 0")
     return out

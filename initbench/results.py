@@ -353,18 +353,41 @@ def table_problems(path: Path, table: pa.Table) -> list[str]:
         if bad:
             problems.append(f"{path}: column 'status' has unknown values {sorted(bad)}")
         if {"metric", "value"} <= set(table.schema.names):
-            unfinished = sorted({f"{r['metric']}={r['value']!r}" for r in
-                                 table.select(["status", "metric", "value"]).to_pylist()
-                                 if r["status"] == "ok" and r["metric"] is not None
-                                 and (not isinstance(r["value"], float) or not math.isfinite(r["value"]))})
-            if unfinished:
-                problems.append(f"{path}: status ok with a value that is not a finite number ({', '.join(unfinished)})")
+            problems += _value_problems(path, table.select(["status", "metric", "value"]).to_pylist())
     if kind == "results" and number >= 2:
         for column, allowed in (("protocol", {"fixed", "tuned"}), ("phase", {"trial", "final"})):
             if column in table.schema.names:
                 bad = set(table.column(column).to_pylist()) - allowed
                 if bad:
                     problems.append(f"{path}: column {column!r} has unknown values {sorted(bad, key=str)}")
+    return problems
+
+
+#: metrics that are fractions (lm-eval's mean-aggregated accuracies and matches): values in [0, 1]
+FRACTION_METRICS = ("acc", "acc_norm", "exact_match", "em", "f1", "mc1", "mc2")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The closed range a metric's value lies in (fractions: [0, 1]; others: any finite value)."""
+    return (0.0, 1.0) if metric.partition(",")[0] in FRACTION_METRICS else (-math.inf, math.inf)
+
+
+def _value_problems(path: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """A finished (ok) row's value is a finite number in its metric's range."""
+    nonfinite, outside = set(), set()
+    for r in rows:
+        if r["status"] != "ok" or r["metric"] is None:
+            continue
+        value = r["value"]
+        if not isinstance(value, float) or not math.isfinite(value):
+            nonfinite.add(f"{r['metric']}={value!r}")
+        elif not metric_range(r["metric"])[0] <= value <= metric_range(r["metric"])[1]:
+            outside.add(f"{r['metric']}={value!r}")
+    problems = []
+    if nonfinite:
+        problems.append(f"{path}: status ok with a value that is not a finite number ({', '.join(sorted(nonfinite))})")
+    if outside:
+        problems.append(f"{path}: status ok with a value outside its metric's range [0, 1] ({', '.join(sorted(outside))})")
     return problems
 
 
