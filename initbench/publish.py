@@ -463,9 +463,16 @@ def compare(version_a: str, version_b: str, *, root: Path = Path("leaderboard"),
 # --------------------------------------------------------------------------- reproduce
 
 
+#: the columns a rerun must record exactly as the published run did (besides every metric's value)
+RERUN_COLUMNS = ("status", "data_hash", "lora_rank", "learning_rate", "optimizer_steps", "train_tokens",
+                 "calibration_examples", "trainable_params", "total_params")
+
+
 def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None) -> tuple[str, bool]:
-    """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from a published version in
-    a temporary folder; per run and metric, whether the value matches to the last digit."""
+    """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from the recorded rows of a
+    published version (after :func:`verify_version`) in a temporary folder; per run and metric,
+    whether the value matches to the last digit, and whether the rerun spent and recorded
+    ``RERUN_COLUMNS`` exactly as published (any difference or missing row: not a match)."""
     from initbench.harness import run_one
     from initbench.registry import PluginError, get_method
     from initbench.suite import SuiteError, load_suite
@@ -504,9 +511,14 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
             outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
                               lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
                               protocol=r["protocol"], selected_lr=r["selected_lr"])
-            new = {x["metric"]: x["value"] for x in pq.read_table(outcome.path).to_pylist()}
-            if r["status"] != outcome.status:
-                lines.append([run_id, "status", r["status"], outcome.status, "differs"])
+            rerun = pq.read_table(outcome.path).to_pylist()
+            new = {x["metric"]: x["value"] for x in rerun}
+            for column in RERUN_COLUMNS:  # what a rerun must spend and record exactly like the published run
+                if r[column] != rerun[0][column]:
+                    lines.append([run_id, column, repr(r[column]), repr(rerun[0][column]), "differs"])
+                    all_match = False
+            for metric in sorted(set(new) - {row["metric"] for row in rows} - {None}):
+                lines.append([run_id, metric, "(no row)", repr(new[metric]), "missing from the published rows"])
                 all_match = False
             for row in rows:
                 if row["metric"] is None:

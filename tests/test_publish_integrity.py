@@ -105,3 +105,20 @@ def test_hostile_names_publish_and_render(tmp_path):
     assert "<!--" not in script and script.count("</script>") == 1
     rows = json.loads(re.search(r"const ROWS = (.*);\n", script).group(1))
     assert {r[3] for r in rows} >= {task} and {r[2] for r in rows} >= {"lo$ra", "a$^$c"}
+
+
+def test_reproduce_fails_loudly_on_a_row_that_no_rerun_gives(tmp_path, capsys):
+    """A version published from rows a run does not give (hashes consistent: published that way)
+    reproduces as differing values and budget columns, exit 1."""
+    out = tmp_path / "runs"
+    assert main(["evaluate", "--suite", "smoke", "--method", "lora", "--seeds", "0", "--out", str(out)]) == 0
+    for path in out.rglob("*.results.parquet"):  # both tasks' runs: whichever is drawn differs
+        table = pq.read_table(path)
+        rows = table.to_pylist()
+        rows[0].update(value=0.875, train_tokens=rows[0]["train_tokens"] + 1)
+        pq.write_table(type(table).from_pylist(rows, schema=table.schema), path)
+    target = publish(out, "v1", root=tmp_path / "board")
+    capsys.readouterr()
+    assert main(["reproduce", str(target)]) == 1
+    report = capsys.readouterr().out
+    assert "SOME VALUES DIFFER" in report and "| train_tokens |" in report and "differs by" in report
