@@ -6,6 +6,8 @@ Exit codes: 0 ok; 1 some run failed (the others' results are written); 2 bad inp
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -21,10 +23,19 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from initbench.results import ResultsError
+
     try:
         return args.handler(args)
-    except UsageError as err:
+    except (UsageError, ResultsError) as err:
         print(f"initbench: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        print(f"initbench: error: {err.filename or 'a results file'}: {err.strerror} while writing; everything "
+              "finished before is on disk: free space (or fix permissions) and rerun the same command to resume "
+              "(finished runs are skipped)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("initbench: interrupted; finished runs are on disk, rerun to resume", file=sys.stderr)
@@ -117,9 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path)
     p.add_argument("--contributed", action="store_true",
                    help="also require what the leaderboard requires of contributed results: a built-in suite's "
-                        "current spec hash, no missing seeds or tuning trials, and the suite's contamination "
-                        "report (written by every sweep) under 1%% near-duplicate test records unless the suite's "
-                        "contamination_ok says why")
+                        "current spec hash, no missing seeds or tuning trials, every row possible under "
+                        "its suite (initbench.contributed), and the suite's contamination report (written by "
+                        "every sweep) under 1%% near-duplicate test records unless the suite's contamination_ok "
+                        "says why")
     p.set_defaults(handler=cmd_validate)
     return parser
 
@@ -135,7 +147,7 @@ def cmd_curvature(args: argparse.Namespace) -> int:
         methods = [get_method(name) for name in args.method]
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
-    seeds = _parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     for method in methods:
         for task in suite.tasks:
             for seed in seeds:
@@ -249,18 +261,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from initbench.sweep import run_sweep
     from initbench.suite import SuiteError, load_suite
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise UsageError("--seeds is empty")
+    seeds = parse_seeds(args.seeds)
     try:
         suite = load_suite(args.suite)
         methods = [get_method(name) for name in dict.fromkeys(args.method)]
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     tasks = _offline_tasks(suite, args.data_dir)
+    check_out(args.out)
     _preflight(suite, tasks)
     options = {k: getattr(args, k) for k in EXECUTOR_OPTIONS if hasattr(args, k)}  # sweep only
     executor = make_executor(args.executor, out=args.out, **options)
@@ -322,6 +330,40 @@ def _preflight(suite, tasks) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more; `initbench check {suite.path}` lists them)" if len(problems) > 1 else ""
         raise UsageError(problems[0] + more)
+
+
+#: a seed is what numpy, torch and lm-eval all take: an unsigned 32-bit integer
+MAX_SEED = 2**32 - 1
+#: OS errors that mean the results folder cannot take more writes (full, over quota, read-only, denied,
+#: a write cut short)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as integers in [0, MAX_SEED]; anything else is a UsageError."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise UsageError("--seeds is empty")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise UsageError(f"--seeds {text}: {bad[0]} is out of range; a seed is an integer from 0 to {MAX_SEED}")
+    return list(dict.fromkeys(seeds))
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder this process can create and write in; checked before any run."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder; name a folder for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".initbench-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write there ({err.strerror or err}); name a writable folder") from None
 
 
 def _resolved_data_dir() -> Path | None:
@@ -394,8 +436,31 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     results = Path(first)
     if not results.exists():
         raise UsageError(f"{results}: no such file or folder")
-    print(render(results, args.format))
+    from initbench.publish import PublishError, is_version, read_version
+
+    version = results if is_version(results) else results.parent if is_version(results.parent) else None
+    if version is None:
+        print(render(results, args.format))
+        _report_set_aside(results)
+        return 0
+    from initbench.leaderboard import build, render_board
+
+    try:
+        table, curves = read_version(version)  # a published version: every file checked against its hash
+    except PublishError as err:
+        raise UsageError(str(err)) from None
+    print(render_board(build(table, curves), args.format))
     return 0
+
+
+def _report_set_aside(results: Path) -> None:
+    """One line on stderr when tuned finals under ``results`` were set aside (not counted)."""
+    from initbench.protocol import superseded
+
+    stale = superseded(results) if results.is_dir() else {}
+    if stale:
+        print(f"initbench: {len(stale)} tuned final(s) superseded by a later selection set aside (kept, not "
+              f"counted); `initbench status {results}` lists them", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -426,14 +491,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.results}: no such file or folder")
     problems = validate(args.results)
     if not problems and args.contributed:
-        from initbench.protocol import check_contributed
-        from initbench.results import read_results
+        import pyarrow as pa
 
         from initbench.contamination import check_results
+        from initbench.contributed import check_rows
+        from initbench.protocol import check_contributed, stale_selections, superseded
+        from initbench.results import read_tree, without_runs
 
-        table = read_results(args.results)
-        problems = check_contributed(table) + check_results(
-            args.results, zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))
+        stale = superseded(args.results) if args.results.is_dir() else {}
+        for reason in stale.values():
+            print(f"initbench: set aside (not counted): {reason}", file=sys.stderr)
+        files = {path: without_runs(table, stale) for path, table in read_tree(args.results).items()}
+        table = pa.concat_tables(files.values())
+        problems = check_contributed(table) + check_rows(files)
+        problems += stale_selections(args.results) if args.results.is_dir() else []
+        problems += check_results(args.results, zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))
     for problem in problems:
         print(problem)
     print(f"{'invalid' if problems else 'valid'}: {args.results}", file=sys.stderr)

@@ -50,7 +50,15 @@ def _save(fig, path: Path) -> Path:
 
 
 def write_plots(board: dict[str, Any], curves: pa.Table | None, folder: Path) -> list[Path]:
-    plt = _pyplot()
+    """Every plot of every suite of ``board`` under ``folder``.  Names are drawn as plain text
+    (no mathtext: a method called ``a$b`` is a name, not an unbalanced formula)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _write_plots(_pyplot(), board, curves, folder)
+
+
+def _write_plots(plt, board: dict[str, Any], curves: pa.Table | None, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for entry in board["suites"]:

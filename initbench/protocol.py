@@ -21,6 +21,11 @@
    default rate (``protocol = "fixed"``, the same files as ``--protocol fixed``), so the
    leaderboard reports both the tuned score and the score at the default rate.
 
+Each final is tied to its selection by ``selected_lr``: when a resumed sweep redoes a trial and
+selects another rate, the finals at the old rate are set aside (:func:`superseded`: kept on disk,
+not read as results, reported), and a selection older than its trials (:func:`stale_selection`)
+leaves the finals missing until the sweep selects again.
+
 Methods that do not train (``base``) have nothing to tune: their fixed runs stand
 for both protocols.  The tuning cost (every trial's compute) is summed per method
 in the leaderboard's cost table.  ``initbench.sweep`` schedules the runs (trials and default-rate
@@ -87,9 +92,10 @@ def choose_lr(selection: Selection, default_lr: float) -> float:
 
 def _trial_score(stem: Path, metric: str) -> float | None:
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
-    if not path.exists():
-        return None
-    rows = pq.read_table(path, columns=["status", "metric", "value"]).to_pylist()
+    try:
+        rows = pq.read_table(path, columns=["status", "metric", "value"]).to_pylist()
+    except (pa.ArrowInvalid, OSError, KeyError):
+        return None  # missing or unreadable: not a score (the sweep redoes such a trial before selecting)
     values = [r["value"] for r in rows if r["status"] == "ok" and r["metric"] == metric]
     return float(values[0]) if values and values[0] is not None else None
 
@@ -111,7 +117,12 @@ def select(suite: Suite, method: str, task: TaskSpec, out: Path) -> Selection:
 
 def selection_path(out: Path, suite: str, method: str, task: str, spec_hash: str) -> Path:
     """Where the tuning choice of (method, task) is written."""
-    return Path(out) / suite / method / task / f"selection-{spec_hash}.json"
+    return Path(out) / suite / method / task / selection_name(spec_hash)
+
+
+def selection_name(spec_hash: str) -> str:
+    """The selection file's name, beside the runs of its (method, task)."""
+    return f"selection-{spec_hash}.json"
 
 
 def _write_selection(out: Path, suite: Suite, selection: Selection) -> Path:
@@ -129,6 +140,63 @@ def _write_selection(out: Path, suite: Suite, selection: Selection) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def superseded(out: Path) -> dict[str, str]:
+    """Tuned finals under ``out`` that their (method, task)'s selection no longer asks for, as
+    run id -> reason.  A final is tied to the selection it came from by ``selected_lr``; when a
+    resumed sweep redoes a trial and selects another rate, the finals at the old rate are set
+    aside: kept on disk, not counted by the leaderboard, ``status`` or ``validate``, and reported."""
+    stale: dict[str, str] = {}
+    for path in sorted(Path(out).rglob(f"*{RESULTS_SUFFIX}")):
+        try:
+            rows = pq.read_table(path, columns=["run_id", "suite_hash", "protocol", "phase", "selected_lr"]
+                                 ).slice(0, 1).to_pylist()
+        except (pa.ArrowInvalid, OSError, KeyError):
+            continue  # not a readable results file: reading the tree reports it
+        if not rows or rows[0]["protocol"] != "tuned" or rows[0]["phase"] != "final":
+            continue
+        row = rows[0]
+        selection = path.parent / selection_name(row["suite_hash"])
+        chosen = _selected_lr(selection)
+        if chosen is not None and (row["selected_lr"] is None
+                                   or not math.isclose(row["selected_lr"], chosen, rel_tol=1e-12)):
+            stale[row["run_id"]] = (f"{path}: a tuned final at lr {row['selected_lr']!r}, superseded by the selection "
+                                    f"of lr {chosen!r} ({selection})")
+    return stale
+
+
+def stale_selection(path: Path) -> str | None:
+    """Why the selection file ``path`` no longer matches the trials beside it (a trial redone or
+    removed after the choice was made: a sweep interrupted between the trial and the selection),
+    or None.  A rerun of the sweep selects again."""
+    try:
+        payload = json.loads(path.read_text())
+        trials = [(float(t["lr"]), seed, score) for t in payload["trials"]
+                  for seed, score in zip(payload["tuning_seeds"], t["scores"])]
+        names = (payload["suite"], payload["method"], payload["task"], payload["suite_hash"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{path}: unreadable selection ({err}); rerun the sweep to select again"
+    for lr, seed, recorded in trials:
+        stem = run_stem(path.parent, *names[:3], seed, names[3], lr=lr, split="validation")
+        current = _trial_score(path.parent / stem.name, payload["metric"])
+        if current != recorded:
+            return (f"{path}: chose lr {payload['selected_lr']!r} with the lr {lr!r} seed {seed} trial at {recorded!r}, "
+                    f"now {current!r}; rerun the sweep to select again")
+    return None
+
+
+def stale_selections(out: Path) -> list[str]:
+    """:func:`stale_selection` of every selection file under ``out``."""
+    return [reason for path in sorted(Path(out).rglob(selection_name("*"))) if (reason := stale_selection(path))]
+
+
+def _selected_lr(path: Path) -> float | None:
+    """The rate a selection file chose, None when there is none (or it cannot be read)."""
+    try:
+        return float(json.loads(path.read_text())["selected_lr"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # --------------------------------------------------------------------------- views of a results table
@@ -154,7 +222,8 @@ def has_tuned(table: pa.Table) -> bool:
 def check_contributed(table: pa.Table) -> list[str]:
     """Problems with contributed results beyond the schema: each (suite, spec hash) must be a
     built-in suite's current spec hash, and each (suite, method) must be complete: every task of
-    the suite with every seed that appears for it, and (tuned protocol) every trial of the grid."""
+    the suite with every seed that appears for any method of it (per protocol), and (tuned
+    protocol) every trial of the grid.  ``initbench.contributed`` checks each row's values."""
     from initbench.suite import load_builtin_suite
     from initbench.trust import contributed_problems
 
@@ -180,11 +249,16 @@ def check_contributed(table: pa.Table) -> list[str]:
         by_method: dict[str, list[dict]] = defaultdict(list)
         for r in suite_rows:
             by_method[r["method"]].append(r)
+        # every method has every evaluation seed any method of the suite has (per protocol)
+        suite_seeds = {p: {r["seed"] for r in suite_rows if r["phase"] == "final" and r["protocol"] == p}
+                       for p in PROTOCOLS}
         for method, mrows in sorted(by_method.items()):
             missing = []
             for protocol in PROTOCOLS:
                 finals = {(r["task"], r["seed"]) for r in mrows if r["phase"] == "final" and r["protocol"] == protocol}
-                seeds = sorted({s for _, s in finals})
+                if not finals and protocol == "tuned":
+                    continue  # not tuned (a method that does not train, or only fixed results)
+                seeds = sorted(suite_seeds[protocol])
                 gaps = [f"{t} seed {s}" for t in tasks for s in seeds if (t, s) not in finals]
                 if gaps:
                     missing.append(f"{protocol} runs (task, seed): {', '.join(gaps)}")

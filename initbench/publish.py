@@ -15,12 +15,19 @@
 
 A published version is immutable: publishing into an existing version is refused unless
 its results are byte-for-byte the same rows (then nothing is written).  The version is
-written to a temporary folder and renamed into place.  ``leaderboard/README.md`` indexes
-every version and is regenerated on each publish.
+written to a temporary folder and renamed into place (under a lock on the versions folder;
+a publish that loses a race for the same version gets a ``PublishError``).
+``leaderboard/README.md`` indexes every version and is regenerated on each publish.
+
+Tamper evidence: the manifest records the SHA-256 of every other file of the version, and
+``leaderboard/manifests.json`` the manifest's own SHA-256 at publish time (never rewritten).
+:func:`verify_version` checks both on every read (``reproduce``, ``compare``, ``initbench
+leaderboard leaderboard/vN``): an edited, missing or added file is an error naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
@@ -42,11 +49,12 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from initbench import __version__, leaderboard
-from initbench.results import CURVE_SUFFIX, read_results, validate
+from initbench.results import CURVE_SUFFIX, CURVE_SCHEMA, RESULTS_SCHEMA, read_results, upgrade, validate, write_atomic
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
 MANIFEST_FILE = "manifest.json"
+MANIFESTS_FILE = "manifests.json"  # in the versions folder: version -> its manifest's SHA-256
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -143,8 +151,8 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
     try:
-        pq.write_table(table, staging / RESULTS_FILE)
-        pq.write_table(curves, staging / CURVES_FILE)
+        write_atomic(table, staging / RESULTS_FILE, "results")
+        write_atomic(curves, staging / CURVES_FILE, "curve")
         board = leaderboard.build(table, curves)
         plots_dir = staging / "plots"
         from initbench.plots import write_plots
@@ -167,6 +175,7 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             "results": {"file": RESULTS_FILE, "rows": table.num_rows, "runs": len(set(table["run_id"].to_pylist())),
                         "sha256": digest},
             "curves": {"file": CURVES_FILE, "rows": curves.num_rows},
+            "set_aside": _set_aside(results),
             "statistics": {
                 "per_task_interval": f"95% percentile bootstrap of the mean over seeds, {leaderboard.BOOTSTRAP_REPS} "
                                      "resamples, seeded",
@@ -180,16 +189,123 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             },
             "plots": plots,
         }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         tables = leaderboard.render_board(board, "github", level=2)
         (staging / "README.md").write_text(_version_readme(manifest, tables))
         (staging / "index.html").write_text(_index_html(manifest, board))
-        os.rename(staging, target)  # fails if someone published the same version meanwhile
-    except BaseException:
+        manifest["files"] = {p.relative_to(staging).as_posix(): file_sha256(p)
+                             for p in sorted(staging.rglob("*")) if p.is_file()}
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+        with _root_lock(root):
+            try:
+                os.rename(staging, target)
+            except OSError:  # another publish of this version won the race
+                if target.exists() and _published_digest(target) == digest:
+                    return target
+                raise PublishError(f"{target} was published by another process meanwhile, with other contents; "
+                                   "published versions are immutable: publish as a new version") from None
+            _record_manifest(root, version, file_sha256(target / MANIFEST_FILE))
+            write_index(root)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    write_index(root)
     return target
+
+
+def _set_aside(results: Path) -> list[dict[str, str]]:
+    """The superseded tuned finals left out of the version (run id and why), for the manifest."""
+    from initbench.protocol import superseded
+
+    stale = superseded(results) if results.is_dir() else {}
+    return [{"run_id": run_id, "reason": reason} for run_id, reason in sorted(stale.items())]
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _published_digest(target: Path) -> str | None:
+    try:
+        return json.loads((target / MANIFEST_FILE).read_text()).get("results", {}).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path):
+    """Serialize the last step of publishes into one root (rename, hash record, index): an
+    exclusive ``flock`` on the versions folder itself, so no lock file is left in it."""
+    import fcntl
+
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _record_manifest(root: Path, version: str, sha256: str) -> None:
+    """Add ``version``'s manifest hash to ``root/MANIFESTS_FILE`` (never rewriting an entry): the
+    anchor that makes an edited manifest evident (commit it with the versions)."""
+    path = Path(root) / MANIFESTS_FILE
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded.setdefault(version, sha256)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def verify_version(path: Path) -> dict[str, Any]:
+    """Check every file of the published version at ``path`` against the SHA-256 its manifest
+    records, and the manifest against the hash recorded at publish time in the versions folder
+    (``MANIFESTS_FILE``); returns the manifest.  Any mismatch, missing file or unreadable
+    manifest is a ``PublishError`` naming the file: a published version must not be edited."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    fix = "restore the version from version control (published versions are immutable)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise PublishError(f"{manifest_path}: not a readable manifest ({err}); {fix}") from None
+    anchor = path.parent / MANIFESTS_FILE
+    recorded = json.loads(anchor.read_text()).get(path.name) if anchor.exists() else None
+    if recorded is not None and recorded != file_sha256(manifest_path):
+        raise PublishError(f"{manifest_path}: sha256 {file_sha256(manifest_path)[:16]} differs from the one recorded "
+                           f"at publish time in {anchor} ({recorded[:16]}): the manifest was edited; {fix}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not {RESULTS_FILE, CURVES_FILE} <= set(files):
+        raise PublishError(f"{manifest_path}: no 'files' with the SHA-256 of {RESULTS_FILE} and {CURVES_FILE} "
+                           f"(published before versions were hashed, or edited); republish it as a new version")
+    extra = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()
+                   and p.relative_to(path).as_posix() not in files and p.name != MANIFEST_FILE)
+    if extra:
+        raise PublishError(f"{path / extra[0]}: not a file of the published version (not in {manifest_path}); "
+                           f"remove it ({len(extra)} such file(s))")
+    for name, expected in sorted(files.items()):
+        file = path / name
+        if not file.is_file():
+            raise PublishError(f"{file}: listed in {manifest_path} but missing; {fix}")
+        if file_sha256(file) != expected:
+            raise PublishError(f"{file}: sha256 {file_sha256(file)[:16]} differs from {expected[:16]} recorded in "
+                               f"{manifest_path}: the file was edited; {fix}")
+    return manifest
+
+
+def read_version(path: Path) -> tuple[pa.Table, pa.Table]:
+    """The results and curves of a published version, after :func:`verify_version`."""
+    path = Path(path)
+    verify_version(path)
+    return (upgrade(pq.read_table(path / RESULTS_FILE), RESULTS_SCHEMA),
+            upgrade(pq.read_table(path / CURVES_FILE), CURVE_SCHEMA))
+
+
+def is_version(path: Path) -> bool:
+    """Whether ``path`` is a published version folder (it has a manifest)."""
+    return (Path(path) / MANIFEST_FILE).is_file()
 
 
 def _version_readme(manifest: dict, tables: str) -> str:
@@ -220,7 +336,7 @@ def _index_html(manifest: dict, board: dict) -> str:
     def clean(v):
         return None if isinstance(v, float) and v != v else v
 
-    data = json.dumps([[clean(v) for v in r] for r in rows]).replace("</", "<\\/")
+    data = _script_json([[clean(v) for v in r] for r in rows])
     plots = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(Path(p).stem)}">'
                     f"<figcaption>{html.escape(Path(p).stem)}</figcaption></figure>" for p in manifest["plots"])
     title = f"initbench leaderboard {html.escape(manifest['version'])}"
@@ -246,7 +362,7 @@ Cells: mean, std and 95% percentile-bootstrap CI over seeds; IQM of normalized s
 <table id="board"><thead><tr></tr></thead><tbody></tbody></table>
 <h2>Plots</h2>{plots}
 <script>
-const COLUMNS = {json.dumps(columns)};
+const COLUMNS = {_script_json(columns)};
 const ROWS = {data};
 let sortCol = 10, sortDesc = true;
 function fmt(v) {{ return v === null ? "" : (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(4) : String(v)); }}
@@ -259,7 +375,7 @@ function draw() {{
     return (x < y ? -1 : 1) * (sortDesc ? -1 : 1);
   }});
   document.querySelector("#board tbody").innerHTML = rows.map(r =>
-    "<tr>" + r.map(v => "<td>" + fmt(v).replace(/</g, "&lt;") + "</td>").join("") + "</tr>").join("");
+    "<tr>" + r.map(v => "<td>" + fmt(v).replace(/&/g, "&amp;").replace(/</g, "&lt;") + "</td>").join("") + "</tr>").join("");
   document.getElementById("count").textContent = rows.length + " of " + ROWS.length + " rows";
 }}
 document.querySelector("#board thead tr").innerHTML = COLUMNS.map((c, i) =>
@@ -271,6 +387,12 @@ document.getElementById("filter").addEventListener("input", draw);
 draw();
 </script></body></html>
 """
+
+
+def _script_json(value: Any) -> str:
+    """JSON to embed in an inline ``<script>``: ``<``, ``>`` and ``&`` as ``\\u`` escapes, so no name
+    (``</script>``, ``<!--``) can end or comment out the script (JSON and JavaScript read them alike)."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def write_index(root: Path) -> Path:
@@ -305,7 +427,7 @@ def _version_dir(version: str | Path, root: Path) -> Path:
 
 def _standings(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """(suite, method) -> rank and score on the version's main protocol (IQM of normalized scores)."""
-    table = pq.read_table(path / RESULTS_FILE)
+    table, _ = read_version(path)
     board = leaderboard.build(table, None)
     out = {}
     for entry in board["suites"]:
@@ -341,17 +463,24 @@ def compare(version_a: str, version_b: str, *, root: Path = Path("leaderboard"),
 # --------------------------------------------------------------------------- reproduce
 
 
+#: the columns a rerun must record exactly as the published run did (besides every metric's value)
+RERUN_COLUMNS = ("status", "data_hash", "lora_rank", "learning_rate", "optimizer_steps", "train_tokens",
+                 "calibration_examples", "trainable_params", "total_params")
+
+
 def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None) -> tuple[str, bool]:
-    """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from a published version in
-    a temporary folder; per run and metric, whether the value matches to the last digit."""
+    """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from the recorded rows of a
+    published version (after :func:`verify_version`) in a temporary folder; per run and metric,
+    whether the value matches to the last digit, and whether the rerun spent and recorded
+    ``RERUN_COLUMNS`` exactly as published (any difference or missing row: not a match)."""
     from initbench.harness import run_one
     from initbench.registry import PluginError, get_method
     from initbench.suite import SuiteError, load_suite
 
     version_dir = Path(version_dir)
-    if not (version_dir / RESULTS_FILE).exists():
-        raise PublishError(f"{version_dir}: not a published version (no {RESULTS_FILE})")
-    table = pq.read_table(version_dir / RESULTS_FILE)
+    if not is_version(version_dir):
+        raise PublishError(f"{version_dir}: not a published version (no {MANIFEST_FILE})")
+    table, _ = read_version(version_dir)
     by_run: dict[str, list[dict]] = defaultdict(list)
     for row in table.to_pylist():
         by_run[row["run_id"]].append(row)
@@ -382,9 +511,14 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
             outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
                               lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
                               protocol=r["protocol"], selected_lr=r["selected_lr"])
-            new = {x["metric"]: x["value"] for x in pq.read_table(outcome.path).to_pylist()}
-            if r["status"] != outcome.status:
-                lines.append([run_id, "status", r["status"], outcome.status, "differs"])
+            rerun = pq.read_table(outcome.path).to_pylist()
+            new = {x["metric"]: x["value"] for x in rerun}
+            for column in RERUN_COLUMNS:  # what a rerun must spend and record exactly like the published run
+                if r[column] != rerun[0][column]:
+                    lines.append([run_id, column, repr(r[column]), repr(rerun[0][column]), "differs"])
+                    all_match = False
+            for metric in sorted(set(new) - {row["metric"] for row in rows} - {None}):
+                lines.append([run_id, metric, "(no row)", repr(new[metric]), "missing from the published rows"])
                 all_match = False
             for row in rows:
                 if row["metric"] is None:

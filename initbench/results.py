@@ -24,6 +24,11 @@ Schema version 4 adds the throughput columns of the training phase (``initbench.
 ``device_peak_flops`` (the device's dense bf16 peak, null where unknown, e.g. on CPU) and ``mfu``
 (``train_flops / train_seconds / device_peak_flops``).  Null in older files.
 
+Reading a results folder (:func:`read_tree`, :func:`read_results`) counts each run id once: a
+run in two files is a ``ResultsError`` naming both, and so is a file that is empty, not
+Parquet, or not an initbench file of its kind (:func:`read_file`); tuned finals superseded by a
+later selection are left out (``initbench.protocol.superseded``).
+
 Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
 ``initbench.train.execution_settings``), null in older files.
 
@@ -37,11 +42,14 @@ falls back to the lm-eval task's default primary metric.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = "6"
@@ -160,7 +168,11 @@ CURVE_SCHEMA = pa.schema(
 
 
 class ResultsError(ValueError):
-    """A results file does not match the schema."""
+    """A results file does not match the schema, cannot be read, or repeats another's run."""
+
+
+def _kind_of(schema: pa.Schema) -> str:
+    return "results" if schema is RESULTS_SCHEMA else "curve"
 
 
 def run_stem(
@@ -183,36 +195,58 @@ def format_lr(lr: float | None) -> str:
 def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> Path:
     """Write a run's curve, then its results, each atomically; returns the results path."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(pa.Table.from_pylist(curve, schema=CURVE_SCHEMA), stem.with_name(stem.name + CURVE_SUFFIX), "curve")
+    write_atomic(pa.Table.from_pylist(curve, schema=CURVE_SCHEMA), stem.with_name(stem.name + CURVE_SUFFIX), "curve")
     results_path = stem.with_name(stem.name + RESULTS_SUFFIX)
     rows = [{**row, **{k: v for k, v in V2_DEFAULTS.items() if v is not None and row.get(k) is None}} for row in rows]
-    _write_atomic(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), results_path, "results")
+    write_atomic(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), results_path, "results")
     return results_path
 
 
-def _write_atomic(table: pa.Table, path: Path, kind: str) -> None:
+def write_atomic(table: pa.Table, path: Path, kind: str) -> None:
+    """Write ``table`` as a ``kind`` (results or curve) file with the schema version, atomically."""
     table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind})
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        _check_written(tmp, table.num_rows, path)
+        os.replace(tmp, path)
+    except BaseException as err:  # a full disk, a kill: leave no partial temporary file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno and not err.filename:  # Arrow's errors name no file
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
+
+
+def _check_written(tmp: Path, rows: int, path: Path) -> None:
+    """The file just written reads back with all its rows (a full disk can cut a write short silently)."""
+    try:
+        complete = pq.read_metadata(tmp).num_rows == rows
+    except (pa.ArrowInvalid, OSError):
+        complete = False
+    if not complete:
+        raise OSError(errno.EIO, "the file written is incomplete", str(path))
 
 
 STALE = "stale"
 
 
 def finished_status(stem: Path, data_hash: str | None = None) -> str | None:
-    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if absent.
+    """The status of a finished run at ``stem`` (``ok``, ``diverged``, ``failed``), or None if it must
+    be (re)done: no results file, or a results or curve file that cannot be read (empty after a
+    crash or a full disk, truncated), so a resumed sweep repairs it.
 
     With ``data_hash`` (the content hash of the data the run would read now) the data is part of
     the run's key: a file written on other data, or one that recorded no data hash, is ``STALE``
     (not finished, so a sweep redoes it and the new file replaces it)."""
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
+    curve = stem.with_name(stem.name + CURVE_SUFFIX)
     if not path.exists():
         return None
     try:
         table = pq.read_table(path, columns=["status", "data_hash"] if data_hash is not None else ["status"])
+        pq.read_metadata(curve)
     except (pa.ArrowInvalid, OSError, KeyError):
-        return None  # unreadable: treat as missing so the run is redone
+        return None  # unreadable or missing: treat as not done so the run is redone
     if table.num_rows == 0:
         return None
     status = table.column("status")[0].as_py()
@@ -226,13 +260,70 @@ def result_files(path: Path, suffix: str = RESULTS_SUFFIX) -> list[Path]:
     return [path] if path.is_file() else sorted(path.rglob(f"*{suffix}"))
 
 
-def read_results(path: Path, suffix: str = RESULTS_SUFFIX) -> pa.Table:
-    """Concatenate every results (or curve) file under ``path`` into one table."""
-    files = result_files(path, suffix)
+def read_file(path: Path, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
+    """One results (or curve) file, upgraded to the current schema; a ``ResultsError`` naming the
+    file and the fix when it is empty, not Parquet, or not an initbench file of that kind."""
+    path = Path(path)
+    fix = "rerun the same sweep to redo that run (or delete the file)"
+    if path.stat().st_size == 0:
+        raise ResultsError(f"{path}: empty file (0 bytes, a crash or a full disk while writing); {fix}")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ResultsError(f"{path}: not a readable Parquet file ({_first_line(err)}); {fix}") from None
+    problems = table_problems(path, table)
+    if not problems and (table.schema.metadata or {}).get(b"initbench.table") != _kind_of(schema).encode():
+        problems = [f"{path}: a {_kind(table) or 'foreign'} file where a {_kind_of(schema)} file was expected"]
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s); `initbench validate` lists them)" if len(problems) > 1 else ""
+        raise ResultsError(f"{problems[0]}{more}; {fix}")
+    return upgrade(table, schema)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def read_results(path: Path, suffix: str = RESULTS_SUFFIX, *, set_aside: bool = True) -> pa.Table:
+    """Concatenate every results (or curve) file under ``path`` into one table: one run key, one
+    file (a run in two files is a ``ResultsError`` naming both); unless ``set_aside`` is False,
+    tuned finals superseded by a later selection are left out (``initbench.protocol.superseded``)."""
     schema = RESULTS_SCHEMA if suffix == RESULTS_SUFFIX else CURVE_SCHEMA
-    if not files:
+    tables = read_tree(path, suffix)
+    if not tables:
         return schema.empty_table()
-    return pa.concat_tables([upgrade(pq.read_table(f), schema) for f in files])
+    table = pa.concat_tables(tables.values())
+    if set_aside and Path(path).is_dir():
+        from initbench.protocol import superseded
+
+        table = without_runs(table, superseded(path))
+    return table
+
+
+def without_runs(table: pa.Table, run_ids) -> pa.Table:
+    """``table`` less the rows of the runs ``run_ids`` (set aside)."""
+    run_ids = sorted(run_ids)
+    if not run_ids:
+        return table
+    return table.filter(pc.invert(pc.is_in(table["run_id"], pa.array(run_ids, pa.string()))))
+
+
+def read_tree(path: Path, suffix: str = RESULTS_SUFFIX) -> dict[Path, pa.Table]:
+    """Every results (or curve) file at or under ``path``, read with :func:`read_file`, by path;
+    a run id found in two files is a ``ResultsError`` naming both (a copy in a subfolder, a
+    results tree merged twice): the leaderboard must count each run once."""
+    schema = RESULTS_SCHEMA if suffix == RESULTS_SUFFIX else CURVE_SCHEMA
+    tables: dict[Path, pa.Table] = {}
+    owner: dict[str, Path] = {}
+    for f in result_files(path, suffix):
+        table = read_file(f, schema)
+        for run_id in pc.unique(table["run_id"]).to_pylist():
+            if run_id in owner:
+                raise ResultsError(f"run {run_id} is in two files: {owner[run_id]} and {f}; one run must have one "
+                                   "result: delete the copy")
+            owner[run_id] = f
+        tables[f] = table
+    return tables
 
 
 def upgrade(table: pa.Table, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
@@ -252,9 +343,18 @@ def validate_file(path: Path) -> list[str]:
     try:
         table = pq.read_table(path)
     except Exception as err:
-        return [f"{path}: unreadable: {err}"]
+        return [f"{path}: unreadable: {_first_line(err)}" if Path(path).stat().st_size else f"{path}: empty file (0 bytes)"]
+    return table_problems(path, table)
+
+
+def _kind(table: pa.Table) -> str:
+    return (table.schema.metadata or {}).get(b"initbench.table", b"").decode()
+
+
+def table_problems(path: Path, table: pa.Table) -> list[str]:
+    """Problems with the table read from ``path`` against the schema its metadata names."""
     metadata = table.schema.metadata or {}
-    kind = metadata.get(b"initbench.table", b"").decode()
+    kind = _kind(table)
     version = metadata.get(b"initbench.schema_version", b"").decode()
     problems = []
     if version not in SUPPORTED_VERSIONS:
@@ -277,6 +377,8 @@ def validate_file(path: Path) -> list[str]:
         bad = set(table.column("status").to_pylist()) - {"ok", "diverged", "failed"}
         if bad:
             problems.append(f"{path}: column 'status' has unknown values {sorted(bad)}")
+        if {"metric", "value"} <= set(table.schema.names):
+            problems += _value_problems(path, table.select(["status", "metric", "value"]).to_pylist())
     if kind == "results" and number >= 2:
         for column, allowed in (("protocol", {"fixed", "tuned"}), ("phase", {"trial", "final"})):
             if column in table.schema.names:
@@ -286,9 +388,44 @@ def validate_file(path: Path) -> list[str]:
     return problems
 
 
+#: metrics that are fractions (lm-eval's mean-aggregated accuracies and matches): values in [0, 1]
+FRACTION_METRICS = ("acc", "acc_norm", "exact_match", "em", "f1", "mc1", "mc2")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The closed range a metric's value lies in (fractions: [0, 1]; others: any finite value)."""
+    return (0.0, 1.0) if metric.partition(",")[0] in FRACTION_METRICS else (-math.inf, math.inf)
+
+
+def _value_problems(path: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """A finished (ok) row's value is a finite number in its metric's range."""
+    nonfinite, outside = set(), set()
+    for r in rows:
+        if r["status"] != "ok" or r["metric"] is None:
+            continue
+        value = r["value"]
+        if not isinstance(value, float) or not math.isfinite(value):
+            nonfinite.add(f"{r['metric']}={value!r}")
+        elif not metric_range(r["metric"])[0] <= value <= metric_range(r["metric"])[1]:
+            outside.add(f"{r['metric']}={value!r}")
+    problems = []
+    if nonfinite:
+        problems.append(f"{path}: status ok with a value that is not a finite number ({', '.join(sorted(nonfinite))})")
+    if outside:
+        problems.append(f"{path}: status ok with a value outside its metric's range [0, 1] ({', '.join(sorted(outside))})")
+    return problems
+
+
 def validate(path: Path) -> list[str]:
-    """Problems with every results and curve file at or under ``path``."""
+    """Problems with every results and curve file at or under ``path``, and runs found in two files."""
     files = result_files(path) + result_files(path, CURVE_SUFFIX) if Path(path).is_dir() else [Path(path)]
     if not files:
         return [f"{path}: no results files found"]
-    return [problem for f in files for problem in validate_file(f)]
+    problems = [problem for f in files for problem in validate_file(f)]
+    if not problems:
+        for suffix in (RESULTS_SUFFIX, CURVE_SUFFIX):
+            try:
+                read_tree(path, suffix)
+            except ResultsError as err:  # a run in two files
+                problems.append(str(err))
+    return problems

@@ -15,10 +15,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from initbench.protocol import selection_path
-from initbench.results import RESULTS_SUFFIX, result_files, run_stem
+from initbench.protocol import selection_path, stale_selection
+from initbench.results import CURVE_SUFFIX, RESULTS_SUFFIX, read_tree, run_stem
 
 
 @dataclass
@@ -28,6 +26,7 @@ class GridStatus:
     counts: dict[tuple[str, str], Counter] = field(default_factory=lambda: defaultdict(Counter))
     failures: list[tuple[str, str]] = field(default_factory=list)  # (run id, error)
     missing: list[str] = field(default_factory=list)  # run ids, or what is awaited
+    set_aside: list[str] = field(default_factory=list)  # superseded tuned finals, with why
     plans: int = 0
 
     @property
@@ -49,18 +48,28 @@ def _expected_stems(out: Path, plan: dict) -> list[tuple[str, Path]]:
             expected += [(method, run_stem(out, name, method, task, s, spec_hash, lr=lr, split="validation"))
                          for lr in tuning["lr_grid"] for s in tuning["seeds"]]
             selection = selection_path(out, name, method, task, spec_hash)
-            chosen = json.loads(selection.read_text())["selected_lr"] if selection.exists() else None
+            stale = stale_selection(selection) if selection.exists() else "awaiting selection"
+            chosen = None if stale else json.loads(selection.read_text())["selected_lr"]
             for s in plan["seeds"]:
                 expected.append((method, run_stem(out, name, method, task, s, spec_hash, lr=chosen)
                                  if chosen is not None else
-                                 Path(f"{name}/{method}/{task}/seed{s}-tuned-final (awaiting selection)")))
+                                 Path(f"{name}/{method}/{task}/seed{s}-tuned-final ({stale})")))
     return expected
 
 
 def grid_status(out: Path) -> GridStatus:
-    """Tally every planned and every finished run under ``out``."""
+    """Tally every planned and every finished run under ``out``.  Every results file is read
+    first: one that cannot be read, or a run found in two files, is a ``ResultsError`` naming
+    the file(s); tuned finals superseded by a later selection are set aside and listed."""
+    from initbench.protocol import superseded
+
     out = Path(out)
     status = GridStatus()
+    runs = {path.with_name(path.name[: -len(RESULTS_SUFFIX)]): table.slice(0, 1).to_pylist()[0]
+            for path, table in read_tree(out).items() if table.num_rows}
+    read_tree(out, CURVE_SUFFIX)  # an empty or corrupt curve beside a good result is an error too
+    stale = superseded(out)
+    status.set_aside = sorted(stale.values())
     seen: set[Path] = set()
     for plan_path in sorted(out.glob("*/sweeps/*.json")):
         plan = json.loads(plan_path.read_text())
@@ -69,28 +78,24 @@ def grid_status(out: Path) -> GridStatus:
             if stem in seen:
                 continue
             seen.add(stem)
-            _tally(status, plan["suite"], method, stem, out)
-    for path in result_files(out):
-        stem = path.with_name(path.name[: -len(RESULTS_SUFFIX)])
-        if stem not in seen:
+            _tally(status, plan["suite"], method, stem, out, runs.get(stem))
+    for stem, row in runs.items():
+        if stem not in seen and row["run_id"] not in stale:
             seen.add(stem)
-            row = pq.read_table(path, columns=["suite", "method"]).slice(0, 1).to_pylist()[0]
-            _tally(status, row["suite"], row["method"], stem, out)
+            _tally(status, row["suite"], row["method"], stem, out, row)
     return status
 
 
-def _tally(status: GridStatus, suite: str, method: str, stem: Path, out: Path) -> None:
+def _tally(status: GridStatus, suite: str, method: str, stem: Path, out: Path, row: dict | None) -> None:
     counts = status.counts[(suite, method)]
-    path = stem.with_name(stem.name + RESULTS_SUFFIX)
     try:
         where = str(stem.relative_to(out))
     except ValueError:  # a tuned final still awaiting its selection
         where = str(stem)
-    if not path.exists():
+    if row is None:
         counts["missing"] += 1
         status.missing.append(where)
         return
-    row = pq.read_table(path, columns=["status", "error"]).slice(0, 1).to_pylist()[0]
     if row["status"] in ("ok", "diverged"):
         counts["done"] += 1
         counts["diverged"] += row["status"] == "diverged"
@@ -108,6 +113,9 @@ def render_status(status: GridStatus, fmt: str = "github") -> str:
     lines = [tabulate(rows, ["suite", "method", "done", "of which diverged", "failed", "missing", "runs"], tablefmt=fmt)]
     if not status.plans:
         lines.append("\n(no sweep plans in this folder: only the runs on disk are counted, nothing can be missing)")
+    if status.set_aside:
+        lines.append("\nset aside (kept on disk, not counted):")
+        lines += [f"  {reason}" for reason in status.set_aside]
     if status.failures:
         lines.append("\nfailed runs (a rerun of the sweep redoes them):")
         lines += [f"  {where}: {error}" for where, error in status.failures]

@@ -126,6 +126,10 @@ def run_sweep(
         await_claims(suite, first, report)  # trials another sweep is computing, before selecting on them
         outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
                                executor, report)
+        from initbench.protocol import superseded
+
+        for reason in superseded(out).values():
+            report(f"set aside (kept, not counted): {reason}")
     return outcomes
 
 

@@ -84,7 +84,7 @@ def test_a_published_version_is_immutable(published, runs, tmp_path, capsys):
         publish(partial, "v1", root=root)
     assert main(["leaderboard", "publish", str(partial), "--version", "v1", "--root", str(root)]) == 2
     assert "immutable" in capsys.readouterr().err
-    assert sorted(p.name for p in root.iterdir()) == ["README.md", "v1"]  # no staging folder left behind
+    assert sorted(p.name for p in root.iterdir()) == ["README.md", "manifests.json", "v1"]  # no staging folder left
 
 
 def test_compare_two_versions(published, runs, tmp_path, capsys):

@@ -1,0 +1,161 @@
+"""``initbench validate --contributed``: every row of contributed results against the suite it claims.
+
+The schema (``initbench.results``) says a file is well formed; completeness
+(``initbench.protocol.check_contributed``) says no seed or trial is missing.  This module says
+each row is possible under the suite whose spec hash it carries (a finished run's value being
+finite and in its metric's range is already a schema rule, ``results.table_problems``): the
+metric is one the task's lm-eval YAML defines, its stderr finite, the method is a
+registered one, the LoRA rank, learning rate, optimizer steps, training tokens, calibration
+examples and evaluation settings are the ones the suite grants, and the phase matches the split.
+Problems are reported per file (one line each, the file first).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from initbench.suite import Suite, SuiteError
+
+@functools.lru_cache(maxsize=None)
+def _suite(name: str, spec_hash: str) -> Suite | None:
+    """The built-in suite ``name`` if its current spec hash is ``spec_hash`` (else None: the
+    completeness check reports the mismatch)."""
+    from initbench.suite import load_builtin_suite
+
+    try:
+        suite = load_builtin_suite(name)
+    except SuiteError:
+        return None
+    return suite if suite.spec_hash == spec_hash else None
+
+
+@functools.lru_cache(maxsize=None)
+def _method(name: str) -> tuple[Any, str]:
+    """(the registered method, "") or (None, why it is not acceptable)."""
+    from initbench.registry import PluginError, get_method
+
+    if ":" in name:
+        return None, f"method {name!r} is an import path, not a registered method: package it (CONTRIBUTING.md)"
+    try:
+        return get_method(name), ""
+    except PluginError as err:
+        return None, str(err)
+
+
+@functools.lru_cache(maxsize=None)
+def _task_metrics(lm_eval_task: str) -> frozenset[str]:
+    from initbench.evaluation import task_metrics
+
+    return frozenset(task_metrics(lm_eval_task))
+
+
+def check_rows(files: dict[Path, pa.Table]) -> list[str]:
+    """Per file, what its rows claim that the suite they name does not allow (empty: nothing)."""
+    problems = []
+    for path, table in files.items():
+        found: dict[str, None] = {}
+        for row in table.to_pylist():
+            suite = _suite(row["suite"], row["suite_hash"])
+            if suite is None:
+                continue  # not a built-in suite's current spec: check_contributed says so
+            for problem in row_problems(suite, row):
+                found.setdefault(problem)
+        problems += [f"{path}: {problem}" for problem in found]
+    return problems
+
+
+def row_problems(suite: Suite, row: dict[str, Any]) -> list[str]:
+    """What is wrong with one row against ``suite`` (the suite its spec hash names)."""
+    from initbench.harness import lora_settings
+
+    method, why = _method(row["method"])
+    if method is None:
+        return [why]
+    task = next((t for t in suite.tasks if t.name == row["task"]), None)
+    if task is None:
+        return [f"task {row['task']!r} is not a task of suite {suite.name!r} ({', '.join(t.name for t in suite.tasks)})"]
+    out = []
+    where = f"{row['method']} | {row['task']} | seed {row['seed']}"
+    if row["status"] == "ok":
+        out += _value_problems(task.lm_eval_task, row, where)
+    out += _phase_problems(row, where)
+    trains = method.trains
+    lora = lora_settings(suite.lora, method)
+    expected_rank = lora.rank if trains and method.attaches_lora else None
+    if row["lora_rank"] != expected_rank:
+        out.append(f"{where}: lora_rank {row['lora_rank']}, the suite grants {expected_rank} "
+                   f"(lora.rank of {suite.path})")
+    out += _lr_problems(suite, row, where, trains)
+    out += _budget_problems(suite, row, where, trains)
+    for column, granted in (("eval_batch_size", suite.eval.batch_size), ("eval_limit", suite.eval.limit),
+                            ("lm_eval_task", task.lm_eval_task)):
+        if row[column] != granted:
+            out.append(f"{where}: {column} {row[column]!r}, the suite says {granted!r}")
+    return out
+
+
+def _value_problems(lm_eval_task: str, row: dict[str, Any], where: str) -> list[str]:
+    metric, stderr = row["metric"], row["stderr"]  # the value itself: results.table_problems
+    if metric is None:
+        return [f"{where}: status ok with no metric"]
+    out = []
+    defined = _task_metrics(lm_eval_task)
+    if metric not in defined:
+        out.append(f"{where}: metric {metric!r} is not one task {lm_eval_task!r} defines ({', '.join(sorted(defined))})")
+    if stderr is not None and not (math.isfinite(stderr) and stderr >= 0):
+        out.append(f"{where}: {metric} stderr {stderr!r}; a standard error is finite and >= 0")
+    return out
+
+
+def _phase_problems(row: dict[str, Any], where: str) -> list[str]:
+    split = {"final": "test", "trial": "validation"}.get(row["phase"])
+    if split is not None and row["eval_split"] != split:
+        return [f"{where}: phase {row['phase']} scored on {row['eval_split']!r}; a {row['phase']} is scored on {split}"]
+    return []
+
+
+def _lr_problems(suite: Suite, row: dict[str, Any], where: str, trains: bool) -> list[str]:
+    lr = row["learning_rate"]
+    if not trains:
+        return [] if lr is None else [f"{where}: learning_rate {lr!r} for a method that does not train"]
+    grid = list(suite.tuning.lr_grid) if suite.tuning else []
+
+    def same(a: float | None, b: float | None) -> bool:
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-12)
+
+    if row["phase"] == "trial":
+        ok = any(same(lr, g) for g in grid)
+        granted = f"a rate of the suite's tuning grid {grid}"
+    elif row["protocol"] == "tuned":
+        ok = same(lr, row["selected_lr"]) and any(same(lr, g) for g in grid)
+        granted = f"its selected_lr ({row['selected_lr']!r}), a rate of the tuning grid {grid}"
+    else:
+        ok = same(lr, suite.budget.optimizer.lr)
+        granted = f"the suite's budget.optimizer.lr {suite.budget.optimizer.lr!r}"
+    return [] if ok else [f"{where}: learning_rate {lr!r}, expected {granted}"]
+
+
+def _budget_problems(suite: Suite, row: dict[str, Any], where: str, trains: bool) -> list[str]:
+    """Budget spent = budget granted: every optimizer step of a finished run, no more tokens or
+    calibration examples than allowed (a diverged run may stop early)."""
+    if row["status"] == "failed":
+        return []
+    budget, out = suite.budget, []
+    steps, tokens, calib = row["optimizer_steps"], row["train_tokens"], row["calibration_examples"]
+    if not trains:
+        if steps or tokens:
+            out.append(f"{where}: {steps} optimizer steps, {tokens} training tokens for a method that does not train")
+        return out
+    if steps is None or (steps != budget.steps if row["status"] == "ok" else not 0 <= steps <= budget.steps):
+        out.append(f"{where}: {steps} optimizer steps, the suite grants budget.steps {budget.steps}")
+    if tokens is None or not 0 < tokens <= budget.max_train_tokens:
+        out.append(f"{where}: {tokens} training tokens, the suite grants at most {budget.max_train_tokens:,} "
+                   f"(steps x batch_size x max_length)")
+    if calib is not None and not 0 <= calib <= budget.calibration.examples:
+        out.append(f"{where}: {calib} calibration examples, the suite grants at most {budget.calibration.examples}")
+    return out

@@ -1,0 +1,64 @@
+"""Synthetic results trees of the built-in `smoke` suite: rows a real run would write, no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from initbench.results import RESULTS_SCHEMA, format_lr, run_stem, write_run
+from initbench.suite import load_suite
+
+SMOKE = load_suite("smoke")
+METRIC = {"addition": "exact_match", "compare_sums": "acc"}
+
+
+def smoke_row(method: str, task: str, seed: int, value: float | None, *, lr: float | None = None,
+              split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
+              **over: Any) -> dict[str, Any]:
+    """One result row of `smoke` as the harness writes it (``over`` replaces columns)."""
+    tag = "" if lr is None and split == "test" else f"/lr{format_lr(lr)}/{split}"
+    trains = method != "base"
+    row = {f.name: None for f in RESULTS_SCHEMA}
+    row.update(
+        run_id=f"smoke/{method}/{task}/seed{seed}/{SMOKE.spec_hash}{tag}", suite="smoke", suite_hash=SMOKE.spec_hash,
+        method=method, task=task, seed=seed, config_hash="c", status="ok", metric=METRIC[task], value=value,
+        stderr=0.1, lm_eval_task=f"initbench_{task}", is_reference=method == "base",
+        lora_rank=SMOKE.lora.rank if trains else None,
+        learning_rate=(SMOKE.budget.optimizer.lr if lr is None else lr) if trains else None,
+        optimizer_steps=SMOKE.budget.steps if trains else 0, train_tokens=500 if trains else 0,
+        calibration_examples=0, eval_batch_size=SMOKE.eval.batch_size, eval_limit=SMOKE.eval.limit,
+        protocol=protocol or ("tuned" if tag else "fixed"), phase="final" if split == "test" else "trial",
+        eval_split=split, selected_lr=selected_lr,
+    )
+    row.update(over)
+    return row
+
+
+def write_smoke_run(out: Path, row: dict[str, Any]) -> Path:
+    """Write ``row``'s run (results and a 6-step curve) where the harness would; returns the results path."""
+    lr = None if row["protocol"] == "fixed" else row["learning_rate"]
+    stem = run_stem(out, "smoke", row["method"], row["task"], row["seed"], row["suite_hash"], lr=lr,
+                    split=row["eval_split"])
+    keys = {k: row[k] for k in ("run_id", "suite", "suite_hash", "method", "task", "seed")}
+    curve = [{**keys, "step": i, "loss": 1.0 / i, "lr": 0.01, "tokens": 80 * i} for i in range(1, 7)]
+    return write_run(stem, [row], curve)
+
+
+def fixed_tree(out: Path, methods: tuple[str, ...] = ("base", "lora"), seeds: tuple[int, ...] = (0, 1)) -> Path:
+    """A complete fixed-protocol `smoke` tree: every method, task and seed."""
+    for m, method in enumerate(methods):
+        for task in METRIC:
+            for seed in seeds:
+                write_smoke_run(out, smoke_row(method, task, seed, 0.25 + 0.25 * m + 0.01 * seed))
+    return out
+
+
+def tamper(path: Path, **change: Any) -> Path:
+    """Rewrite the results file ``path`` in place with ``change`` applied to every row (metadata kept)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    rows = [{**row, **change} for row in table.to_pylist()]
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    return path
