@@ -126,6 +126,19 @@ def clear_stale(stem: Path) -> bool:
     return not path.exists()
 
 
+def clear_when_gone(stem: Path, timeout: float = 15.0, poll: float = 0.1) -> bool:
+    """``clear_stale`` for a claimant an executor reported dead: a process killed with SIGKILL can
+    still look alive for a moment (not yet torn down, more so on a loaded machine), so keep trying
+    for up to ``timeout`` seconds; returns whether the claim is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if clear_stale(stem) or not claim_path(stem).exists():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+
+
 def _break(path: Path, seen: Holder | None) -> None:
     """Remove the stale claim ``seen`` at ``path``, unless another process is breaking it or it changed."""
     lock = path.with_name(path.name + ".break")

@@ -268,8 +268,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     tasks = _offline_tasks(suite, args.data_dir)
+    _preflight(suite, tasks)  # bad input is exit 2 before anything is written
     check_out(args.out)
-    _preflight(suite, tasks)
     options = {k: getattr(args, k) for k in EXECUTOR_OPTIONS if hasattr(args, k)}  # sweep only
     executor = make_executor(args.executor, out=args.out, **options)
     try:

@@ -195,7 +195,7 @@ def _run_batch(
     by_name = {m.name: m for m in methods}
     for i, (spec, crash) in enumerate(executor.run(todo, report), start=1):
         if crash is not None:
-            claims.clear_stale(spec.stem(suite))  # the dead worker's claim
+            claims.clear_when_gone(spec.stem(suite))  # the dead worker's claim, once it is seen gone
         if crash is not None and finished_status(spec.stem(suite), hashes.get(spec)) not in DONE \
                 and claims.holder(spec.stem(suite)) is None:  # not if another sweep took the run over meanwhile
             task = next(t for t in suite.tasks if t.name == spec.task)

@@ -35,7 +35,12 @@ def smoke_row(method: str, task: str, seed: int, value: float | None, *, lr: flo
 
 
 def write_smoke_run(out: Path, row: dict[str, Any]) -> Path:
-    """Write ``row``'s run (results and a 6-step curve) where the harness would; returns the results path."""
+    """Write ``row``'s run (results and a 6-step curve) where the harness would, and the suite's
+    contamination report beside the results as a sweep does; returns the results path."""
+    from initbench.contamination import contamination_report, report_path, write_report
+
+    if not report_path(out, SMOKE).exists():
+        write_report(contamination_report(SMOKE), out)
     lr = None if row["protocol"] == "fixed" else row["learning_rate"]
     stem = run_stem(out, "smoke", row["method"], row["task"], row["seed"], row["suite_hash"], lr=lr,
                     split=row["eval_split"])
