@@ -344,6 +344,7 @@ def compare(version_a: str, version_b: str, *, root: Path = Path("leaderboard"),
 def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None) -> tuple[str, bool]:
     """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from a published version in
     a temporary folder; per run and metric, whether the value matches to the last digit."""
+    from initbench import provenance
     from initbench.harness import run_one
     from initbench.registry import PluginError, get_method
     from initbench.suite import SuiteError, load_suite
@@ -379,10 +380,13 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                 all_match = False
                 continue
             overridden = r["protocol"] == "tuned" or r["phase"] == "trial"
-            outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
-                              lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
-                              protocol=r["protocol"], selected_lr=r["selected_lr"])
-            new = {x["metric"]: x["value"] for x in pq.read_table(outcome.path).to_pylist()}
+            with provenance.rerun_environment(r):  # the published precision, compile and loss path
+                outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
+                                  lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
+                                  protocol=r["protocol"], selected_lr=r["selected_lr"])
+            reproduced = pq.read_table(outcome.path).to_pylist()
+            new = {x["metric"]: x["value"] for x in reproduced}
+            first_line = len(lines)
             if r["status"] != outcome.status:
                 lines.append([run_id, "status", r["status"], outcome.status, "differs"])
                 all_match = False
@@ -394,6 +398,8 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                 verdict = "exact match" if same else ("missing" if new_v is None else f"differs by {new_v - old_v:+.3e}")
                 all_match &= same
                 lines.append([run_id, row["metric"], repr(old_v), repr(new_v), verdict])
+            if any(line[4] != "exact match" for line in lines[first_line:]):  # issue 13: name what differs
+                lines.append([run_id, "code identity", "", "", provenance.explain(r, reproduced[0])])
     header = (f"reproduced {len(chosen)} of {len(run_ids)} runs of {version_dir} (draw seed {seed}): "
               + ("every value matches exactly" if all_match else "SOME VALUES DIFFER"))
     return header + "\n\n" + tabulate(lines, ["run", "metric", "published", "reproduced", "verdict"],

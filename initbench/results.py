@@ -26,6 +26,13 @@ Schema version 4 adds the throughput columns of the training phase (``initbench.
 
 Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
 ``initbench.train.execution_settings``), null in older files.
+
+Schema version 6 adds, for issue 13 (items 1 and 2), the code identity of a row
+(``initbench.provenance``): ``code_commit`` and ``code_dirty`` (git; null outside a checkout),
+``code_hash`` (the installed sources), ``torch_threads``, ``cpu_model``, ``cpu_flags`` (the
+kernel-choosing instruction sets) and ``cpu_capability`` (torch's), and ``init_reused`` (the
+initialization was loaded from an earlier learning-rate trial of the same method, task and seed,
+``initbench.init_cache``).  Null in older files.
 """
 
 from __future__ import annotations
@@ -37,8 +44,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "5"
-SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5")
+SCHEMA_VERSION = "6"
+SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5", "6")
 RESULTS_SUFFIX = ".results.parquet"
 CURVE_SUFFIX = ".curve.parquet"
 
@@ -122,6 +129,15 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("mfu", pa.float64()),
         # how the loop computed (schema version 5; JSON, initbench.train.execution_settings)
         pa.field("execution", pa.string()),
+        # code identity and init reuse (schema version 6, issue 13 items 1-2; initbench.provenance)
+        pa.field("code_commit", pa.string()),  # git commit of the checkout initbench runs from; null: none
+        pa.field("code_dirty", pa.bool_()),  # its code differs from that commit
+        pa.field("code_hash", pa.string()),  # SHA-256 (16 hex) of the installed sources
+        pa.field("torch_threads", pa.int64()),
+        pa.field("cpu_model", pa.string()),
+        pa.field("cpu_flags", pa.string()),  # kernel-choosing ISA flags, comma-separated
+        pa.field("cpu_capability", pa.string()),  # torch.backends.cpu.get_cpu_capability()
+        pa.field("init_reused", pa.bool_()),  # the init came from an earlier trial (initbench.init_cache)
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
@@ -132,8 +148,11 @@ V3_DEFAULTS = {"init_update_erank": None, "final_update_erank": None, "relative_
 V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None}
 #: columns added in schema version 5, null in older files
 V5_DEFAULTS = {"execution": None}
+#: columns added in schema version 6 (issue 13: code identity, init reuse), null in older files
+V6_PROVENANCE_DEFAULTS = {"code_commit": None, "code_dirty": None, "code_hash": None, "torch_threads": None,
+                          "cpu_model": None, "cpu_flags": None, "cpu_capability": None, "init_reused": None}
 #: the columns each schema version added, for reading and validating older files
-ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS}
+ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_PROVENANCE_DEFAULTS}
 
 CURVE_SCHEMA = pa.schema(
     KEY_FIELDS
