@@ -95,11 +95,17 @@ def available_cores() -> int:
 
 def worker_threads(workers: int, threads_per_run: int | None) -> int:
     """Threads per run for ``workers`` parallel runs: ``threads_per_run``, or the cores divided
-    evenly; raises if the product would oversubscribe the cores."""
+    evenly (at most ``$OMP_NUM_THREADS`` where the caller set it); raises if the product would
+    oversubscribe the cores."""
     cores = available_cores()
     if workers < 1:
         raise ExecutionError(f"--workers must be at least 1, got {workers}")
-    threads = threads_per_run if threads_per_run is not None else max(1, cores // workers)
+    threads = threads_per_run
+    if threads is None:
+        threads = max(1, cores // workers)
+        omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if omp.isdigit() and int(omp) >= 1:
+            threads = min(threads, int(omp))
     if threads < 1:
         raise ExecutionError(f"--threads-per-run must be at least 1, got {threads}")
     if workers * threads > cores:

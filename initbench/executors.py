@@ -47,18 +47,38 @@ class InlineExecutor:
             yield spec, None
 
 
+@dataclass
 class LocalExecutor:
-    """One fresh Python process per run, sequentially; stderr (progress bars) passes through."""
+    """Fresh Python processes, one per run, ``workers`` at a time, each pinned to ``threads_per_run``
+    threads (torch, OpenMP, MKL; default: the cores divided evenly among the workers, so the machine
+    is never oversubscribed); stderr (progress bars) passes through."""
+
+    workers: int = 1
+    threads_per_run: int | None = None
 
     def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
-        for i, spec in enumerate(specs, start=1):
-            report(f"[{i}/{len(specs)}] {spec.label} (own process)")
-            yield spec, _run_process([sys.executable, "-m", "initbench.sweep", spec.to_json()])
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        from initbench.execution import worker_environment, worker_threads
+
+        threads = worker_threads(self.workers, self.threads_per_run)
+        env = {**os.environ, **worker_environment(threads)}
+        if self.workers > 1:
+            report(f"local: {len(specs)} runs, {self.workers} processes at a time, {threads} thread(s) each")
+
+        def one(i: int, spec: RunSpec) -> str | None:
+            report(f"[{i}/{len(specs)}] {spec.label} (own process, {threads} thread(s))")
+            return _run_process([sys.executable, "-m", "initbench.sweep", spec.to_json()], env)
+
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = {pool.submit(one, i, spec): spec for i, spec in enumerate(specs, start=1)}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
 
 
-def _run_process(command: list[str]) -> str | None:
+def _run_process(command: list[str], env: dict[str, str] | None = None) -> str | None:
     """Run ``command``, echoing its stderr; None if it exited 0, else why it did not."""
-    process = subprocess.Popen(command, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
     tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def pump() -> None:
@@ -160,12 +180,12 @@ def _first_line(err: BaseException) -> str:
 
 def make_executor(name: str, *, out: Path, address: str | None = None, partition: str | None = None,
                   slurm_cluster: str = "slurm", gpus_per_run: int = 1, cpus_per_run: int | None = None,
-                  timeout_min: int = 240) -> Executor:
+                  timeout_min: int = 240, workers: int = 1, threads_per_run: int | None = None) -> Executor:
     """The executor called ``name`` (one of ``EXECUTORS``)."""
     if name == "inline":
         return InlineExecutor()
     if name == "local":
-        return LocalExecutor()
+        return LocalExecutor(workers=workers, threads_per_run=threads_per_run)
     if name == "ray":
         return RayExecutor(address=address, cpus_per_run=cpus_per_run or 1)
     if name == "slurm":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -122,6 +123,9 @@ def run_sweep(
     if protocol == "tuned":
         outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
                                executor, report)
+        from initbench.init_cache import cache_folder
+
+        shutil.rmtree(cache_folder(out), ignore_errors=True)  # the trials' inits (issue 13), reused until here
     return outcomes
 
 

@@ -1,0 +1,38 @@
+"""The local executor's parallel workers: runs in parallel processes, each pinned to its threads,
+and defaults that never oversubscribe the cores."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import quick_smoke_suite
+from initbench import execution
+from initbench.executors import LocalExecutor
+from initbench.registry import get_method
+from initbench.suite import load_suite
+from initbench.sweep import run_sweep
+
+
+def test_default_threads_divide_the_cores_and_oversubscription_is_refused(monkeypatch):
+    monkeypatch.setattr(execution, "available_cores", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [execution.worker_threads(w, None) for w in (1, 2, 3, 4)] == [4, 2, 1, 1]
+    assert execution.worker_threads(2, 2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a caller that pinned itself is not exceeded by default
+    assert execution.worker_threads(1, None) == 1
+    for workers, threads in ((5, None), (2, 3), (0, None)):
+        with pytest.raises(execution.ExecutionError):
+            execution.worker_threads(workers, threads)
+
+
+def test_parallel_workers_run_every_run_in_its_own_pinned_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what an unpinned worker would inherit
+    suite = load_suite(str(quick_smoke_suite(tmp_path)))
+    out, lines = tmp_path / "runs", []
+    workers = min(2, execution.available_cores())
+    outcomes = run_sweep(suite, [get_method("lora")], [0, 1], out, LocalExecutor(workers=workers, threads_per_run=1),
+                         report=lines.append)
+    assert sorted(o.seed for o in outcomes) == [0, 1] and {o.status for o in outcomes} == {"ok"}
+    assert {pq.read_table(o.path).column("torch_threads")[0].as_py() for o in outcomes} == {1}
+    assert any("(own process, 1 thread(s))" in line for line in lines)
