@@ -93,3 +93,18 @@ def test_compile_setting_trains_through_torch_compile_and_says_so(smoke_suite, t
     assert [json.loads(pq.read_table(o.path).column("execution")[0].as_py())["compile"] for o in (eager, run)] \
         == [False, True]
     assert _curve(run) == _curve(eager)
+
+
+def test_cli_precision_flag_reaches_the_rows_and_a_bad_setting_exits_2(tmp_path, monkeypatch, capsys):
+    from conftest import quick_smoke_suite
+    from initbench.cli import main
+
+    monkeypatch.setenv("INITBENCH_PRECISION", "float32")  # restored after the test; main() overrides it
+    out = tmp_path / "runs"
+    assert main(["evaluate", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "lora", "--out", str(out),
+                 "--precision", "bf16-autocast"]) == 0
+    row = pq.read_table(next(out.rglob("*.results.parquet"))).to_pylist()[0]
+    assert json.loads(row["execution"])["autocast"] == "bf16"
+    monkeypatch.setenv("INITBENCH_PRECISION", "half")
+    assert main(["evaluate", "--suite", "smoke", "--method", "lora", "--out", str(tmp_path / "bad")]) == 2
+    assert "INITBENCH_PRECISION must be one of" in capsys.readouterr().err
