@@ -50,3 +50,21 @@ def test_methods_that_depend_on_the_rate_or_change_what_trains_store_nothing(nam
         assert outcome.status == "ok", outcome.error
         assert not pq.read_table(outcome.path).column("init_reused").to_pylist()[0]
     assert not list(cache_folder(tmp_path).glob("*.pt"))
+
+
+def test_a_tuned_sweep_reuses_the_trials_init_and_cleans_up(tmp_path):
+    from conftest import quick_smoke_suite
+    from initbench.executors import InlineExecutor
+    from initbench.results import read_results
+    from initbench.suite import load_suite
+    from initbench.sweep import run_sweep
+
+    suite = load_suite(str(quick_smoke_suite(tmp_path)))
+    out = tmp_path / "runs"
+    run_sweep(suite, [get_method("lora-ga")], [0], out, InlineExecutor(), protocol="tuned", report=lambda line: None)
+    rows = {(r["learning_rate"], r["eval_split"], r["protocol"]): r["init_reused"]
+            for r in read_results(out).to_pylist()}
+    trials = [rows[(lr, "validation", "tuned")] for lr in suite.tuning.lr_grid]
+    assert trials == [False] + [True] * (len(trials) - 1)
+    assert all(reused for (lr, split, _), reused in rows.items() if split == "test")  # seed 0 is a tuning seed
+    assert not cache_folder(out).exists()
