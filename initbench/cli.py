@@ -232,7 +232,7 @@ def _apply_execution_mode(args: argparse.Namespace) -> None:
     execution settings (from flags or environment) before any run starts."""
     import os
 
-    from initbench.execution import (COMPILE_ENV, PRECISION_ENV, ExecutionError, compile_enabled,
+    from initbench.execution import (COMPILE_ENV, PRECISION_ENV, ExecutionError, bf16_warning, compile_enabled,
                                      init_reuse_enabled, precision, worker_threads)
     from initbench.seeding import pick_device
 
@@ -241,12 +241,14 @@ def _apply_execution_mode(args: argparse.Namespace) -> None:
     if args.compile:
         os.environ[COMPILE_ENV] = "1"
     try:
-        precision(pick_device())
+        warning = bf16_warning(pick_device())
         compile_enabled(), init_reuse_enabled()
         if getattr(args, "executor", None) == "local":
             worker_threads(args.workers, args.threads_per_run)
     except ExecutionError as err:
         raise UsageError(str(err)) from None
+    if warning:
+        print(f"initbench: warning: {warning}", file=sys.stderr)
 
 
 def _resolved_data_dir() -> Path | None:

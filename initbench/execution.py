@@ -64,6 +64,24 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+#: CPU flags (``initbench.provenance``) with native bf16 matrix kernels: AVX512-BF16, AMX, Arm BF16
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def bf16_warning(device: torch.device) -> str | None:
+    """A line to print when bf16 autocast is asked for on a CPU without native bf16 kernels (it
+    then runs emulated, usually slower than float32); None otherwise."""
+    from initbench.provenance import cpu_identity
+
+    if device.type != "cpu" or precision(device) != "bf16-autocast":
+        return None
+    flags = set(cpu_identity()["cpu_flags"].split(","))
+    if flags & set(BF16_CPU_FLAGS):
+        return None
+    return (f"this CPU has none of {', '.join(BF16_CPU_FLAGS)}: bf16 autocast runs emulated and is likely "
+            "slower than float32 here")
+
+
 def compile_enabled() -> bool:
     """Whether ``$INITBENCH_COMPILE`` asks for ``torch.compile`` of the training loss."""
     return _flag(COMPILE_ENV, False)

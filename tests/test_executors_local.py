@@ -36,3 +36,19 @@ def test_parallel_workers_run_every_run_in_its_own_pinned_process(tmp_path, monk
     assert sorted(o.seed for o in outcomes) == [0, 1] and {o.status for o in outcomes} == {"ok"}
     assert {pq.read_table(o.path).column("torch_threads")[0].as_py() for o in outcomes} == {1}
     assert any("(own process, 1 thread(s))" in line for line in lines)
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_is_named(monkeypatch):
+    import torch
+
+    from initbench import provenance
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("INITBENCH_PRECISION", "bf16-autocast")
+    monkeypatch.setattr(provenance, "cpu_identity", lambda: {"cpu_flags": "avx2,fma"})
+    assert "bf16 autocast runs emulated" in execution.bf16_warning(cpu)
+    monkeypatch.setattr(provenance, "cpu_identity", lambda: {"cpu_flags": "avx2,avx512f,avx512_bf16"})
+    assert execution.bf16_warning(cpu) is None
+    monkeypatch.setenv("INITBENCH_PRECISION", "float32")
+    monkeypatch.setattr(provenance, "cpu_identity", lambda: {"cpu_flags": "avx2"})
+    assert execution.bf16_warning(cpu) is None
