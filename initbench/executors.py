@@ -57,7 +57,7 @@ class LocalExecutor:
     threads_per_run: int | None = None
 
     def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
-        from concurrent.futures import ThreadPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         from initbench.execution import worker_environment, worker_threads
 
@@ -65,15 +65,47 @@ class LocalExecutor:
         env = {**os.environ, **worker_environment(threads)}
         if self.workers > 1:
             report(f"local: {len(specs)} runs, {self.workers} processes at a time, {threads} thread(s) each")
-
-        def one(i: int, spec: RunSpec) -> str | None:
-            report(f"[{i}/{len(specs)}] {spec.label} (own process, {threads} thread(s))")
-            return _run_process([sys.executable, "-m", "initbench.sweep", spec.to_json()], env)
-
+        scheduler = InitAwareOrder(specs)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = {pool.submit(one, i, spec): spec for i, spec in enumerate(specs, start=1)}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+            running: dict = {}
+            while scheduler.pending or running:
+                while scheduler.pending and len(running) < self.workers:
+                    spec = scheduler.take()
+                    report(f"[{len(specs) - len(scheduler.pending)}/{len(specs)}] {spec.label} "
+                           f"(own process, {threads} thread(s))")
+                    command = [sys.executable, "-m", "initbench.sweep", spec.to_json()]
+                    running[pool.submit(_run_process, command, env)] = spec
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    spec = running.pop(future)
+                    scheduler.finished(spec)
+                    yield spec, future.result()
+
+
+class InitAwareOrder:
+    """The order parallel workers take runs in, so that one init serves the rates of a (method, task,
+    seed) (``initbench.init_cache``): a run waits while another run of its group is computing the
+    group's first init, unless no other run is pending (then it goes, rather than leave a worker idle)."""
+
+    def __init__(self, specs: list[RunSpec]):
+        self.pending = list(specs)
+        self._computing: set[tuple] = set()  # groups whose first run is in flight
+        self._ready: set[tuple] = set()  # groups with a finished run (the init is stored, if storable)
+
+    @staticmethod
+    def group(spec: RunSpec) -> tuple:
+        return spec.method, spec.task, spec.seed
+
+    def take(self) -> RunSpec:
+        spec = next((s for s in self.pending if self.group(s) not in self._computing), self.pending[0])
+        self.pending.remove(spec)
+        if self.group(spec) not in self._ready:
+            self._computing.add(self.group(spec))
+        return spec
+
+    def finished(self, spec: RunSpec) -> None:
+        self._computing.discard(self.group(spec))
+        self._ready.add(self.group(spec))
 
 
 def _run_process(command: list[str], env: dict[str, str] | None = None) -> str | None:

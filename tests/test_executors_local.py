@@ -52,3 +52,21 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_named(monkeypatch):
     monkeypatch.setenv("INITBENCH_PRECISION", "float32")
     monkeypatch.setattr(provenance, "cpu_identity", lambda: {"cpu_flags": "avx2"})
     assert execution.bf16_warning(cpu) is None
+
+
+def test_parallel_workers_let_one_init_serve_the_rates_of_a_group():
+    from initbench.executors import InitAwareOrder
+    from initbench.sweep import RunSpec
+
+    def spec(method, lr, seed=0):
+        return RunSpec("s.yaml", method, "addition", seed, "out", lr=lr, split="validation")
+
+    lora = [spec("lora-one", lr) for lr in (0.01, 0.1, 1.0)]
+    order = InitAwareOrder([*lora, spec("pissa", 0.01), spec("lora-one", 0.01, seed=1)])
+    first, second = order.take(), order.take()  # two workers start: lora-one's other rates wait for its init
+    assert (first, second) == (lora[0], spec("pissa", 0.01))
+    assert order.take() == spec("lora-one", 0.01, seed=1)  # a third worker: still not lora-one seed 0
+    order.finished(first)
+    assert [order.take(), order.take()] == lora[1:]  # the init is stored: the other rates go, in parallel
+    alone = InitAwareOrder(lora)
+    assert [alone.take(), alone.take()] == lora[:2]  # nothing else pending: no worker idles
