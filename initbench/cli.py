@@ -233,7 +233,7 @@ def _apply_execution_mode(args: argparse.Namespace) -> None:
     import os
 
     from initbench.execution import (COMPILE_ENV, PRECISION_ENV, ExecutionError, bf16_warning, compile_enabled,
-                                     init_reuse_enabled, precision, worker_threads)
+                                     init_reuse_enabled, worker_threads)
     from initbench.seeding import pick_device
 
     if args.precision is not None:
