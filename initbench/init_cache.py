@@ -27,6 +27,7 @@ import hashlib
 import inspect
 import json
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ class InitReuse:
         None when there is no usable entry (then the caller initializes as usual)."""
         try:
             entry = torch.load(self.path, weights_only=False)
-        except (OSError, EOFError, RuntimeError, ValueError):  # absent, or half-deleted by a cleanup
+        except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError):  # absent, or unreadable
             return None
         if entry.get("structure") != structure(model):
             return None

@@ -68,3 +68,13 @@ def test_a_tuned_sweep_reuses_the_trials_init_and_cleans_up(tmp_path):
     assert trials == [False] + [True] * (len(trials) - 1)
     assert all(reused for (lr, split, _), reused in rows.items() if split == "test")  # seed 0 is a tuning seed
     assert not cache_folder(out).exists()
+
+
+def test_an_unreadable_entry_is_recomputed(smoke_suite, tmp_path):
+    task, method = smoke_suite.tasks[0], get_method("lora-ga")
+    first = run_one(smoke_suite, method, task, 0, tmp_path, lr=0.01, split="validation")
+    (entry,) = cache_folder(tmp_path).glob("*.pt")
+    entry.write_bytes(b"not a torch file")
+    second = run_one(smoke_suite, method, task, 0, tmp_path, lr=0.1, split="validation")
+    assert second.status == "ok" and first.status == "ok"
+    assert not pq.read_table(second.path).column("init_reused").to_pylist()[0]
