@@ -20,10 +20,11 @@ Three measurements, each printed as it finishes and all together at the end (and
    apart), in fresh processes with the mode's settings; a mode with several processes runs them
    at once and adds their rates (the machine's throughput).
 2. **grid throughput**: ``initbench sweep`` of ``--methods`` x the suite's tasks x ``--seeds`` in
-   the mode (fixed protocol), wall clock from start to end; runs per hour and the ratio to the
-   baseline.  Each mode writes to ``<work>/<mode>/runs``; a finished mode is not rerun
-   (``<work>/<mode>/grid.json`` holds its time), so an interrupted benchmark resumes.
-3. **score agreement**: per method, task and metric, mean and seed s.d. over the seeds in each mode,
+   the mode (``--protocol``: ``fixed``, or ``tuned`` to include the rate trials and their init
+   reuse), wall clock from start to end; runs per hour and the ratio to the baseline.  Each mode writes to ``<work>/<mode>/runs``; a finished mode is not rerun
+   (``<work>/<mode>/grid.json`` holds its time), so an interrupted benchmark resumes with the
+   unfinished mode, which starts over (its time must cover the whole grid).
+3. **score agreement** (the runs at the suite's rate): per method, task and metric, mean and seed s.d. over the seeds in each mode,
    the difference of the means against the baseline, that difference in units of its standard
    error ``sd * sqrt(2 / n)`` (|z| <= 2: within seed noise), and the mean per-seed difference.
 
@@ -42,6 +43,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -143,7 +145,7 @@ def tokens_per_second(mode: Mode, suite_path: str, steps: int, cores: int) -> di
 
 
 def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: str, work: Path,
-             cores: int) -> dict[str, float]:
+             cores: int, protocol: str = "fixed") -> dict[str, float]:
     """``initbench sweep`` of the grid in ``mode`` (resumed: a finished mode's time is kept)."""
     record = work / name / "grid.json"
     if record.exists():
@@ -151,9 +153,10 @@ def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: 
         return json.loads(record.read_text())
     processes, threads = mode.processes(cores)
     out = work / name / "runs"
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished mode starts over: its time covers the whole grid
     command = [sys.executable, "-m", "initbench.cli", "sweep", "--suite", suite_path, "--seeds", seeds,
                "--out", str(out), "--workers", str(processes), "--threads-per-run", str(threads),
-               "--precision", mode.precision, *(["--compile"] if mode.compile else [])]
+               "--protocol", protocol, "--precision", mode.precision, *(["--compile"] if mode.compile else [])]
     for method in methods:
         command += ["--method", method]
     print(f"[grid] {name}: {' '.join(command[2:])}", file=sys.stderr, flush=True)
@@ -164,8 +167,9 @@ def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: 
         raise RuntimeError(f"grid of mode {name} failed (exit {done.returncode}); rerun to resume")
     from initbench.results import read_results
 
-    runs = len(set(read_results(out).column("run_id").to_pylist()))
-    result = {"seconds": seconds, "runs": runs, "runs_per_hour": runs / seconds * 3600}
+    rows = {r["run_id"]: r for r in read_results(out).to_pylist()}
+    result = {"seconds": seconds, "runs": len(rows), "runs_per_hour": len(rows) / seconds * 3600,
+              "init_reused": sum(bool(r["init_reused"]) for r in rows.values())}
     record.write_text(json.dumps(result))
     return result
 
@@ -174,12 +178,13 @@ def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: 
 
 
 def scores(out: Path) -> dict[tuple[str, str, str], dict[int, float]]:
-    """(method, task, metric) -> seed -> value of the ok runs under ``out``."""
+    """(method, task, metric) -> seed -> value of the ok runs at the suite's rate under ``out``."""
     from initbench.results import read_results
 
     found: dict[tuple[str, str, str], dict[int, float]] = {}
     for row in read_results(out).to_pylist():
-        if row["status"] == "ok" and row["metric"] is not None and row["value"] is not None:
+        if row["status"] == "ok" and row["protocol"] == "fixed" and row["metric"] is not None \
+                and row["value"] is not None:
             found.setdefault((row["method"], row["task"], row["metric"]), {})[row["seed"]] = row["value"]
     return found
 
@@ -230,6 +235,8 @@ def main() -> int:
     parser.add_argument("--methods", default="lora,pissa")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--modes", default="float32,bf16,bf16-2x1,bf16-compile")
+    parser.add_argument("--protocol", choices=["fixed", "tuned"], default="fixed",
+                        help="tuned: the grid includes the suite's rate trials (and reuses their inits)")
     parser.add_argument("--steps", type=int, default=None, help="cut the suite's training steps (quick look)")
     parser.add_argument("--eval-limit", type=int, default=None, help="cut the suite's test examples (quick look)")
     parser.add_argument("--token-steps", type=int, default=20, help="timed training steps for tokens/s")
@@ -254,7 +261,7 @@ def main() -> int:
     suite_path = suite_copy(args, work)
     methods = [m for m in args.methods.split(",") if m]
     cpu = provenance.cpu_identity()
-    header = (f"CPU fast path, suite {args.suite}" + (f" cut to {args.steps} steps" if args.steps else "")
+    header = (f"CPU fast path, suite {args.suite}, {args.protocol} protocol, methods {args.methods}, seeds {args.seeds}" + (f" cut to {args.steps} steps" if args.steps else "")
               + (f", eval limit {args.eval_limit}" if args.eval_limit else "")
               + f"; {cpu['cpu_model']} ({cores} cores; {cpu['cpu_flags']}; torch {cpu['cpu_capability']}); "
               f"code {provenance.code_identity()}; baseline mode {names[0]}")
@@ -268,7 +275,7 @@ def main() -> int:
                   f"(warm-up step {tokens[name]['warmup_seconds']:.1f} s)", file=sys.stderr, flush=True)
     if "grid" not in skip:
         for name in names:
-            grids[name] = run_grid(name, MODES[name], suite_path, methods, args.seeds, work, cores)
+            grids[name] = run_grid(name, MODES[name], suite_path, methods, args.seeds, work, cores, args.protocol)
             print(f"[grid] {name}: {grids[name]['runs']} runs in {grids[name]['seconds']:.0f} s", file=sys.stderr,
                   flush=True)
 
@@ -281,7 +288,7 @@ def main() -> int:
         rows.append([name, mode.precision, "yes" if mode.compile else "no", f"{processes} x {threads}",
                      f"{t['tokens_per_second']:.1f}" if t else "", f"{t['tokens_per_second'] / tokens[base]['tokens_per_second']:.2f}x" if t and base in tokens else "",
                      f"{t['warmup_seconds']:.1f}" if t else "",
-                     f"{g['runs']} in {g['seconds']:.0f} s" if g else "", f"{g['runs_per_hour']:.2f}" if g else "",
+                     f"{g['runs']} in {g['seconds']:.0f} s ({g.get('init_reused', 0)} inits reused)" if g else "", f"{g['runs_per_hour']:.2f}" if g else "",
                      f"{g['runs_per_hour'] / grids[base]['runs_per_hour']:.2f}x" if g and base in grids else ""])
     report = [header, "", tabulate(rows, ["mode", "precision", "compile", "processes x threads", "train tok/s",
                                           "vs base", "warm-up step s", "grid", "runs/hour", "vs base"],
