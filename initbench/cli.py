@@ -245,6 +245,8 @@ def _apply_execution_mode(args: argparse.Namespace) -> None:
         compile_enabled(), init_reuse_enabled()
         if getattr(args, "executor", None) == "local":
             worker_threads(args.workers, args.threads_per_run)
+        elif getattr(args, "workers", 1) != 1 or getattr(args, "threads_per_run", None) is not None:
+            raise UsageError("--workers and --threads-per-run apply to --executor local only")
     except ExecutionError as err:
         raise UsageError(str(err)) from None
     if warning:

@@ -47,3 +47,8 @@ def test_plan_counts_runs_and_names_the_source_of_each_estimate(smoke_suite, tmp
 def test_workers_that_oversubscribe_the_cores_are_refused(tmp_path, capsys):
     assert main([*PLAN, "--out", str(tmp_path), "--workers", "64", "--threads-per-run", "4"]) == 2
     assert "oversubscribes the" in capsys.readouterr().err
+
+
+def test_local_worker_options_with_another_executor_are_refused(tmp_path, capsys):
+    assert main([*PLAN, "--out", str(tmp_path), "--executor", "ray", "--workers", "2"]) == 2
+    assert "--workers and --threads-per-run apply to --executor local only" in capsys.readouterr().err
