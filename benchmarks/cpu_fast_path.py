@@ -18,7 +18,8 @@ Three measurements, each printed as it finishes and all together at the end (and
 1. **tokens/s**: ``lora`` training on the suite's model and first task, ``--token-steps`` timed
    steps after one warm-up step (for ``compile`` the warm-up step's time, the compile, is shown
    apart), in fresh processes with the mode's settings; a mode with several processes runs them
-   at once and adds their rates (the machine's throughput).
+   at once and adds their rates (the machine's throughput).  ``--repeats`` rounds, the order of the
+   modes reversed every other round, the median reported.
 2. **grid throughput**: ``initbench sweep`` of ``--methods`` x the suite's tasks x ``--seeds`` in
    the mode (``--protocol``: ``fixed``, or ``tuned`` to include the rate trials and their init
    reuse), wall clock from start to end; runs per hour and the ratio to the baseline.  Each mode writes to ``<work>/<mode>/runs``; a finished mode is not rerun
@@ -240,6 +241,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="cut the suite's training steps (quick look)")
     parser.add_argument("--eval-limit", type=int, default=None, help="cut the suite's test examples (quick look)")
     parser.add_argument("--token-steps", type=int, default=20, help="timed training steps for tokens/s")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the tokens/s measurement (median)")
     parser.add_argument("--work", type=Path, default=Path("cpu-fast-path"), help="results of every mode (resumable)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: tokens, grid")
     parser.add_argument("--child-tokens", default=None, help=argparse.SUPPRESS)
@@ -269,10 +271,15 @@ def main() -> int:
 
     tokens, grids = {}, {}
     if "tokens" not in skip:
-        for name in names:
-            tokens[name] = tokens_per_second(MODES[name], suite_path, args.token_steps, cores)
-            print(f"[tokens/s] {name}: {tokens[name]['tokens_per_second']:.1f} "
-                  f"(warm-up step {tokens[name]['warmup_seconds']:.1f} s)", file=sys.stderr, flush=True)
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        for r in range(args.repeats):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                rounds[name].append(tokens_per_second(MODES[name], suite_path, args.token_steps, cores))
+                print(f"[tokens/s] round {r + 1}/{args.repeats} {name}: "
+                      f"{rounds[name][-1]['tokens_per_second']:.1f} (warm-up step "
+                      f"{rounds[name][-1]['warmup_seconds']:.1f} s)", file=sys.stderr, flush=True)
+        tokens = {name: {key: statistics.median(m[key] for m in measured) for key in measured[0]}
+                  for name, measured in rounds.items()}
     if "grid" not in skip:
         for name in names:
             grids[name] = run_grid(name, MODES[name], suite_path, methods, args.seeds, work, cores, args.protocol)
@@ -290,7 +297,7 @@ def main() -> int:
                      f"{t['warmup_seconds']:.1f}" if t else "",
                      f"{g['runs']} in {g['seconds']:.0f} s ({g.get('init_reused', 0)} inits reused)" if g else "", f"{g['runs_per_hour']:.2f}" if g else "",
                      f"{g['runs_per_hour'] / grids[base]['runs_per_hour']:.2f}x" if g and base in grids else ""])
-    report = [header, "", tabulate(rows, ["mode", "precision", "compile", "processes x threads", "train tok/s",
+    report = [header, "", tabulate(rows, ["mode", "precision", "compile", "processes x threads", "train tok/s (median)",
                                           "vs base", "warm-up step s", "grid", "runs/hour", "vs base"],
                                    tablefmt="github", disable_numparse=True)]
     if grids and base in grids:
