@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-run", type=int, default=1, help="slurm: GPUs per job (default 1)")
     p.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per run (ray default 1, slurm default 4)")
     p.add_argument("--timeout-min", type=int, default=240, help="slurm: time limit per job in minutes")
+    # issue 13: parallel local workers, threads per run, and a plan before running
+    p.add_argument("--workers", type=int, default=1, help="local: runs at a time, each its own process (default 1)")
+    p.add_argument("--threads-per-run", type=int, default=None,
+                   help="local: torch/OpenMP threads of each run (default: the cores divided by --workers; "
+                        "workers x threads may not exceed the cores)")
+    p.add_argument("--plan", action="store_true",
+                   help="print the number of runs and an estimate of the machine-hours, run nothing")
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("status", help="the grid of a results folder: done / failed / missing per suite and method")
@@ -191,6 +198,13 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
                    help="fixed: every method at the suite's learning rate (default); tuned: pick the rate per "
                         "method and task from the suite's tuning grid on validation, then run it (and the default "
                         "rate) on test (initbench.protocol)")
+    # issue 13: the execution mode, recorded in every row's execution column (initbench.execution)
+    p.add_argument("--precision", choices=["float32", "bf16-autocast"], default=None,
+                   help="training precision (sets $INITBENCH_PRECISION; default: that, else bf16-autocast on CUDA "
+                        "and float32 on CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile (sets $INITBENCH_COMPILE=1; pays only for long runs: "
+                        "~97 s to compile per run for SmolLM2-135M on a CPU)")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -250,7 +264,8 @@ def _data_summary(suite) -> str:
     return "; ".join(parts)
 
 
-EXECUTOR_OPTIONS = ("address", "partition", "slurm_cluster", "gpus_per_run", "cpus_per_run", "timeout_min")
+EXECUTOR_OPTIONS = ("address", "partition", "slurm_cluster", "gpus_per_run", "cpus_per_run", "timeout_min", "workers",
+                    "threads_per_run")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -271,6 +286,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _preflight(suite, tasks)  # bad input is exit 2 before anything is written
     check_out(args.out)
     options = {k: getattr(args, k) for k in EXECUTOR_OPTIONS if hasattr(args, k)}  # sweep only
+    _apply_execution_mode(args)
+    if getattr(args, "plan", False):
+        from initbench.planning import render_plan
+
+        print(render_plan(suite, methods, seeds, args.out, protocol=args.protocol, tasks=tasks,
+                          workers=args.workers if args.executor == "local" else 1))
+        return 0
     executor = make_executor(args.executor, out=args.out, **options)
     try:
         outcomes = run_sweep(suite, methods, seeds, args.out, executor, protocol=args.protocol, tasks=tasks,
@@ -364,6 +386,32 @@ def check_out(out: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise UsageError(f"--out {out}: cannot write there ({err.strerror or err}); name a writable folder") from None
+
+
+def _apply_execution_mode(args: argparse.Namespace) -> None:
+    """Put ``--precision``/``--compile`` into the environment every worker inherits, and check the
+    execution settings (from flags or environment) before any run starts."""
+    import os
+
+    from initbench.execution import (COMPILE_ENV, PRECISION_ENV, ExecutionError, bf16_warning, compile_enabled,
+                                     init_reuse_enabled, worker_threads)
+    from initbench.seeding import pick_device
+
+    if args.precision is not None:
+        os.environ[PRECISION_ENV] = args.precision
+    if args.compile:
+        os.environ[COMPILE_ENV] = "1"
+    try:
+        warning = bf16_warning(pick_device())
+        compile_enabled(), init_reuse_enabled()
+        if getattr(args, "executor", None) == "local":
+            worker_threads(args.workers, args.threads_per_run)
+        elif getattr(args, "workers", 1) != 1 or getattr(args, "threads_per_run", None) is not None:
+            raise UsageError("--workers and --threads-per-run apply to --executor local only")
+    except ExecutionError as err:
+        raise UsageError(str(err)) from None
+    if warning:
+        print(f"initbench: warning: {warning}", file=sys.stderr)
 
 
 def _resolved_data_dir() -> Path | None:

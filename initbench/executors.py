@@ -49,13 +49,39 @@ class InlineExecutor:
             yield spec, None
 
 
+@dataclass
 class LocalExecutor:
-    """One fresh Python process per run, sequentially; stderr (progress bars) passes through."""
+    """Fresh Python processes, one per run, ``workers`` at a time, each pinned to ``threads_per_run``
+    threads (torch, OpenMP, MKL; default: the cores divided evenly among the workers, so the machine
+    is never oversubscribed); stderr (progress bars) passes through."""
+
+    workers: int = 1
+    threads_per_run: int | None = None
 
     def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
-        for i, spec in enumerate(specs, start=1):
-            report(f"[{i}/{len(specs)}] {spec.label} (own process)")
-            yield spec, _run_process([sys.executable, "-m", "initbench.sweep", spec.to_json()])
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        from initbench.execution import worker_environment, worker_threads
+
+        threads = worker_threads(self.workers, self.threads_per_run)
+        env = {**os.environ, **worker_environment(threads)}
+        if self.workers > 1:
+            report(f"local: {len(specs)} runs, {self.workers} processes at a time, {threads} thread(s) each")
+        scheduler = InitAwareOrder(specs)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            running: dict = {}
+            while scheduler.pending or running:
+                while scheduler.pending and len(running) < self.workers:
+                    spec = scheduler.take()
+                    report(f"[{len(specs) - len(scheduler.pending)}/{len(specs)}] {spec.label} "
+                           f"(own process, {threads} thread(s))")
+                    command = [sys.executable, "-m", "initbench.sweep", spec.to_json()]
+                    running[pool.submit(_run_process, command, env)] = spec
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    spec = running.pop(future)
+                    scheduler.finished(spec)
+                    yield spec, future.result()
 
 
 DRIVER_PID = "INITBENCH_DRIVER_PID"
@@ -86,10 +112,37 @@ def die_with_driver() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _run_process(command: list[str]) -> str | None:
-    """Run ``command`` (a worker that dies with this process), echoing its stderr; None if it exited 0,
-    else why it did not."""
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, env={**os.environ, DRIVER_PID: str(os.getpid())})
+class InitAwareOrder:
+    """The order parallel workers take runs in, so that one init serves the rates of a (method, task,
+    seed) (``initbench.init_cache``): a run waits while another run of its group is computing the
+    group's first init, unless no other run is pending (then it goes, rather than leave a worker idle)."""
+
+    def __init__(self, specs: list[RunSpec]):
+        self.pending = list(specs)
+        self._computing: set[tuple] = set()  # groups whose first run is in flight
+        self._ready: set[tuple] = set()  # groups with a finished run (the init is stored, if storable)
+
+    @staticmethod
+    def group(spec: RunSpec) -> tuple:
+        return spec.method, spec.task, spec.seed
+
+    def take(self) -> RunSpec:
+        spec = next((s for s in self.pending if self.group(s) not in self._computing), self.pending[0])
+        self.pending.remove(spec)
+        if self.group(spec) not in self._ready:
+            self._computing.add(self.group(spec))
+        return spec
+
+    def finished(self, spec: RunSpec) -> None:
+        self._computing.discard(self.group(spec))
+        self._ready.add(self.group(spec))
+
+
+def _run_process(command: list[str], env: dict[str, str] | None = None) -> str | None:
+    """Run ``command`` (a worker that dies with this process; ``env``: its environment, default this
+    process's), echoing its stderr; None if it exited 0, else why it did not."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE,
+                               env={**(os.environ if env is None else env), DRIVER_PID: str(os.getpid())})
     tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def pump() -> None:
@@ -191,12 +244,12 @@ def _first_line(err: BaseException) -> str:
 
 def make_executor(name: str, *, out: Path, address: str | None = None, partition: str | None = None,
                   slurm_cluster: str = "slurm", gpus_per_run: int = 1, cpus_per_run: int | None = None,
-                  timeout_min: int = 240) -> Executor:
+                  timeout_min: int = 240, workers: int = 1, threads_per_run: int | None = None) -> Executor:
     """The executor called ``name`` (one of ``EXECUTORS``)."""
     if name == "inline":
         return InlineExecutor()
     if name == "local":
-        return LocalExecutor()
+        return LocalExecutor(workers=workers, threads_per_run=threads_per_run)
     if name == "ray":
         return RayExecutor(address=address, cpus_per_run=cpus_per_run or 1)
     if name == "slurm":

@@ -26,11 +26,12 @@ import torch
 
 from initbench import claims
 from initbench import data as task_data
-from initbench import diagnostics
+from initbench import diagnostics, execution, provenance
 from initbench.api import InitContext, InitMethod, LoraSettings
 from initbench.budget import Budget, Spend
 from initbench.calibration import Calibrator
 from initbench.evaluation import evaluate, task_primary_metric
+from initbench.init_cache import InitReuse, WatchedContext, cache_key
 from initbench.models import LoadedModel, load_model
 from initbench.results import finished_status, format_lr, run_stem, write_run
 from initbench.seeding import configure_determinism, pick_device, seed_everything
@@ -161,6 +162,7 @@ def _compute(
 ) -> RunOutcome:
     """The run itself, under its claim: attach, init, train, evaluate, write (``run_one``)."""
     wall_start = time.perf_counter()
+    execution.apply_threads()
     device = pick_device()
     determinism = configure_determinism(device)
     if device.type == "cuda":
@@ -189,18 +191,22 @@ def _compute(
             tracker = diagnostics.Tracker(diagnostics.snapshot(model, lora.target_modules))
         if method.trains:
             examples = task_data.tokenize_records(data.records("train"), tokenizer, suite.budget.max_length)
-            init_start = time.perf_counter()
+            init_start, reuse = time.perf_counter(), None
             if method.attaches_lora:
+                if execution.init_reuse_enabled():
+                    key = cache_key(suite.spec_hash, method, lora, seed, examples, device)
+                    reuse = InitReuse.for_run(out, key, trial=split != "test", started=init_start)
                 model, modified = attach_and_initialize(
                     model, tokenizer, method, lora, seed=seed, examples=examples, budget=suite.budget, lr=lr,
-                    spend=spend, base_params=base_params, device=device, family=suite.family,
+                    spend=spend, base_params=base_params, device=device, family=suite.family, reuse=reuse,
                 )
                 if tracker is not None:
                     tracker.after_init(model)
             else:  # a full fine-tuning reference: every base parameter trains, nothing changes at init
                 model.requires_grad_(True)
                 modified = []
-            record["init_seconds"] = time.perf_counter() - init_start
+            record["init_seconds"] = time.perf_counter() - init_start if reuse is None else reuse.init_seconds
+            record["init_reused"] = reuse is not None and reuse.reused
             record["base_weights_modified"], record["modified_layers"] = bool(modified), len(modified)
             record["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
             flops_before = spend.flops
@@ -291,6 +297,7 @@ def _run_metadata(
         "execution": json.dumps(execution_settings(device), sort_keys=True),
         "start_time": datetime.now(timezone.utc),
         **_versions(),
+        **provenance.columns(),
         "protocol": protocol or ("tuned" if tag else "fixed"),
         "phase": "final" if split == "test" else "trial",
         "eval_split": split,
@@ -312,13 +319,16 @@ def attach_and_initialize(
     base_params: int,
     device: torch.device,
     family: str = "",
+    reuse: InitReuse | None = None,
 ) -> tuple[torch.nn.Module, list[str]]:
     """Attach LoRA with peft (seeded), run the method's init; returns the peft model and the base
     layers whose frozen weight changed (compared by fingerprint, so peft-side changes count too).
     ``budget``, ``lr`` and ``family`` (the suite's budget, the run's learning rate, the suite's task
     family) reach the method as ``ctx.budget``, ``ctx.lr`` and ``ctx.family``.  The calibration
     allowance is min(the method's reference amount, the suite's); both are recorded in
-    ``spend.method_info`` with whatever the method put in ``ctx.info``."""
+    ``spend.method_info`` with whatever the method put in ``ctx.info``.  With ``reuse``
+    (``initbench.init_cache``) a stored init of the same key replaces ``initialize`` (peft's
+    attach-time init still runs), and a trial's is stored."""
     from peft import LoraConfig, get_peft_model
 
     held = _LENT.get(id(model))
@@ -332,11 +342,17 @@ def attach_and_initialize(
     )
     torch.manual_seed(seed)
     model = get_peft_model(model, config)
+    if reuse is not None:
+        restored = reuse.restore(model, spend)
+        if restored is not None:
+            return model, restored
+        reuse.watch(model, method)
     reference = method.reference_calibration_examples(family)
     granted = budget.calibration if reference is None else \
         dataclasses.replace(budget.calibration, examples=min(reference, budget.calibration.examples))
     calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device)
-    ctx = InitContext(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr, family=family)
+    ctx = (InitContext if reuse is None else WatchedContext)(model, lora, seed, calibrator, tokenizer, budget=budget,
+                                                             lr=lr, family=family)
     try:
         method.initialize(model, ctx)
     except Exception as err:
@@ -347,6 +363,8 @@ def attach_and_initialize(
     spend.method_info.update(ctx.info)
     after = _fingerprints(model.get_base_model(), lora.target_modules)
     modified = sorted(name for name in before if before[name] != after.get(name))
+    if reuse is not None:
+        reuse.store(model, method, ctx, spend, modified, None if held is None else held.prints)
     return model, modified
 
 

@@ -470,9 +470,12 @@ RERUN_COLUMNS = ("status", "data_hash", "lora_rank", "learning_rate", "optimizer
 
 def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None) -> tuple[str, bool]:
     """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from the recorded rows of a
-    published version (after :func:`verify_version`) in a temporary folder; per run and metric,
-    whether the value matches to the last digit, and whether the rerun spent and recorded
-    ``RERUN_COLUMNS`` exactly as published (any difference or missing row: not a match)."""
+    published version (after :func:`verify_version`) in a temporary folder, each in the execution mode
+    it was published with (precision, compile, loss path); per run and metric, whether the value
+    matches to the last digit, and whether the rerun spent and recorded ``RERUN_COLUMNS`` exactly as
+    published (any difference or missing row: not a match).  Where anything differs, a line names
+    which parts of the code identity (``initbench.provenance``) differ."""
+    from initbench import provenance
     from initbench.harness import run_one
     from initbench.registry import PluginError, get_method
     from initbench.suite import SuiteError, load_suite
@@ -508,11 +511,13 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                 all_match = False
                 continue
             overridden = r["protocol"] == "tuned" or r["phase"] == "trial"
-            outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
-                              lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
-                              protocol=r["protocol"], selected_lr=r["selected_lr"])
+            with provenance.rerun_environment(r):  # the published precision, compile and loss path
+                outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
+                                  lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
+                                  protocol=r["protocol"], selected_lr=r["selected_lr"])
             rerun = pq.read_table(outcome.path).to_pylist()
             new = {x["metric"]: x["value"] for x in rerun}
+            first_line = len(lines)
             for column in RERUN_COLUMNS:  # what a rerun must spend and record exactly like the published run
                 if r[column] != rerun[0][column]:
                     lines.append([run_id, column, repr(r[column]), repr(rerun[0][column]), "differs"])
@@ -528,6 +533,8 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                 verdict = "exact match" if same else ("missing" if new_v is None else f"differs by {new_v - old_v:+.3e}")
                 all_match &= same
                 lines.append([run_id, row["metric"], repr(old_v), repr(new_v), verdict])
+            if any(line[4] != "exact match" for line in lines[first_line:]):  # issue 13: name what differs
+                lines.append([run_id, "code identity", "", "", provenance.explain(r, rerun[0])])
     header = (f"reproduced {len(chosen)} of {len(run_ids)} runs of {version_dir} (draw seed {seed}): "
               + ("every value matches exactly" if all_match else "SOME VALUES DIFFER"))
     return header + "\n\n" + tabulate(lines, ["run", "metric", "published", "reproduced", "verdict"],

@@ -38,6 +38,13 @@ and the harness recorded during ``initialize`` (``InitContext.info``), e.g.
 and ``primary_metric`` (issue 18, finding 12: the metric key the task's aggregates and tuning use,
 ``initbench.evaluation.task_primary_metric``).  Both are null in older files, where the leaderboard
 falls back to the lm-eval task's default primary metric.
+
+Schema version 6 also adds, for issue 13 (items 1 and 2), the code identity of a row
+(``initbench.provenance``): ``code_commit`` and ``code_dirty`` (git; null outside a checkout),
+``code_hash`` (the installed sources), ``torch_threads``, ``cpu_model``, ``cpu_flags`` (the
+kernel-choosing instruction sets) and ``cpu_capability`` (torch's), and ``init_reused`` (the
+initialization was loaded from an earlier learning-rate trial of the same method, task and seed,
+``initbench.init_cache``).  Null in older files.
 """
 
 from __future__ import annotations
@@ -141,6 +148,15 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("method_info", pa.string()),
         # schema version 6 -- issue 18, finding 12: the task's primary metric (a metric key)
         pa.field("primary_metric", pa.string()),
+        # code identity and init reuse (schema version 6, issue 13 items 1-2; initbench.provenance)
+        pa.field("code_commit", pa.string()),  # git commit of the checkout initbench runs from; null: none
+        pa.field("code_dirty", pa.bool_()),  # its code differs from that commit
+        pa.field("code_hash", pa.string()),  # SHA-256 (16 hex) of the installed sources
+        pa.field("torch_threads", pa.int64()),
+        pa.field("cpu_model", pa.string()),
+        pa.field("cpu_flags", pa.string()),  # kernel-choosing ISA flags, comma-separated
+        pa.field("cpu_capability", pa.string()),  # torch.backends.cpu.get_cpu_capability()
+        pa.field("init_reused", pa.bool_()),  # the init came from an earlier trial (initbench.init_cache)
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
@@ -151,8 +167,11 @@ V3_DEFAULTS = {"init_update_erank": None, "final_update_erank": None, "relative_
 V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_peak_flops": None, "mfu": None}
 #: columns added in schema version 5, null in older files
 V5_DEFAULTS = {"execution": None}
-#: columns added in schema version 6, null in older files (method_info, primary_metric)
-V6_DEFAULTS = {"method_info": None, "primary_metric": None}
+#: columns added in schema version 6, null in older files: method_info (issue 14), primary_metric (issue 18),
+#: code identity and init reuse (issue 13)
+V6_DEFAULTS = {"method_info": None, "primary_metric": None, "code_commit": None, "code_dirty": None,
+               "code_hash": None, "torch_threads": None, "cpu_model": None, "cpu_flags": None,
+               "cpu_capability": None, "init_reused": None}
 #: the columns each schema version added, for reading and validating older files
 ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS}
 

@@ -10,11 +10,13 @@ positions whose next token is labelled (the completion; prompt and padding are n
 AdamW is the fused kernel on CUDA.  The loss is the same quantity (mean float32 cross-entropy
 over labelled positions); only summation order differs, so values agree with the plain path to
 float32 rounding, not bit for bit (``tests/test_train.py`` states the tolerance).
+
+Precision (``bf16-autocast`` or ``float32``) and ``torch.compile`` of the loss are chosen by
+``initbench.execution`` and recorded in the same column.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -24,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from initbench import execution
 from initbench.budget import Budget, Spend
 from initbench.data import batches
 
@@ -46,10 +49,12 @@ def fast_path() -> bool:
 
 def execution_settings(device: torch.device, optimizer: torch.optim.Optimizer | None = None) -> dict[str, object]:
     """How the loop computes (for the results' ``execution`` column); ``fused_adamw`` is read from
-    the optimizer that ran (a method's own, e.g. LoRA+, may not be fused)."""
+    the optimizer that ran (a method's own, e.g. LoRA+, may not be fused).  ``autocast`` is the
+    precision (``bf16`` or None for float32), ``compile`` whether the loss ran through torch.compile."""
     return {"loss": "labelled-positions" if fast_path() else "full-logits",
             "fused_adamw": bool(optimizer is not None and optimizer.defaults.get("fused")),
-            "autocast": "bf16" if device.type == "cuda" else None}
+            "autocast": "bf16" if execution.precision(device) == "bf16-autocast" else None,
+            "compile": execution.compile_enabled()}
 
 
 def build_optimizer(params: list[torch.nn.Parameter], budget: Budget, lr: float) -> torch.optim.Optimizer:
@@ -77,6 +82,10 @@ def labelled_positions_loss(model: torch.nn.Module, batch: dict[str, torch.Tenso
     return torch.nn.functional.cross_entropy(logits, targets[keep])
 
 
+def _model_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**batch).loss
+
+
 def train(
     model: torch.nn.Module,
     examples: list[dict[str, list[int]]],
@@ -97,8 +106,10 @@ def train(
     optimizer = optimizer or build_optimizer(params, budget, lr)
     warmup = int(budget.schedule.warmup_ratio * budget.steps)
     schedule = get_scheduler(budget.schedule.name, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    compute_loss = labelled_positions_loss if fast_path() else (lambda m, b: m(**b).loss)
+    autocast = execution.autocast(device)
+    compute_loss = labelled_positions_loss if fast_path() else _model_loss
+    if execution.compile_enabled():
+        compute_loss = torch.compile(compute_loss)
     result, start = TrainResult(execution=execution_settings(device, optimizer)), time.perf_counter()
 
     model.train()

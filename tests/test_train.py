@@ -51,3 +51,60 @@ def test_fast_smoke_run_agrees_with_the_plain_run_and_says_so(smoke_suite, tmp_p
     curves = [pq.read_table(str(o.path).replace(".results.", ".curve.")).column("loss").to_pylist()
               for o in (plain, fast)]
     assert curves[1] == pytest.approx(curves[0], rel=CURVE_RTOL)
+
+
+def _curve(outcome) -> list[float]:
+    return pq.read_table(str(outcome.path).replace(".results.", ".curve.")).column("loss").to_pylist()
+
+
+def test_bf16_autocast_on_cpu_is_selected_recorded_and_close(smoke_suite, tmp_path, monkeypatch):
+    """Issue 13: ``INITBENCH_PRECISION=bf16-autocast`` trains under bf16 autocast on the CPU and says so."""
+    task, lora = smoke_suite.tasks[0], get_method("lora")
+    plain = run_one(smoke_suite, lora, task, 0, tmp_path / "f32")
+    monkeypatch.setenv("INITBENCH_PRECISION", "bf16-autocast")
+    bf16 = run_one(smoke_suite, lora, task, 0, tmp_path / "bf16")
+    rows = [pq.read_table(o.path).to_pylist()[0] for o in (plain, bf16)]
+    assert [json.loads(r["execution"])["autocast"] for r in rows] == [None, "bf16"]
+    assert _curve(bf16) != _curve(plain)  # it did compute in bf16 ...
+    assert _curve(bf16) == pytest.approx(_curve(plain), rel=2e-2)  # ... the same quantity (bf16: 8 mantissa bits)
+    monkeypatch.setenv("INITBENCH_PRECISION", "fp8")
+    from initbench.execution import ExecutionError, precision
+
+    with pytest.raises(ExecutionError, match="INITBENCH_PRECISION must be one of float32, bf16-autocast"):
+        precision(torch.device("cpu"))
+
+
+def test_compile_setting_trains_through_torch_compile_and_says_so(smoke_suite, tmp_path, monkeypatch):
+    """``INITBENCH_COMPILE=1`` hands the loss to torch.compile and records it (the real compile takes
+    minutes on a CPU; ``benchmarks/cpu_fast_path.py`` measures it, here a recording stand-in)."""
+    compiled = []
+
+    def fake_compile(fn, **kwargs):
+        compiled.append(fn.__name__)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    task, lora = smoke_suite.tasks[0], get_method("lora")
+    eager = run_one(smoke_suite, lora, task, 0, tmp_path / "eager")
+    assert compiled == []
+    monkeypatch.setenv("INITBENCH_COMPILE", "1")
+    run = run_one(smoke_suite, lora, task, 0, tmp_path / "compiled")
+    assert compiled == ["_model_loss"]
+    assert [json.loads(pq.read_table(o.path).column("execution")[0].as_py())["compile"] for o in (eager, run)] \
+        == [False, True]
+    assert _curve(run) == _curve(eager)
+
+
+def test_cli_precision_flag_reaches_the_rows_and_a_bad_setting_exits_2(tmp_path, monkeypatch, capsys):
+    from conftest import quick_smoke_suite
+    from initbench.cli import main
+
+    monkeypatch.setenv("INITBENCH_PRECISION", "float32")  # restored after the test; main() overrides it
+    out = tmp_path / "runs"
+    assert main(["evaluate", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "lora", "--out", str(out),
+                 "--precision", "bf16-autocast"]) == 0
+    row = pq.read_table(next(out.rglob("*.results.parquet"))).to_pylist()[0]
+    assert json.loads(row["execution"])["autocast"] == "bf16"
+    monkeypatch.setenv("INITBENCH_PRECISION", "half")
+    assert main(["evaluate", "--suite", "smoke", "--method", "lora", "--out", str(tmp_path / "bad")]) == 2
+    assert "INITBENCH_PRECISION must be one of" in capsys.readouterr().err

@@ -1,0 +1,202 @@
+"""Plan a sweep before running it (``initbench sweep ... --plan``): how many runs, and how many
+machine-hours they take, from measured throughput.  Nothing is run and nothing is written.
+
+Runs are counted by kind: tuning trials (validation split), runs at the suite's default rate, and
+tuned finals (one per method, task and seed, at the rate the selection will choose), each as
+planned and as still pending in ``--out``.  The seconds of one run come, per method and task,
+from the first source that has them, and each row names its source:
+
+1. ``--out`` holds finished runs of this method and task (this suite spec): their median wall time;
+2. ... of this method on other tasks: their median;
+3. ... of other methods of this suite: their median;
+4. none: a calibration, now: ``lora`` on the suite's model and first task, one warm-up step and
+   ``CALIBRATION_STEPS`` timed training steps in the execution mode in force, scaled to the
+   budget's steps: a lower bound (no init, no evaluation, no model load).
+
+A method whose measured runs restored their init (``init_reused``) saves its median init time on
+every trial after the first of a (task, seed).  Machine-hours divide the run-hours by the local
+workers, assuming each run takes as long as the measured ones did at their thread count (the
+rows' ``torch_threads`` and ``execution`` are shown so a mismatch is visible).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tabulate import tabulate
+
+from initbench.results import RESULTS_SUFFIX, finished_status, format_lr, read_results
+from initbench.sweep import DONE, grid
+
+if TYPE_CHECKING:
+    from initbench.api import InitMethod
+    from initbench.suite import Suite, TaskSpec
+
+CALIBRATION_STEPS = 3
+
+
+@dataclass
+class Estimate:
+    seconds: float
+    source: str
+    init_seconds: float = 0.0  # saved per reused trial
+    reusable: bool = False
+
+
+def measured_runs(out: Path, suite: Suite) -> list[dict[str, Any]]:
+    """One row per finished run (``ok``/``diverged``) of this suite spec in ``out``."""
+    if not Path(out).is_dir():
+        return []
+    table = read_results(out)
+    runs: dict[str, dict[str, Any]] = {}
+    for row in table.to_pylist():
+        if row["suite_hash"] == suite.spec_hash and row["status"] in DONE and row["wall_seconds"]:
+            runs.setdefault(row["run_id"], row)
+    return list(runs.values())
+
+
+def _mode(rows: list[dict[str, Any]]) -> str:
+    """The execution modes and thread counts the rows were measured in, e.g. ``float32/2t``."""
+    modes = set()
+    for row in rows:
+        settings = json.loads(row["execution"]) if row.get("execution") else {}
+        precision = "bf16" if settings.get("autocast") == "bf16" else "float32"
+        modes.add(f"{precision}{'+compile' if settings.get('compile') else ''}/"
+                  f"{row.get('torch_threads') or '?'}t")
+    return ", ".join(sorted(modes))
+
+
+def _from_rows(rows: list[dict[str, Any]], what: str) -> Estimate:
+    inits = [r["init_seconds"] for r in rows if r.get("init_seconds") and not r.get("init_reused")]
+    return Estimate(statistics.median(r["wall_seconds"] for r in rows),
+                    f"median of {len(rows)} {what} in --out ({_mode(rows)})",
+                    statistics.median(inits) if inits else 0.0, any(r.get("init_reused") for r in rows))
+
+
+def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
+    """Seconds of a run's training, from ``steps`` timed ``lora`` steps on the suite's model now."""
+    from initbench import data as task_data
+    from initbench import execution
+    from initbench.budget import Spend
+    from initbench.harness import attach_and_initialize, base_model, linear_params, lora_settings, return_base_model
+    from initbench.registry import get_method
+    from initbench.seeding import pick_device
+    from initbench.train import train
+
+    threads, device, method = execution.apply_threads(), pick_device(), get_method("lora")
+    loaded = base_model(suite, device)
+    model = loaded.model
+    try:
+        task = suite.tasks[0]
+        examples = task_data.tokenize_records(task_data.materialize(task, suite.path).records("train"),
+                                              loaded.tokenizer, suite.budget.max_length)
+        base_params = linear_params(model)
+        model, _ = attach_and_initialize(model, loaded.tokenizer, method, lora_settings(suite.lora, method), seed=0,
+                                         examples=examples, budget=suite.budget, lr=suite.budget.optimizer.lr,
+                                         spend=Spend(), base_params=base_params, device=device)
+        timed = []
+        for n in (1, steps):  # a warm-up step, then the timed ones
+            start = time.perf_counter()
+            train(model, examples, replace(suite.budget, steps=n), lr=suite.budget.optimizer.lr, seed=0,
+                  pad_id=loaded.tokenizer.pad_token_id, device=device, spend=Spend(), base_params=base_params)
+            timed.append(time.perf_counter() - start)
+    finally:
+        return_base_model(loaded, model)
+    per_step = timed[-1] / steps
+    precision = execution.precision(device)
+    return Estimate(per_step * suite.budget.steps,
+                    f"calibration now: {steps} lora steps at {per_step:.3g} s/step x {suite.budget.steps} steps "
+                    f"({precision}/{threads}t; training only: a lower bound)")
+
+
+def estimates(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec], out: Path) -> dict[tuple[str, str], Estimate]:
+    """Seconds per run of every (method, task), each with its source (see the module docstring)."""
+    rows = measured_runs(out, suite)
+    by_pair, by_method = defaultdict(list), defaultdict(list)
+    for row in rows:
+        by_pair[(row["method"], row["task"])].append(row)
+        by_method[row["method"]].append(row)
+    found: dict[tuple[str, str], Estimate] = {}
+    calibrated: Estimate | None = None
+    for method in methods:
+        for task in tasks:
+            pair = (method.name, task.name)
+            if by_pair[pair]:
+                found[pair] = _from_rows(by_pair[pair], f"runs of {method.name} on {task.name}")
+            elif by_method[method.name]:
+                found[pair] = _from_rows(by_method[method.name], f"runs of {method.name} on other tasks")
+            elif rows:
+                found[pair] = _from_rows(rows, "runs of other methods")
+            elif not method.trains:
+                found[pair] = Estimate(0.0, "evaluation only, not estimated without measured runs")
+            else:
+                calibrated = calibrated or calibrate(suite)
+                found[pair] = calibrated
+    return found
+
+
+def _final_done(out: Path, suite: Suite, method: str, task: str, seed: int) -> bool:
+    """Whether a tuned final of (method, task, seed) at some chosen rate is finished in ``out``."""
+    folder = Path(out) / suite.name / method / task
+    return any(finished_status(p.with_name(p.name.removesuffix(RESULTS_SUFFIX))) in DONE
+               for p in folder.glob(f"seed{seed}-lr*-test-{suite.spec_hash}{RESULTS_SUFFIX}"))
+
+
+def render_plan(
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, protocol: str = "fixed",
+    tasks: list[TaskSpec] | None = None, workers: int = 1,
+) -> str:
+    """The plan of a sweep: runs per method by kind (pending / planned), seconds per run and their
+    source, run-hours and machine-hours of what is pending."""
+    tasks = suite.tasks if tasks is None else tasks
+    first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks)
+    guess = estimates(suite, methods, tasks, out)
+    table, total_runs, total_pending, total_seconds = [], 0, 0, 0.0
+    for method in methods:
+        counts = {kind: [0, 0] for kind in ("trials", "default", "finals")}  # pending, planned
+        seconds, sources = 0.0, defaultdict(list)
+        for task in tasks:
+            estimate = guess[(method.name, task.name)]
+            sources[f"{estimate.seconds:,.1f} s ({estimate.source})"].append(task.name)
+            specs = [s for s in first if s.method == method.name and s.task == task.name]
+            seen_init: set[int] = set()
+            for spec in specs:
+                kind = "trials" if spec.split == "validation" else "default"
+                pending = finished_status(spec.stem(suite)) not in DONE
+                counts[kind][1] += 1
+                if pending:
+                    counts[kind][0] += 1
+                    saved = estimate.init_seconds if estimate.reusable and spec.split == "validation" \
+                        and spec.seed in seen_init else 0.0
+                    seconds += max(estimate.seconds - saved, 0.0)
+                if spec.split == "validation":
+                    seen_init.add(spec.seed)
+            if protocol == "tuned" and method.trains:
+                for seed in seeds:
+                    counts["finals"][1] += 1
+                    if not _final_done(out, suite, method.name, task.name, seed):
+                        counts["finals"][0] += 1
+                        seconds += estimate.seconds
+        pending = sum(c[0] for c in counts.values())
+        planned = sum(c[1] for c in counts.values())
+        total_runs, total_pending, total_seconds = total_runs + planned, total_pending + pending, total_seconds + seconds
+        table.append([method.name, *(f"{c[0]}/{c[1]}" for c in counts.values()), f"{seconds / 3600:.2f}",
+                      "; ".join(f"{', '.join(names)}: {source}" for source, names in sources.items())])
+    lines = [f"plan: suite {suite.name} ({suite.spec_hash}), protocol {protocol}, seeds {','.join(map(str, seeds))}"
+             + (f", lr grid {', '.join(format_lr(x) for x in suite.tuning.lr_grid)} x tuning seeds "
+                f"{','.join(map(str, suite.tuning.seeds))}" if protocol == "tuned" and suite.tuning else ""),
+             "",
+             tabulate(table, ["method", "trials", "default rate", "finals", "run-hours", "seconds per run (source)"],
+                      tablefmt="github", disable_numparse=True),
+             "",
+             f"runs: {total_pending} pending of {total_runs} planned (pending/planned per kind above)",
+             f"run-hours pending: {total_seconds / 3600:.2f}; machine-hours with {workers} local worker(s): "
+             f"{total_seconds / 3600 / workers:.2f} (assumes each run as fast as its source measured it)",
+             "nothing was run"]
+    return "\n".join(lines)
