@@ -152,12 +152,13 @@ def run_one(
     with claim:
         if not force and finished_status(stem, data_hash) in ("ok", "diverged"):
             return RunOutcome(method.name, task.name, seed, "skipped", stem)  # finished while we claimed it
-        return _compute(suite, method, task, seed, stem, data, lr=lr, split=split, protocol=protocol,
+        return _compute(suite, method, task, seed, out, stem, data, lr=lr, split=split, protocol=protocol,
                         selected_lr=selected_lr)
 
 
 def _compute(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, stem: Path, data: task_data.TaskData | Exception, *,
+    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, stem: Path,
+    data: task_data.TaskData | Exception, *,
     lr: float | None, split: str, protocol: str | None, selected_lr: float | None,
 ) -> RunOutcome:
     """The run itself, under its claim: attach, init, train, evaluate, write (``run_one``)."""
