@@ -284,7 +284,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     tasks = _offline_tasks(suite, args.data_dir)
     _preflight(suite, tasks)  # bad input is exit 2 before anything is written
-    check_out(args.out)
+    if not getattr(args, "plan", False):  # a plan writes nothing, not even --out
+        check_out(args.out)
     options = {k: getattr(args, k) for k in EXECUTOR_OPTIONS if hasattr(args, k)}  # sweep only
     _apply_execution_mode(args)
     if getattr(args, "plan", False):

@@ -196,19 +196,19 @@ def test_diagnostics_table_appears_only_with_diagnostics():
     assert "Rich or lazy" in text and "| lora " in text.split("Rich or lazy")[1]
 
 
-def test_reproduce_names_what_of_the_code_identity_differs(published, tmp_path):
-    """Issue 13: a value that does not reproduce comes with the code identity columns that differ."""
+def test_reproduce_names_what_of_the_code_identity_differs(runs, tmp_path):
+    """Issue 13: a value that does not reproduce comes with the code identity columns that differ.
+    The rows are edited before publishing (an edited published file is refused as tampered)."""
     import pyarrow.parquet as pq
 
-    from initbench.publish import RESULTS_FILE
-
-    target, _ = published
-    copy = tmp_path / "v1"
-    shutil.copytree(target, copy)
-    table = pq.read_table(copy / RESULTS_FILE)
-    rows = [{**r, "value": None if r["value"] is None else r["value"] + 1.0, "code_commit": "0" * 40,
-             "cpu_flags": "avx2"} for r in table.to_pylist()]
-    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), copy / RESULTS_FILE)
+    edited = tmp_path / "runs"
+    shutil.copytree(runs, edited)
+    for path in edited.rglob("*.results.parquet"):
+        table = pq.read_table(path)
+        rows = [{**r, "value": None if r["value"] is None else 1.0 - r["value"], "code_commit": "0" * 40,
+                 "cpu_flags": "avx2"} for r in table.to_pylist()]
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    copy = publish(edited, "v1", root=tmp_path / "board")
     report, ok = reproduce(copy, runs=1, seed=3)
     assert not ok
     line = next(line for line in report.splitlines() if "code identity" in line)

@@ -121,4 +121,4 @@ def test_reproduce_fails_loudly_on_a_row_that_no_rerun_gives(tmp_path, capsys):
     capsys.readouterr()
     assert main(["reproduce", str(target)]) == 1
     report = capsys.readouterr().out
-    assert "SOME VALUES DIFFER" in report and "| train_tokens |" in report and "differs by" in report
+    assert "SOME VALUES DIFFER" in report and re.search(r"\| train_tokens +\|", report) and "differs by" in report
