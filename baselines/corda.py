@@ -49,45 +49,25 @@ kpm encodes its windows with the run's tokenizer (``ctx.tokenizer``).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import torch
 
 from initbench.api import InitContext, InitError, InitMethod, active_adapter
+from initbench.suite import SuiteError
 
-NQ_OPEN_LOCAL = "nq_open/NQ-open.dev.jsonl"  # under the data directory
-NQ_OPEN_HUB = "google-research-datasets/nq_open"  # the reference's load_dataset("nq_open", split="train")
 REFERENCE_WINDOWS = 256
 REFERENCE_WINDOW_LENGTH = 2048
 
 
 def nq_open_questions() -> tuple[list[str], str]:
-    """NQ-open's questions and where they came from (``local:<path>`` under the data directory when
-    one is in effect, else ``hub:<id>@<revision>/<split>``)."""
-    from initbench.datasets_io import data_dir, load_hub_rows
+    """NQ-open's questions (``initbench.datasets_io.nq_open_questions``; on the hub, the reference's
+    ``train`` split) and where they came from; unreadable data is this method's failure."""
+    from initbench.datasets_io import nq_open_questions as read
 
-    directory, given = data_dir()
-    if directory is None:
-        rows = load_hub_rows(NQ_OPEN_HUB, "main", "", "train", where="corda-kpm (NQ-open questions)",
-                             local=[NQ_OPEN_LOCAL])
-        return [str(row["question"]) for row in rows], f"hub:{NQ_OPEN_HUB}@main/train"
-    path = Path(directory) / NQ_OPEN_LOCAL
-    if not path.is_file():
-        raise InitError(f"corda-kpm: no NQ-open questions at {path} ({given}); put NQ-open's dev split "
-                        f"there as {NQ_OPEN_LOCAL} (JSON lines with a 'question' field), or run without a "
-                        "data directory, online, to read them from the hub")
-    questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            question = json.loads(line)["question"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InitError(f"corda-kpm: {path} line {number}: expected a JSON object with a 'question' "
-                            f"field ({type(err).__name__}: {err}); fix or replace that line") from None
-        questions.append(str(question))
-    return questions, f"local:{NQ_OPEN_LOCAL}"
+    try:
+        return read("train", "corda-kpm")
+    except SuiteError as err:
+        raise InitError(str(err)) from None
 
 
 def knowledge_windows(questions: list[str], tokenizer, count: int, length: int,

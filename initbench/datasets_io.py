@@ -163,6 +163,37 @@ def load_hub_rows(
     return [dict(row) for row in dataset]
 
 
+NQ_OPEN_LOCAL = "nq_open/NQ-open.dev.jsonl"  # NQ-open's original dev split, under the data directory
+NQ_OPEN_HUB = "google-research-datasets/nq_open"  # splits "train" (87,925) and "validation" (the dev split)
+
+
+def nq_open_questions(hub_split: str, who: str) -> tuple[list[str], str]:
+    """NQ-open's questions in file order, and where they came from: with a data directory in effect,
+    its local ``nq_open/NQ-open.dev.jsonl``; else the hub's ``hub_split``.  ``who`` names the caller in
+    errors (a missing or malformed file names the file, the line and the fix)."""
+    directory, given = data_dir()
+    if directory is None:
+        rows = load_hub_rows(NQ_OPEN_HUB, "main", "", hub_split, where=f"{who} (NQ-open questions)",
+                             local=[NQ_OPEN_LOCAL])
+        return [str(row["question"]) for row in rows], f"hub:{NQ_OPEN_HUB}@main/{hub_split}"
+    path = Path(directory) / NQ_OPEN_LOCAL
+    if not path.is_file():
+        raise DataUnavailable(f"{who}: no NQ-open questions at {path} ({given}); put NQ-open's dev split there "
+                              f"as {NQ_OPEN_LOCAL} (JSON lines with a 'question' field), or run without a data "
+                              "directory, online, to read them from the hub")
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            question = json.loads(line)["question"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataUnavailable(f"{who}: {path} line {number}: expected a JSON object with a 'question' field "
+                                  f"({type(err).__name__}: {err}); fix or replace that line") from None
+        questions.append(str(question))
+    return questions, f"local:{NQ_OPEN_LOCAL}"
+
+
 def offline_unavailable(splits: dict[str, SplitSource]) -> str:
     """Why a task cannot run from a data directory ("" if it can): a split with no local copy."""
     hub_only = [f"{split} ({s.hub.id})" for split, s in sorted(splits.items()) if not s.local and s.hub]

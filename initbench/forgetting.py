@@ -11,6 +11,7 @@ not a valid "before".  Computed in float32 with autocast off.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,3 +77,36 @@ def mean_token_kl(model: torch.nn.Module, held: HeldSet) -> float:
         total += float(kl[mask].double().sum())
         count += int(mask.sum())
     return total / count
+
+
+#: how many NQ-open questions (first in file order) make the held set
+HELD_QUESTIONS = 64
+_HELD: dict[str, HeldSet] = {}  # per process: the base model's held set, by base-model key
+_UNAVAILABLE: list[Exception] = []  # the held text could not be read in this process (tried once)
+
+
+def general_text() -> tuple[list[str], str]:
+    """The held set's texts, general-knowledge questions outside every task: the first
+    ``HELD_QUESTIONS`` questions of NQ-open's dev split (local copy under the data directory, else the
+    hub's ``validation`` split, the same questions), and its name with a content hash."""
+    from initbench.datasets_io import nq_open_questions
+
+    questions, source = nq_open_questions("validation", "forgetting")
+    texts = questions[:HELD_QUESTIONS]
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+    return texts, f"nq_open {source} first {len(texts)} questions sha256:{digest}"
+
+
+def base_held_set(model_key: str, base_model: torch.nn.Module, tokenizer) -> HeldSet:
+    """The held set with the base model's log-probabilities, computed once per process and base model
+    (``model_key``); call with the untouched base model, before any adapter is attached."""
+    if _UNAVAILABLE:
+        raise _UNAVAILABLE[0]
+    if model_key not in _HELD:
+        try:
+            texts, name = general_text()
+        except Exception as err:  # offline without a data directory: not retried for every run
+            _UNAVAILABLE.append(err)
+            raise
+        _HELD[model_key] = held_set(name, texts, base_model, tokenizer)
+    return _HELD[model_key]

@@ -26,10 +26,11 @@ import torch
 
 from initbench import claims
 from initbench import data as task_data
-from initbench import diagnostics, execution, provenance
+from initbench import diagnostics, execution, forgetting, provenance
 from initbench.api import InitContext, InitMethod, LoraSettings
 from initbench.budget import Budget, Spend
 from initbench.calibration import Calibrator
+from initbench.datasets_io import DataUnavailable
 from initbench.evaluation import evaluate, task_primary_metric
 from initbench.init_cache import InitReuse, WatchedContext, cache_key
 from initbench.models import LoadedModel, load_model
@@ -187,6 +188,7 @@ def _compute(
         seed_everything(seed)
 
         status, scores = "ok", []
+        held = _forgetting_held_set(suite, method, split, loaded, device)  # the untouched base model's side
         tracker = None
         if method.trains and method.attaches_lora and diagnostics.enabled():
             tracker = diagnostics.Tracker(diagnostics.snapshot(model, lora.target_modules))
@@ -224,6 +226,8 @@ def _compute(
                 record.update(tracker.summary(model))
         else:
             record.update(trainable_params=0, base_weights_modified=False, modified_layers=0, init_seconds=0.0)
+        if status == "ok" and held is not None:
+            record["forgetting_kl"], record["forgetting_set"] = forgetting.mean_token_kl(model, held), held.name
         if status == "ok":
             scores, record["eval_seconds"] = evaluate(
                 model, tokenizer, task.lm_eval_task, data, batch_size=suite.eval.batch_size,
@@ -243,6 +247,30 @@ def _compute(
     path = write_run(stem, rows, [{**keys, **point} for point in curve])
     return RunOutcome(method.name, task.name, seed, status, path, record.get("error", ""),
                       {s.metric: s.value for s in scores})
+
+
+def _forgetting_held_set(suite: Suite, method: InitMethod, split: str, loaded: LoadedModel,
+                         device: torch.device) -> forgetting.HeldSet | None:
+    """The held set for forgetting (``initbench.forgetting``), taken from the base model as loaded, for a
+    final run of a method that trains; None for trials and ``base``, and when the held text cannot be
+    read here (offline without a data directory): the run goes on and its forgetting is null."""
+    if split != "test" or not method.trains:
+        return None
+    key = json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
+    try:
+        return forgetting.base_held_set(key, loaded.model, loaded.tokenizer)
+    except DataUnavailable as err:
+        _warn_once(f"forgetting not measured: {err}")
+        return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"initbench: {message}", file=sys.stderr)
 
 
 def record_crash(

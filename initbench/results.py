@@ -44,7 +44,10 @@ Schema version 6 also adds, for issue 13 (items 1 and 2), the code identity of a
 ``code_hash`` (the installed sources), ``torch_threads``, ``cpu_model``, ``cpu_flags`` (the
 kernel-choosing instruction sets) and ``cpu_capability`` (torch's), and ``init_reused`` (the
 initialization was loaded from an earlier learning-rate trial of the same method, task and seed,
-``initbench.init_cache``).  Null in older files.
+``initbench.init_cache``), and ``forgetting_kl`` with ``forgetting_set`` (issue 13, item 6,
+``initbench.forgetting``: the mean per-token KL divergence of the trained model's next-token
+distribution from the untouched base model's on a held set of general text, final runs of methods
+that train).  Null in older files.
 """
 
 from __future__ import annotations
@@ -157,6 +160,9 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("cpu_flags", pa.string()),  # kernel-choosing ISA flags, comma-separated
         pa.field("cpu_capability", pa.string()),  # torch.backends.cpu.get_cpu_capability()
         pa.field("init_reused", pa.bool_()),  # the init came from an earlier trial (initbench.init_cache)
+        # schema version 6 -- issue 13 item 6: forgetting (initbench.forgetting), final runs of training methods
+        pa.field("forgetting_kl", pa.float64()),  # mean per-token KL(base || trained) on the held set, nats
+        pa.field("forgetting_set", pa.string()),  # which held set (source, count, content hash)
     ]
 )
 #: columns added in schema version 2, and what a version-1 row means for each
@@ -168,10 +174,10 @@ V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_pea
 #: columns added in schema version 5, null in older files
 V5_DEFAULTS = {"execution": None}
 #: columns added in schema version 6, null in older files: method_info (issue 14), primary_metric (issue 18),
-#: code identity and init reuse (issue 13)
+#: code identity, init reuse and forgetting (issue 13)
 V6_DEFAULTS = {"method_info": None, "primary_metric": None, "code_commit": None, "code_dirty": None,
                "code_hash": None, "torch_threads": None, "cpu_model": None, "cpu_flags": None,
-               "cpu_capability": None, "init_reused": None}
+               "cpu_capability": None, "init_reused": None, "forgetting_kl": None, "forgetting_set": None}
 #: the columns each schema version added, for reading and validating older files
 ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS}
 

@@ -54,3 +54,46 @@ def test_base_side_is_the_untouched_model_not_the_adapter_switched_off():
     assert mean_token_kl(model, held) < 1e-6
     with model.disable_adapter():
         assert mean_token_kl(model, held) > 1e-4
+
+
+def test_final_runs_record_forgetting_on_nq_open_and_scores_do_not_move(tmp_path, monkeypatch):
+    """Through the harness: a training method's final run records its forgetting on the NQ-open held
+    set (base: null), and measuring it leaves the run's scores and loss curve unchanged."""
+    import pytest
+    import pyarrow.parquet as pq
+    from conftest import SHARED_DATA, quick_smoke_suite
+
+    from initbench import forgetting as module
+    from initbench.harness import run_one
+    from initbench.registry import get_method
+    from initbench.suite import load_suite
+
+    if not (SHARED_DATA / "nq_open" / "NQ-open.dev.jsonl").is_file():
+        pytest.skip("NQ-open not found under ../shared/data")
+    suite = load_suite(str(quick_smoke_suite(tmp_path)))
+    task = suite.tasks[0]
+
+    def run(folder: str, data_dir: str | None):
+        module._HELD.clear(), module._UNAVAILABLE.clear()
+        if data_dir:
+            monkeypatch.setenv("INITBENCH_DATA_DIR", data_dir)
+        else:
+            monkeypatch.delenv("INITBENCH_DATA_DIR", raising=False)
+            monkeypatch.setattr(module, "general_text", offline)
+        paths = {m: run_one(suite, get_method(m), task, 0, tmp_path / folder).path for m in ("lora", "base")}
+        rows = {m: pq.read_table(p).to_pylist() for m, p in paths.items()}
+        curve = pq.read_table(str(paths["lora"]).replace(".results.", ".curve.")).column("loss").to_pylist()
+        return rows, curve
+
+    def offline():
+        from initbench.datasets_io import DataUnavailable
+
+        raise DataUnavailable("offline, no data directory")
+
+    with_kl, curve = run("with", str(SHARED_DATA))
+    lora = with_kl["lora"][0]
+    assert lora["forgetting_kl"] > 0 and "nq_open" in lora["forgetting_set"] and "first 64" in lora["forgetting_set"]
+    assert with_kl["base"][0]["forgetting_kl"] is None
+    without, curve_without = run("without", None)
+    assert without["lora"][0]["forgetting_kl"] is None
+    assert [r["value"] for r in without["lora"]] == [r["value"] for r in with_kl["lora"]] and curve == curve_without
