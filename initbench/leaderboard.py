@@ -179,6 +179,7 @@ def build(table: pa.Table, curves: pa.Table | None = None) -> dict[str, Any]:
         entry["convergence"] = _convergence(view, curves, entry["protocols"][main]["primary"])
         entry["cost"] = _cost(view, st)
         entry["diagnostics"] = _diagnostics(view)
+        entry["forgetting"] = _forgetting(view)
         entry["tuning"] = _tuning(st, entry["protocols"][main]["primary"])
         board["suites"].append(entry)
     return board
@@ -352,6 +353,25 @@ def _diagnostics(view: pa.Table) -> list[dict]:
                   key=lambda r: r["method"])
 
 
+def _forgetting(view: pa.Table) -> list[dict]:
+    """Per (method, task), the mean forgetting (``initbench.forgetting``) over the ok final runs that
+    recorded it, with a 95% percentile-bootstrap interval over seeds and the held set's name; empty
+    when no run recorded it (older files, or offline without the held text)."""
+    if "forgetting_kl" not in view.schema.names:
+        return []
+    runs = _per_run(view.filter(pc.equal(view["status"], "ok")), ["task", "forgetting_kl", "forgetting_set"])
+    runs = runs.filter(pc.is_valid(runs["forgetting_kl"]))
+    if runs.num_rows == 0:
+        return []
+    cells = runs.group_by(["method", "task", "forgetting_set"], use_threads=False).aggregate(
+        [("forgetting_kl", "list"), ("forgetting_kl", "mean")])
+    low, high = bootstrap_cells(cells["forgetting_kl_list"])
+    return sorted(({"method": r["method"], "task": r["task"], "held_set": r["forgetting_set"],
+                    "seeds": len(r["forgetting_kl_list"]), "mean": r["forgetting_kl_mean"],
+                    "ci_low": float(lo), "ci_high": float(hi)}
+                   for r, lo, hi in zip(cells.to_pylist(), low, high)), key=lambda r: (r["task"], r["method"]))
+
+
 COST_COLUMNS = ["trainable_params", "init_seconds", "train_seconds", "wall_seconds", "peak_memory_bytes",
                 "train_tokens", "calibration_examples", "flops", "train_tokens_per_second", "mfu"]
 
@@ -429,6 +449,8 @@ def render_board(board: dict[str, Any], fmt: str = "github", level: int = 2) -> 
             parts.append(_cost_table(entry["cost"], fmt))
         if entry.get("diagnostics"):
             parts.append(_diagnostics_table(entry["diagnostics"], fmt))
+        if entry.get("forgetting"):
+            parts.append(_forgetting_table(entry["forgetting"], fmt))
         sections.append("\n\n".join(parts))
     if board["failures"]:
         lines = [[r["suite"], r["method"], r["task"], r["seed"], r["status"], r["error"] or ""] for r in board["failures"]]
@@ -532,6 +554,15 @@ def _diagnostics_table(rows: list[dict], fmt: str) -> str:
             "relative change ||W_final - W0||_F / ||W0||_F of the adapted weights, mean over layers:\n\n"
             + tabulate(lines, ["method", "runs", "trainable params", "base offset", "erank at init", "erank final",
                                "rel. weight change"], tablefmt=fmt))
+
+
+def _forgetting_table(rows: list[dict], fmt: str) -> str:
+    lines = [[r["method"], r["task"], r["seeds"], _num(r["mean"], ".4f"),
+              f"[{_num(r['ci_low'], '.4f')}, {_num(r['ci_high'], '.4f')}]"] for r in rows]
+    sets = sorted({r["held_set"] for r in rows})
+    return ("Forgetting (initbench.forgetting): mean per-token KL(p_base || p_trained) in nats on held general text "
+            f"({'; '.join(sets)}), mean over seeds with a 95% bootstrap interval; lower moved less:\n\n"
+            + tabulate(lines, ["method", "task", "seeds", "KL from base", "95% CI"], tablefmt=fmt))
 
 
 def _cost_table(rows: list[dict], fmt: str) -> str:
