@@ -40,33 +40,33 @@ def test_labelled_positions_loss_equals_the_models_loss(smoke_suite):
             torch.testing.assert_close(grads_fast[name], p.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_fast_smoke_run_agrees_with_the_plain_run_and_says_so(smoke_suite, tmp_path, monkeypatch):
-    task, lora = smoke_suite.tasks[0], get_method("lora")
-    plain = run_one(smoke_suite, lora, task, 0, tmp_path / "plain")
-    monkeypatch.setenv("INITBENCH_FAST", "1")
-    fast = run_one(smoke_suite, lora, task, 0, tmp_path / "fast")
-    rows = [pq.read_table(o.path).to_pylist()[0] for o in (plain, fast)]
-    assert [json.loads(r["execution"])["loss"] for r in rows] == ["full-logits", "labelled-positions"]
-    assert [json.loads(r["execution"])["fused_adamw"] for r in rows] == [False, False]  # read off the CPU optimizer
-    curves = [pq.read_table(str(o.path).replace(".results.", ".curve.")).column("loss").to_pylist()
-              for o in (plain, fast)]
-    assert curves[1] == pytest.approx(curves[0], rel=CURVE_RTOL)
-
-
 def _curve(outcome) -> list[float]:
     return pq.read_table(str(outcome.path).replace(".results.", ".curve.")).column("loss").to_pylist()
 
 
+def _plain_and_with(env: str, value: str, smoke_suite, tmp_path, monkeypatch):
+    """lora on smoke's first task, seed 0, as it is and with ``env=value``: (rows, loss curves)."""
+    task, lora = smoke_suite.tasks[0], get_method("lora")
+    plain = run_one(smoke_suite, lora, task, 0, tmp_path / "plain")
+    monkeypatch.setenv(env, value)
+    other = run_one(smoke_suite, lora, task, 0, tmp_path / "other")
+    rows = [pq.read_table(o.path).to_pylist()[0] for o in (plain, other)]
+    return rows, [_curve(plain), _curve(other)]
+
+
+def test_fast_smoke_run_agrees_with_the_plain_run_and_says_so(smoke_suite, tmp_path, monkeypatch):
+    rows, curves = _plain_and_with("INITBENCH_FAST", "1", smoke_suite, tmp_path, monkeypatch)
+    assert [json.loads(r["execution"])["loss"] for r in rows] == ["full-logits", "labelled-positions"]
+    assert [json.loads(r["execution"])["fused_adamw"] for r in rows] == [False, False]  # read off the CPU optimizer
+    assert curves[1] == pytest.approx(curves[0], rel=CURVE_RTOL)
+
+
 def test_bf16_autocast_on_cpu_is_selected_recorded_and_close(smoke_suite, tmp_path, monkeypatch):
     """Issue 13: ``INITBENCH_PRECISION=bf16-autocast`` trains under bf16 autocast on the CPU and says so."""
-    task, lora = smoke_suite.tasks[0], get_method("lora")
-    plain = run_one(smoke_suite, lora, task, 0, tmp_path / "f32")
-    monkeypatch.setenv("INITBENCH_PRECISION", "bf16-autocast")
-    bf16 = run_one(smoke_suite, lora, task, 0, tmp_path / "bf16")
-    rows = [pq.read_table(o.path).to_pylist()[0] for o in (plain, bf16)]
+    rows, (plain, bf16) = _plain_and_with("INITBENCH_PRECISION", "bf16-autocast", smoke_suite, tmp_path, monkeypatch)
     assert [json.loads(r["execution"])["autocast"] for r in rows] == [None, "bf16"]
-    assert _curve(bf16) != _curve(plain)  # it did compute in bf16 ...
-    assert _curve(bf16) == pytest.approx(_curve(plain), rel=2e-2)  # ... the same quantity (bf16: 8 mantissa bits)
+    assert bf16 != plain  # it did compute in bf16 ...
+    assert bf16 == pytest.approx(plain, rel=2e-2)  # ... the same quantity (bf16: 8 mantissa bits)
     monkeypatch.setenv("INITBENCH_PRECISION", "fp8")
     from initbench.execution import ExecutionError, precision
 
