@@ -253,8 +253,16 @@ def _forgetting_held_set(suite: Suite, method: InitMethod, split: str, loaded: L
                          device: torch.device) -> forgetting.HeldSet | None:
     """The held set for forgetting (``initbench.forgetting``), taken from the base model as loaded, for a
     final run of a method that trains; None for trials and ``base``, and when the held text cannot be
-    read here (offline without a data directory): the run goes on and its forgetting is null."""
+    read here: the run goes on and its forgetting is null.  The hub is asked only by suites whose model
+    comes from the hub (online users); an offline suite (embedded or tiny model) without a data
+    directory skips it rather than wait for the hub to time out."""
     if split != "test" or not method.trains:
+        return None
+    from initbench.datasets_io import data_dir
+
+    if data_dir()[0] is None and suite.model.source != "hub":  # an offline suite: never wait on the hub
+        _warn_once("forgetting not measured: no data directory; pass --data-dir (or set INITBENCH_DATA_DIR) "
+                   "to a folder holding nq_open/NQ-open.dev.jsonl")
         return None
     key = json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
     try:
