@@ -7,7 +7,10 @@
 * ``S-lr-sensitivity.png``: validation score vs learning rate per method (the tuning trials);
 * ``S-loss-curves.png``: mean training loss per step, per method and task;
 * ``S-pareto-params.png`` / ``S-pareto-init.png``: IQM vs trainable parameters / init seconds,
-  with the Pareto front (no other method is both cheaper and better).
+  with the Pareto front (no other method is both cheaper and better);
+* ``S-pareto-forgetting.png`` (when runs recorded it): IQM vs forgetting, the mean over tasks of
+  each method's KL from the base model (``initbench.forgetting``), with the front (no other
+  method both forgets less and scores better).
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ def _write_plots(plt, board: dict[str, Any], curves: pa.Table | None, folder: Pa
                                folder / f"{prefix}-pareto-params.png"))
         written.append(_pareto(plt, block, cost, "init_seconds", "init seconds (incl. calibration)",
                                folder / f"{prefix}-pareto-init.png"))
+        if entry.get("forgetting"):
+            written.append(_pareto(plt, block, _mean_forgetting(entry["forgetting"]), "forgetting_kl",
+                                   "forgetting (mean KL from the base model, nats)",
+                                   folder / f"{prefix}-pareto-forgetting.png"))
     return written
 
 
@@ -165,6 +172,14 @@ def _loss_curves(plt, entry, curves, path) -> Path:
             ax.legend(fontsize=7)
     fig.suptitle("training-loss curves", fontsize=10)
     return _save(fig, path)
+
+
+def _mean_forgetting(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """method -> {"forgetting_kl": mean over its tasks of the per-task mean KL}."""
+    by_method: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        by_method[r["method"]].append(r["mean"])
+    return {m: {"forgetting_kl": sum(v) / len(v)} for m, v in by_method.items()}
 
 
 def _pareto(plt, block, cost, key, label, path) -> Path:

@@ -114,3 +114,21 @@ def test_leaderboard_shows_forgetting_with_intervals(tmp_path):
     assert rows["lora"]["seeds"] == 2 and abs(rows["lora"]["mean"] - 0.012) < 1e-12
     assert rows["lora"]["ci_low"] == 0.010 and rows["lora"]["ci_high"] == 0.014
     assert "KL from base" in leaderboard.render_board(board) and "held-test" in leaderboard.render_board(board)
+
+
+def test_publish_plots_score_against_forgetting(tmp_path):
+    import pytest
+    from _trees import smoke_row, write_smoke_run
+
+    pytest.importorskip("matplotlib")
+    from initbench import leaderboard
+    from initbench.plots import write_plots
+    from initbench.results import read_results
+
+    for seed in (0, 1):
+        for method, kl, value in (("base", None, 0.1), ("lora", 0.012, 0.6), ("pissa", 0.003, 0.5)):
+            write_smoke_run(tmp_path / "runs", smoke_row(method, "addition", seed, value + 0.01 * seed,
+                                                         forgetting_kl=kl, forgetting_set="held-test"))
+    board = leaderboard.build(read_results(tmp_path / "runs"))
+    written = write_plots(board, None, tmp_path / "plots")
+    assert tmp_path / "plots" / "smoke-pareto-forgetting.png" in written
