@@ -25,7 +25,7 @@ def _nq_open(request, monkeypatch):
     """corda-kpm calibrates on NQ-open questions: read them from ../shared/data (its cases skip without)."""
     if (SHARED_DATA / "nq_open" / "NQ-open.dev.jsonl").is_file():
         monkeypatch.setenv("INITBENCH_DATA_DIR", str(SHARED_DATA))
-    elif "corda-kpm" in request.node.name:
+    elif "corda-kpm" in request.node.name or "corda_kpm" in request.node.name:
         pytest.skip(f"NQ-open not found under {SHARED_DATA} (corda-kpm's calibration data)")
 
 
