@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_curvature(args: argparse.Namespace) -> int:
     """``initbench curvature``: measure (or skip, when present) each (method, task, seed)."""
-    from initbench.curvature_table import measure_and_write, read_table
+    from initbench.curvature_table import measure_and_write
     from initbench.registry import PluginError, get_method
     from initbench.suite import SuiteError, load_suite
 
@@ -158,9 +158,8 @@ def cmd_curvature(args: argparse.Namespace) -> int:
     for method in methods:
         for task in suite.tasks:
             for seed in seeds:
-                path, measured = measure_and_write(args.out, suite, method, task, seed, force=args.force,
-                                                   batches=args.batches, max_iterations=args.iterations, tol=args.tol)
-                row = [r for r in read_table(path.parent).to_pylist() if r["seed"] == seed][0]
+                row, measured = measure_and_write(args.out, suite, method, task, seed, force=args.force,
+                                                  batches=args.batches, max_iterations=args.iterations, tol=args.tol)
                 state = "measured" if measured else "already there"
                 print(f"{method.name} | {task.name} | seed {seed}: lambda_max={row['lambda_max']:.4g} "
                       f"({row['iterations']} iterations, converged={row['converged']}, {row['seconds']:.0f} s; {state})")

@@ -32,7 +32,7 @@ class CurvatureEstimate:
     iterations: int
     hvps: int  # Hessian-vector products (each: one forward and a double backward per batch)
     batches: int
-    passes: int  # forward passes = hvps * batches (+ the batches' gradient graph builds)
+    passes: int  # forward passes: hvps * batches (each with a backward and a double backward)
     seconds: float
     relative_change: float  # max over the top k of |lambda(m) - lambda(m-1)| / |lambda(m)| at the last iteration
     converged: bool

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from initbench import data as task_data
+from initbench import provenance
 from initbench.api import InitMethod
 from initbench.budget import Spend
 from initbench.curvature import top_hessian_eigenvalues
@@ -45,8 +46,14 @@ SCHEMA = pa.schema([
     pa.field("converged", pa.bool_()),
     pa.field("trainable_params", pa.int64()),
     pa.field("data_hash", pa.string()),
-    pa.field("initbench_version", pa.string()),
-    pa.field("device_name", pa.string()),
+    # which code and machine measured it (initbench.provenance, as in the results rows)
+    pa.field("code_commit", pa.string()),
+    pa.field("code_dirty", pa.bool_()),
+    pa.field("code_hash", pa.string()),
+    pa.field("torch_threads", pa.int64()),
+    pa.field("cpu_model", pa.string()),
+    pa.field("cpu_flags", pa.string()),
+    pa.field("cpu_capability", pa.string()),
 ])
 
 
@@ -90,22 +97,22 @@ def measure(
         "iterations": estimate.iterations, "hvps": estimate.hvps, "batches": estimate.batches,
         "forward_passes": estimate.passes, "seconds": estimate.seconds, "relative_change": estimate.relative_change,
         "converged": estimate.converged, "trainable_params": estimate.trainable_params, "data_hash": data.content_hash,
-        "initbench_version": harness._versions()["initbench_version"], "device_name": harness._device_name(device),
+        **provenance.columns(),
     }
 
 
 def measure_and_write(out: Path, suite: Suite, method: InitMethod, task: TaskSpec, seed: int, *, force: bool = False,
-                      **options: Any) -> tuple[Path, bool]:
-    """Measure unless the file is already there; returns (path, whether it was measured now)."""
+                      **options: Any) -> tuple[dict[str, Any], bool]:
+    """Measure unless the file is already there; returns (its row, whether it was measured now)."""
     path = curvature_path(out, suite, method.name, task.name, seed)
     if path.exists() and not force:
-        return path, False
+        return pq.read_table(path, schema=SCHEMA).to_pylist()[0], False
     row = measure(suite, method, task, seed, **options)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), tmp)
     os.replace(tmp, path)
-    return path, True
+    return row, True
 
 
 def read_table(results: Path) -> pa.Table:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import platform
 import resource
 import sys
 import time
@@ -63,6 +62,11 @@ _BASE_MODELS: dict[str, _HeldModel] = {}  # pristine models waiting for a run
 _LENT: dict[int, _HeldModel] = {}  # models a run holds, by id of the model
 
 
+def model_key(suite: Suite, device: torch.device) -> str:
+    """What identifies a loaded base model in this process: the suite's model spec and the device."""
+    return json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
+
+
 def base_model(suite: Suite, device: torch.device) -> LoadedModel:
     """The suite's base model for one run, lent until :func:`return_base_model`.
 
@@ -71,7 +75,7 @@ def base_model(suite: Suite, device: torch.device) -> LoadedModel:
     if it is pristine again -- adapters unloaded, every parameter and buffer equal to what was
     loaded, nothing left trainable.  Otherwise (PiSSA's residual, full fine-tuning) it is
     dropped and the next run loads it again (from initbench's cache for the embedded default)."""
-    key = json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
+    key = model_key(suite, device)
     held = _BASE_MODELS.pop(key, None)
     if held is None:
         loaded = load_model(suite.model, device)
@@ -264,7 +268,7 @@ def _forgetting_held_set(suite: Suite, method: InitMethod, split: str, loaded: L
         _warn_once("forgetting not measured: no data directory; pass --data-dir (or set INITBENCH_DATA_DIR) "
                    "to a folder holding nq_open/NQ-open.dev.jsonl")
         return None
-    key = json.dumps([suite.model.__dict__, str(device)], sort_keys=True, default=str)
+    key = model_key(suite, device)
     try:
         return forgetting.base_held_set(key, loaded.model, loaded.tokenizer)
     except DataUnavailable as err:
@@ -468,13 +472,7 @@ def _versions() -> dict[str, str]:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            name = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name} ({torch.get_num_threads()} threads)"
+    return f"{provenance.cpu_identity()['cpu_model']} ({torch.get_num_threads()} threads)"
 
 
 def _peak_memory(device: torch.device) -> int:

@@ -86,6 +86,11 @@ def fit(lambdas: Sequence[float], tuned_lrs: Sequence[float]) -> PriorFit:
     return PriorFit(len(x), float(line.slope), float(line.intercept), r * r, r, ci)
 
 
+#: (points, neighbour ratio) of a centred grid when the suite has no tuning grid: 5 rates a factor 3 apart,
+#: 9x either side of the centre (issue 13's "30x below to 3x above" spans the same width)
+DEFAULT_GRID_SHAPE = (5, 3.0)
+
+
 @dataclass(frozen=True)
 class Prior:
     """The rate curvature predicts for one (method, task) and the grid centred on it."""
@@ -105,13 +110,14 @@ def priors(results: Path, suite: Suite, methods: Sequence[str], reference: str =
     """For each method and task of ``suite`` with curvature measured under ``results``
     (``initbench.curvature_table``): the predicted rate, calibrated on ``reference``'s tuned rate (its
     selection file) or, when it was not tuned, the suite's default rate, and a grid of the suite's
-    tuning-grid shape (``points`` overrides its size) centred on the prediction."""
+    tuning-grid shape (``points`` overrides its size; a suite without a grid of two or more rates gets
+    ``DEFAULT_GRID_SHAPE``) centred on the prediction."""
     from initbench.curvature_table import mean_lambda, read_table
     from initbench.protocol import selection_path
 
     lambdas = mean_lambda(read_table(results), suite.spec_hash)
     grid = list(suite.tuning.lr_grid) if suite.tuning and len(suite.tuning.lr_grid) > 1 else []
-    size, ratio = grid_shape(grid) if grid else (5, 3.0)
+    size, ratio = grid_shape(grid) if grid else DEFAULT_GRID_SHAPE
     size = points or size
     out = []
     for task in suite.tasks:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pyarrow.compute as pc
+
 from conftest import quick_smoke_suite
 from initbench.curvature_table import measure_and_write, mean_lambda, read_table
 from initbench.registry import get_method
@@ -14,10 +16,11 @@ def test_measure_write_skip_and_read(tmp_path):
     suite = load_suite(quick_smoke_suite(tmp_path))
     task = suite.tasks[0]
     for name in ("lora", "pissa"):
-        path, measured = measure_and_write(tmp_path, suite, get_method(name), task, 0, max_iterations=6)
-        assert measured and path.exists()
-    path, measured = measure_and_write(tmp_path, suite, get_method("lora"), task, 0, max_iterations=6)
-    assert not measured
+        row, measured = measure_and_write(tmp_path, suite, get_method(name), task, 0, max_iterations=6)
+        assert measured and row["code_hash"] and row["cpu_model"]
+    again, measured = measure_and_write(tmp_path, suite, get_method("lora"), task, 0, max_iterations=6)
+    assert not measured and again["lambda_max"] == read_table(tmp_path).filter(
+        pc.equal(read_table(tmp_path)["method"], "lora")).column("lambda_max")[0].as_py()
     table = read_table(tmp_path)
     assert table.num_rows == 2
     lambdas = mean_lambda(table, suite.spec_hash)
@@ -34,3 +37,24 @@ def test_same_seed_same_value(tmp_path):
         measure_and_write(tmp_path / folder, suite, get_method("lora"), suite.tasks[0], 1, max_iterations=5)
         values.append(read_table(tmp_path / folder).column("lambda_max")[0].as_py())
     assert values[0] == values[1]
+
+
+def test_cli_curvature_then_lr_prior_predicts_from_the_measured_table(tmp_path, capsys):
+    from initbench.cli import main
+    from initbench.lr_prior import priors
+
+    suite_path = str(quick_smoke_suite(tmp_path))
+    out = tmp_path / "runs"
+    assert main(["curvature", "--suite", suite_path, "--method", "lora", "--method", "pissa", "--out", str(out),
+                 "--iterations", "5"]) == 0
+    suite = load_suite(suite_path)
+    lambdas = mean_lambda(read_table(out), suite.spec_hash)
+    (prior,) = priors(out, suite, ["pissa"])
+    task = suite.tasks[0].name
+    expected = suite.budget.optimizer.lr * lambdas[("lora", task)] / lambdas[("pissa", task)]
+    assert prior.reference_lr_source == "suite default" and math.isclose(prior.predicted_lr, expected)
+    assert len(prior.grid) == len(suite.tuning.lr_grid)
+    capsys.readouterr()
+    assert main(["lr-prior", "--suite", suite_path, "--method", "pissa", "--results", str(out)]) == 0
+    assert f"{prior.predicted_lr:.3g}" in capsys.readouterr().out
+    assert main(["lr-prior", "--suite", suite_path, "--method", "gaussian", "--results", str(out)]) == 2
