@@ -37,7 +37,7 @@ from contextlib import contextmanager
 
 import torch
 
-from initbench.api import InitContext, InitError, InitMethod, LoraSettings, active_adapter
+from initbench.api import InitContext, InitError, InitMethod, active_adapter
 
 PAPER = "Wang, Yu & Li 2024, arXiv:2407.05000"
 

@@ -151,7 +151,7 @@ def cmd_curvature(args: argparse.Namespace) -> int:
 
     try:
         suite = load_suite(args.suite)
-        methods = [get_method(name) for name in args.method]
+        methods = [get_method(name) for name in dict.fromkeys(args.method)]
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     seeds = parse_seeds(args.seeds)
@@ -169,12 +169,12 @@ def cmd_curvature(args: argparse.Namespace) -> int:
 def cmd_lr_prior(args: argparse.Namespace) -> int:
     """``initbench lr-prior``: predicted rate and centred grid per method and task."""
     from initbench.lr_prior import priors
-    from initbench.suite import SuiteError, load_suite
+    from initbench.suite import load_suite
 
     try:
         suite = load_suite(args.suite)
         found = priors(args.results, suite, args.method, args.reference, args.points)
-    except (SuiteError, ValueError) as err:
+    except ValueError as err:  # a SuiteError too
         raise UsageError(str(err)) from None
     rows = [[p.method, p.task, f"{p.lambda_max:.4g}", f"{p.reference_lr:.3g} ({p.reference_lr_source})",
              f"{p.predicted_lr:.3g}", ", ".join(f"{lr:.3g}" for lr in p.grid)] for p in found]
@@ -391,8 +391,6 @@ def check_out(out: Path) -> None:
 def _apply_execution_mode(args: argparse.Namespace) -> None:
     """Put ``--precision``/``--compile`` into the environment every worker inherits, and check the
     execution settings (from flags or environment) before any run starts."""
-    import os
-
     from initbench.execution import (COMPILE_ENV, PRECISION_ENV, ExecutionError, bf16_warning, compile_enabled,
                                      init_reuse_enabled, worker_threads)
     from initbench.seeding import pick_device

@@ -215,13 +215,13 @@ def check_results(results: Path, suites: Iterable[tuple[str, str]]) -> list[str]
     """Problems for ``validate --contributed``: each built-in (suite, spec hash) of the results needs
     the contamination report a sweep writes beside them, and must not be over the threshold unless
     the suite says why."""
-    from initbench.suite import SuiteError, load_suite
+    from initbench.suite import SuiteError, load_builtin_suite
 
     problems = []
     root = Path(results) if Path(results).is_dir() else Path(results).parent
     for name, spec_hash in sorted(set(suites)):
         try:
-            suite = load_suite(name)
+            suite = load_builtin_suite(name)  # a row's suite is a name, never a path
         except SuiteError:
             continue  # not a built-in suite: check_contributed says so
         if suite.spec_hash != spec_hash:

@@ -49,9 +49,9 @@ def _method(name: str) -> tuple[Any, str]:
 
 @functools.lru_cache(maxsize=None)
 def _task_metrics(lm_eval_task: str) -> frozenset[str]:
-    from initbench.evaluation import task_metrics
+    from initbench.evaluation import metric_keys
 
-    return frozenset(task_metrics(lm_eval_task))
+    return frozenset(metric_keys(lm_eval_task))
 
 
 def check_rows(files: dict[Path, pa.Table]) -> list[str]:

@@ -97,17 +97,6 @@ def task_primary_metric(task: TaskSpec, where: str = "") -> tuple[str, bool]:
     return task.primary_metric, keys[task.primary_metric]
 
 
-def task_metrics(task_name: str) -> list[str]:
-    """Every metric name a run of the task records (``parse_scores``' names): each metric of its
-    ``metric_list``, as ``metric,filter`` for each entry of a ``filter_list`` (plain for ``none``)."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    config = load_yaml(task_yaml_path(task_name))
-    metrics = [str(m.get("metric", "")) for m in config.get("metric_list") or []]
-    filters = [str(f.get("name", "")) for f in config.get("filter_list") or []]
-    return [m if f == "none" else f"{m},{f}" for m in metrics for f in filters or ["none"]]
-
-
 @functools.lru_cache(maxsize=1)
 def task_manager():
     """An lm-eval TaskManager over initbench's task folder only (indexing lm-eval's

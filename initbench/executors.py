@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
+from initbench.results import first_line
 from initbench.sweep import RunSpec, execute_run
 
 Report = Callable[[str], None]
@@ -196,7 +197,7 @@ class RayExecutor:
                     ray.get(ref)
                     yield refs[ref], None
                 except ray.exceptions.RayError as err:
-                    yield refs[ref], f"ray: {type(err).__name__}: {_first_line(err)}"
+                    yield refs[ref], f"ray: {type(err).__name__}: {first_line(err)}"
         finally:
             if started:
                 ray.shutdown()
@@ -234,12 +235,8 @@ class SlurmExecutor:
                 job.result()
                 yield spec, None
             except Exception as err:  # FailedJobError, UncompletedJobError: the job died
-                yield spec, f"submitit job {job.job_id}: {type(err).__name__}: {_first_line(err)}"
+                yield spec, f"submitit job {job.job_id}: {type(err).__name__}: {first_line(err)}"
 
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else ""
 
 
 def make_executor(name: str, *, out: Path, address: str | None = None, partition: str | None = None,

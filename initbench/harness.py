@@ -33,7 +33,7 @@ from initbench.datasets_io import DataUnavailable
 from initbench.evaluation import evaluate, task_primary_metric
 from initbench.init_cache import InitReuse, WatchedContext, cache_key
 from initbench.models import LoadedModel, load_model
-from initbench.results import finished_status, format_lr, run_stem, write_run
+from initbench.results import DONE, finished_status, format_lr, run_stem, write_run
 from initbench.seeding import configure_determinism, pick_device, seed_everything
 from initbench.suite import LoraSpec, Suite, TaskSpec
 from initbench.throughput import training_throughput
@@ -149,13 +149,13 @@ def run_one(
     except Exception as err:  # unreadable now: a finished run stays, an unfinished one records why below
         data = err
     data_hash = None if isinstance(data, Exception) else data.content_hash
-    if not force and finished_status(stem, data_hash) in ("ok", "diverged"):
+    if not force and finished_status(stem, data_hash) in DONE:
         return RunOutcome(method.name, task.name, seed, "skipped", stem)
     claim = claims.acquire(stem)  # never compute a run another process is computing
     if isinstance(claim, claims.Holder):
         return RunOutcome(method.name, task.name, seed, "claimed", stem, f"being computed by {claim.describe()}")
     with claim:
-        if not force and finished_status(stem, data_hash) in ("ok", "diverged"):
+        if not force and finished_status(stem, data_hash) in DONE:
             return RunOutcome(method.name, task.name, seed, "skipped", stem)  # finished while we claimed it
         return _compute(suite, method, task, seed, out, stem, data, lr=lr, split=split, protocol=protocol,
                         selected_lr=selected_lr)

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from initbench.results import RESULTS_SUFFIX, finished_status, format_lr, read_results
-from initbench.sweep import DONE, grid
+from initbench.results import DONE, RESULTS_SUFFIX, finished_status, format_lr, read_results
+from initbench.sweep import grid
 
 if TYPE_CHECKING:
     from initbench.api import InitMethod
@@ -73,8 +73,9 @@ def _mode(rows: list[dict[str, Any]]) -> str:
 
 
 def _from_rows(rows: list[dict[str, Any]], what: str) -> Estimate:
-    inits = [r["init_seconds"] for r in rows if r.get("init_seconds") and not r.get("init_reused")]
-    return Estimate(statistics.median(r["wall_seconds"] for r in rows),
+    computed = [r for r in rows if not r.get("init_reused")] or rows  # a run that computed its init
+    inits = [r["init_seconds"] for r in computed if r.get("init_seconds")]
+    return Estimate(statistics.median(r["wall_seconds"] for r in computed),
                     f"median of {len(rows)} {what} in --out ({_mode(rows)})",
                     statistics.median(inits) if inits else 0.0, any(r.get("init_reused") for r in rows))
 
@@ -97,9 +98,9 @@ def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
         examples = task_data.tokenize_records(task_data.materialize(task, suite.path).records("train"),
                                               loaded.tokenizer, suite.budget.max_length)
         base_params = linear_params(model)
-        model, _ = attach_and_initialize(model, loaded.tokenizer, method, lora_settings(suite.lora, method), seed=0,
-                                         examples=examples, budget=suite.budget, lr=suite.budget.optimizer.lr,
-                                         spend=Spend(), base_params=base_params, device=device)
+        model, _ = attach_and_initialize(model, loaded.tokenizer, method, lora_settings(suite.lora, method, suite.family),
+                                         seed=0, examples=examples, budget=suite.budget, lr=suite.budget.optimizer.lr,
+                                         spend=Spend(), base_params=base_params, device=device, family=suite.family)
         timed = []
         for n in (1, steps):  # a warm-up step, then the timed ones
             start = time.perf_counter()

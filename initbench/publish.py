@@ -141,8 +141,7 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
     digest = results_digest(table)
     target = root / version
     if target.exists():
-        manifest = target / MANIFEST_FILE
-        existing = json.loads(manifest.read_text()).get("results", {}).get("sha256") if manifest.exists() else None
+        existing = _published_digest(target)
         if existing == digest:
             return target  # the same contents: nothing to do
         raise PublishError(f"{target} is already published with other contents (results sha256 "

@@ -253,6 +253,8 @@ def _check_written(tmp: Path, rows: int, path: Path) -> None:
 
 
 STALE = "stale"
+#: the statuses of a finished run (a failed one is redone)
+DONE = ("ok", "diverged")
 
 
 def finished_status(stem: Path, data_hash: str | None = None) -> str | None:
@@ -295,7 +297,7 @@ def read_file(path: Path, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
-        raise ResultsError(f"{path}: not a readable Parquet file ({_first_line(err)}); {fix}") from None
+        raise ResultsError(f"{path}: not a readable Parquet file ({first_line(err)}); {fix}") from None
     problems = table_problems(path, table)
     if not problems and (table.schema.metadata or {}).get(b"initbench.table") != _kind_of(schema).encode():
         problems = [f"{path}: a {_kind(table) or 'foreign'} file where a {_kind_of(schema)} file was expected"]
@@ -305,8 +307,10 @@ def read_file(path: Path, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
     return upgrade(table, schema)
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+def first_line(err: BaseException) -> str:
+    """An error's first non-blank line (at most 300 characters), or its type's name: for one-line messages."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
 
 
 def read_results(path: Path, suffix: str = RESULTS_SUFFIX, *, set_aside: bool = True) -> pa.Table:
@@ -368,7 +372,7 @@ def validate_file(path: Path) -> list[str]:
     try:
         table = pq.read_table(path)
     except Exception as err:
-        return [f"{path}: unreadable: {_first_line(err)}" if Path(path).stat().st_size else f"{path}: empty file (0 bytes)"]
+        return [f"{path}: unreadable: {first_line(err)}" if Path(path).stat().st_size else f"{path}: empty file (0 bytes)"]
     return table_problems(path, table)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from initbench.protocol import selection_path, stale_selection
-from initbench.results import CURVE_SUFFIX, RESULTS_SUFFIX, read_tree, run_stem
+from initbench.results import CURVE_SUFFIX, DONE, RESULTS_SUFFIX, read_tree, run_stem
 
 
 @dataclass
@@ -96,7 +96,7 @@ def _tally(status: GridStatus, suite: str, method: str, stem: Path, out: Path, r
         counts["missing"] += 1
         status.missing.append(where)
         return
-    if row["status"] in ("ok", "diverged"):
+    if row["status"] in DONE:
         counts["done"] += 1
         counts["diverged"] += row["status"] == "diverged"
     else:

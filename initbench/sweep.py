@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from initbench import claims
-from initbench.results import RESULTS_SUFFIX, STALE, finished_status, run_stem
+from initbench.results import DONE, RESULTS_SUFFIX, STALE, finished_status, run_stem
 from initbench.suite import Suite, TaskSpec
 
 if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do not need it
@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do no
     from initbench.executors import Executor
     from initbench.harness import RunOutcome
 
-DONE = ("ok", "diverged")
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def execute_run(spec: RunSpec) -> dict:
     if spec.data_dir is not None:
         use_data_dir(spec.data_dir)
     suite = load_suite(spec.suite)
-    task = next(t for t in suite.tasks if t.name == spec.task)
+    task = suite.task(spec.task)
     outcome = run_one(suite, get_method(spec.method), task, spec.seed, Path(spec.out), force=spec.force,
                       lr=spec.lr, split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
     return {"status": outcome.status, "error": outcome.error, "scores": outcome.scores}
@@ -161,7 +160,7 @@ def _tuned_finals(
         if not method.trains:
             continue
         for task_name in dict.fromkeys(s.task for s in first if s.method == method.name):
-            task = next(t for t in suite.tasks if t.name == task_name)
+            task = suite.task(task_name)
             selection = select(suite, method.name, task, out)
             report(f"selected lr {selection.chosen:g} for {method.name} | {task.name} ({selection.reason})")
             template = next(s for s in first if s.method == method.name and s.task == task_name)
@@ -201,7 +200,7 @@ def _run_batch(
             claims.clear_when_gone(spec.stem(suite))  # the dead worker's claim, once it is seen gone
         if crash is not None and finished_status(spec.stem(suite), hashes.get(spec)) not in DONE \
                 and claims.holder(spec.stem(suite)) is None:  # not if another sweep took the run over meanwhile
-            task = next(t for t in suite.tasks if t.name == spec.task)
+            task = suite.task(spec.task)
             record_crash(suite, by_name[spec.method], task, spec.seed, Path(spec.out), crash, lr=spec.lr,
                          split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
         outcome = read_outcome(suite, spec)

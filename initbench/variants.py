@@ -15,7 +15,6 @@ LoRA settings (and records in the ``use_rslora`` and ``lora_scale`` result colum
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from _zoo import CALIB, DEFAULT_BUDGET, RANK, TARGETS, base_model, examples, lora_for, lora_tensors
+from _zoo import CALIB, DEFAULT_BUDGET, RANK, TARGETS, base_model, examples, lora_tensors
 from conftest import SHARED_DATA, quick_smoke_suite
 from initbench.adapters import delta_weight, lora_A_linear, middle_of
 from initbench.api import lora_layers

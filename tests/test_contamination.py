@@ -11,7 +11,7 @@ import yaml
 
 from conftest import SHARED_DATA, quick_smoke_suite
 from initbench.contamination import (
-    NEAR_CONTAINMENT, TrainingIndex, check_results, contamination_report, main, refusal, report_path, split_overlap,
+    TrainingIndex, check_results, contamination_report, main, refusal, report_path, split_overlap,
     tokens, write_report,
 )
 from initbench.suite import load_suite

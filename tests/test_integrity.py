@@ -283,3 +283,13 @@ def test_a_resumed_tuned_sweep_sets_aside_the_finals_of_its_old_selection(tmp_pa
     assert len(list(out.rglob(f"*-lr{first!r}-test-*.results.parquet"))) == 1  # kept on disk
     assert sum(f"at lr {first!r}, superseded by the selection of lr {winner!r}" in line for line in said) == 1
     assert len(grid_status(out).set_aside) == 1
+
+
+def test_contributed_metric_names_of_a_function_metric_are_the_recorded_keys():
+    """initbench_gsm8k's metric is a `!function` (initbench.scoring.exact_match): the names a contributed
+    row may carry are the keys runs record (``exact_match,strict-match``), not the function's repr."""
+    from initbench.contributed import _task_metrics
+
+    names = _task_metrics("initbench_gsm8k")
+    assert {"exact_match,strict-match", "exact_match,flexible-extract"} <= names
+    assert not any("<function" in n for n in names)

@@ -64,7 +64,8 @@ def test_every_row_records_the_code_threads_and_cpu(smoke_suite, tmp_path):
     outcome = run_one(smoke_suite, get_method("lora"), smoke_suite.tasks[0], 0, tmp_path)
     row = pq.read_table(outcome.path).to_pylist()[0]
     assert row["code_commit"] == _git(REPO, "rev-parse", "HEAD").strip()
-    assert row["code_dirty"] in (True, False) and len(row["code_hash"]) == 16
+    changed = _git(REPO, "status", "--porcelain", "--", "initbench", "baselines", "tasks", "pyproject.toml")
+    assert row["code_dirty"] is bool(changed.strip()) and len(row["code_hash"]) == 16
     assert row["torch_threads"] == torch.get_num_threads()
     assert row["cpu_model"] and row["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert set(row["cpu_flags"].split(",")) <= set(provenance.KERNEL_FLAGS)

@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 
 from initbench.results import (
     RESULTS_SCHEMA,
-    RESULTS_SUFFIX,
     finished_status,
     read_results,
     result_files,
