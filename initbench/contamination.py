@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
 import unicodedata
@@ -37,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from initbench.results import write_json_atomic
 from initbench.suite import Suite, TaskSpec
 
 NGRAM = 8
@@ -194,10 +194,7 @@ def write_report(report: ContaminationReport, out: Path) -> Path:
     path = report_path(out, report.suite, report.suite_hash)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**report.to_dict(), "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(payload, path)
 
 
 def refusal(suite: Suite, report: ContaminationReport) -> str | None:

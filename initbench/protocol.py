@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from initbench.results import RESULTS_SUFFIX, run_stem
+from initbench.results import RESULTS_SUFFIX, run_stem, write_json_atomic
 from initbench.suite import Suite, SuiteError, TaskSpec
 
 PROTOCOLS = ("fixed", "tuned")
@@ -136,9 +135,7 @@ def _write_selection(out: Path, suite: Suite, selection: Selection) -> Path:
                    for lr, scores in sorted(selection.trials.items())],
         "selected_lr": selection.chosen, "reason": selection.reason,
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(payload, path)
     return path
 
 

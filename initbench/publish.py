@@ -49,7 +49,8 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from initbench import __version__, leaderboard
-from initbench.results import CURVE_SUFFIX, CURVE_SCHEMA, RESULTS_SCHEMA, read_results, upgrade, validate, write_atomic
+from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, read_results, upgrade, validate, write_atomic,
+                               write_json_atomic)
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
@@ -253,9 +254,7 @@ def _record_manifest(root: Path, version: str, sha256: str) -> None:
     path = Path(root) / MANIFESTS_FILE
     recorded = json.loads(path.read_text()) if path.exists() else {}
     recorded.setdefault(version, sha256)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(recorded, path)
 
 
 def verify_version(path: Path) -> dict[str, Any]:

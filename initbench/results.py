@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import errno
 import math
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,15 @@ def read_file(path: Path, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
         more = f" (and {len(problems) - 1} more problem(s); `initbench validate` lists them)" if len(problems) > 1 else ""
         raise ResultsError(f"{problems[0]}{more}; {fix}")
     return upgrade(table, schema)
+
+
+def write_json_atomic(payload: Any, path: Path) -> Path:
+    """Write ``payload`` as indented, key-sorted JSON at ``path`` through a temporary file and a rename,
+    so a reader never sees half a file (selections, plans, contamination reports, version records)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def first_line(err: BaseException) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, replace
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from initbench import claims
-from initbench.results import DONE, RESULTS_SUFFIX, STALE, finished_status, run_stem
+from initbench.results import DONE, RESULTS_SUFFIX, STALE, finished_status, run_stem, write_json_atomic
 from initbench.suite import Suite, TaskSpec
 
 if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do not need it
@@ -268,9 +267,7 @@ def write_plan(
     path.parent.mkdir(parents=True, exist_ok=True)
     plan["command"] = " ".join(["initbench", *sys.argv[1:]]) if sys.argv and "initbench" in sys.argv[0] else ""
     plan["written"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(plan, path)
     return path
 
 
