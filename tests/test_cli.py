@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from initbench.cli import main
@@ -50,3 +52,12 @@ def test_evaluate_leaderboard_validate_roundtrip(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "base (reference)" in table and "(n=2)" in table and "compare_sums (acc)" in table
     assert main(["validate", str(out)]) == 0
+
+
+def test_tuned_protocol_needs_a_tuning_grid(tmp_path, capsys):
+    smoke = (Path(__file__).parents[1] / "tasks" / "smoke.yaml").read_text()
+    suite = tmp_path / "untuned.yaml"
+    suite.write_text(smoke[: smoke.index("tuning:")].replace("name: smoke", "name: untuned"))
+    assert main(["sweep", "--suite", str(suite), "--method", "lora", "--protocol", "tuned", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert "has no 'tuning' section" in err and "untuned.yaml" in err
