@@ -166,12 +166,15 @@ def _json(text: Any) -> dict[str, Any]:
 
 def execution_environment(row: dict[str, Any]) -> dict[str, str]:
     """The ``INITBENCH_*`` settings that rerun a row in its recorded execution mode (precision,
-    compile, loss path), for ``reproduce``; empty where the row does not say."""
-    from initbench.execution import COMPILE_ENV, PRECISION_ENV
+    compile, loss path, and the torch thread count, which changes bf16 results on a CPU), for
+    ``reproduce``; empty where the row does not say."""
+    from initbench.execution import COMPILE_ENV, PRECISION_ENV, THREADS_ENV
     from initbench.train import FAST_ENV
 
     settings = _json(row.get("execution"))
     env = {}
+    if row.get("torch_threads"):
+        env[THREADS_ENV] = str(row["torch_threads"])
     if "autocast" in settings:
         env[PRECISION_ENV] = "bf16-autocast" if settings["autocast"] == "bf16" else "float32"
     if "compile" in settings:

@@ -81,4 +81,5 @@ def test_differences_name_what_changed_and_skip_what_an_old_row_lacks():
     assert [line.split(":")[0] for line in found] == ["code_commit", "torch_threads", "execution.autocast"]
     assert provenance.differences(old, dict(old)) == []
     assert provenance.execution_environment(new) == {
-        "INITBENCH_PRECISION": "bf16-autocast", "INITBENCH_COMPILE": "0", "INITBENCH_FAST": "0"}
+        "INITBENCH_PRECISION": "bf16-autocast", "INITBENCH_COMPILE": "0", "INITBENCH_FAST": "0",
+        "INITBENCH_THREADS": "1"}
