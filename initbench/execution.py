@@ -1,4 +1,4 @@
-"""How a run computes on its device: precision, torch.compile, threads, init reuse.
+"""How a run computes on its device: precision, torch.compile, threads, init and training reuse.
 
 Every setting is an environment variable, so the CLI sets it once and every worker (a local
 process, a Ray task, a SLURM job) inherits it; each is recorded in the results (the ``execution``
@@ -14,8 +14,10 @@ column, schema v5, and the provenance columns of schema v6, ``initbench.provenan
   ``mini`` run's <=51k; a new peft model per run recompiles), i.e. for long runs, not a grid of
   short ones.
 - ``INITBENCH_THREADS`` (``--threads-per-run``): the torch intra-op thread count of a run.
-- ``INITBENCH_INIT_REUSE``: ``0`` switches off reusing one initialization across the learning-rate
-  trials of a (method, task, seed) (``initbench.init_cache``); on by default.
+- ``INITBENCH_INIT_REUSE``: ``0`` switches off both reuses: of one initialization across the
+  learning-rate trials of a (method, task, seed) (``initbench.init_cache``), and of a trained model
+  across the runs that train it identically, e.g. a tuning trial and the final at its rate and seed
+  (``initbench.train_cache``); on by default.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ def compile_enabled() -> bool:
 
 
 def init_reuse_enabled() -> bool:
-    """Whether an initialization may be reused across learning-rate trials (default on)."""
+    """Whether an initialization may be reused across learning-rate trials, and a trained model across
+    runs that train it identically (default on)."""
     return _flag(INIT_REUSE_ENV, True)
 
 

@@ -17,6 +17,7 @@ process died; the sweep then reads the run's results file (``initbench.sweep``).
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import signal
 import subprocess
@@ -115,28 +116,54 @@ def die_with_driver() -> None:
 
 class InitAwareOrder:
     """The order parallel workers take runs in, so that one init serves the rates of a (method, task,
-    seed) (``initbench.init_cache``): a run waits while another run of its group is computing the
-    group's first init, unless no other run is pending (then it goes, rather than leave a worker idle)."""
+    seed) (``initbench.init_cache``) and one training the runs that train the same model
+    (``initbench.train_cache``): a run waits while another run of its group is computing the group's
+    first init, or while a run of its group at its rate is in flight (a tuning trial at the suite's
+    rate and the run at that rate), unless no other run is pending (then it goes, rather than leave a
+    worker idle)."""
 
     def __init__(self, specs: list[RunSpec]):
         self.pending = list(specs)
         self._computing: set[tuple] = set()  # groups whose first run is in flight
         self._ready: set[tuple] = set()  # groups with a finished run (the init is stored, if storable)
+        self._running: list[RunSpec] = []
 
     @staticmethod
     def group(spec: RunSpec) -> tuple:
         return spec.method, spec.task, spec.seed
 
+    @classmethod
+    def training(cls, spec: RunSpec) -> tuple:
+        """The group and the rate (the suite's where ``lr`` is None) of a run."""
+        return *cls.group(spec), _suite_rate(spec.suite) if spec.lr is None else spec.lr
+
+    def _waits(self, spec: RunSpec) -> bool:
+        return self.group(spec) in self._computing or \
+            any(self.training(spec) == self.training(other) for other in self._running)
+
     def take(self) -> RunSpec:
-        spec = next((s for s in self.pending if self.group(s) not in self._computing), self.pending[0])
+        spec = next((s for s in self.pending if not self._waits(s)), self.pending[0])
         self.pending.remove(spec)
+        self._running.append(spec)
         if self.group(spec) not in self._ready:
             self._computing.add(self.group(spec))
         return spec
 
     def finished(self, spec: RunSpec) -> None:
+        self._running.remove(spec)
         self._computing.discard(self.group(spec))
         self._ready.add(self.group(spec))
+
+
+@functools.cache
+def _suite_rate(path: str) -> float | None:
+    """The learning rate of the suite at ``path`` (a run with ``lr`` None trains at it); None if unreadable."""
+    from initbench.suite import load_suite
+
+    try:
+        return load_suite(path).budget.optimizer.lr
+    except Exception:  # the run itself will say why
+        return None
 
 
 def _run_process(command: list[str], env: dict[str, str] | None = None) -> str | None:

@@ -38,6 +38,7 @@ from initbench.seeding import configure_determinism, pick_device, seed_everythin
 from initbench.suite import LoraSpec, Suite, TaskSpec
 from initbench.throughput import training_throughput
 from initbench.train import execution_settings, train
+from initbench.train_cache import TrainReuse
 
 
 @dataclass
@@ -198,11 +199,12 @@ def _compute(
             tracker = diagnostics.Tracker(diagnostics.snapshot(model, lora.target_modules))
         if method.trains:
             examples = task_data.tokenize_records(data.records("train"), tokenizer, suite.budget.max_length)
-            init_start, reuse = time.perf_counter(), None
+            init_start, reuse, train_reuse = time.perf_counter(), None, None
             if method.attaches_lora:
                 if execution.init_reuse_enabled():
                     key = cache_key(suite.spec_hash, method, lora, seed, examples, device)
                     reuse = InitReuse.for_run(out, key, trial=split != "test", started=init_start)
+                    train_reuse = TrainReuse.for_run(out, key, lr, device)
                 model, modified = attach_and_initialize(
                     model, tokenizer, method, lora, seed=seed, examples=examples, budget=suite.budget, lr=lr,
                     spend=spend, base_params=base_params, device=device, family=suite.family, reuse=reuse,
@@ -217,9 +219,14 @@ def _compute(
             record["base_weights_modified"], record["modified_layers"] = bool(modified), len(modified)
             record["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
             flops_before = spend.flops
-            trained = train(model, examples, suite.budget, lr=lr, seed=seed, pad_id=tokenizer.pad_token_id,
-                            device=device, spend=spend, base_params=base_params, label=label,
-                            optimizer=method.build_optimizer(model, lr, suite.budget.optimizer))
+            trained = None if train_reuse is None else train_reuse.restore(model, spend)
+            if trained is None:
+                trained = train(model, examples, suite.budget, lr=lr, seed=seed, pad_id=tokenizer.pad_token_id,
+                                device=device, spend=spend, base_params=base_params, label=label,
+                                optimizer=method.build_optimizer(model, lr, suite.budget.optimizer))
+                if train_reuse is not None:
+                    train_reuse.store(model, trained, spend)
+            record["train_reused"] = train_reuse is not None and train_reuse.reused
             status, curve = trained.status, trained.curve
             record["train_seconds"] = trained.seconds
             record["execution"] = json.dumps(trained.execution, sort_keys=True)

@@ -27,18 +27,16 @@ import hashlib
 import inspect
 import json
 import os
-import pickle
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from initbench.api import InitContext, InitMethod, LoraSettings
 from initbench.budget import Spend
+from initbench.seeding import rng_states, set_rng_states
 
 FOLDER = ".init-cache"
 
@@ -85,6 +83,29 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def save_entry(entry: dict[str, Any], path: Path) -> bool:
+    """Write a cache entry atomically (a temporary file, then ``os.replace``); returns whether it was
+    written (a full disk or a folder deleted meanwhile is not the run's failure: nothing is cached)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(entry, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def load_entry(path: Path) -> dict[str, Any] | None:
+    """The cache entry at ``path``, or None when there is none or it cannot be read (then the run computes)."""
+    try:
+        entry = torch.load(path, weights_only=False)
+    except Exception:  # absent, truncated, not a torch file, pickled by other code: whatever it is, compute
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
 def structure(model: torch.nn.Module) -> list[tuple]:
     """The module structure a restore relies on: every parameter (shape, dtype, trainable) and buffer."""
     params = [(n, tuple(p.shape), str(p.dtype), p.requires_grad) for n, p in model.named_parameters()]
@@ -116,21 +137,14 @@ class InitReuse:
     def restore(self, model: torch.nn.Module, spend: Spend) -> list[str] | None:
         """Write the stored init into ``model`` (just attached); returns the modified base layers, or
         None when there is no usable entry (then the caller initializes as usual)."""
-        try:
-            entry = torch.load(self.path, weights_only=False)
-        except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError):  # absent, or unreadable
-            return None
-        if entry.get("structure") != structure(model):
+        entry = load_entry(self.path)
+        if entry is None or entry.get("structure") != structure(model):
             return None
         state = model.state_dict(keep_vars=True)
         with torch.no_grad():
             for name, tensor in {**entry["adapter"], **entry["base"]}.items():
                 state[name].copy_(tensor)
-        random.setstate(entry["rng"]["python"])
-        np.random.set_state(entry["rng"]["numpy"])
-        torch.set_rng_state(entry["rng"]["torch"])
-        if entry["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(entry["rng"]["cuda"])
+        set_rng_states(entry["rng"])
         for name, value in entry["spend"].items():
             setattr(spend, name, value)
         self.reused, self.init_seconds = True, entry["init_seconds"]
@@ -159,11 +173,5 @@ class InitReuse:
         changed = [n for n, p in now.items() if base_prints.get(_base_key(n)) != p]
         base = {n: t.detach().clone() for n, t in model.state_dict().items() if n in changed}
         entry = {"structure": self._structure, "adapter": adapter, "base": base, "modified": modified,
-                 "spend": dict(spend.__dict__), "init_seconds": self.init_seconds,
-                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        torch.save(entry, tmp)
-        os.replace(tmp, self.path)
-        return True
+                 "spend": dict(spend.__dict__), "init_seconds": self.init_seconds, "rng": rng_states()}
+        return save_entry(entry, self.path)

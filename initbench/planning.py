@@ -14,9 +14,16 @@ from the first source that has them, and each row names its source:
    budget's steps: a lower bound (no init, no evaluation, no model load).
 
 A method whose measured runs restored their init (``init_reused``) saves its median init time on
-every trial after the first of a (task, seed).  Machine-hours divide the run-hours by the local
-workers, assuming each run takes as long as the measured ones did at their thread count (the
-rows' ``torch_threads`` and ``execution`` are shown so a mismatch is visible).
+every trial after the first of a (task, seed).  A run of a LoRA method that will load the training of
+an earlier run of the grid (``initbench.train_cache``: same method, task, seed, rate and training
+examples -- a trial's are the final's where the task has a validation split of its own) is counted
+without its median ``train_seconds`` (model load, init and evaluation remain); a tuned final counts so
+when its seed is a tuning seed (there is a trial at every rate the selection can choose), and the
+summary says how many more will when the chosen rate is the suite's default.
+
+Machine-hours divide the run-hours by the local workers, assuming each run takes as long as the
+measured ones did at their thread count (the rows' ``torch_threads`` and ``execution`` are shown so a
+mismatch is visible).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ class Estimate:
     source: str
     init_seconds: float = 0.0  # saved per reused trial
     reusable: bool = False
+    train_seconds: float = 0.0  # saved per run whose training is reused
 
 
 def measured_runs(out: Path, suite: Suite) -> list[dict[str, Any]]:
@@ -73,11 +81,14 @@ def _mode(rows: list[dict[str, Any]]) -> str:
 
 
 def _from_rows(rows: list[dict[str, Any]], what: str) -> Estimate:
-    computed = [r for r in rows if not r.get("init_reused")] or rows  # a run that computed its init
+    trained = [r for r in rows if not r.get("train_reused")] or rows
+    computed = [r for r in trained if not r.get("init_reused")] or trained  # a run that computed init and training
     inits = [r["init_seconds"] for r in computed if r.get("init_seconds")]
+    trains = [r["train_seconds"] for r in trained if r.get("train_seconds")]
     return Estimate(statistics.median(r["wall_seconds"] for r in computed),
                     f"median of {len(rows)} {what} in --out ({_mode(rows)})",
-                    statistics.median(inits) if inits else 0.0, any(r.get("init_reused") for r in rows))
+                    statistics.median(inits) if inits else 0.0, any(r.get("init_reused") for r in rows),
+                    statistics.median(trains) if trains else 0.0)
 
 
 def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
@@ -113,7 +124,8 @@ def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
     precision = execution.precision(device)
     return Estimate(per_step * suite.budget.steps,
                     f"calibration now: {steps} lora steps at {per_step:.3g} s/step x {suite.budget.steps} steps "
-                    f"({precision}/{threads}t; training only: a lower bound)")
+                    f"({precision}/{threads}t; training only: a lower bound)",
+                    train_seconds=per_step * suite.budget.steps)
 
 
 def estimates(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec], out: Path) -> dict[tuple[str, str], Estimate]:
@@ -149,41 +161,75 @@ def _final_done(out: Path, suite: Suite, method: str, task: str, seed: int) -> b
                for p in folder.glob(f"seed{seed}-lr*-test-{suite.spec_hash}{RESULTS_SUFFIX}"))
 
 
+def _trials_train_like_finals(suite: Suite, task: TaskSpec) -> bool:
+    """Whether a tuning trial of ``task`` trains on the same examples as a final: the task has a
+    validation split of its own (else a trial trains on the training split less the validation carved
+    out of it, ``data.with_validation``).  A generated task is materialized to see (cached); False
+    where its data cannot be read here."""
+    if task.data.files or task.data.splits:
+        return "validation" in (task.data.files or task.data.splits)
+    from initbench.data import materialize
+
+    try:
+        return "validation" in materialize(task, suite.path).files
+    except Exception:  # the sweep's runs will say why; count no reuse
+        return False
+
+
 def render_plan(
     suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, protocol: str = "fixed",
     tasks: list[TaskSpec] | None = None, workers: int = 1,
 ) -> str:
     """The plan of a sweep: runs per method by kind (pending / planned), seconds per run and their
     source, run-hours and machine-hours of what is pending."""
+    from initbench.execution import init_reuse_enabled
+
     tasks = suite.tasks if tasks is None else tasks
     first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks)
     guess = estimates(suite, methods, tasks, out)
     table, total_runs, total_pending, total_seconds = [], 0, 0, 0.0
+    reused_trainings = maybe_reused = 0
     for method in methods:
         counts = {kind: [0, 0] for kind in ("trials", "default", "finals")}  # pending, planned
         seconds, sources = 0.0, defaultdict(list)
+        reuse_training = method.trains and method.attaches_lora and init_reuse_enabled()
         for task in tasks:
             estimate = guess[(method.name, task.name)]
             sources[f"{estimate.seconds:,.1f} s ({estimate.source})"].append(task.name)
             specs = [s for s in first if s.method == method.name and s.task == task.name]
+            shared = reuse_training and _trials_train_like_finals(suite, task)
             seen_init: set[int] = set()
+            trained: set[tuple] = set()  # (seed, rate, split or "any"): trainings of earlier runs of the grid
             for spec in specs:
                 kind = "trials" if spec.split == "validation" else "default"
+                training = (spec.seed, suite.budget.optimizer.lr if spec.lr is None else spec.lr,
+                            "any" if shared else spec.split)
                 pending = finished_status(spec.stem(suite)) not in DONE
                 counts[kind][1] += 1
                 if pending:
                     counts[kind][0] += 1
                     saved = estimate.init_seconds if estimate.reusable and spec.split == "validation" \
                         and spec.seed in seen_init else 0.0
+                    if reuse_training and training in trained:
+                        saved += estimate.train_seconds
+                        reused_trainings += 1
                     seconds += max(estimate.seconds - saved, 0.0)
                 if spec.split == "validation":
                     seen_init.add(spec.seed)
+                trained.add(training)
             if protocol == "tuned" and method.trains:
                 for seed in seeds:
                     counts["finals"][1] += 1
-                    if not _final_done(out, suite, method.name, task.name, seed):
-                        counts["finals"][0] += 1
+                    if _final_done(out, suite, method.name, task.name, seed):
+                        continue
+                    counts["finals"][0] += 1
+                    if shared and seed in suite.tuning.seeds:  # a trial at every rate the selection can choose
+                        seconds += max(estimate.seconds - estimate.train_seconds, 0.0)
+                        reused_trainings += 1
+                    else:
                         seconds += estimate.seconds
+                        at_default = (seed, suite.budget.optimizer.lr, "any" if shared else "test")
+                        maybe_reused += reuse_training and at_default in trained
         pending = sum(c[0] for c in counts.values())
         planned = sum(c[1] for c in counts.values())
         total_runs, total_pending, total_seconds = total_runs + planned, total_pending + pending, total_seconds + seconds
@@ -199,5 +245,17 @@ def render_plan(
              f"runs: {total_pending} pending of {total_runs} planned (pending/planned per kind above)",
              f"run-hours pending: {total_seconds / 3600:.2f}; machine-hours with {workers} local worker(s): "
              f"{total_seconds / 3600 / workers:.2f} (assumes each run as fast as its source measured it)",
+             _reuse_line(reused_trainings, maybe_reused),
              "nothing was run"]
     return "\n".join(lines)
+
+
+def _reuse_line(reused: int, maybe: int) -> str:
+    """What training reuse (``initbench.train_cache``) saves of the pending runs, for the plan's summary."""
+    from initbench.execution import INIT_REUSE_ENV, init_reuse_enabled
+
+    if not init_reuse_enabled():
+        return f"training reuse: off (${INIT_REUSE_ENV}=0)"
+    return (f"training reuse saves {reused} of the pending runs' trainings (a run loads the training of an earlier "
+            "run with the same method, task, seed and rate; counted above)"
+            + (f", and {maybe} more if the chosen rate is the suite's default" if maybe else ""))

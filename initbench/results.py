@@ -48,6 +48,11 @@ initialization was loaded from an earlier learning-rate trial of the same method
 ``initbench.forgetting``: the mean per-token KL divergence of the trained model's next-token
 distribution from the untouched base model's on a held set of general text, final runs of methods
 that train).  Null in older files.
+
+Schema version 7 adds ``train_reused``: the run's trained adapters, training curve and training
+outputs (``train_seconds``, throughput) were loaded from an earlier run that trained the identical
+model (same method, task, seed, training data, learning rate and execution settings; a tuning trial
+and the final at its rate and seed, ``initbench.train_cache``).  Null in older files.
 """
 
 from __future__ import annotations
@@ -63,8 +68,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "6"
-SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5", "6")
+SCHEMA_VERSION = "7"
+SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5", "6", "7")
 RESULTS_SUFFIX = ".results.parquet"
 CURVE_SUFFIX = ".curve.parquet"
 
@@ -161,6 +166,8 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("cpu_flags", pa.string()),  # kernel-choosing ISA flags, comma-separated
         pa.field("cpu_capability", pa.string()),  # torch.backends.cpu.get_cpu_capability()
         pa.field("init_reused", pa.bool_()),  # the init came from an earlier trial (initbench.init_cache)
+        # schema version 7: the training came from an earlier run that trained the same model (initbench.train_cache)
+        pa.field("train_reused", pa.bool_()),
         # schema version 6 -- issue 13 item 6: forgetting (initbench.forgetting), final runs of training methods
         pa.field("forgetting_kl", pa.float64()),  # mean per-token KL(base || trained) on the held set, nats
         pa.field("forgetting_set", pa.string()),  # which held set (source, count, content hash)
@@ -179,8 +186,11 @@ V5_DEFAULTS = {"execution": None}
 V6_DEFAULTS = {"method_info": None, "primary_metric": None, "code_commit": None, "code_dirty": None,
                "code_hash": None, "torch_threads": None, "cpu_model": None, "cpu_flags": None,
                "cpu_capability": None, "init_reused": None, "forgetting_kl": None, "forgetting_set": None}
+#: columns added in schema version 7 (training reuse), null in older files
+V7_DEFAULTS = {"train_reused": None}
 #: the columns each schema version added, for reading and validating older files
-ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS}
+ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS,
+            "7": V7_DEFAULTS}
 
 CURVE_SCHEMA = pa.schema(
     KEY_FIELDS

@@ -125,12 +125,13 @@ def run_sweep(
         await_claims(suite, first, report)  # trials another sweep is computing, before selecting on them
         outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
                                executor, report)
-        from initbench.init_cache import cache_folder
         from initbench.protocol import superseded
 
         for reason in superseded(out).values():
             report(f"set aside (kept, not counted): {reason}")
-        shutil.rmtree(cache_folder(out), ignore_errors=True)  # the trials' inits (issue 13), reused until here
+    from initbench.init_cache import cache_folder
+
+    shutil.rmtree(cache_folder(out), ignore_errors=True)  # the stored inits and trainings, reused until here
     return outcomes
 
 

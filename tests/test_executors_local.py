@@ -70,3 +70,24 @@ def test_parallel_workers_let_one_init_serve_the_rates_of_a_group():
     assert [order.take(), order.take()] == lora[1:]  # the init is stored: the other rates go, in parallel
     alone = InitAwareOrder(lora)
     assert [alone.take(), alone.take()] == lora[:2]  # nothing else pending: no worker idles
+
+
+def test_parallel_workers_let_one_training_serve_a_trial_and_the_run_at_its_rate(smoke_suite):
+    from initbench.executors import InitAwareOrder
+    from initbench.sweep import RunSpec
+
+    def spec(task, seed, lr=None):  # lr None: the suite's rate, a run on test
+        split = "test" if lr is None else "validation"
+        return RunSpec(str(smoke_suite.path), "lora", task, seed, "out", lr=lr, split=split)
+
+    rate = smoke_suite.budget.optimizer.lr
+    first, trial, at_rate = spec("addition", 0, 0.001), spec("addition", 0, rate), spec("addition", 0)
+    order = InitAwareOrder([first, trial, at_rate, spec("compare_sums", 0), spec("compare_sums", 1)])
+    assert [order.take(), order.take()] == [first, spec("compare_sums", 0)]
+    order.finished(first)  # the group's init is stored
+    assert [order.take(), order.take()] == [trial, spec("compare_sums", 1)]  # at_rate waits for the trial's training
+    order.finished(trial)
+    assert order.take() == at_rate
+    alone = InitAwareOrder([first, trial, at_rate])
+    alone.finished(alone.take())
+    assert [alone.take(), alone.take()] == [trial, at_rate]  # nothing else pending: no worker idles

@@ -52,3 +52,22 @@ def test_workers_that_oversubscribe_the_cores_are_refused(tmp_path, capsys):
 def test_local_worker_options_with_another_executor_are_refused(tmp_path, capsys):
     assert main([*PLAN, "--out", str(tmp_path), "--executor", "ray", "--workers", "2"]) == 2
     assert "--workers and --threads-per-run apply to --executor local only" in capsys.readouterr().err
+
+
+def test_plan_counts_the_trainings_reuse_saves(smoke_suite, tmp_path, capsys, monkeypatch):
+    from initbench.planning import estimates
+
+    out = tmp_path / "runs"
+    run_one(smoke_suite, get_method("lora"), smoke_suite.tasks[0], 0, out)  # addition, seed 0, default rate
+    estimate = estimates(smoke_suite, [get_method("lora")], smoke_suite.tasks, out)[("lora", "addition")]
+    assert 0 < estimate.train_seconds < estimate.seconds
+
+    assert main([*PLAN, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    # compare_sums' seed-0 run at the default rate (addition's is done) trains like its trial at that rate, and
+    # each task's tuned final of seed 0 like its trial at the chosen rate; seed 1's like its default-rate run
+    # if the default is chosen
+    assert "training reuse saves 3 of the pending runs' trainings" in text and "and 2 more if the chosen" in text
+    monkeypatch.setenv("INITBENCH_INIT_REUSE", "0")
+    assert main([*PLAN, "--out", str(out)]) == 0
+    assert "training reuse: off ($INITBENCH_INIT_REUSE=0)" in capsys.readouterr().out

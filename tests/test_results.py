@@ -34,7 +34,7 @@ def test_written_files_validate_and_carry_the_schema_version(tmp_path):
     path = write_run(stem, [_row()], [{"run_id": "x", "suite": "s", "suite_hash": "h", "method": "m", "task": "t",
                                        "seed": 0, "step": 1, "loss": 1.0, "lr": 0.1, "tokens": 3}])
     assert validate(tmp_path) == []
-    assert pq.read_schema(path).metadata[b"initbench.schema_version"] == b"6"
+    assert pq.read_schema(path).metadata[b"initbench.schema_version"] == b"7"
     assert finished_status(stem) == "ok"
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 
