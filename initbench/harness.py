@@ -203,7 +203,7 @@ def _compute(
             if method.attaches_lora:
                 if execution.init_reuse_enabled():
                     key = cache_key(suite.spec_hash, method, lora, seed, examples, device)
-                    reuse = InitReuse.for_run(out, key, trial=split != "test", started=init_start)
+                    reuse = InitReuse.for_run(out, key, started=init_start)
                     train_reuse = TrainReuse.for_run(out, key, lr, device)
                 model, modified = attach_and_initialize(
                     model, tokenizer, method, lora, seed=seed, examples=examples, budget=suite.budget, lr=lr,

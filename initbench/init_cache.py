@@ -1,7 +1,7 @@
 """Reuse one initialization across the learning-rate trials of a (method, task, seed).
 
 A tuning trial at another rate repeats exactly the same init (lora-one's takes ~4 minutes on
-``mini``).  After a trial's init, :class:`InitReuse` writes what the init produced to
+``mini``).  After a run's init, :class:`InitReuse` writes what the init produced to
 ``<out>/.init-cache/<key>.pt``; a later run with the same key restores it instead of calling
 ``initialize`` and is bit-identical to computing it (``tests/test_init_cache.py``).  What is stored:
 every adapter tensor (peft's ``lora_*``), every base tensor the init changed (found against the
@@ -16,8 +16,9 @@ CPU kernel level, and initbench's code hash -- but not the learning rate.  So a 
 depending on the rate: reading ``ctx.lr`` during ``initialize`` (tracked by :class:`WatchedContext`)
 stores nothing.  Nothing is stored either when the init changed the module structure or what trains
 (``initbench.adapters``: a restore writes tensors, not modules), or the method object's own
-attributes, or when the base model was not lent with its fingerprints.  Only trials (validation
-split) store; any run may restore.  ``INITBENCH_INIT_REUSE=0`` switches reuse off; the sweep
+attributes, or when the base model was not lent with its fingerprints.  Every run stores (trials
+and finals: the tuned finals at seeds 1 and 2 reuse the default-rate finals' inits) and any run may
+restore.  ``INITBENCH_INIT_REUSE=0`` switches reuse off; the sweep
 deletes the folder when it is done.
 """
 
@@ -123,7 +124,6 @@ class InitReuse:
     then :meth:`store` around it."""
 
     path: Path
-    store_allowed: bool  # trials store; every run may restore
     reused: bool = False
     init_seconds: float | None = None  # the init's own cost (restored: the original's)
     started: float = 0.0  # perf_counter() when the run's init phase began (attach included)
@@ -131,8 +131,8 @@ class InitReuse:
     _method_state: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_run(cls, out: Path, key: str, *, trial: bool, started: float) -> InitReuse:
-        return cls(cache_folder(out) / f"{key}.pt", trial, started=started)
+    def for_run(cls, out: Path, key: str, *, started: float) -> InitReuse:
+        return cls(cache_folder(out) / f"{key}.pt", started=started)
 
     def restore(self, model: torch.nn.Module, spend: Spend) -> list[str] | None:
         """Write the stored init into ``model`` (just attached); returns the modified base layers, or
@@ -152,8 +152,7 @@ class InitReuse:
 
     def watch(self, model: torch.nn.Module, method: InitMethod) -> None:
         """Note the structure and the method's attributes before ``initialize``."""
-        if self.store_allowed:
-            self._structure, self._method_state = structure(model), dict(vars(method))
+        self._structure, self._method_state = structure(model), dict(vars(method))
 
     def store(
         self, model: torch.nn.Module, method: InitMethod, ctx: WatchedContext, spend: Spend, modified: list[str],
@@ -164,7 +163,7 @@ class InitReuse:
 
         self.init_seconds = time.perf_counter() - self.started
         state = dict(vars(method))
-        if (not self.store_allowed or ctx.lr_read or base_prints is None or structure(model) != self._structure
+        if (ctx.lr_read or base_prints is None or structure(model) != self._structure
                 or state.keys() != self._method_state.keys()
                 or any(state[k] is not self._method_state[k] for k in state)):
             return False

@@ -61,12 +61,15 @@ def test_a_tuned_sweep_reuses_the_trials_init_and_cleans_up(tmp_path):
 
     suite = load_suite(str(quick_smoke_suite(tmp_path)))
     out = tmp_path / "runs"
-    run_sweep(suite, [get_method("lora-ga")], [0], out, InlineExecutor(), protocol="tuned", report=lambda line: None)
-    rows = {(r["learning_rate"], r["eval_split"], r["protocol"]): r["init_reused"]
+    run_sweep(suite, [get_method("lora-ga")], [0, 1], out, InlineExecutor(), protocol="tuned", report=lambda line: None)
+    rows = {(r["seed"], r["learning_rate"], r["eval_split"], r["protocol"]): r["init_reused"]
             for r in read_results(out).to_pylist()}
-    trials = [rows[(lr, "validation", "tuned")] for lr in suite.tuning.lr_grid]
+    trials = [rows[(0, lr, "validation", "tuned")] for lr in suite.tuning.lr_grid]
     assert trials == [False] + [True] * (len(trials) - 1)
-    assert all(reused for (lr, split, _), reused in rows.items() if split == "test")  # seed 0 is a tuning seed
+    assert all(reused for (seed, _, split, _), reused in rows.items() if seed == 0 and split == "test")  # a tuning seed
+    # seed 1 is no tuning seed: its default-rate final computes the init, its tuned final restores it
+    assert not rows[(1, suite.budget.optimizer.lr, "test", "fixed")]
+    assert [reused for (seed, _, _, protocol), reused in rows.items() if seed == 1 and protocol == "tuned"] == [True]
     assert not cache_folder(out).exists()
 
 
