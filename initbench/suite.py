@@ -340,7 +340,7 @@ def _convert(hint: Any, value: Any, where: str, key: str) -> Any:
                 return _convert(option, value, where, key)
             except SuiteError as err:
                 errors.append(str(err))
-        raise errors[0] if len(errors) == 1 else SuiteError(f"{where}: key '{key}' has the wrong type: {value!r}")
+        raise SuiteError(errors[0] if len(errors) == 1 else f"{where}: key '{key}' has the wrong type: {value!r}")
     if origin is list:
         if not isinstance(value, list):
             raise SuiteError(f"{where}: key '{key}' must be a list, got {type(value).__name__}")
