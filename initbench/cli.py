@@ -293,8 +293,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if getattr(args, "plan", False):
         from initbench.planning import render_plan
 
-        print(render_plan(suite, methods, seeds, args.out, protocol=args.protocol, tasks=tasks,
-                          workers=args.workers if args.executor == "local" else 1))
+        try:
+            print(render_plan(suite, methods, seeds, args.out, protocol=args.protocol, tasks=tasks,
+                              workers=args.workers if args.executor == "local" else 1))
+        except ProtocolError as err:  # a curvature-centred grid without its inputs
+            raise UsageError(str(err)) from None
         return 0
     executor = make_executor(args.executor, out=args.out, **options)
     try:

@@ -36,7 +36,7 @@ from initbench.sweep import grid
 
 if TYPE_CHECKING:
     from initbench.api import InitMethod
-    from initbench.suite import Suite, TaskSpec
+    from initbench.suite import Suite, TaskSpec, TuningSpec
 
 CALIBRATION_STEPS = 3
 
@@ -190,8 +190,8 @@ def render_plan(
         table.append([method.name, *(f"{c[0]}/{c[1]}" for c in counts.values()), f"{seconds / 3600:.2f}",
                       "; ".join(f"{', '.join(names)}: {source}" for source, names in sources.items())])
     lines = [f"plan: suite {suite.name} ({suite.spec_hash}), protocol {protocol}, seeds {','.join(map(str, seeds))}"
-             + (f", lr grid {', '.join(format_lr(x) for x in suite.tuning.lr_grid)} x tuning seeds "
-                f"{','.join(map(str, suite.tuning.seeds))}" if protocol == "tuned" and suite.tuning else ""),
+             + (f", {_grid_words(suite.tuning)} x tuning seeds {','.join(map(str, suite.tuning.seeds))}"
+                if protocol == "tuned" and suite.tuning else ""),
              "",
              tabulate(table, ["method", "trials", "default rate", "finals", "run-hours", "seconds per run (source)"],
                       tablefmt="github", disable_numparse=True),
@@ -201,3 +201,13 @@ def render_plan(
              f"{total_seconds / 3600 / workers:.2f} (assumes each run as fast as its source measured it)",
              "nothing was run"]
     return "\n".join(lines)
+
+
+def _grid_words(tuning: TuningSpec) -> str:
+    """The tuning grid in a plan's first line."""
+    if tuning.curvature_centred:
+        from initbench.tuning_grid import tuning_record
+
+        record = tuning_record(tuning)
+        return f"curvature-centred grid of {record['points']} rates x{record['factor']:g} apart per method and task"
+    return f"lr grid {', '.join(format_lr(x) for x in tuning.lr_grid)}"

@@ -105,6 +105,7 @@ def reconstruct_commands(table: pa.Table) -> list[str]:
 
 def _suites_manifest(table: pa.Table) -> list[dict[str, Any]]:
     from initbench.suite import SuiteError, load_suite
+    from initbench.tuning_grid import tuning_record
 
     out = []
     for name, spec_hash in sorted(set(zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))):
@@ -118,8 +119,7 @@ def _suites_manifest(table: pa.Table) -> list[dict[str, Any]]:
             entry["builtin_spec_hash"] = suite.spec_hash
             if suite.spec_hash == spec_hash:
                 entry["spec"] = suite.spec_dict()
-                entry["tuning"] = None if suite.tuning is None else {"lr_grid": suite.tuning.lr_grid,
-                                                                     "seeds": suite.tuning.seeds}
+                entry["tuning"] = None if suite.tuning is None else tuning_record(suite.tuning)
         out.append(entry)
     return out
 
