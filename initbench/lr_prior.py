@@ -54,9 +54,17 @@ def grid_shape(grid: Sequence[float]) -> tuple[int, float]:
     return len(grid), (grid[-1] / grid[0]) ** (1 / (len(grid) - 1))
 
 
+def edge_side(chosen: float, grid: Sequence[float]) -> str:
+    """``"lowest"`` or ``"highest"`` when the chosen rate is the smallest or the largest of its grid
+    (the optimum may lie outside), else ``""``."""
+    if math.isclose(chosen, min(grid), rel_tol=1e-9):
+        return "lowest"
+    return "highest" if math.isclose(chosen, max(grid), rel_tol=1e-9) else ""
+
+
 def on_edge(chosen: float, grid: Sequence[float]) -> bool:
-    """Whether the chosen rate is the smallest or the largest of its grid (the optimum may lie outside)."""
-    return math.isclose(chosen, min(grid), rel_tol=1e-9) or math.isclose(chosen, max(grid), rel_tol=1e-9)
+    """Whether the chosen rate is the smallest or the largest of its grid (:func:`edge_side`)."""
+    return bool(edge_side(chosen, grid))
 
 
 @dataclass(frozen=True)

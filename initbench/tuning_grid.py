@@ -85,7 +85,7 @@ def edge_report(results: Path) -> list[dict[str, Any]]:
     their grid, and how many of those chose its lowest or its highest rate.  A selection file from
     before grids were recorded is a fixed grid of its trials' rates; a choice that is not a rate of
     the grid (every trial failed: the suite's default) is counted apart."""
-    from initbench.lr_prior import on_edge
+    from initbench.lr_prior import edge_side
     from initbench.protocol import selection_name
 
     counts: dict[tuple[str, str], dict[str, Any]] = {}
@@ -103,6 +103,6 @@ def edge_report(results: Path) -> list[dict[str, Any]]:
             row["not_from_grid"] += 1
             continue
         row["selections"] += 1
-        if on_edge(chosen, rates):
-            row["lowest" if math.isclose(chosen, min(rates), rel_tol=1e-9) else "highest"] += 1
+        if side := edge_side(chosen, rates):
+            row[side] += 1
     return [counts[key] for key in sorted(counts)]
