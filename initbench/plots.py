@@ -46,6 +46,23 @@ def _grid(plt, n: int, width: float = 4.5, height: float = 3.2):
     return fig, list(axes.flat)
 
 
+def _log_axes(ax, *axes: str) -> None:
+    """Log scale on ``axes`` ("x", "y") with ticks labelled as plain numbers (0.001, not 10^-3): with
+    ``text.parse_math`` off (see :func:`write_plots`) matplotlib's default labels print as raw mathtext.
+    Which ticks carry a label is matplotlib's choice (minor ones only over a narrow range)."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    for name in axes:
+        getattr(ax, f"set_{name}scale")("log")
+        axis = getattr(ax, f"{name}axis")
+        axis.set_major_formatter(Plain())
+        axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -114,8 +131,7 @@ def _curvature_lr(plt, entry, path) -> Path:
             ax.plot(line, np.exp(fitted["intercept"]) * line ** fitted["slope"], color="tab:red", alpha=0.7,
                     label=f"fit: slope {fitted['slope']:.2f}, R^2 {fitted['r_squared']:.2f} (n={fitted['n']})")
             ax.legend(fontsize=7)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_axes(ax, "x", "y")
         ax.set_xlabel("1 / lambda_max at init", fontsize=8)
         ax.set_ylabel("chosen learning rate", fontsize=8)
         ax.set_title(task + ("" if fitted else " (fewer than 3 methods: no fit)"), fontsize=9)
@@ -173,7 +189,7 @@ def _lr_sensitivity(plt, entry, path) -> Path:
                 ax.plot([chosen[0]["lr"]], [chosen[0]["validation_mean"]], marker="*", markersize=14,
                         color=line.get_color())
         if by_method:
-            ax.set_xscale("log")
+            _log_axes(ax, "x")
             ax.legend(fontsize=7)
             ax.set_ylabel(f"validation {rows[0]['metric']}", fontsize=8)
         ax.set_xlabel("learning rate")
@@ -235,7 +251,7 @@ def _pareto(plt, block, cost, key, label, path) -> Path:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", alpha=0.6,
                 label="Pareto front")
         if min(xs) > 0 and max(xs) / min(xs) > 100:
-            ax.set_xscale("log")
+            _log_axes(ax, "x")
         ax.legend(fontsize=7)
     ax.set_xlabel(label)
     ax.set_ylabel("IQM (" + ("normalized" if block["normalization"] else "raw") + ")")

@@ -119,3 +119,20 @@ def test_publish_without_curvature_is_unchanged(tmp_path):
     assert (again / "README.md").read_text().replace("v2", "v1").split("Published")[1].split("\n", 1)[1] \
         == readme.split("Published")[1].split("\n", 1)[1]
     assert not (again / CURVATURE_FILE).exists()
+
+
+def test_log_axes_label_ticks_as_plain_numbers():
+    """With mathtext off (names are plain text), log axes would print '$\\mathdefault{10^{-3}}$'."""
+    import matplotlib
+
+    from initbench.plots import _log_axes, _pyplot
+
+    plt = _pyplot()
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig, ax = plt.subplots()
+        ax.plot([0.001, 0.1], [1e-4, 1e-2])
+        _log_axes(ax, "x", "y")
+        fig.canvas.draw()
+        labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
+        plt.close(fig)
+    assert "0.001" in labels and "0.01" in labels and not any("$" in label for label in labels)
