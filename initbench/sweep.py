@@ -8,7 +8,8 @@ a run whose process died without writing one (killed, out of memory, segfault) g
 result naming the reason (``harness.record_crash``), and a rerun of the same command redoes only
 the runs that are not ``ok`` or ``diverged``.
 
-``tuned`` runs in two stages: first every trial (and the runs at the suite's default rate), then,
+``tuned`` runs in two stages (each (method, task)'s grid, ``initbench.tuning_grid``, is resolved before
+anything runs): first every trial (and the runs at the suite's default rate), then,
 once a (method, task) has all its trials, the selection (``initbench.protocol.select``) and the
 finals at the chosen rate.  Each sweep writes its plan to ``<out>/<suite>/sweeps/`` so
 ``initbench status`` can show what is done, failed and missing, and the suite's contamination
