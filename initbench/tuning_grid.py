@@ -33,7 +33,7 @@ class TrialGrid:
     kind: str
     rates: list[float]
     predicted_lr: float | None = None  # the centre (curvature-centred)
-    calibration: dict[str, Any] = field(default_factory=dict)  # reference, its rate and lambda_max; lambda_max
+    calibration: dict[str, Any] = field(default_factory=dict)  # reference, reference_lr, reference_lambda, lambda_max
 
     def as_record(self) -> dict[str, Any]:
         """What a selection file records of its grid."""
