@@ -596,7 +596,8 @@ def _curvature_tables(cells: list[dict], fits: dict[str, dict | None], fmt: str)
         sources = sorted({c["reference_lr_source"] for c in rows})
         line = ("fit of log(chosen rate) on log(1 / lambda_max): " + (
             f"slope {fitted['slope']:.3f}, R^2 {fitted['r_squared']:.3f}, r {fitted['pearson_r']:.3f} "
-            f"[95% CI {_num(fitted['r_ci'][0], '.3f')}, {_num(fitted['r_ci'][1], '.3f')}], n = {fitted['n']}"
+            + (f"[95% CI {fitted['r_ci'][0]:.3f}, {fitted['r_ci'][1]:.3f}]" if _num(fitted["r_ci"][0]) else
+               "(no Fisher-z interval with n <= 3)") + f", n = {fitted['n']}"
             if fitted else "fewer than three methods with a chosen rate, no fit"))
         parts.append(f"Curvature at init, task `{task}` (lambda_max: top Hessian eigenvalue of the training loss "
                      f"after init, mean over seeds, initbench.curvature; predicted: lr-prior, calibrated on "
