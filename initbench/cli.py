@@ -293,8 +293,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if getattr(args, "plan", False):
         from initbench.planning import render_plan
 
-        print(render_plan(suite, methods, seeds, args.out, protocol=args.protocol, tasks=tasks,
-                          workers=args.workers if args.executor == "local" else 1))
+        try:
+            print(render_plan(suite, methods, seeds, args.out, protocol=args.protocol, tasks=tasks,
+                              workers=args.workers if args.executor == "local" else 1))
+        except ProtocolError as err:  # a curvature-centred grid without its inputs
+            raise UsageError(str(err)) from None
         return 0
     executor = make_executor(args.executor, out=args.out, **options)
     try:
@@ -492,13 +495,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(render(results, args.format))
         _report_set_aside(results)
         return 0
-    from initbench.leaderboard import build, render_board
+    from initbench.leaderboard import build, render_board, render_edges
+    from initbench.publish import read_curvature
 
     try:
         table, curves = read_version(version)  # a published version: every file checked against its hash
+        curvature, edges = read_curvature(version)
     except PublishError as err:
         raise UsageError(str(err)) from None
-    print(render_board(build(table, curves), args.format))
+    print(render_board(build(table, curves, curvature), args.format)
+          + ("\n\n" + render_edges(edges, args.format) if edges else ""))
     return 0
 
 

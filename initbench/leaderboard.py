@@ -31,6 +31,11 @@ Everything starts from ``aggregate`` (a pyarrow group-by of the final rows) and 
   (``stats.auc``: time-averaged loss) and the first step at which the EMA-smoothed loss
   (``stats.steps_to_reach``, alpha 0.1) reaches ``CONVERGENCE_FRACTION`` = 1.1 x
   ``lora``'s mean final loss on that task; ``k/n`` seeds reached it.
+* **Curvature at init** (where ``initbench curvature`` measured it; ``initbench.curvature_board``):
+  per task, lambda_max beside the rate lr-prior predicts from it, the tuned rate and whether that
+  was the lowest or highest rate tried, with the fit of log(tuned rate) on log(1 / lambda_max)
+  (``lr_prior.fit``: slope, R^2, r with its Fisher-z interval); and, from a results folder's
+  selection files, how often the chosen rate sat on the edge of its grid, per grid kind.
 * **Cost** per run (mean over final runs): trainable parameters, init and train seconds,
   peak memory, training tokens, calibration examples, FLOPs; tuning cost is the sum over
   the method's trials (count, seconds, FLOPs), and the total adds it to the finals'.
@@ -146,9 +151,11 @@ def _primary(recorded: str | None, lm_eval_task: str | None, metrics: list[str])
     return sorted(metrics)[0], True
 
 
-def build(table: pa.Table, curves: pa.Table | None = None) -> dict[str, Any]:
+def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table | None = None) -> dict[str, Any]:
     """Every statistic of the leaderboard, as plain data: one entry per (suite, spec hash)
-    with a block per protocol present (``tuned`` first), convergence, cost and tuning."""
+    with a block per protocol present (``tuned`` first), convergence, cost and tuning, and
+    curvature at init where ``curvature`` (``initbench.curvature_table``) measured it."""
+    from initbench.curvature_board import curvature_cells, curvature_fits
     from initbench.protocol import final_rows, has_tuned
 
     if "protocol" not in table.schema.names:
@@ -181,6 +188,8 @@ def build(table: pa.Table, curves: pa.Table | None = None) -> dict[str, Any]:
         entry["diagnostics"] = _diagnostics(view)
         entry["forgetting"] = _forgetting(view)
         entry["tuning"] = _tuning(st, entry["protocols"][main]["primary"])
+        entry["curvature"] = curvature_cells(st, curvature)
+        entry["curvature_fits"] = curvature_fits(entry["curvature"])
         board["suites"].append(entry)
     return board
 
@@ -431,11 +440,17 @@ def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[dict]:
 
 
 def render(path: Path, fmt: str = "github") -> str:
-    """The leaderboard of every results file under ``path`` as text (tabulate format ``fmt``)."""
+    """The leaderboard of every results file under ``path`` as text (tabulate format ``fmt``), with the
+    curvature measured there and, when it holds selection files, how often they chose a grid's edge."""
+    from initbench.curvature_table import read_table
+    from initbench.tuning_grid import edge_report
+
     table = read_results(path)
     if table.num_rows == 0:
         return f"no results under {path}"
-    return render_board(build(table, read_results(path, CURVE_SUFFIX)), fmt)
+    text = render_board(build(table, read_results(path, CURVE_SUFFIX), read_table(path)), fmt)
+    edges = edge_report(path) if Path(path).is_dir() else []
+    return text + ("\n\n" + render_edges(edges, fmt) if edges else "")
 
 
 PROTOCOL_TITLES = {"tuned": "Tuned protocol: learning rate chosen per method and task on validation, scored on test",
@@ -462,6 +477,8 @@ def render_board(board: dict[str, Any], fmt: str = "github", level: int = 2) -> 
             parts.append(_diagnostics_table(entry["diagnostics"], fmt))
         if entry.get("forgetting"):
             parts.append(_forgetting_table(entry["forgetting"], fmt))
+        if entry.get("curvature"):
+            parts.append(_curvature_tables(entry["curvature"], entry["curvature_fits"], fmt))
         sections.append("\n\n".join(parts))
     if board["failures"]:
         lines = [[r["suite"], r["method"], r["task"], r["seed"], r["status"], r["error"] or ""] for r in board["failures"]]
@@ -574,6 +591,47 @@ def _forgetting_table(rows: list[dict], fmt: str) -> str:
     return ("Forgetting (initbench.forgetting): mean per-token KL(p_base || p_trained) in nats on held general text "
             f"({'; '.join(sets)}), mean over seeds with a 95% bootstrap interval; lower moved less:\n\n"
             + tabulate(lines, ["method", "task", "seeds", "KL from base", "95% CI"], tablefmt=fmt))
+
+
+def _curvature_tables(cells: list[dict], fits: dict[str, dict | None], fmt: str) -> str:
+    """Per task: method | lambda_max (converged?) | predicted rate | chosen rate | on the grid's edge,
+    and the fit of the chosen rate on 1 / lambda_max (``initbench.curvature_board``)."""
+    parts = []
+    for task, fitted in fits.items():
+        rows = [c for c in cells if c["task"] == task]
+        lines = [[c["method"], f"{c['lambda_max']:.4g} ("
+                  + ("yes" if c["converged"] == c["seeds"] else f"no: {c['converged']}/{c['seeds']} seeds") + ")",
+                  _num(c["predicted_lr"], ".3g"), _num(c["chosen_lr"], ".3g"),
+                  c["edge"] + (f" ({len(c['grid'])} rates {c['grid'][0]:.3g}-{c['grid'][-1]:.3g})" if c["grid"] else "")]
+                 for c in rows]
+        sources = sorted({c["reference_lr_source"] for c in rows})
+        line = ("fit of log(chosen rate) on log(1 / lambda_max): " + (
+            f"slope {fitted['slope']:.3f}, R^2 {fitted['r_squared']:.3f}, r {fitted['pearson_r']:.3f} "
+            + (f"[95% CI {fitted['r_ci'][0]:.3f}, {fitted['r_ci'][1]:.3f}]" if _num(fitted["r_ci"][0]) else
+               "(no Fisher-z interval with n <= 3)") + f", n = {fitted['n']}"
+            if fitted else "fewer than three methods with a chosen rate, no fit"))
+        parts.append(f"Curvature at init, task `{task}` (lambda_max: top Hessian eigenvalue of the training loss "
+                     f"after init, mean over seeds, initbench.curvature; predicted: lr-prior, calibrated on "
+                     f"{rows[0]['reference']}'s {' / '.join(sources)} rate; edge: the chosen rate is the lowest or "
+                     f"highest rate tried):\n\n"
+                     + tabulate(lines, ["method", "lambda_max (converged?)", "predicted rate (lr-prior)",
+                                        "tuned (chosen) rate", "on the grid's edge"], tablefmt=fmt,
+                                disable_numparse=True)
+                     + f"\n\n{line}")
+    return "\n\n".join(parts)
+
+
+def render_edges(rows: list[dict], fmt: str = "github") -> str:
+    """How often the chosen rate was the lowest or highest of its grid, per suite and grid kind
+    (``initbench.tuning_grid.edge_report``)."""
+    lines = [[r["suite"], r["kind"], r["selections"], r["lowest"], r["highest"],
+              f"{r['lowest'] + r['highest']}/{r['selections']}"
+              + (f" ({(r['lowest'] + r['highest']) / r['selections']:.0%})" if r["selections"] else ""),
+              r["not_from_grid"]] for r in rows]
+    return ("Chosen learning rate on the edge of its tuning grid, per grid kind (selection files; on the edge, the "
+            "best rate may lie outside the grid):\n\n"
+            + tabulate(lines, ["suite", "grid", "selections", "lowest rate", "highest rate", "on the edge",
+                               "not from the grid (every trial failed)"], tablefmt=fmt, disable_numparse=True))
 
 
 def _cost_table(rows: list[dict], fmt: str) -> str:

@@ -6,8 +6,9 @@ known (``lora`` on the same suite and task), the prior for method M is
 
     lr_M = lr_ref * lambda_ref / lambda_M
 
-and a curvature-centred grid is the suite's grid shape (same number of points, same neighbour ratio)
-moved so that its centre is ``lr_M``: the same tuning allowance for every method.  ``fit`` measures
+and a curvature-centred grid is the suite's grid shape (same number of points, same neighbour ratio;
+``tuning: {grid: curvature-centred, points: K}`` sets it) moved so that its centre is ``lr_M``: the
+same tuning allowance for every method (``initbench.tuning_grid`` tunes on it).  ``fit`` measures
 whether the claim holds on a set of (lambda_max, tuned rate) points: a least-squares line of
 ``log lr`` on ``log(1 / lambda)``, its R^2, and Pearson's r with a Fisher-z 95% interval.
 """
@@ -25,7 +26,7 @@ import numpy as np
 import scipy.stats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from initbench.suite import Suite
+    from initbench.suite import Suite, TuningSpec
 
 
 def predicted_lr(lr_reference: float, lambda_reference: float, lambda_method: float) -> float:
@@ -53,9 +54,17 @@ def grid_shape(grid: Sequence[float]) -> tuple[int, float]:
     return len(grid), (grid[-1] / grid[0]) ** (1 / (len(grid) - 1))
 
 
+def edge_side(chosen: float, grid: Sequence[float]) -> str:
+    """``"lowest"`` or ``"highest"`` when the chosen rate is the smallest or the largest of its grid
+    (the optimum may lie outside), else ``""``."""
+    if math.isclose(chosen, min(grid), rel_tol=1e-9):
+        return "lowest"
+    return "highest" if math.isclose(chosen, max(grid), rel_tol=1e-9) else ""
+
+
 def on_edge(chosen: float, grid: Sequence[float]) -> bool:
-    """Whether the chosen rate is the smallest or the largest of its grid (the optimum may lie outside)."""
-    return math.isclose(chosen, min(grid), rel_tol=1e-9) or math.isclose(chosen, max(grid), rel_tol=1e-9)
+    """Whether the chosen rate is the smallest or the largest of its grid (:func:`edge_side`)."""
+    return bool(edge_side(chosen, grid))
 
 
 @dataclass(frozen=True)
@@ -105,36 +114,85 @@ class Prior:
     grid: list[float]
 
 
+def grid_shape_of(tuning: TuningSpec | None, points: int | None = None) -> tuple[int, float]:
+    """(points, neighbour ratio) of the grids centred under a suite's ``tuning``: a curvature-centred
+    grid's ``points`` and ``factor`` (default ratio: ``DEFAULT_GRID_SHAPE``'s), else the shape of its
+    ``lr_grid`` when that has two or more rates, else ``DEFAULT_GRID_SHAPE``; ``points`` overrides
+    the size."""
+    if tuning is not None and tuning.curvature_centred:
+        size, ratio = tuning.points, tuning.factor or DEFAULT_GRID_SHAPE[1]
+    elif tuning is not None and len(tuning.lr_grid) > 1:
+        size, ratio = grid_shape(tuning.lr_grid)
+    else:
+        size, ratio = DEFAULT_GRID_SHAPE
+    return points or size, ratio
+
+
+def calibration_rate(selection: Path) -> float | None:
+    """The tuned rate a selection file offers as calibration, None when there is none: its chosen
+    rate, except for a selection made on a curvature-centred grid, whose own calibration rate is
+    kept (the reference re-tuned on the grid centred on it must not move every other grid)."""
+    try:
+        payload = json.loads(Path(selection).read_text())
+    except (OSError, ValueError):
+        return None
+    from initbench.tuning_grid import CURVATURE_CENTRED
+
+    grid = payload.get("grid") or {}
+    if grid.get("kind") == CURVATURE_CENTRED:
+        chosen = (grid.get("calibration") or {}).get("reference_lr")
+    else:
+        chosen = payload.get("selected_lr")
+    return float(chosen) if chosen else None
+
+
+def suite_argument(suite: Suite) -> str:
+    """How a command line names ``suite``: its name when it is the built-in of that name, else its path."""
+    from initbench.suite import builtin_suite_dir
+
+    builtin = builtin_suite_dir() / f"{suite.name}.yaml"
+    return suite.name if builtin.exists() and Path(suite.path).resolve() == builtin.resolve() else suite.path
+
+
 def priors(results: Path, suite: Suite, methods: Sequence[str], reference: str = "lora",
-           points: int | None = None) -> list[Prior]:
-    """For each method and task of ``suite`` with curvature measured under ``results``
-    (``initbench.curvature_table``): the predicted rate, calibrated on ``reference``'s tuned rate (its
-    selection file) or, when it was not tuned, the suite's default rate, and a grid of the suite's
-    tuning-grid shape (``points`` overrides its size; a suite without a grid of two or more rates gets
-    ``DEFAULT_GRID_SHAPE``) centred on the prediction."""
+           points: int | None = None, *, tasks: Sequence[str] | None = None,
+           require_tuned: bool = False) -> list[Prior]:
+    """For each method and task of ``suite`` (or of ``tasks``) with curvature measured under ``results``
+    (``initbench.curvature_table``): the predicted rate, calibrated on ``reference``'s tuned rate
+    (:func:`calibration_rate` of its selection file) or, when it was not tuned and ``require_tuned`` is
+    False, the suite's default rate, and a grid of the suite's shape (:func:`grid_shape_of`) centred on
+    the prediction.  A missing measurement or (``require_tuned``) selection is a ``ValueError`` naming
+    the command to run."""
     from initbench.curvature_table import mean_lambda, read_table
     from initbench.protocol import selection_path
 
     lambdas = mean_lambda(read_table(results), suite.spec_hash)
-    grid = list(suite.tuning.lr_grid) if suite.tuning and len(suite.tuning.lr_grid) > 1 else []
-    size, ratio = grid_shape(grid) if grid else DEFAULT_GRID_SHAPE
-    size = points or size
+    size, ratio = grid_shape_of(suite.tuning, points)
+    names = list(tasks) if tasks is not None else [t.name for t in suite.tasks]
+    where = f"--suite {suite_argument(suite)} --out {results}"
     out = []
-    for task in suite.tasks:
-        if (reference, task.name) not in lambdas:
-            raise ValueError(f"lr prior: no curvature of the reference {reference!r} on task {task.name!r} under "
-                             f"{results}; run `initbench curvature --suite {suite.name} --method {reference}` first")
+    for task in names:
+        missing = [m for m in dict.fromkeys([reference, *methods]) if (m, task) not in lambdas]
+        if missing:
+            raise ValueError(f"lr prior: no curvature of {', '.join(map(repr, missing))} on task {task!r} under "
+                             f"{results}; run `initbench curvature {where} "
+                             + " ".join(f"--method {m}" for m in missing) + "` first")
         ref_lr, source = suite.budget.optimizer.lr, "suite default"
-        selection = selection_path(results, suite.name, reference, task.name, suite.spec_hash)
-        if selection.exists():
-            chosen = json.loads(selection.read_text()).get("selected_lr")
-            if chosen:
-                ref_lr, source = float(chosen), "tuned"
+        tuned = calibration_rate(selection_path(results, suite.name, reference, task, suite.spec_hash))
+        if tuned is not None:
+            ref_lr, source = tuned, "tuned"
+        elif require_tuned:
+            raise ValueError(f"lr prior: no tuned selection of {reference!r} on task {task!r} under {results} to "
+                             f"calibrate the curvature-centred grid on; tune {reference} on a fixed grid first: "
+                             f"`initbench evaluate --suite COPY --method {reference} --protocol tuned --out {results}`"
+                             f", COPY being {suite_argument(suite)} with tuning: {{lr_grid: [...]}} instead of "
+                             "grid: curvature-centred (the grid is not part of the spec hash, so that selection "
+                             "serves this suite)")
         for method in methods:
-            if (method, task.name) not in lambdas:
-                raise ValueError(f"lr prior: no curvature of {method!r} on task {task.name!r} under {results}; "
-                                 f"run `initbench curvature --suite {suite.name} --method {method}` first")
-            lam, ref_lam = lambdas[(method, task.name)], lambdas[(reference, task.name)]
-            lr = predicted_lr(ref_lr, ref_lam, lam)
-            out.append(Prior(method, task.name, lam, ref_lam, ref_lr, source, lr, centred_grid(lr, size, ratio)))
+            lam, ref_lam = lambdas[(method, task)], lambdas[(reference, task)]
+            try:
+                lr = predicted_lr(ref_lr, ref_lam, lam)
+            except ValueError as err:
+                raise ValueError(f"lr prior: {method} on task {task!r} (reference {reference}): {err}") from None
+            out.append(Prior(method, task, lam, ref_lam, ref_lr, source, lr, centred_grid(lr, size, ratio)))
     return out

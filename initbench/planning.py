@@ -43,7 +43,7 @@ from initbench.sweep import grid
 
 if TYPE_CHECKING:
     from initbench.api import InitMethod
-    from initbench.suite import Suite, TaskSpec
+    from initbench.suite import Suite, TaskSpec, TuningSpec
 
 CALIBRATION_STEPS = 3
 
@@ -236,8 +236,8 @@ def render_plan(
         table.append([method.name, *(f"{c[0]}/{c[1]}" for c in counts.values()), f"{seconds / 3600:.2f}",
                       "; ".join(f"{', '.join(names)}: {source}" for source, names in sources.items())])
     lines = [f"plan: suite {suite.name} ({suite.spec_hash}), protocol {protocol}, seeds {','.join(map(str, seeds))}"
-             + (f", lr grid {', '.join(format_lr(x) for x in suite.tuning.lr_grid)} x tuning seeds "
-                f"{','.join(map(str, suite.tuning.seeds))}" if protocol == "tuned" and suite.tuning else ""),
+             + (f", {_grid_words(suite.tuning)} x tuning seeds {','.join(map(str, suite.tuning.seeds))}"
+                if protocol == "tuned" and suite.tuning else ""),
              "",
              tabulate(table, ["method", "trials", "default rate", "finals", "run-hours", "seconds per run (source)"],
                       tablefmt="github", disable_numparse=True),
@@ -259,3 +259,13 @@ def _reuse_line(reused: int, maybe: int) -> str:
     return (f"training reuse saves {reused} of the pending runs' trainings (a run loads the training of an earlier "
             "run with the same method, task, seed and rate; counted above)"
             + (f", and {maybe} more if the chosen rate is the suite's default" if maybe else ""))
+
+
+def _grid_words(tuning: TuningSpec) -> str:
+    """The tuning grid in a plan's first line."""
+    if tuning.curvature_centred:
+        from initbench.tuning_grid import tuning_record
+
+        record = tuning_record(tuning)
+        return f"curvature-centred grid of {record['points']} rates x{record['factor']:g} apart per method and task"
+    return f"lr grid {', '.join(format_lr(x) for x in tuning.lr_grid)}"

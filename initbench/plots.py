@@ -10,7 +10,10 @@
   with the Pareto front (no other method is both cheaper and better);
 * ``S-pareto-forgetting.png`` (when runs recorded it): IQM vs forgetting, the mean over tasks of
   each method's KL from the base model (``initbench.forgetting``), with the front (no other
-  method both forgets less and scores better).
+  method both forgets less and scores better);
+* ``S-curvature-lr.png`` (when curvature at init was measured and rates were tuned): the chosen
+  rate against 1 / lambda_max, log-log, a point per method and a panel per task, with the fitted
+  line and its R^2 (``initbench.curvature_board``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,23 @@ def _grid(plt, n: int, width: float = 4.5, height: float = 3.2):
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat)
+
+
+def _log_axes(ax, *axes: str) -> None:
+    """Log scale on ``axes`` ("x", "y") with ticks labelled as plain numbers (0.001, not 10^-3): with
+    ``text.parse_math`` off (see :func:`write_plots`) matplotlib's default labels print as raw mathtext.
+    Which ticks carry a label is matplotlib's choice (minor ones only over a narrow range)."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    for name in axes:
+        getattr(ax, f"set_{name}scale")("log")
+        axis = getattr(ax, f"{name}axis")
+        axis.set_major_formatter(Plain())
+        axis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
 def _save(fig, path: Path) -> Path:
@@ -83,7 +103,40 @@ def _write_plots(plt, board: dict[str, Any], curves: pa.Table | None, folder: Pa
             written.append(_pareto(plt, block, _mean_forgetting(entry["forgetting"]), "forgetting_kl",
                                    "forgetting (mean KL from the base model, nats)",
                                    folder / f"{prefix}-pareto-forgetting.png"))
+        if any(_curvature_points(entry.get("curvature") or [], None)):
+            written.append(_curvature_lr(plt, entry, folder / f"{prefix}-curvature-lr.png"))
     return written
+
+
+def _curvature_points(cells: list[dict], task: str | None) -> list[tuple[float, float, str]]:
+    """(1 / lambda_max, chosen rate, method) of the cells (of ``task``) with a positive lambda_max and a choice."""
+    return [(1.0 / c["lambda_max"], c["chosen_lr"], c["method"]) for c in cells
+            if (task is None or c["task"] == task) and c["chosen_lr"] and c["lambda_max"] > 0]
+
+
+def _curvature_lr(plt, entry, path) -> Path:
+    """Chosen rate against 1 / lambda_max on log-log axes, a point per method and a panel per task,
+    with the fitted line of ``lr_prior.fit`` (``entry["curvature_fits"]``) and its R^2."""
+    tasks = [t for t in entry["curvature_fits"] if _curvature_points(entry["curvature"], t)]
+    fig, axes = _grid(plt, len(tasks))
+    for ax, task in zip(axes, tasks):
+        points = _curvature_points(entry["curvature"], task)
+        xs, ys, names = zip(*points)
+        ax.scatter(xs, ys)
+        for x, y, name in points:
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fitted = entry["curvature_fits"][task]
+        if fitted:
+            line = np.geomspace(min(xs), max(xs), 50)
+            ax.plot(line, np.exp(fitted["intercept"]) * line ** fitted["slope"], color="tab:red", alpha=0.7,
+                    label=f"fit: slope {fitted['slope']:.2f}, R^2 {fitted['r_squared']:.2f} (n={fitted['n']})")
+            ax.legend(fontsize=7)
+        _log_axes(ax, "x", "y")
+        ax.set_xlabel("1 / lambda_max at init", fontsize=8)
+        ax.set_ylabel("chosen learning rate", fontsize=8)
+        ax.set_title(task + ("" if fitted else " (fewer than 3 methods: no fit)"), fontsize=9)
+    fig.suptitle("tuned learning rate vs 1 / top Hessian eigenvalue at init", fontsize=10)
+    return _save(fig, path)
 
 
 def _scores(plt, block, path, protocol) -> Path:
@@ -136,7 +189,7 @@ def _lr_sensitivity(plt, entry, path) -> Path:
                 ax.plot([chosen[0]["lr"]], [chosen[0]["validation_mean"]], marker="*", markersize=14,
                         color=line.get_color())
         if by_method:
-            ax.set_xscale("log")
+            _log_axes(ax, "x")
             ax.legend(fontsize=7)
             ax.set_ylabel(f"validation {rows[0]['metric']}", fontsize=8)
         ax.set_xlabel("learning rate")
@@ -198,7 +251,7 @@ def _pareto(plt, block, cost, key, label, path) -> Path:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", alpha=0.6,
                 label="Pareto front")
         if min(xs) > 0 and max(xs) / min(xs) > 100:
-            ax.set_xscale("log")
+            _log_axes(ax, "x")
         ax.legend(fontsize=7)
     ax.set_xlabel(label)
     ax.set_ylabel("IQM (" + ("normalized" if block["normalization"] else "raw") + ")")

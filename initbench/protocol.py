@@ -4,7 +4,12 @@
 
     tuning: {lr_grid: [0.001, 0.003, 0.01, 0.03], seeds: [0]}
 
-1. **Trials.**  For every training method and task, each rate of ``lr_grid`` is trained
+or the same number of rates per method, centred on the rate its curvature at init predicts
+(``initbench.tuning_grid``; the curvature and lora's tuned selection must be in the results folder)::
+
+    tuning: {grid: curvature-centred, points: 5, seeds: [0]}
+
+1. **Trials.**  For every training method and task, each rate of its grid is trained
    with each tuning seed on the training split and scored by lm-eval on the
    ``validation`` split, never on test (``harness.run_one(..., lr=lr, split="validation")``:
    the test file is not even handed to lm-eval).  Tasks without a validation split
@@ -14,8 +19,8 @@
    of the task's primary metric (the first of its lm-eval ``metric_list``) on
    validation; a failed or diverged trial scores worst.  Ties go to the rate closest
    to the suite's default in log space, then to the smaller rate.  When every trial
-   failed, the suite's default rate is used.  The trials and the choice are written to
-   ``<out>/<suite>/<method>/<task>/selection-<spec hash>.json``.
+   failed, the suite's default rate is used.  The trials, the grid (kind and rates) and the
+   choice are written to ``<out>/<suite>/<method>/<task>/selection-<spec hash>.json``.
 3. **Finals.**  The chosen rate is run with the evaluation seeds on the test split
    (``protocol = "tuned"``, ``phase = "final"``, ``selected_lr``), and so is the suite's
    default rate (``protocol = "fixed"``, the same files as ``--protocol fixed``), so the
@@ -39,6 +44,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,6 +52,9 @@ import pyarrow.parquet as pq
 
 from initbench.results import RESULTS_SUFFIX, run_stem, write_json_atomic
 from initbench.suite import Suite, SuiteError, TaskSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from initbench.tuning_grid import TrialGrid
 
 PROTOCOLS = ("fixed", "tuned")
 
@@ -99,18 +108,23 @@ def _trial_score(stem: Path, metric: str) -> float | None:
     return float(values[0]) if values and values[0] is not None else None
 
 
-def select(suite: Suite, method: str, task: TaskSpec, out: Path) -> Selection:
-    """Read the trials of (method, task) under ``out``, choose the rate and write the selection file."""
+def select(suite: Suite, method: str, task: TaskSpec, out: Path, grid: TrialGrid | None = None) -> Selection:
+    """Read the trials of (method, task) on ``grid`` (default: its grid under the suite's tuning,
+    ``initbench.tuning_grid``) under ``out``, choose the rate and write the selection file."""
     from initbench.evaluation import task_primary_metric
 
+    if grid is None:
+        from initbench.tuning_grid import trial_grids
+
+        grid = trial_grids(suite, [method], [task.name], out)[(method, task.name)]
     metric, higher = task_primary_metric(task, suite.path)
     selection = Selection(method, task.name, metric, higher)
-    for lr in suite.tuning.lr_grid:
+    for lr in grid.rates:
         for seed in suite.tuning.seeds:
             stem = run_stem(out, suite.name, method, task.name, seed, suite.spec_hash, lr=lr, split="validation")
             selection.trials.setdefault(lr, []).append(_trial_score(stem, metric))
     choose_lr(selection, suite.budget.optimizer.lr)
-    _write_selection(out, suite, selection)
+    _write_selection(out, suite, selection, grid)
     return selection
 
 
@@ -124,7 +138,7 @@ def selection_name(spec_hash: str) -> str:
     return f"selection-{spec_hash}.json"
 
 
-def _write_selection(out: Path, suite: Suite, selection: Selection) -> Path:
+def _write_selection(out: Path, suite: Suite, selection: Selection, grid: TrialGrid) -> Path:
     path = selection_path(out, suite.name, selection.method, selection.task, suite.spec_hash)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -133,7 +147,7 @@ def _write_selection(out: Path, suite: Suite, selection: Selection) -> Path:
         "default_lr": suite.budget.optimizer.lr, "tuning_seeds": list(suite.tuning.seeds),
         "trials": [{"lr": lr, "scores": scores, "mean": selection.mean(lr) if math.isfinite(selection.mean(lr)) else None}
                    for lr, scores in sorted(selection.trials.items())],
-        "selected_lr": selection.chosen, "reason": selection.reason,
+        "selected_lr": selection.chosen, "reason": selection.reason, "grid": grid.as_record(),
     }
     write_json_atomic(payload, path)
     return path

@@ -9,6 +9,9 @@
   commands that produced the results (given, or reconstructed ``initbench evaluate ...``
   lines), the date, the hardware (the publishing machine and every run's device), the
   statistics' settings and the SHA-256 of the merged results;
+* ``curvature.parquet`` (only where ``initbench curvature`` measured a published suite): the
+  curvature rows (``initbench.curvature_table``), shown as a table per task and a plot, with the
+  manifest's ``curvature`` entry (rows, and how often tuning chose a grid's edge per grid kind);
 * ``README.md``: the tables (tabulate ``github``); ``index.html``: the same, as one
   self-contained sortable and filterable page (inline CSS/JS, data embedded; the only
   other files it shows are the PNGs next to it); ``plots/*.png`` (``initbench.plots``).
@@ -54,6 +57,7 @@ from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, read_
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
+CURVATURE_FILE = "curvature.parquet"  # only when curvature at init was measured for a published suite
 MANIFEST_FILE = "manifest.json"
 MANIFESTS_FILE = "manifests.json"  # in the versions folder: version -> its manifest's SHA-256
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -105,6 +109,7 @@ def reconstruct_commands(table: pa.Table) -> list[str]:
 
 def _suites_manifest(table: pa.Table) -> list[dict[str, Any]]:
     from initbench.suite import SuiteError, load_suite
+    from initbench.tuning_grid import tuning_record
 
     out = []
     for name, spec_hash in sorted(set(zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))):
@@ -118,8 +123,7 @@ def _suites_manifest(table: pa.Table) -> list[dict[str, Any]]:
             entry["builtin_spec_hash"] = suite.spec_hash
             if suite.spec_hash == spec_hash:
                 entry["spec"] = suite.spec_dict()
-                entry["tuning"] = None if suite.tuning is None else {"lr_grid": suite.tuning.lr_grid,
-                                                                     "seeds": suite.tuning.seeds}
+                entry["tuning"] = None if suite.tuning is None else tuning_record(suite.tuning)
         out.append(entry)
     return out
 
@@ -148,12 +152,15 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
         raise PublishError(f"{target} is already published with other contents (results sha256 "
                            f"{(existing or 'unknown')[:12]} != {digest[:12]}); published versions are immutable: "
                            f"publish as a new version")
+    curvature = _curvature_rows(results, table)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
     try:
         write_atomic(table, staging / RESULTS_FILE, "results")
         write_atomic(curves, staging / CURVES_FILE, "curve")
-        board = leaderboard.build(table, curves)
+        if curvature.num_rows:
+            write_atomic(curvature, staging / CURVATURE_FILE, "curvature")
+        board = leaderboard.build(table, curves, curvature)
         plots_dir = staging / "plots"
         from initbench.plots import write_plots
 
@@ -190,6 +197,13 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             "plots": plots,
         }
         tables = leaderboard.render_board(board, "github", level=2)
+        if curvature.num_rows:
+            from initbench.tuning_grid import edge_report
+
+            edges = edge_report(results) if results.is_dir() else []
+            manifest["curvature"] = {"file": CURVATURE_FILE, "rows": curvature.num_rows, "edges": edges}
+            if edges:
+                tables += "\n\n" + leaderboard.render_edges(edges)
         (staging / "README.md").write_text(_version_readme(manifest, tables))
         (staging / "index.html").write_text(_index_html(manifest, board))
         manifest["files"] = {p.relative_to(staging).as_posix(): file_sha256(p)
@@ -208,6 +222,32 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _curvature_rows(results: Path, table: pa.Table) -> pa.Table:
+    """The curvature measurements under ``results`` (``initbench.curvature_table``) of the (suite, spec
+    hash) pairs ``table`` publishes, sorted; an empty table when there are none."""
+    from initbench.curvature_table import SCHEMA, read_table
+
+    if not results.is_dir():  # a single results file: no measurements beside it
+        return SCHEMA.empty_table()
+    measured = read_table(results)
+    published = set(zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))
+    keep = [(s, h) in published for s, h in zip(measured["suite"].to_pylist(), measured["suite_hash"].to_pylist())]
+    return measured.filter(pa.array(keep, pa.bool_())).sort_by(
+        [(k, "ascending") for k in ("suite", "suite_hash", "task", "method", "seed")])
+
+
+def read_curvature(path: Path) -> tuple[pa.Table | None, list[dict[str, Any]]]:
+    """The curvature measurements a published version holds (None when it has none) and its edge
+    report (``initbench.tuning_grid.edge_report`` at publish time), after :func:`verify_version`."""
+    from initbench.curvature_table import SCHEMA
+
+    manifest = verify_version(Path(path))
+    if CURVATURE_FILE not in manifest["files"]:
+        return None, []
+    return (pq.read_table(Path(path) / CURVATURE_FILE, schema=SCHEMA),
+            (manifest.get("curvature") or {}).get("edges") or [])
 
 
 def _set_aside(results: Path) -> list[dict[str, str]]:

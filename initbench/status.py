@@ -45,8 +45,9 @@ def _expected_stems(out: Path, plan: dict) -> list[tuple[str, Path]]:
             if plan["protocol"] != "tuned" or not trains:
                 continue
             tuning = plan["tuning"] or {"lr_grid": [], "seeds": []}
+            rates = tuning.get("rates", {}).get(method, {}).get(task, tuning.get("lr_grid", []))  # centred: per task
             expected += [(method, run_stem(out, name, method, task, s, spec_hash, lr=lr, split="validation"))
-                         for lr in tuning["lr_grid"] for s in tuning["seeds"]]
+                         for lr in rates for s in tuning["seeds"]]
             selection = selection_path(out, name, method, task, spec_hash)
             stale = stale_selection(selection) if selection.exists() else "awaiting selection"
             chosen = None if stale else json.loads(selection.read_text())["selected_lr"]

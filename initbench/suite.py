@@ -130,16 +130,31 @@ class EvalSpec:
     limit: int | None = None
 
 
+#: the kinds of tuning grid (``tuning.grid``): one ``lr_grid`` for every method, or per (method, task)
+#: ``points`` rates ``factor`` apart centred on the rate its curvature predicts (``initbench.tuning_grid``)
+TUNING_GRIDS = ("fixed", "curvature-centred")
+
+
 @dataclass(frozen=True)
 class TuningSpec:
     """The learning-rate tuning allowance of the ``tuned`` protocol (``initbench.protocol``):
-    every method gets the same log-spaced ``lr_grid``, each rate trained with each of the
+    every method gets the same log-spaced ``lr_grid`` (``grid: fixed``, the default) or a grid
+    of the same ``points`` rates, ``factor`` apart (default: ``initbench.lr_prior``'s default
+    grid shape), centred on the rate its curvature at init predicts (``grid:
+    curvature-centred``, ``initbench.tuning_grid``); each rate is trained with each of the
     tuning ``seeds`` and scored on the task's validation split (never test); the chosen rate
     is then run with the evaluation seeds on the test split.  Not part of the spec hash: a
     trial's result depends only on (spec, lr, seed, split), which every row records."""
 
-    lr_grid: list[float]
+    lr_grid: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
+    grid: str = "fixed"
+    points: int | None = None
+    factor: float | None = None
+
+    @property
+    def curvature_centred(self) -> bool:
+        return self.grid == "curvature-centred"
 
 
 @dataclass(frozen=True)
@@ -287,11 +302,50 @@ def _check_eval(spec: EvalSpec, where: str) -> None:
 
 
 def _check_tuning(tuning: TuningSpec, where: str) -> None:
-    """A grid of distinct positive rates, ascending and log-spaced (consecutive log-ratios
-    within a factor 1.25 of each other, so 1e-4, 3e-4, 1e-3, 3e-3 passes); distinct seeds >= 0."""
+    """A known grid kind with its own keys only (see :func:`_check_fixed_grid`,
+    :func:`_check_centred_grid`); distinct seeds >= 0."""
+    if tuning.grid not in TUNING_GRIDS:
+        raise SuiteError(f"{where}: key 'tuning.grid' must be one of {', '.join(TUNING_GRIDS)}, got {tuning.grid!r}")
+    if tuning.curvature_centred:
+        _check_centred_grid(tuning, where)
+    else:
+        _check_fixed_grid(tuning, where)
+    if not tuning.seeds:
+        raise SuiteError(f"{where}: key 'tuning.seeds' must list at least one seed")
+    if len(set(tuning.seeds)) != len(tuning.seeds) or min(tuning.seeds) < 0:
+        raise SuiteError(f"{where}: key 'tuning.seeds' must be distinct non-negative integers, got {tuning.seeds}")
+
+
+def _check_centred_grid(tuning: TuningSpec, where: str) -> None:
+    """``grid: curvature-centred``: ``points`` >= 2 rates, a ``factor`` > 1 between neighbours when
+    given, and no ``lr_grid`` (the rates come from curvature)."""
+    if tuning.lr_grid:
+        raise SuiteError(f"{where}: key 'tuning.lr_grid' does not go with grid: curvature-centred (its rates are "
+                         "centred on each method's predicted rate, `initbench lr-prior`); remove lr_grid, "
+                         "or set grid: fixed to tune on it")
+    if tuning.points is None:
+        raise SuiteError(f"{where}: key 'tuning.points' is required with grid: curvature-centred: how many rates "
+                         "every method gets, e.g. points: 5")
+    if tuning.points < 2:
+        raise SuiteError(f"{where}: key 'tuning.points' must be at least 2 (a grid of one rate tunes nothing), "
+                         f"got {tuning.points}")
+    if tuning.factor is not None and not (math.isfinite(tuning.factor) and tuning.factor > 1):
+        raise SuiteError(f"{where}: key 'tuning.factor' (the ratio between neighbouring rates) must be a finite "
+                         f"number above 1, e.g. 3, or left out for the default; got {tuning.factor}")
+
+
+def _check_fixed_grid(tuning: TuningSpec, where: str) -> None:
+    """``grid: fixed``: a grid of distinct positive rates, ascending and log-spaced (consecutive
+    log-ratios within a factor 1.25 of each other, so 1e-4, 3e-4, 1e-3, 3e-3 passes); no
+    ``points`` or ``factor`` (those shape a curvature-centred grid)."""
+    for key in ("points", "factor"):
+        if getattr(tuning, key) is not None:
+            raise SuiteError(f"{where}: key 'tuning.{key}' applies to grid: curvature-centred only; remove it, "
+                             "or set grid: curvature-centred (without lr_grid)")
     grid = tuning.lr_grid
     if not grid:
-        raise SuiteError(f"{where}: key 'tuning.lr_grid' must list at least one learning rate")
+        raise SuiteError(f"{where}: key 'tuning.lr_grid' must list at least one learning rate (or set "
+                         "grid: curvature-centred with points: K)")
     if any(lr <= 0 or not math.isfinite(lr) for lr in grid):
         raise SuiteError(f"{where}: key 'tuning.lr_grid' must hold positive finite rates, got {grid}")
     if any(b <= a for a, b in zip(grid, grid[1:])):
@@ -300,10 +354,6 @@ def _check_tuning(tuning: TuningSpec, where: str) -> None:
     if steps and max(steps) > 1.25 * min(steps):
         raise SuiteError(f"{where}: key 'tuning.lr_grid' must be log-spaced (a constant ratio between "
                          f"neighbours, within 25%), got ratios {[round(b / a, 3) for a, b in zip(grid, grid[1:])]}")
-    if not tuning.seeds:
-        raise SuiteError(f"{where}: key 'tuning.seeds' must list at least one seed")
-    if len(set(tuning.seeds)) != len(tuning.seeds) or min(tuning.seeds) < 0:
-        raise SuiteError(f"{where}: key 'tuning.seeds' must be distinct non-negative integers, got {tuning.seeds}")
 
 
 def _build(cls: type, raw: Any, where: str, key: str) -> Any:
@@ -340,7 +390,7 @@ def _convert(hint: Any, value: Any, where: str, key: str) -> Any:
                 return _convert(option, value, where, key)
             except SuiteError as err:
                 errors.append(str(err))
-        raise errors[0] if len(errors) == 1 else SuiteError(f"{where}: key '{key}' has the wrong type: {value!r}")
+        raise SuiteError(errors[0] if len(errors) == 1 else f"{where}: key '{key}' has the wrong type: {value!r}")
     if origin is list:
         if not isinstance(value, list):
             raise SuiteError(f"{where}: key '{key}' must be a list, got {type(value).__name__}")

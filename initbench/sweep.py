@@ -8,7 +8,8 @@ a run whose process died without writing one (killed, out of memory, segfault) g
 result naming the reason (``harness.record_crash``), and a rerun of the same command redoes only
 the runs that are not ``ok`` or ``diverged``.
 
-``tuned`` runs in two stages: first every trial (and the runs at the suite's default rate), then,
+``tuned`` runs in two stages (each (method, task)'s grid, ``initbench.tuning_grid``, is resolved before
+anything runs): first every trial (and the runs at the suite's default rate), then,
 once a (method, task) has all its trials, the selection (``initbench.protocol.select``) and the
 finals at the chosen rate.  Each sweep writes its plan to ``<out>/<suite>/sweeps/`` so
 ``initbench status`` can show what is done, failed and missing, and the suite's contamination
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do no
     from initbench.api import InitMethod
     from initbench.executors import Executor
     from initbench.harness import RunOutcome
+    from initbench.tuning_grid import TrialGrid
 
 
 
@@ -90,9 +92,13 @@ def execute_run(spec: RunSpec) -> dict:
 def grid(
     suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, protocol: str = "fixed",
     tasks: list[TaskSpec] | None = None, data_dir: Path | None = None, force: bool = False,
+    grids: dict[tuple[str, str], TrialGrid] | None = None,
 ) -> list[RunSpec]:
-    """The first stage of a sweep: every run at the suite's rate and, for ``tuned``, every trial."""
+    """The first stage of a sweep: every run at the suite's rate and, for ``tuned``, every trial of
+    each (method, task)'s grid (``grids``, default :func:`tuning_grids`)."""
     tasks = suite.tasks if tasks is None else tasks
+    if protocol == "tuned" and grids is None:
+        grids = tuning_grids(suite, methods, tasks, out)
     common = {"suite": str(Path(suite.path).resolve()), "out": str(Path(out).resolve()),
               "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "force": force}
     specs = []
@@ -100,9 +106,19 @@ def grid(
         for task in tasks:
             if protocol == "tuned" and method.trains:
                 specs += [RunSpec(method=method.name, task=task.name, seed=s, lr=lr, split="validation", **common)
-                          for lr in suite.tuning.lr_grid for s in suite.tuning.seeds]
+                          for lr in grids[(method.name, task.name)].rates for s in suite.tuning.seeds]
             specs += [RunSpec(method=method.name, task=task.name, seed=s, **common) for s in seeds]
     return specs
+
+
+def tuning_grids(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec] | None,
+                 out: Path) -> dict[tuple[str, str], TrialGrid]:
+    """The tuning grid of every training method and task (``initbench.tuning_grid.trial_grids``): a
+    ``ProtocolError`` naming what to run first when a curvature-centred grid lacks its inputs."""
+    from initbench.tuning_grid import trial_grids
+
+    tasks = suite.tasks if tasks is None else tasks
+    return trial_grids(suite, [m.name for m in methods if m.trains], [t.name for t in tasks], out)
 
 
 def run_sweep(
@@ -112,18 +128,15 @@ def run_sweep(
 ) -> list[RunOutcome]:
     """Run the grid with ``executor``: pending runs only (unless ``force``), crashes recorded,
     and for ``tuned`` the selection and the finals at the chosen rate; returns every run's outcome."""
-    from initbench.protocol import ProtocolError
-
-    if protocol == "tuned" and suite.tuning is None:
-        raise ProtocolError(f"{suite.path}: suite {suite.name!r} has no 'tuning' section "
-                            "(tuning: {lr_grid: [...], seeds: [...]}); use --protocol fixed")
-    first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks, data_dir=data_dir, force=force)
-    write_plan(suite, methods, seeds, out, protocol, tasks)
+    grids = tuning_grids(suite, methods, tasks, out) if protocol == "tuned" else {}  # before anything runs
+    first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks, data_dir=data_dir, force=force,
+                 grids=grids)
+    write_plan(suite, methods, seeds, out, protocol, tasks, grids)
     record_contamination(suite, out, report)
     outcomes = _run_batch(suite, methods, first, executor, report)
     if protocol == "tuned":
         await_claims(suite, first, report)  # trials another sweep is computing, before selecting on them
-        outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, report),
+        outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, grids, report),
                                executor, report)
         from initbench.protocol import superseded
 
@@ -151,7 +164,8 @@ def await_claims(suite: Suite, specs: list[RunSpec], report: Callable[[str], Non
 
 
 def _tuned_finals(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, first: list[RunSpec], report,
+    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, first: list[RunSpec],
+    grids: dict[tuple[str, str], TrialGrid], report,
 ) -> list[RunSpec]:
     from initbench.protocol import select
 
@@ -161,7 +175,7 @@ def _tuned_finals(
             continue
         for task_name in dict.fromkeys(s.task for s in first if s.method == method.name):
             task = suite.task(task_name)
-            selection = select(suite, method.name, task, out)
+            selection = select(suite, method.name, task, out, grids[(method.name, task_name)])
             report(f"selected lr {selection.chosen:g} for {method.name} | {task.name} ({selection.reason})")
             template = next(s for s in first if s.method == method.name and s.task == task_name)
             finals += [replace(template, seed=s, lr=selection.chosen, split="test", protocol="tuned",
@@ -254,15 +268,21 @@ def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
 
 def write_plan(
     suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, protocol: str,
-    tasks: list[TaskSpec] | None,
+    tasks: list[TaskSpec] | None, grids: dict[tuple[str, str], TrialGrid] | None = None,
 ) -> Path:
-    """Record what a sweep was asked to run (``<out>/<suite>/sweeps/<hash>.json``), written atomically."""
+    """Record what a sweep was asked to run (``<out>/<suite>/sweeps/<hash>.json``), written atomically;
+    a curvature-centred grid's rates per method and task under ``tuning.rates``."""
+    from initbench.tuning_grid import tuning_record
+
+    tuning = None if suite.tuning is None else tuning_record(suite.tuning)
+    if tuning is not None and suite.tuning.curvature_centred and grids:
+        tuning["rates"] = {}
+        for (method, task), trial_grid in sorted(grids.items()):
+            tuning["rates"].setdefault(method, {})[task] = list(trial_grid.rates)
     plan = {"suite": suite.name, "suite_path": str(suite.path), "suite_hash": suite.spec_hash,
             "methods": [m.name for m in methods], "trains": {m.name: m.trains for m in methods},
             "tasks": [t.name for t in (suite.tasks if tasks is None else tasks)], "seeds": list(seeds),
-            "protocol": protocol,
-            "tuning": None if suite.tuning is None else {"lr_grid": list(suite.tuning.lr_grid),
-                                                         "seeds": list(suite.tuning.seeds)}}
+            "protocol": protocol, "tuning": tuning}
     digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(out) / suite.name / "sweeps" / f"{digest}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,3 +67,56 @@ def tamper(path: Path, **change: Any) -> Path:
     rows = [{**row, **change} for row in table.to_pylist()]
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
     return path
+
+
+def tuned_tree(out: Path, chosen: dict[tuple[str, str], float], grid: tuple[float, ...] = (0.001, 0.01, 0.1),
+               seeds: tuple[int, ...] = (0, 1)) -> Path:
+    """A complete tuned-protocol `smoke` tree: ``base`` at the fixed protocol, and for every (method,
+    task) of ``chosen`` its trials on ``grid`` (seed 0), its selection file and its tuned finals at the
+    chosen rate, beside its runs at the suite's rate."""
+    import json
+
+    from initbench.protocol import selection_path
+
+    for task in METRIC:
+        for seed in seeds:
+            write_smoke_run(out, smoke_row("base", task, seed, 0.1))
+    for (method, task), lr in chosen.items():
+        for rate in grid:
+            write_smoke_run(out, smoke_row(method, task, 0, 0.5 + (0.1 if rate == lr else 0.0), lr=rate,
+                                           split="validation"))
+        for seed in seeds:
+            write_smoke_run(out, smoke_row(method, task, seed, 0.6 + 0.01 * seed, lr=lr, protocol="tuned",
+                                           selected_lr=lr))
+            write_smoke_run(out, smoke_row(method, task, seed, 0.5 + 0.01 * seed))
+        path = selection_path(out, "smoke", method, task, SMOKE.spec_hash)
+        path.write_text(json.dumps({
+            "suite": "smoke", "suite_hash": SMOKE.spec_hash, "method": method, "task": task, "metric": METRIC[task],
+            "higher_is_better": True, "split": "validation", "default_lr": SMOKE.budget.optimizer.lr,
+            "tuning_seeds": [0], "selected_lr": lr, "reason": "synthetic", "grid": {"kind": "fixed", "rates": list(grid)},
+            "trials": [{"lr": rate, "scores": [0.5 + (0.1 if rate == lr else 0.0)],
+                        "mean": 0.5 + (0.1 if rate == lr else 0.0)} for rate in grid]}))
+    return out
+
+
+def write_curvature(out: Path, method: str, task: str, seed: int, lambda_max: float, *,
+                    converged: bool = True, suite_hash: str | None = None) -> Path:
+    """One curvature measurement of `smoke` where ``initbench curvature`` writes it (no measuring)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from initbench.curvature_table import SCHEMA, curvature_path
+
+    row = {f.name: None for f in SCHEMA}
+    row.update(suite="smoke", suite_hash=suite_hash or SMOKE.spec_hash, method=method, task=task, seed=seed,
+               learning_rate=SMOKE.budget.optimizer.lr, lambda_max=lambda_max, eigenvalues=json.dumps([lambda_max]),
+               iterations=5, hvps=5, batches=4, forward_passes=20, seconds=0.1,
+               relative_change=1e-3 if converged else 0.2, converged=converged, trainable_params=1000, data_hash="d")
+    path = curvature_path(out, SMOKE, method, task, seed)
+    if suite_hash is not None:
+        path = path.with_name(path.name.replace(SMOKE.spec_hash, suite_hash))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), path)
+    return path

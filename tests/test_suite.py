@@ -46,6 +46,7 @@ def test_spec_hash_tracks_what_affects_results(smoke_suite):
         ("source: tiny", "source: cloud", ["model.source", "embedded, hub, tiny"]),
         ("lm_eval_task: initbench_addition", "lm_eval_task: [1]", ["tasks[0].lm_eval_task", "str"]),
         ("optimizer: {name: adamw", "optimizer: {name: lion", ["budget.optimizer.name"]),
+        ("  limit: 8\n", "  limit: eight\n", ["eval.limit", "int", "'eight'"]),  # an optional key
     ],
 )
 def test_bad_fields_are_named(tmp_path, old, new, expected):
