@@ -107,7 +107,7 @@ def test_suite_family_is_checked_and_hashed_only_when_declared(tmp_path):
     path.write_text(yaml.safe_dump({**spec, "family": "arithmetic"}))
     with pytest.raises(SuiteError, match=r"bad.yaml: key 'family' must be one of math, commonsense, glue"):
         load_suite(str(path))
-    assert "family" not in load_suite("mini").spec_dict()  # undeclared: the hash is unchanged
+    assert "family" not in load_suite("smoke").spec_dict()  # undeclared: the hash is unchanged
     assert load_suite("math").family == "math" and load_suite("commonsense").family == "commonsense"
     assert load_suite("math").spec_dict()["family"] == "math"
 
