@@ -8,7 +8,9 @@ from the first source that has them, and each row names its source:
 
 1. ``--out`` holds finished runs of this method and task (this suite spec): their median wall time;
 2. ... of this method on other tasks: their median;
-3. ... of other methods of this suite: their median;
+3. ... of other methods of this suite that train as it does (a method that trains is not timed by
+   ``base``'s evaluation-only runs), on this task, else on any task: their median; else of any other
+   method: their median;
 4. none: a calibration, now: ``lora`` on the suite's model and first task, one warm-up step and
    ``CALIBRATION_STEPS`` timed training steps in the execution mode in force, scaled to the
    budget's steps: a lower bound (no init, no evaluation, no model load).
@@ -135,6 +137,8 @@ def estimates(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec], ou
     for row in rows:
         by_pair[(row["method"], row["task"])].append(row)
         by_method[row["method"]].append(row)
+    trained = [r for r in rows if r.get("train_seconds") is not None]
+    untrained = [r for r in rows if r.get("train_seconds") is None]
     found: dict[tuple[str, str], Estimate] = {}
     calibrated: Estimate | None = None
     for method in methods:
@@ -144,6 +148,11 @@ def estimates(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec], ou
                 found[pair] = _from_rows(by_pair[pair], f"runs of {method.name} on {task.name}")
             elif by_method[method.name]:
                 found[pair] = _from_rows(by_method[method.name], f"runs of {method.name} on other tasks")
+            elif alike := (trained if method.trains else untrained):
+                kind = "training" if method.trains else "evaluation-only"
+                on_task = [r for r in alike if r["task"] == task.name]
+                found[pair] = _from_rows(on_task or alike, f"runs of other {kind} methods"
+                                                           + (f" on {task.name}" if on_task else ""))
             elif rows:
                 found[pair] = _from_rows(rows, "runs of other methods")
             elif not method.trains:

@@ -71,3 +71,16 @@ def test_plan_counts_the_trainings_reuse_saves(smoke_suite, tmp_path, capsys, mo
     monkeypatch.setenv("INITBENCH_INIT_REUSE", "0")
     assert main([*PLAN, "--out", str(out)]) == 0
     assert "training reuse: off ($INITBENCH_INIT_REUSE=0)" in capsys.readouterr().out
+
+
+def test_a_training_method_is_not_timed_by_evaluation_only_runs(smoke_suite, tmp_path, capsys):
+    out = tmp_path / "runs"
+    task = smoke_suite.tasks[0]
+    for name in ("base", "lora"):
+        assert run_one(smoke_suite, get_method(name), task, 0, out).status == "ok"
+    plan = ["sweep", "--suite", "smoke", "--method", "pissa", "--method", "base", "--seeds", "0", "--plan", "--out",
+            str(out)]
+    assert main(plan) == 0
+    sources = _row(capsys.readouterr().out, "pissa")[5]
+    assert f"runs of other training methods on {task.name}" in sources  # lora's run, not base's evaluation
+    assert "median of 1 runs" in sources
