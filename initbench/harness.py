@@ -136,6 +136,15 @@ def lora_settings(spec: LoraSpec, method: InitMethod, family: str = "") -> LoraS
     return LoraSettings(spec.rank, alpha, tuple(spec.target_modules), spec.dropout, use_rslora)
 
 
+def _run_lora(suite: Suite, method: InitMethod) -> tuple[LoraSettings, MethodFailure | None]:
+    """The run's LoRA settings; when the method's alpha convention (``paper_alpha``) raises, the suite's
+    own settings and that failure, so the run is recorded as failed rather than take its caller down."""
+    try:
+        return lora_settings(suite.lora, method, suite.family), None
+    except MethodFailure as err:
+        return lora_settings(dataclasses.replace(suite.lora, pin_alpha=True), method), err
+
+
 def run_one(
     suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, *, force: bool = False,
     lr: float | None = None, split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
@@ -178,13 +187,15 @@ def _compute(
     determinism = configure_determinism(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    lora = lora_settings(suite.lora, method, suite.family)
+    lora, lora_failure = _run_lora(suite, method)
     record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, device, determinism)
     lr = suite.budget.optimizer.lr if lr is None else float(lr)
     spend, curve = Spend(), []
     label = f"{method.name} | {task.name} | seed {seed}"
     loaded = model = None
     try:
+        if lora_failure is not None:
+            raise lora_failure
         record["primary_metric"] = task_primary_metric(task, suite.path)[0]  # a bad suite key fails before compute
         if isinstance(data, Exception):
             raise data
@@ -306,7 +317,7 @@ def record_crash(
     """Write a ``failed`` result for a run whose process died before it could write one itself
     (killed, out of memory, a segfault): what an executor calls, so the grid shows the failure
     and its reason, and a rerun redoes just that run."""
-    lora = lora_settings(suite.lora, method, suite.family)
+    lora, _ = _run_lora(suite, method)
     record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, pick_device(), {})
     record.update(Spend().columns(), status="failed", error=reason)
     stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
