@@ -225,7 +225,10 @@ class LayerwiseInit(InitMethod):
 
     Set ``statistic`` to what the method needs from calibration data and
     implement ``init_layer``.  ``stats`` is None, the (in, in) input covariance
-    E[x x^T] of the layer, or the (out, in) mean full-weight gradient.
+    E[x x^T] of the layer, or the (out, in) mean full-weight gradient.  ``weight``
+    (a float32 (out, in) copy of the frozen weight) and ``stats`` are float32 on the
+    model's device; ``generator`` is the CPU ``ctx.generator``.  A and B may come back
+    in any float dtype on any device: ``InitContext.set_lora`` casts and copies them.
     """
 
     statistic: ClassVar[Statistic] = "none"

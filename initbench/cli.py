@@ -309,6 +309,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"results in {args.out}; `initbench leaderboard {args.out}` shows the table", file=sys.stderr)
     for o in failed:
         print(f"initbench: run failed: {o.method} | {o.task} | seed {o.seed}: {o.error}", file=sys.stderr)
+    if failed:
+        from initbench.harness import DEBUG_ENV, debug_enabled
+
+        if not debug_enabled():
+            print(f"initbench: {DEBUG_ENV}=1 prints each failed run's traceback", file=sys.stderr)
     claimed = [o for o in outcomes if o.status == "claimed"]
     if claimed:
         print(f"initbench: {len(claimed)} run(s) left to the process computing them ({claimed[0].error}); "

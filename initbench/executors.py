@@ -3,15 +3,20 @@
 process died; the sweep then reads the run's results file (``initbench.sweep``).
 
 - ``inline``: in this process, one after another; the base model is loaded once (``evaluate``).
-- ``local``: one fresh process per run (``python -m initbench.sweep SPEC``), one after another,
-  so a crash or an out-of-memory kill is that run's failure and the sweep goes on; a worker dies
-  with its driver (``die_with_driver``), so killing the sweep leaves no orphan behind.
+- ``local``: one fresh process per run (``python -P -m initbench.sweep SPEC``, ``worker_command``), one
+  after another, so a crash or an out-of-memory kill is that run's failure and the sweep goes on; a
+  worker dies with its driver (``die_with_driver``), so killing the sweep leaves no orphan behind.
 - ``ray``: one Ray task per run on an existing cluster (``address``) or a local one, one GPU each
   where the cluster has GPUs; Ray reuses worker processes, so each loads the base model once.
   The driver's ``INITBENCH_*`` settings (diagnostics, fast path, data and cache folders) travel
   with every task.
 - ``slurm``: one SLURM job array through submitit (``cluster="local"`` runs the same jobs as
   local processes, for a laptop or CI).
+
+Every worker imports the *installed* initbench, whatever folder the sweep was started from: a
+checkout named ``initbench`` in the working folder (which ``python -m``, Ray and submitit all put
+first on a worker's import path) must not shadow it.  Local workers start with ``-P`` (``worker_command``);
+Ray tasks and submitit jobs take the folder off the path before importing initbench (``remote_worker``).
 """
 
 from __future__ import annotations
@@ -77,13 +82,52 @@ class LocalExecutor:
                     spec = scheduler.take()
                     report(f"[{len(specs) - len(scheduler.pending)}/{len(specs)}] {spec.label} "
                            f"(own process, {threads} thread(s))")
-                    command = [sys.executable, "-m", "initbench.sweep", spec.to_json()]
+                    command = worker_command(spec.to_json())
                     running[pool.submit(_run_process, command, env)] = spec
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     spec = running.pop(future)
                     scheduler.finished(spec)
                     yield spec, future.result()
+
+
+#: what a local worker runs on Python 3.10, which has no ``-P``: ``-c`` puts '' (the working folder) first
+#: on the import path, and this takes it off before importing initbench
+_SAFE_MAIN_310 = "import sys; del sys.path[0]; from initbench.sweep import main; sys.exit(main())"
+
+
+def worker_command(*args: str) -> list[str]:
+    """The command of a local worker, ``python -m initbench.sweep ARGS``, without the working folder on
+    its import path (``-P``, Python 3.11+; on 3.10 ``_SAFE_MAIN_310``): a folder named ``initbench``
+    where the sweep was started must not shadow the installed package.  ``PYTHONPATH`` still applies."""
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "initbench.sweep", *args]
+    return [sys.executable, "-c", _SAFE_MAIN_310, *args]
+
+
+def remote_worker(driver_folder: str) -> Callable[[str], dict]:
+    """What a Ray task or a submitit job runs: ``execute_run`` of a ``RunSpec`` given as JSON.
+
+    Ray puts the driver's working folder ``driver_folder`` first on every worker's import path, and
+    submitit's ``python -m`` the job's working folder (the driver's, unless the cluster changes it);
+    before the first ``import initbench`` in a process, ``run`` takes that entry off (once: a
+    ``PYTHONPATH`` entry of the same folder stays).  A closure and a string, so Ray and submitit pickle
+    both by value and unpickling them imports nothing from the working folder."""
+    target = os.path.realpath(driver_folder)
+
+    def run(spec_json: str) -> dict:
+        import os
+        import sys
+
+        if "initbench" not in sys.modules:
+            first = next((i for i, entry in enumerate(sys.path) if os.path.realpath(entry or ".") == target), None)
+            if first is not None:
+                del sys.path[first]
+        from initbench.sweep import RunSpec, execute_run
+
+        return execute_run(RunSpec.from_json(spec_json))
+
+    return run
 
 
 DRIVER_PID = "INITBENCH_DRIVER_PID"
@@ -213,10 +257,10 @@ class RayExecutor:
         try:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
             settings = {k: v for k, v in os.environ.items() if k.startswith("INITBENCH_")}  # diagnostics, fast path
-            remote = ray.remote(execute_run).options(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0,
-                                                     runtime_env={"env_vars": settings})
+            remote = ray.remote(remote_worker(os.getcwd())).options(
+                num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0, runtime_env={"env_vars": settings})
             report(f"ray: {len(specs)} runs submitted ({gpus} GPU, {self.cpus_per_run:g} CPU each)")
-            refs = {remote.remote(spec): spec for spec in specs}
+            refs = {remote.remote(spec.to_json()): spec for spec in specs}
             pending = list(refs)
             while pending:
                 (ref,), pending = ray.wait(pending, num_returns=1)
@@ -254,7 +298,7 @@ class SlurmExecutor:
         if self.partition:
             params["slurm_partition"] = self.partition
         executor.update_parameters(**params)
-        jobs = executor.map_array(execute_run, specs)
+        jobs = executor.map_array(remote_worker(os.getcwd()), [spec.to_json() for spec in specs])
         report(f"submitit ({self.cluster}): {len(jobs)} jobs submitted"
                + (f", array {jobs[0].job_id.split('_')[0]}" if jobs else "") + f"; logs in {self.folder}")
         for job, spec in zip(jobs, specs):

@@ -4,6 +4,9 @@ budgeted training, lm-eval, Arrow rows on disk.
 ``run_one`` never raises for a failure inside a run: a method that raises, a
 loss that diverges or an evaluation error becomes that run's status, written
 like any result, so one broken method cannot take the others' results down.
+Every hook of the method is called through ``call_hook``, so an error raised in
+one names the method, where its class lives and the hook (``MethodFailure``);
+``INITBENCH_DEBUG=1`` prints each failed run's traceback to stderr.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import resource
 import sys
 import time
@@ -126,10 +130,19 @@ def lora_settings(spec: LoraSpec, method: InitMethod, family: str = "") -> LoraS
     suite's task ``family``) unless the suite pins them (``lora.pin_alpha``)."""
     alpha, use_rslora = spec.alpha, spec.use_rslora
     if not spec.pin_alpha:
-        paper_alpha = method.paper_alpha(spec.rank, family)
+        paper_alpha = call_hook(method, "paper_alpha", spec.rank, family)
         alpha = alpha if paper_alpha is None else float(paper_alpha)
         use_rslora = use_rslora if method.use_rslora is None else method.use_rslora
     return LoraSettings(spec.rank, alpha, tuple(spec.target_modules), spec.dropout, use_rslora)
+
+
+def _run_lora(suite: Suite, method: InitMethod) -> tuple[LoraSettings, MethodFailure | None]:
+    """The run's LoRA settings; when the method's alpha convention (``paper_alpha``) raises, the suite's
+    own settings and that failure, so the run is recorded as failed rather than take its caller down."""
+    try:
+        return lora_settings(suite.lora, method, suite.family), None
+    except MethodFailure as err:
+        return lora_settings(dataclasses.replace(suite.lora, pin_alpha=True), method), err
 
 
 def run_one(
@@ -174,13 +187,15 @@ def _compute(
     determinism = configure_determinism(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    lora = lora_settings(suite.lora, method, suite.family)
+    lora, lora_failure = _run_lora(suite, method)
     record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, device, determinism)
     lr = suite.budget.optimizer.lr if lr is None else float(lr)
     spend, curve = Spend(), []
     label = f"{method.name} | {task.name} | seed {seed}"
     loaded = model = None
     try:
+        if lora_failure is not None:
+            raise lora_failure
         record["primary_metric"] = task_primary_metric(task, suite.path)[0]  # a bad suite key fails before compute
         if isinstance(data, Exception):
             raise data
@@ -223,7 +238,7 @@ def _compute(
             if trained is None:
                 trained = train(model, examples, suite.budget, lr=lr, seed=seed, pad_id=tokenizer.pad_token_id,
                                 device=device, spend=spend, base_params=base_params, label=label,
-                                optimizer=method.build_optimizer(model, lr, suite.budget.optimizer))
+                                optimizer=call_hook(method, "build_optimizer", model, lr, suite.budget.optimizer))
                 if train_reuse is not None:
                     train_reuse.store(model, trained, spend)
             record["train_reused"] = train_reuse is not None and train_reuse.reused
@@ -246,7 +261,10 @@ def _compute(
             )
     except Exception as err:  # recorded as this run's failure; the sweep goes on
         status, scores = "failed", []
-        record["error"] = _describe(err, method)
+        record["error"] = _describe(err)
+        if debug_enabled():
+            print(f"initbench: {label} failed; traceback ({DEBUG_ENV}=1):", file=sys.stderr)
+            traceback.print_exception(err, file=sys.stderr)
     if loaded is not None:
         return_base_model(loaded, model)
     record.update(spend.columns())
@@ -299,7 +317,7 @@ def record_crash(
     """Write a ``failed`` result for a run whose process died before it could write one itself
     (killed, out of memory, a segfault): what an executor calls, so the grid shows the failure
     and its reason, and a rerun redoes just that run."""
-    lora = lora_settings(suite.lora, method, suite.family)
+    lora, _ = _run_lora(suite, method)
     record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, pick_device(), {})
     record.update(Spend().columns(), status="failed", error=reason)
     stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
@@ -386,7 +404,7 @@ def attach_and_initialize(
         before = _fingerprints(model, lora.target_modules)
     config = LoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, target_modules=list(lora.target_modules), lora_dropout=lora.dropout,
-        use_rslora=lora.use_rslora, task_type="CAUSAL_LM", **method.lora_config_kwargs(lora),
+        use_rslora=lora.use_rslora, task_type="CAUSAL_LM", **call_hook(method, "lora_config_kwargs", lora),
     )
     torch.manual_seed(seed)
     model = get_peft_model(model, config)
@@ -395,16 +413,13 @@ def attach_and_initialize(
         if restored is not None:
             return model, restored
         reuse.watch(model, method)
-    reference = method.reference_calibration_examples(family)
+    reference = call_hook(method, "reference_calibration_examples", family)
     granted = budget.calibration if reference is None else \
         dataclasses.replace(budget.calibration, examples=min(reference, budget.calibration.examples))
     calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device)
     ctx = (InitContext if reuse is None else WatchedContext)(model, lora, seed, calibrator, tokenizer, budget=budget,
                                                              lr=lr, family=family)
-    try:
-        method.initialize(model, ctx)
-    except Exception as err:
-        raise MethodFailure(f"method {method.name!r} raised in initialize: {type(err).__name__}: {err}") from err
+    call_hook(method, "initialize", model, ctx)
     if reference is not None or spend.calibration_examples:
         spend.method_info.update(calibration_reference_examples=reference,
                                  calibration_granted_examples=granted.examples)
@@ -417,7 +432,28 @@ def attach_and_initialize(
 
 
 class MethodFailure(RuntimeError):
-    """The init method itself raised (as opposed to the harness)."""
+    """The init method itself raised (as opposed to the harness); the method's exception is ``__cause__``."""
+
+
+def call_hook(method: InitMethod, hook: str, *args: Any) -> Any:
+    """``method.<hook>(*args)``; an exception raised there (a wrong signature included) becomes a
+    ``MethodFailure`` that names the method, where its class is defined and the hook, so it does not
+    read like an initbench bug: ``method 'my-init' (my_pkg.init:MyInit 0.1.0) raised in initialize: ...``."""
+    try:
+        return getattr(method, hook)(*args)
+    except Exception as err:
+        cls = type(method)
+        where = f"{cls.__module__}:{cls.__qualname__}" + (f" {method.version}" if method.version else "")
+        message = f"method {method.name!r} ({where}) raised in {hook}: {type(err).__name__}: {err}"
+        raise MethodFailure(message) from err
+
+
+DEBUG_ENV = "INITBENCH_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """Whether ``INITBENCH_DEBUG`` asks for the traceback of every failed run on stderr."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _targeted_linears(model: torch.nn.Module, targets: tuple[str, ...]):
@@ -452,7 +488,8 @@ def _method_package(method: InitMethod) -> str:
     return type(method).__module__.split(".")[0]
 
 
-def _describe(err: Exception, method: InitMethod) -> str:
+def _describe(err: Exception) -> str:
+    """A failed run's ``error``: a method's own failure as it names itself, else where initbench raised."""
     if isinstance(err, MethodFailure):
         return str(err)
     frame = traceback.extract_tb(err.__traceback__)[-1]

@@ -62,7 +62,8 @@ def test_a_method_that_raises_is_recorded_and_named(smoke_suite, tmp_path):
     method.name = "exploding"
     outcome, rows, curve = _run(smoke_suite, method, 0, tmp_path)
     assert outcome.status == "failed" and curve == []
-    assert rows[0]["error"] == "method 'exploding' raised in initialize: ValueError: boom at layer 3"
+    assert rows[0]["error"] == (f"method 'exploding' ({Exploding.__module__}:Exploding) raised in initialize: "
+                                "ValueError: boom at layer 3")
     # another method's results in the same folder are untouched and the table reads both
     ok = run_one(smoke_suite, get_method("lora"), smoke_suite.tasks[0], 0, tmp_path)
     assert ok.status == "ok"

@@ -115,3 +115,40 @@ def test_cli_sweep_and_status(tmp_path, crash_env):
                             text=True, env=cli_env(), timeout=120)
     assert status.returncode == 1 and "SIGKILL" in status.stdout
     assert "| smoke   | lora " in status.stdout or "| smoke | lora " in status.stdout
+
+
+@pytest.fixture
+def decoy_folder(tmp_path, monkeypatch):
+    """The sweep starts from a folder holding a checkout-like ``initbench`` that raises on import, as a
+    clone of the repository next to the user's work would; workers must import the installed package."""
+    start = tmp_path / "start"
+    (start / "initbench").mkdir(parents=True)
+    (start / "initbench" / "__init__.py").write_text("raise ImportError('the decoy initbench was imported')\n")
+    monkeypatch.chdir(start)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return start
+
+
+@pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
+def test_workers_import_the_installed_initbench_not_a_folder_in_the_working_folder(tmp_path, decoy_folder, executor):
+    if executor == "ray":
+        pytest.importorskip("ray")
+        chosen = RayExecutor(num_cpus=1)
+    elif executor == "slurm":
+        pytest.importorskip("submitit")
+        chosen = SlurmExecutor(tmp_path / "submitit", cluster="local", cpus_per_run=1)
+    else:
+        chosen = LocalExecutor()
+    suite = load_suite(str(quick_smoke_suite(tmp_path)))
+    outcomes = run_sweep(suite, [get_method("lora")], [0], tmp_path / "runs", chosen, report=lambda line: None)
+    assert [(o.status, o.error) for o in outcomes] == [("ok", "")]
+
+
+def test_the_python_310_worker_command_drops_the_working_folder(decoy_folder):
+    from initbench.executors import _SAFE_MAIN_310
+
+    # no RunSpec: main fails on its argument, after importing the installed initbench.sweep
+    done = subprocess.run([sys.executable, "-c", _SAFE_MAIN_310, "not json"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "JSONDecodeError" in done.stderr and "decoy" not in done.stderr, done.stderr
