@@ -281,9 +281,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         methods = [get_method(name) for name in dict.fromkeys(args.method)]
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
-    if args.protocol == "tuned" and suite.tuning is None:
-        raise UsageError(f"--protocol tuned: suite {suite.name!r} ({suite.path}) has no 'tuning' section "
-                         "(tuning: {lr_grid: [...], seeds: [...]}); add one or use --protocol fixed")
     tasks = _offline_tasks(suite, args.data_dir)
     _preflight(suite, tasks)  # bad input is exit 2 before anything is written
     if not getattr(args, "plan", False):  # a plan writes nothing, not even --out
