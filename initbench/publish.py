@@ -192,7 +192,7 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
                 "pairwise": f"vs {leaderboard.REFERENCE_METHOD}: probability of improvement; Wilcoxon signed-rank paired "
                             f"by (seed, task), Holm-corrected, alpha {leaderboard.ALPHA}",
                 "convergence": f"loss AUC; steps until EMA(0.1) loss <= {leaderboard.CONVERGENCE_FRACTION} x "
-                               f"{leaderboard.REFERENCE_METHOD}'s mean final loss",
+                               f"{leaderboard.REFERENCE_METHOD}'s mean final EMA loss",
             },
             "plots": plots,
         }
