@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from initbench import atomic
 from initbench.suite import SuiteError, TaskSpec
 
 SPLITS = ("train", "validation", "test")
@@ -69,9 +70,7 @@ def materialize(task: TaskSpec, where: str = "") -> TaskData:
     for split, text in payload.items():
         path = folder / f"{split}.jsonl"
         if not path.exists():
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(text)
-            tmp.replace(path)
+            atomic.write_text(path, text)
         files[split] = path
     return TaskData(files, digest)
 
@@ -188,8 +187,6 @@ def with_validation(data: TaskData) -> TaskData:
                         ("validation", [r for i, r in enumerate(records) if i in held])):
         path = folder / f"{split}.jsonl"
         if not path.exists():
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-            tmp.replace(path)
+            atomic.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         files[split] = path
     return TaskData(files, digest)

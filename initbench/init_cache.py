@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 import torch
 
+from initbench import atomic
 from initbench.api import InitContext, InitMethod, LoraSettings
 from initbench.budget import Spend
 from initbench.seeding import rng_states, set_rng_states
@@ -87,13 +87,11 @@ def cache_key(
 def save_entry(entry: dict[str, Any], path: Path) -> bool:
     """Write a cache entry atomically (a temporary file, then ``os.replace``); returns whether it was
     written (a full disk or a folder deleted meanwhile is not the run's failure: nothing is cached)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(entry, tmp)
-        os.replace(tmp, path)
+        with atomic.replacing(path) as tmp:
+            torch.save(entry, tmp)
     except OSError:
-        tmp.unlink(missing_ok=True)
         return False
     return True
 

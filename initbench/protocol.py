@@ -48,9 +48,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from initbench.results import RESULTS_SUFFIX, run_stem, write_json_atomic
+from initbench.results import RESULTS_SUFFIX, read_rows, run_stem, write_json_atomic
 from initbench.suite import Suite, SuiteError, TaskSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,9 +99,8 @@ def choose_lr(selection: Selection, default_lr: float) -> float:
 
 def _trial_score(stem: Path, metric: str) -> float | None:
     path = stem.with_name(stem.name + RESULTS_SUFFIX)
-    try:
-        rows = pq.read_table(path, columns=["status", "metric", "value"]).to_pylist()
-    except (pa.ArrowInvalid, OSError, KeyError):
+    rows = read_rows(path, ["status", "metric", "value"])
+    if rows is None:
         return None  # missing or unreadable: not a score (the sweep redoes such a trial before selecting)
     values = [r["value"] for r in rows if r["status"] == "ok" and r["metric"] == metric]
     return float(values[0]) if values and values[0] is not None else None
@@ -160,10 +158,8 @@ def superseded(out: Path) -> dict[str, str]:
     aside: kept on disk, not counted by the leaderboard, ``status`` or ``validate``, and reported."""
     stale: dict[str, str] = {}
     for path in sorted(Path(out).rglob(f"*{RESULTS_SUFFIX}")):
-        try:
-            rows = pq.read_table(path, columns=["run_id", "suite_hash", "protocol", "phase", "selected_lr"]
-                                 ).slice(0, 1).to_pylist()
-        except (pa.ArrowInvalid, OSError, KeyError):
+        rows = read_rows(path, ["run_id", "suite_hash", "protocol", "phase", "selected_lr"])
+        if rows is None:
             continue  # not a readable results file: reading the tree reports it
         if not rows or rows[0]["protocol"] != "tuned" or rows[0]["phase"] != "final":
             continue

@@ -52,8 +52,8 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from initbench import __version__, leaderboard
-from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, read_results, upgrade, validate, write_atomic,
-                               write_json_atomic)
+from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, read_file, read_results, upgrade, validate,
+                               write_atomic, write_json_atomic)
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
@@ -553,7 +553,7 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                 outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
                                   lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
                                   protocol=r["protocol"], selected_lr=r["selected_lr"])
-            rerun = pq.read_table(outcome.path).to_pylist()
+            rerun = read_file(outcome.path).to_pylist()
             new = {x["metric"]: x["value"] for x in rerun}
             first_line = len(lines)
             for column in RERUN_COLUMNS:  # what a rerun must spend and record exactly like the published run

@@ -68,6 +68,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from initbench import atomic
+
 SCHEMA_VERSION = "7"
 SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5", "6", "7")
 RESULTS_SUFFIX = ".results.parquet"
@@ -229,7 +231,12 @@ def format_lr(lr: float | None) -> str:
 
 
 def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> Path:
-    """Write a run's curve, then its results, each atomically; returns the results path."""
+    """Write a run's curve, then its results, each atomically; returns the results path.
+
+    A key that is not a column of the schema (a misspelled one) raises ``ValueError`` before anything
+    is written: Arrow would silently drop it and leave its column null."""
+    _check_columns(rows, RESULTS_SCHEMA, "results row")
+    _check_columns(curve, CURVE_SCHEMA, "curve point")
     stem.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(pa.Table.from_pylist(curve, schema=CURVE_SCHEMA), stem.with_name(stem.name + CURVE_SUFFIX), "curve")
     results_path = stem.with_name(stem.name + RESULTS_SUFFIX)
@@ -238,17 +245,22 @@ def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]
     return results_path
 
 
+def _check_columns(rows: list[dict[str, Any]], schema: pa.Schema, kind: str) -> None:
+    unknown = sorted({k for row in rows for k in row} - set(schema.names))
+    if unknown:
+        raise ValueError(f"{kind} has key(s) {', '.join(map(repr, unknown))} that the schema (version "
+                         f"{SCHEMA_VERSION}) has no column for: a misspelling, or a column to add to the schema")
+
+
 def write_atomic(table: pa.Table, path: Path, kind: str) -> None:
     """Write ``table`` as a ``kind`` (results or curve) file with the schema version, atomically."""
     table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind})
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        pq.write_table(table, tmp)
-        _check_written(tmp, table.num_rows, path)
-        os.replace(tmp, path)
-    except BaseException as err:  # a full disk, a kill: leave no partial temporary file behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno and not err.filename:  # Arrow's errors name no file
+        with atomic.replacing(path) as tmp:  # a full disk, a kill: no partial file, the old one kept
+            pq.write_table(table, tmp)
+            _check_written(tmp, table.num_rows, path)
+    except OSError as err:
+        if err.errno and not err.filename:  # Arrow's errors name no file
             raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
         raise
 
@@ -293,6 +305,16 @@ def finished_status(stem: Path, data_hash: str | None = None) -> str | None:
     return status
 
 
+def read_rows(path: Path, columns: list[str]) -> list[dict[str, Any]] | None:
+    """A quick read of some columns of one results file, as row dicts; None when the file is missing,
+    unreadable or lacks a column (callers treat that run as not finished).  For whole, validated
+    tables use :func:`read_file` / :func:`read_results`."""
+    try:
+        return pq.read_table(path, columns=columns).to_pylist()
+    except (pa.ArrowInvalid, OSError, KeyError):
+        return None
+
+
 def result_files(path: Path, suffix: str = RESULTS_SUFFIX) -> list[Path]:
     path = Path(path)
     return [path] if path.is_file() else sorted(path.rglob(f"*{suffix}"))
@@ -321,10 +343,7 @@ def read_file(path: Path, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
 def write_json_atomic(payload: Any, path: Path) -> Path:
     """Write ``payload`` as indented, key-sorted JSON at ``path`` through a temporary file and a rename,
     so a reader never sees half a file (selections, plans, contamination reports, version records)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def first_line(err: BaseException) -> str:

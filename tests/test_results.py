@@ -103,3 +103,14 @@ def test_archived_runs_of_older_schema_versions_still_validate_and_read():
     assert validate(archive) == []
     table = read_results(archive)
     assert table.num_rows > 0 and all(name in table.schema.names for added in ADDED_IN.values() for name in added)
+
+
+def test_a_misspelled_column_is_refused_before_anything_is_written(tmp_path):
+    import pytest
+
+    stem = run_stem(tmp_path, "s", "m", "t", 0, "h")
+    with pytest.raises(ValueError, match="'wall_secs'"):
+        write_run(stem, [_row(wall_secs=3.0)], [])
+    with pytest.raises(ValueError, match="curve point has key.*'los'"):
+        write_run(stem, [_row()], [{"run_id": "x", "step": 1, "los": 1.0}])
+    assert not list(tmp_path.rglob("*.parquet"))
