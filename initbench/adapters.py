@@ -98,12 +98,23 @@ class MiddleA(nn.Module):
         return self.middle(self.A(x))
 
 
-def _adapter(layer: nn.Module, adapter: str | None) -> str:
-    if adapter is not None:
-        return adapter
-    from initbench.api import active_adapter
+def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every peft ``LoraLayer`` of ``model``, as (qualified name, module), in model order."""
+    from peft.tuners.lora import LoraLayer
 
-    return active_adapter(layer)
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+
+
+def active_adapter(layer: nn.Module) -> str:
+    """The name of the layer's one active adapter (a ``ValueError`` when it has several or none)."""
+    adapters = layer.active_adapters
+    if len(adapters) != 1:
+        raise ValueError(f"expected exactly one active adapter, found {adapters}")
+    return adapters[0]
+
+
+def _adapter(layer: nn.Module, adapter: str | None) -> str:
+    return active_adapter(layer) if adapter is None else adapter
 
 
 def lora_A_linear(layer: nn.Module, adapter: str | None = None) -> nn.Linear:
@@ -195,8 +206,6 @@ def trainable_parts(layer: nn.Module, adapter: str | None = None) -> set[str]:
 
 def train_only(model: nn.Module, parts: Iterable[str]) -> None:
     """In every LoRA layer of ``model``, train exactly ``parts`` (a subset of A, B, M) and freeze the rest."""
-    from initbench.api import lora_layers
-
     parts = set(parts)
     unknown = parts - set(PARTS)
     if unknown:

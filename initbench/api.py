@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
+from initbench.adapters import active_adapter, lora_A_linear, lora_layers
 from initbench.budget import OptimizerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -175,8 +176,6 @@ class InitContext:
     def set_lora(self, name: str, layer: torch.nn.Module, A: torch.Tensor, B: torch.Tensor) -> None:
         """Write ``lora_A`` (rank, in) and ``lora_B`` (out, rank) of one layer (A itself, not
         ``M A``, for a layer with a middle matrix, see ``initbench.adapters``)."""
-        from initbench.adapters import lora_A_linear
-
         adapter = active_adapter(layer)
         lora_A, lora_B = lora_A_linear(layer, adapter).weight, layer.lora_B[adapter].weight
         for label, new, old in (("lora_A", A, lora_A), ("lora_B", B, lora_B)):
@@ -201,20 +200,6 @@ class InitContext:
         with torch.no_grad():
             base.copy_(weight.to(base.dtype))
         self.modified_base_layers.add(name)
-
-
-def lora_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """Every peft ``LoraLayer`` of ``model``, as (qualified name, module), in model order."""
-    from peft.tuners.lora import LoraLayer
-
-    return [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
-
-
-def active_adapter(layer: torch.nn.Module) -> str:
-    adapters = layer.active_adapters
-    if len(adapters) != 1:
-        raise InitError(f"expected exactly one active adapter, found {adapters}")
-    return adapters[0]
 
 
 Statistic = Literal["none", "activation_covariance", "weight_gradient"]

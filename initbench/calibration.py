@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-from initbench.api import lora_layers
+from initbench.adapters import lora_layers
 from initbench.budget import BudgetExceeded, CalibrationSpec, Spend
 from initbench.data import collate
 

@@ -11,20 +11,17 @@ curvature the way ``results.read_results`` gathers its scores.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from initbench import data as task_data
-from initbench import provenance
-from initbench.api import InitMethod
-from initbench.budget import Spend
-from initbench.curvature import top_hessian_eigenvalues
+from initbench import atomic
 from initbench.suite import Suite, TaskSpec
+
+if TYPE_CHECKING:  # measuring needs torch; reading the table (leaderboard, lr-prior) does not
+    from initbench.api import InitMethod
 
 SUFFIX = ".curvature.parquet"
 
@@ -67,7 +64,12 @@ def measure(
 ) -> dict[str, Any]:
     """Initialize ``method`` as a run of (task, seed) at rate ``lr`` (default: the suite's) starts and
     estimate the top-``k`` Hessian eigenvalues of the training loss on its first ``batches`` batches."""
-    from initbench import harness
+    import torch
+
+    from initbench import data as task_data
+    from initbench import harness, provenance
+    from initbench.budget import Spend
+    from initbench.curvature import top_hessian_eigenvalues
     from initbench.seeding import pick_device, seed_everything
 
     if not (method.trains and method.attaches_lora):
@@ -109,9 +111,8 @@ def measure_and_write(out: Path, suite: Suite, method: InitMethod, task: TaskSpe
         return pq.read_table(path, schema=SCHEMA).to_pylist()[0], False
     row = measure(suite, method, task, seed, **options)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), tmp)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), tmp)
     return row, True
 
 

@@ -59,7 +59,7 @@ def effective_rank(matrix: torch.Tensor) -> float:
 
 
 def _layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    from initbench.api import lora_layers
+    from initbench.adapters import lora_layers
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return lora_layers(inner)

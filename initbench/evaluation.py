@@ -14,11 +14,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from initbench.data import TaskData
 from initbench.suite import SuiteError, TaskSpec
+
+if TYPE_CHECKING:  # the metric helpers (leaderboard, status) need neither torch nor the data layer
+    import torch
+
+    from initbench.data import TaskData
 
 
 @dataclass(frozen=True)

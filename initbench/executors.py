@@ -93,15 +93,15 @@ class LocalExecutor:
 
 #: what a local worker runs on Python 3.10, which has no ``-P``: ``-c`` puts '' (the working folder) first
 #: on the import path, and this takes it off before importing initbench
-_SAFE_MAIN_310 = "import sys; del sys.path[0]; from initbench.sweep import main; sys.exit(main())"
+_SAFE_MAIN_310 = "import sys; del sys.path[0]; from initbench.worker import main; sys.exit(main())"
 
 
 def worker_command(*args: str) -> list[str]:
-    """The command of a local worker, ``python -m initbench.sweep ARGS``, without the working folder on
+    """The command of a local worker, ``python -m initbench.worker ARGS``, without the working folder on
     its import path (``-P``, Python 3.11+; on 3.10 ``_SAFE_MAIN_310``): a folder named ``initbench``
     where the sweep was started must not shadow the installed package.  ``PYTHONPATH`` still applies."""
     if sys.version_info >= (3, 11):
-        return [sys.executable, "-P", "-m", "initbench.sweep", *args]
+        return [sys.executable, "-P", "-m", "initbench.worker", *args]
     return [sys.executable, "-c", _SAFE_MAIN_310, *args]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from initbench.budget import Budget
+from initbench.formatters import FORMATTERS
 
 
 class SuiteError(ValueError):
@@ -66,7 +67,7 @@ class LoraSpec:
 class HubSource:
     """A split of a public data set on the Hugging Face hub, read with
     ``datasets.load_dataset(id, config, split=split, revision=revision)`` and mapped to
-    records by the named ``formatter`` (see ``initbench.datasets_io.FORMATTERS``)."""
+    records by the named ``formatter`` (see ``initbench.formatters.FORMATTERS``)."""
 
     id: str
     formatter: str
@@ -266,9 +267,7 @@ def _check_semantics(suite: Suite) -> None:
         if task.data.generator and (problem := generator_problem(task.data.generator)):
             raise SuiteError(f"{where}: key 'tasks[{i}].data.generator' ({task.data.generator!r}) {problem}")
         if task.data.splits:
-            from initbench.datasets_io import check_splits
-
-            check_splits(task.data.splits, where, f"tasks[{i}].data.splits")
+            _check_splits(task.data.splits, where, f"tasks[{i}].data.splits")
     if suite.family and suite.family not in FAMILIES:
         raise SuiteError(f"{where}: key 'family' must be one of {', '.join(FAMILIES)} (or left out), "
                          f"got {suite.family!r}")
@@ -278,6 +277,24 @@ def _check_semantics(suite: Suite) -> None:
         suite.budget.validate(where)
     except ValueError as err:
         raise SuiteError(str(err)) from None
+
+
+def _check_splits(splits: dict[str, SplitSource], where: str, key: str) -> None:
+    """Schema checks beyond types: known formatters, a source per split, a positive limit."""
+    for split, source in splits.items():
+        split_key = f"{key}.{split}"
+        if source.hub is None and not source.local:
+            raise SuiteError(f"{where}: key '{split_key}' must set 'hub', 'local' or both")
+        named = ([(f"{split_key}.hub.formatter", source.hub.formatter)] if source.hub else []) + [
+            (f"{split_key}.local[{i}].formatter", s.formatter) for i, s in enumerate(source.local)]
+        for formatter_key, name in named:
+            if name not in FORMATTERS:
+                raise SuiteError(f"{where}: key '{formatter_key}': unknown formatter {name!r} "
+                                 f"(known: {', '.join(sorted(FORMATTERS))})")
+        if source.limit is not None and source.limit <= 0:
+            raise SuiteError(f"{where}: key '{split_key}.limit' must be positive, got {source.limit}")
+    if "test" not in splits:
+        raise SuiteError(f"{where}: key '{key}' must name a 'test' split (lm-eval scores it)")
 
 
 def _check_lora(lora: LoraSpec, where: str) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from initbench import claims
-from initbench.results import DONE, RESULTS_SUFFIX, STALE, finished_status, run_stem, write_json_atomic
+from initbench.results import DONE, RESULTS_SUFFIX, STALE, finished_status, read_rows, run_stem, write_json_atomic
 from initbench.suite import Suite, TaskSpec
 
 if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do not need it
@@ -247,7 +247,6 @@ class DataHashes:
 
 def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
     """The outcome of a run, from its results file (whoever wrote it)."""
-    import pyarrow.parquet as pq
 
     from initbench.harness import RunOutcome
 
@@ -258,7 +257,9 @@ def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
         if other is not None:  # the worker found it claimed by another sweep
             return RunOutcome(spec.method, spec.task, spec.seed, "claimed", None, f"being computed by {other.describe()}")
         return RunOutcome(spec.method, spec.task, spec.seed, "failed", None, "no results file was written")
-    rows = pq.read_table(path, columns=["status", "error", "metric", "value"]).to_pylist()
+    rows = read_rows(path, ["status", "error", "metric", "value"])
+    if not rows:
+        return RunOutcome(spec.method, spec.task, spec.seed, "failed", path, "the results file written cannot be read")
     scores = {r["metric"]: r["value"] for r in rows if r["metric"] is not None and r["value"] is not None}
     return RunOutcome(spec.method, spec.task, spec.seed, rows[0]["status"], path, rows[0]["error"] or "", scores)
 
@@ -310,18 +311,3 @@ def record_contamination(suite: Suite, out: Path, report: Callable[[str], None] 
                + (f" (accepted by the suite: {suite.contamination_ok})" if suite.contamination_ok else
                   f"; validate --contributed refuses this suite (see {path})"))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m initbench.sweep '<RunSpec JSON>'``: one run in this process (the local executor's worker,
-    which dies with its driver: ``executors.die_with_driver``)."""
-    from initbench.executors import die_with_driver
-
-    args = sys.argv[1:] if argv is None else argv
-    die_with_driver()
-    execute_run(RunSpec.from_json(args[0]))
-    return 0  # a failure inside the run is in its results file; a nonzero exit means the process crashed
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import SHARED_DATA
-from initbench import datasets_io
+from initbench import datasets_io, formatters
 from initbench.data import materialize
 from initbench.datasets_io import DataUnavailable, data_dir, load_splits, use_data_dir
 from initbench.suite import SuiteError, list_suites, load_suite
@@ -152,7 +152,7 @@ def test_known_commonsense_first_records():
 
 def test_hub_formatters_make_the_same_records_as_the_llm_adapters_copies():
     """The hub rows' formatters (online road) agree with the LLM-Adapters parser (offline road)."""
-    f = datasets_io.FORMATTERS
+    f = formatters.FORMATTERS
     adapters = f["llm_adapters_commonsense"]({
         "instruction": "Please choose the correct answer to the question: Which is a mammal?\n\n"
                        "Answer1: trout Answer2: whale Answer3: shark\n\nAnswer format: answer1/answer2/answer3",
@@ -260,7 +260,7 @@ def test_gsm8k_yaml_filters_extract_every_gold_answer_from_its_own_solution():
     options = {k: metric[k] for k in ("regexes_to_ignore", "ignore_case", "ignore_punctuation")}
 
     rows = [json.loads(line) for line in (SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()]
-    records = [datasets_io.gsm8k(row) for row in rows]
+    records = [formatters.gsm8k(row) for row in rows]
     golds = [r["target"] for r in records]
     assert len(golds) == 1319
     for solutions in ([r["answer"] for r in rows], [r["completion"] for r in records]):

@@ -1,0 +1,81 @@
+"""Reading results never imports torch (issue 15 item 4): `status`, `leaderboard` and `validate`
+answer in a second on a machine, or a CI job, that has no use for a deep-learning stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests._trees import fixed_tree
+
+
+def _torch_loaded_after(code: str) -> bool:
+    probe = f"{code}\nimport sys\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_reading_modules_do_not_import_torch():
+    assert not _torch_loaded_after("import initbench.stats, initbench.results, initbench.status, initbench.leaderboard")
+
+
+def test_status_leaderboard_and_validate_do_not_import_torch(tmp_path):
+    tree = fixed_tree(tmp_path / "runs")
+    for command in (["status", str(tree)], ["leaderboard", str(tree)], ["validate", str(tree)]):
+        assert not _torch_loaded_after(f"from initbench.cli import main\nmain({command!r})"), command
+
+
+def test_the_plugin_api_is_still_importable_from_the_package():
+    assert _torch_loaded_after("from initbench import InitMethod, LayerwiseInit")
+
+
+def _imports(lazy: bool) -> dict[str, set[str]]:
+    """initbench module -> the initbench modules it imports (``lazy``: inside functions too; never
+    the ``if TYPE_CHECKING:`` blocks, which do not run)."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "initbench"
+    names = {p.stem for p in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        found: set[str] = set()
+
+        def visit(node: ast.AST, in_function: bool) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                    continue
+                if isinstance(child, ast.ImportFrom) and child.module and (lazy or not in_function):
+                    if child.module == "initbench":
+                        found.update(a.name for a in child.names if a.name in names)
+                    elif child.module.startswith("initbench."):
+                        found.add(child.module.split(".")[1])
+                visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+        visit(ast.parse(path.read_text()), False)
+        graph[path.stem] = found - {path.stem}
+    return graph
+
+
+def test_module_level_imports_have_no_cycle():
+    graph, done, active = _imports(lazy=False), set(), []
+
+    def walk(module: str) -> None:
+        assert module not in active, f"import cycle: {' -> '.join(active[active.index(module):] + [module])}"
+        if module in done:
+            return
+        active.append(module)
+        for imported in sorted(graph[module]):
+            walk(imported)
+        active.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        walk(module)
+
+
+def test_the_four_named_cycles_are_gone_even_through_lazy_imports():
+    graph = _imports(lazy=True)
+    for a, b in (("adapters", "api"), ("api", "calibration"), ("datasets_io", "suite"), ("executors", "sweep")):
+        assert not (b in graph[a] and a in graph[b]), f"{a} and {b} import each other"
