@@ -395,40 +395,58 @@ def attach_and_initialize(
     ``spend.method_info`` with whatever the method put in ``ctx.info``.  With ``reuse``
     (``initbench.init_cache``) a stored init of the same key replaces ``initialize`` (peft's
     attach-time init still runs), and a trial's is stored."""
-    from peft import LoraConfig, get_peft_model
-
     held = _LENT.get(id(model))
     if held is not None:  # a lent base model: its prints as loaded are known, no pass needed
         before = {key: held.prints[f"{key}.weight"] for key, _ in _targeted_linears(model, lora.target_modules)}
     else:
         before = _fingerprints(model, lora.target_modules)
-    config = LoraConfig(
-        r=lora.rank, lora_alpha=lora.alpha, target_modules=list(lora.target_modules), lora_dropout=lora.dropout,
-        use_rslora=lora.use_rslora, task_type="CAUSAL_LM", **call_hook(method, "lora_config_kwargs", lora),
-    )
-    torch.manual_seed(seed)
-    model = get_peft_model(model, config)
+    model = attach_lora(model, method, lora, seed)
     if reuse is not None:
         restored = reuse.restore(model, spend)
         if restored is not None:
             return model, restored
         reuse.watch(model, method)
-    reference = call_hook(method, "reference_calibration_examples", family)
-    granted = budget.calibration if reference is None else \
-        dataclasses.replace(budget.calibration, examples=min(reference, budget.calibration.examples))
-    calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device)
-    ctx = (InitContext if reuse is None else WatchedContext)(model, lora, seed, calibrator, tokenizer, budget=budget,
-                                                             lr=lr, family=family)
+    ctx = init_context(model, tokenizer, method, lora, seed=seed, examples=examples, budget=budget, lr=lr,
+                       spend=spend, base_params=base_params, device=device, family=family,
+                       context_class=InitContext if reuse is None else WatchedContext)
     call_hook(method, "initialize", model, ctx)
+    reference = call_hook(method, "reference_calibration_examples", family)
     if reference is not None or spend.calibration_examples:
         spend.method_info.update(calibration_reference_examples=reference,
-                                 calibration_granted_examples=granted.examples)
+                                 calibration_granted_examples=ctx.calibration.allowance.examples)
     spend.method_info.update(ctx.info)
     after = _fingerprints(model.get_base_model(), lora.target_modules)
     modified = sorted(name for name in before if before[name] != after.get(name))
     if reuse is not None:
         reuse.store(model, method, ctx, spend, modified, None if held is None else held.prints)
     return model, modified
+
+
+def attach_lora(model: torch.nn.Module, method: InitMethod, lora: LoraSettings, seed: int) -> torch.nn.Module:
+    """The peft model of ``model`` with the run's LoRA attached, peft's own init seeded by ``seed``
+    (``lora_config_kwargs`` of the method: its ``init_lora_weights``, ...)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, target_modules=list(lora.target_modules), lora_dropout=lora.dropout,
+        use_rslora=lora.use_rslora, task_type="CAUSAL_LM", **call_hook(method, "lora_config_kwargs", lora),
+    )
+    torch.manual_seed(seed)
+    return get_peft_model(model, config)
+
+
+def init_context(
+    model: torch.nn.Module, tokenizer, method: InitMethod, lora: LoraSettings, *, seed: int,
+    examples: list[dict[str, list[int]]], budget: Budget, lr: float, spend: Spend, base_params: int,
+    device: torch.device, family: str = "", context_class: type[InitContext] = InitContext,
+) -> InitContext:
+    """The ``InitContext`` the harness hands ``initialize``: its calibrator over ``examples`` grants
+    min(the method's reference amount, the suite's allowance) and charges ``spend``."""
+    reference = call_hook(method, "reference_calibration_examples", family)
+    granted = budget.calibration if reference is None else \
+        dataclasses.replace(budget.calibration, examples=min(reference, budget.calibration.examples))
+    calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device)
+    return context_class(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr, family=family)
 
 
 class MethodFailure(RuntimeError):
