@@ -190,6 +190,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
         entry["cost"] = _cost(view, st)
         entry["diagnostics"] = _diagnostics(view)
         entry["forgetting"] = _forgetting(view)
+        entry["learning_rates"] = _learning_rates(view)
         entry["tuning"] = _tuning(st, entry["protocols"][main]["primary"])
         entry["curvature"] = curvature_cells(st, curvature)
         entry["curvature_fits"] = curvature_fits(entry["curvature"])
@@ -382,6 +383,24 @@ def _forgetting(view: pa.Table) -> list[dict]:
                     "seeds": len(r["forgetting_kl_list"]), "mean": r["forgetting_kl_mean"],
                     "ci_low": float(lo), "ci_high": float(hi)}
                    for r, lo, hi in zip(cells.to_pylist(), low, high)), key=lambda r: (r["task"], r["method"]))
+
+
+def forgetting_by_method(rows: list[dict]) -> dict[str, float]:
+    """method -> the mean over its tasks of the per-task mean forgetting (``_forgetting``'s rows)."""
+    by_method: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        by_method[r["method"]].append(r["mean"])
+    return {m: sum(v) / len(v) for m, v in sorted(by_method.items())}
+
+
+def _learning_rates(view: pa.Table) -> dict[str, dict[str, list[float]]]:
+    """method -> task -> the learning rates its ok final runs trained at (under the tuned protocol, the
+    rate tuning chose; under the fixed one, the suite's); methods that do not train are left out."""
+    ok = view.filter(pc.and_(pc.equal(view["status"], "ok"), pc.is_valid(view["learning_rate"])))
+    rates: dict[str, dict[str, set[float]]] = defaultdict(lambda: defaultdict(set))
+    for method, task, lr in zip(ok["method"].to_pylist(), ok["task"].to_pylist(), ok["learning_rate"].to_pylist()):
+        rates[method][task].add(lr)
+    return {m: {t: sorted(v) for t, v in sorted(by_task.items())} for m, by_task in sorted(rates.items())}
 
 
 REUSE_COLUMNS = ["init_reused", "train_reused"]  # the run restored its init / training from an earlier run

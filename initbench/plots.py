@@ -1,16 +1,20 @@
 """Leaderboard plots (matplotlib, Agg backend): one set of PNGs per suite of a board.
 
-``write_plots(board, curves, folder)`` writes, per suite ``S`` (main protocol: tuned if present):
+``write_plots(board, curves, folder)`` writes, per suite ``S`` (main protocol: tuned if present),
+only the plots that have data to show (``PLOT_KINDS``: the kinds, in the page's order):
 
-* ``S-scores.png``: each task's primary metric, mean per method with its 95% bootstrap CI;
 * ``S-aggregate.png``: the IQM of normalized scores with its stratified-bootstrap CI;
-* ``S-lr-sensitivity.png``: validation score vs learning rate per method (the tuning trials);
-* ``S-loss-curves.png``: mean training loss per step, per method and task;
+* ``S-scores.png``: each task's primary metric, mean per method with its 95% bootstrap CI;
 * ``S-pareto-params.png`` / ``S-pareto-init.png``: IQM vs trainable parameters / init seconds,
-  with the Pareto front (no other method is both cheaper and better);
+  with the Pareto front of the methods (no other method is both cheaper and better; reference rows
+  drawn for scale, not on it), where at least two methods recorded the cost and differ in it;
 * ``S-pareto-forgetting.png`` (when runs recorded it): IQM vs forgetting, the mean over tasks of
   each method's KL from the base model (``initbench.forgetting``), with the front (no other
   method both forgets less and scores better);
+* ``S-lr-sensitivity.png`` (when the rates were tuned): validation score vs learning rate per
+  method (the tuning trials);
+* ``S-loss-curves.png`` (when training-loss curves were recorded): mean training loss per step,
+  per method and task;
 * ``S-curvature-lr.png`` (when curvature at init was measured and rates were tuned): the chosen
   rate against 1 / lambda_max, log-log, a point per method and a panel per task, with the fitted
   line and its R^2 (``initbench.curvature_board``).
@@ -81,7 +85,22 @@ def write_plots(board: dict[str, Any], curves: pa.Table | None, folder: Path) ->
         return _write_plots(_pyplot(), board, curves, folder)
 
 
+#: every kind of plot (``S-<kind>.png``), in the order a page shows them, with its title
+PLOT_KINDS = {
+    "aggregate": "Aggregate over tasks (IQM, 95% CI)",
+    "scores": "Score per task (mean, 95% CI)",
+    "pareto-params": "Score vs trainable parameters",
+    "pareto-init": "Score vs init cost",
+    "pareto-forgetting": "Score vs forgetting",
+    "lr-sensitivity": "Learning-rate sensitivity (tuning trials)",
+    "loss-curves": "Training-loss curves",
+    "curvature-lr": "Tuned rate vs curvature at init",
+}
+
+
 def _write_plots(plt, board: dict[str, Any], curves: pa.Table | None, folder: Path) -> list[Path]:
+    from initbench.leaderboard import forgetting_by_method
+
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for entry in board["suites"]:
@@ -89,22 +108,23 @@ def _write_plots(plt, board: dict[str, Any], curves: pa.Table | None, folder: Pa
         if main is None:
             continue
         block = entry["protocols"][main]
-        prefix = entry["suite"]
-        written.append(_scores(plt, block, folder / f"{prefix}-scores.png", main))
-        written.append(_aggregate(plt, block, folder / f"{prefix}-aggregate.png", main))
-        written.append(_lr_sensitivity(plt, entry, folder / f"{prefix}-lr-sensitivity.png"))
-        written.append(_loss_curves(plt, entry, curves, folder / f"{prefix}-loss-curves.png"))
         cost = {r["method"]: r for r in entry.get("cost", [])}
-        written.append(_pareto(plt, block, cost, "trainable_params", "trainable parameters",
-                               folder / f"{prefix}-pareto-params.png"))
-        written.append(_pareto(plt, block, cost, "init_seconds", "init seconds (incl. calibration)",
-                               folder / f"{prefix}-pareto-init.png"))
-        if entry.get("forgetting"):
-            written.append(_pareto(plt, block, _mean_forgetting(entry["forgetting"]), "forgetting_kl",
-                                   "forgetting (mean KL from the base model, nats)",
-                                   folder / f"{prefix}-pareto-forgetting.png"))
-        if any(_curvature_points(entry.get("curvature") or [], None)):
-            written.append(_curvature_lr(plt, entry, folder / f"{prefix}-curvature-lr.png"))
+        forgetting = {m: {"forgetting_kl": v} for m, v in forgetting_by_method(entry.get("forgetting") or []).items()}
+        drawers = {
+            "aggregate": lambda: _aggregate(plt, block, main),
+            "scores": lambda: _scores(plt, block, main),
+            "pareto-params": lambda: _pareto(plt, block, cost, "trainable_params", "trainable parameters"),
+            "pareto-init": lambda: _pareto(plt, block, cost, "init_seconds", "init seconds (incl. calibration)"),
+            "pareto-forgetting": lambda: _pareto(plt, block, forgetting, "forgetting_kl",
+                                                 "forgetting (mean KL from the base model, nats)"),
+            "lr-sensitivity": lambda: _lr_sensitivity(plt, entry),
+            "loss-curves": lambda: _loss_curves(plt, entry, curves),
+            "curvature-lr": lambda: _curvature_lr(plt, entry),
+        }
+        for kind in PLOT_KINDS:
+            fig = drawers[kind]()
+            if fig is not None:  # nothing to show: no file, rather than empty axes
+                written.append(_save(fig, folder / f"{entry['suite']}-{kind}.png"))
     return written
 
 
@@ -114,10 +134,13 @@ def _curvature_points(cells: list[dict], task: str | None) -> list[tuple[float, 
             if (task is None or c["task"] == task) and c["chosen_lr"] and c["lambda_max"] > 0]
 
 
-def _curvature_lr(plt, entry, path) -> Path:
+def _curvature_lr(plt, entry):
     """Chosen rate against 1 / lambda_max on log-log axes, a point per method and a panel per task,
-    with the fitted line of ``lr_prior.fit`` (``entry["curvature_fits"]``) and its R^2."""
-    tasks = [t for t in entry["curvature_fits"] if _curvature_points(entry["curvature"], t)]
+    with the fitted line of ``lr_prior.fit`` (``entry["curvature_fits"]``) and its R^2; None without
+    a measured method with a chosen rate."""
+    tasks = [t for t in entry.get("curvature_fits") or {} if _curvature_points(entry["curvature"], t)]
+    if not tasks:
+        return None
     fig, axes = _grid(plt, len(tasks))
     for ax, task in zip(axes, tasks):
         points = _curvature_points(entry["curvature"], task)
@@ -136,10 +159,16 @@ def _curvature_lr(plt, entry, path) -> Path:
         ax.set_ylabel("chosen learning rate", fontsize=8)
         ax.set_title(task + ("" if fitted else " (fewer than 3 methods: no fit)"), fontsize=9)
     fig.suptitle("tuned learning rate vs 1 / top Hessian eigenvalue at init", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
-def _scores(plt, block, path, protocol) -> Path:
+def _error_bars(below, above) -> list[np.ndarray]:
+    """Error-bar lengths, clipped at 0: a constant cell's interval is (c, c) while its mean (summed by
+    pyarrow) may differ from c in the last bit, and matplotlib refuses a negative length."""
+    return [np.maximum(np.asarray(below, dtype=float), 0.0), np.maximum(np.asarray(above, dtype=float), 0.0)]
+
+
+def _scores(plt, block, protocol):
     tasks = block["tasks"]
     fig, axes = _grid(plt, len(tasks))
     for ax, task in zip(axes, tasks):
@@ -151,30 +180,35 @@ def _scores(plt, block, path, protocol) -> Path:
                         for c in rows])
         high = np.array([c["ci_high"] - c["mean"] if c["ci_high"] is not None and not math.isnan(c["ci_high"]) else 0
                          for c in rows])
-        ax.bar(range(len(rows)), means, yerr=[low, high], capsize=3, color="tab:blue", alpha=0.8)
+        ax.bar(range(len(rows)), means, yerr=_error_bars(low, high), capsize=3, color="tab:blue", alpha=0.8)
         ax.set_xticks(range(len(rows)), [c["method"] for c in rows], rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{task} ({metric})", fontsize=9)
     fig.suptitle(f"score per task, mean and 95% bootstrap CI ({protocol})", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
-def _aggregate(plt, block, path, protocol) -> Path:
+def _aggregate(plt, block, protocol):
     rows = block["aggregate"][::-1]
+    if not rows:
+        return None
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.5))
     y = np.arange(len(rows))
     iqm = np.array([r["iqm"] for r in rows])
-    ax.errorbar(iqm, y, xerr=[iqm - [r["iqm_low"] for r in rows], [r["iqm_high"] for r in rows] - iqm],
+    ax.errorbar(iqm, y, xerr=_error_bars(iqm - [r["iqm_low"] for r in rows], [r["iqm_high"] for r in rows] - iqm),
                 fmt="o", capsize=3)
     ax.set_yticks(y, [r["method"] for r in rows], fontsize=8)
     label = "normalized score" if block["normalization"] else "raw primary metric"
     ax.set_xlabel(f"IQM of {label} (95% stratified-bootstrap CI)")
     ax.set_title(f"aggregate over tasks ({protocol})", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
-def _lr_sensitivity(plt, entry, path) -> Path:
+def _lr_sensitivity(plt, entry):
+    """Validation score against learning rate per method and task; None without tuning trials."""
     trials = entry.get("tuning") or []
-    tasks = sorted({t["task"] for t in trials}) or ["(no tuning trials)"]
+    tasks = sorted({t["task"] for t in trials})
+    if not tasks:
+        return None
     fig, axes = _grid(plt, len(tasks))
     for ax, task in zip(axes, tasks):
         by_method = defaultdict(list)
@@ -188,20 +222,17 @@ def _lr_sensitivity(plt, entry, path) -> Path:
             if chosen:
                 ax.plot([chosen[0]["lr"]], [chosen[0]["validation_mean"]], marker="*", markersize=14,
                         color=line.get_color())
-        if by_method:
-            _log_axes(ax, "x")
-            ax.legend(fontsize=7)
-            ax.set_ylabel(f"validation {rows[0]['metric']}", fontsize=8)
+        _log_axes(ax, "x")
+        ax.legend(fontsize=7)
+        ax.set_ylabel(f"validation {rows[0]['metric']}", fontsize=8)
         ax.set_xlabel("learning rate")
         ax.set_title(task, fontsize=9)
     fig.suptitle("learning-rate sensitivity (tuning trials; star: selected)", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
-def _loss_curves(plt, entry, curves, path) -> Path:
-    block = entry["protocols"][entry["main"]]
-    tasks = block["tasks"]
-    fig, axes = _grid(plt, len(tasks))
+def _loss_curves(plt, entry, curves):
+    """Mean training loss per step, a line per method and a panel per task with curves; None without."""
     run_ids = entry.get("run_ids") or []
     if curves is not None and curves.num_rows and run_ids:
         picked = curves.filter(pc.is_in(curves["run_id"], value_set=pa.array(run_ids, pa.string())))
@@ -212,6 +243,10 @@ def _loss_curves(plt, entry, curves, path) -> Path:
     for r in rows:
         if r["loss"] is not None:
             series[(r["task"], r["method"])][r["step"]].append(r["loss"])
+    tasks = [t for t in entry["protocols"][entry["main"]]["tasks"] if any(task == t for task, _ in series)]
+    if not tasks:
+        return None
+    fig, axes = _grid(plt, len(tasks))
     for ax, task in zip(axes, tasks):
         for (t, method), by_step in sorted(series.items()):
             if t != task:
@@ -221,39 +256,48 @@ def _loss_curves(plt, entry, curves, path) -> Path:
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (mean over seeds)", fontsize=8)
         ax.set_title(task, fontsize=9)
-        if any(t == task for t, _ in series):
-            ax.legend(fontsize=7)
-    fig.suptitle("training-loss curves", fontsize=10)
-    return _save(fig, path)
-
-
-def _mean_forgetting(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """method -> {"forgetting_kl": mean over its tasks of the per-task mean KL}."""
-    by_method: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        by_method[r["method"]].append(r["mean"])
-    return {m: {"forgetting_kl": sum(v) / len(v)} for m, v in by_method.items()}
-
-
-def _pareto(plt, block, cost, key, label, path) -> Path:
-    points = [(cost[r["method"]].get(key) or 0.0, r["iqm"], r["method"]) for r in block["aggregate"] if r["method"] in cost]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if points:
-        xs, ys, names = zip(*points)
-        ax.scatter(xs, ys)
-        for x, y, name in points:
-            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        front, best = [], -math.inf
-        for x, y, _ in sorted(points, key=lambda p: (p[0], -p[1])):
-            if y > best:
-                front.append((x, y))
-                best = y
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red", alpha=0.6,
-                label="Pareto front")
-        if min(xs) > 0 and max(xs) / min(xs) > 100:
-            _log_axes(ax, "x")
         ax.legend(fontsize=7)
+    fig.suptitle("training-loss curves", fontsize=10)
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, score) points no other point beats on both (lower cost, higher score), by cost."""
+    front: list[tuple[float, float]] = []
+    best = -math.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def _pareto(plt, block, cost, key, label):
+    """IQM against a cost per method, with the Pareto front of the methods (reference rows, ``base`` and
+    ``full-ft``, are drawn in grey for scale but are not on it) as a staircase over the plot's width,
+    its points ringed; None unless at least two methods recorded the cost and they differ in it (one
+    cost for all: no trade-off to draw)."""
+    points = [(cost[r["method"]][key], r["iqm"], r["method"], r["is_reference"]) for r in block["aggregate"]
+              if cost.get(r["method"], {}).get(key) is not None]
+    methods = [(x, y) for x, y, _, reference in points if not reference]
+    if len({x for x, _ in methods}) < 2:
+        return None
+    xs = [p[0] for p in points]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for x, y, name, reference in points:
+        ax.scatter([x], [y], color="tab:gray" if reference else "tab:blue", zorder=3)
+        ax.annotate(name + (" (reference)" if reference else ""), (x, y), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points", color="tab:gray" if reference else "black")
+    front = pareto_front(methods)
+    fx = [p[0] for p in front] + [max(x for x, _ in methods)]
+    fy = [p[1] for p in front] + [front[-1][1]]
+    ax.step(fx, fy, where="post", color="tab:red", alpha=0.6,
+            label=f"Pareto front of the methods ({len(front)} of {len(methods)})")
+    ax.scatter(fx[:-1], fy[:-1], s=110, facecolors="none", edgecolors="tab:red", zorder=4)
+    if min(xs) > 0 and max(xs) / min(xs) > 100:
+        _log_axes(ax, "x")
+    ax.legend(fontsize=7)
     ax.set_xlabel(label)
     ax.set_ylabel("IQM (" + ("normalized" if block["normalization"] else "raw") + ")")
     ax.set_title(f"score vs {label}", fontsize=10)
-    return _save(fig, path)
+    return fig

@@ -12,9 +12,13 @@
 * ``curvature.parquet`` (only where ``initbench curvature`` measured a published suite): the
   curvature rows (``initbench.curvature_table``), shown as a table per task and a plot, with the
   manifest's ``curvature`` entry (rows, and how often tuning chose a grid's edge per grid kind);
-* ``README.md``: the tables (tabulate ``github``); ``index.html``: the same, as one
-  self-contained sortable and filterable page (inline CSS/JS, data embedded; the only
-  other files it shows are the PNGs next to it); ``plots/*.png`` (``initbench.plots``).
+* ``README.md``: a dataset card (``initbench.dataset_card``: YAML front matter whose ``configs``
+  name the Parquet tables, so ``datasets.load_dataset("leaderboard/v3")`` loads the folder), then
+  the ranking (``initbench.ranking``) and the tables (tabulate ``github``); ``index.html``
+  (``initbench.leaderboard_page``): one self-contained page that leads with the ranking (one row
+  per method, sortable and filterable, with links to each method's paper and code: the
+  manifest's ``methods``), then the plots, then every cell (inline CSS/JS; the only other files
+  it shows are the PNGs next to it); ``plots/*.png`` (``initbench.plots``, only those with data).
 
 A published version is immutable: publishing into an existing version is refused unless
 its results are byte-for-byte the same rows (then nothing is written).  The version is
@@ -32,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import json
 import os
 import platform
@@ -162,6 +165,7 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             write_atomic(curvature, staging / CURVATURE_FILE, "curvature")
         board = leaderboard.build(table, curves, curvature)
         plots_dir = staging / "plots"
+        from initbench.leaderboard_page import method_notes
         from initbench.plots import write_plots
 
         plots = [p.relative_to(staging).as_posix() for p in write_plots(board, curves, plots_dir)]
@@ -195,6 +199,7 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
                                f"{leaderboard.REFERENCE_METHOD}'s mean final EMA loss",
             },
             "plots": plots,
+            "methods": method_notes(sorted(set(table["method"].to_pylist()))),
         }
         tables = leaderboard.render_board(board, "github", level=2)
         if curvature.num_rows:
@@ -204,7 +209,11 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             manifest["curvature"] = {"file": CURVATURE_FILE, "rows": curvature.num_rows, "edges": edges}
             if edges:
                 tables += "\n\n" + leaderboard.render_edges(edges)
-        (staging / "README.md").write_text(_version_readme(manifest, tables))
+        from initbench.ranking import render_ranking
+
+        ranking = "\n\n".join(f"## Ranking: suite `{e['suite']}` (spec {e['suite_hash']})\n\n{render_ranking(e)}"
+                                for e in board["suites"] if e.get("main"))
+        (staging / "README.md").write_text(_version_readme(manifest, tables, ranking))
         (staging / "index.html").write_text(_index_html(manifest, board))
         manifest["files"] = {p.relative_to(staging).as_posix(): file_sha256(p)
                              for p in sorted(staging.rglob("*")) if p.is_file()}
@@ -346,91 +355,36 @@ def is_version(path: Path) -> bool:
     return (Path(path) / MANIFEST_FILE).is_file()
 
 
-def _version_readme(manifest: dict, tables: str) -> str:
+def _version_readme(manifest: dict, tables: str, ranking: str) -> str:
+    """The version's README: the dataset card's front matter (``initbench.dataset_card``), then the
+    ranking, the tables and the plots for a human reader."""
+    from initbench.dataset_card import front_matter
+
     suites = ", ".join(f"`{s['name']}` (spec {s['spec_hash']})" for s in manifest["suites"])
     commands = "\n".join(manifest["commands"])
     plots = "\n".join(f"![{Path(p).stem}]({p})" for p in manifest["plots"])
-    return (f"# initbench leaderboard {manifest['version']}\n\n"
+    configs = {"results": RESULTS_FILE, "curves": CURVES_FILE}
+    if manifest.get("curvature"):
+        configs["curvature"] = CURVATURE_FILE
+    return (front_matter(manifest["version"], configs, manifest["results"]["rows"])
+            + f"# initbench leaderboard {manifest['version']}\n\n"
             f"Published {manifest['date']} with initbench {manifest['initbench_version']}"
             f"{' at commit ' + manifest['git_commit'] if manifest['git_commit'] else ''}. Suites: {suites}. "
             f"{manifest['results']['runs']} runs, {manifest['results']['rows']} rows "
             f"(`{RESULTS_FILE}`, sha256 `{manifest['results']['sha256'][:16]}`).\n\n"
             f"Produced by ({manifest['commands_source']}):\n\n```\n{commands}\n```\n\n"
-            f"Reproduce a sample: `initbench reproduce leaderboard/{manifest['version']} --runs 3 --seed 0`.\n\n"
-            f"{tables}\n\n## Plots\n\n{plots}\n")
+            f"Reproduce a sample: `initbench reproduce leaderboard/{manifest['version']} --runs 3 --seed 0`. "
+            f"Load the rows: `datasets.load_dataset(\"leaderboard/{manifest['version']}\")` (this folder, or the "
+            f"hub id it is pushed to; `results` by default, `name=` one of {', '.join(f'`{c}`' for c in configs)}).\n\n"
+            + (f"{ranking}\n\n" if ranking else "")
+            + f"{tables}\n" + (f"\n## Plots\n\n{plots}\n" if plots else ""))
 
 
 def _index_html(manifest: dict, board: dict) -> str:
-    rows = []
-    for entry in board["suites"]:
-        for protocol, block in entry["protocols"].items():
-            aggregate = {r["method"]: r for r in block["aggregate"]}
-            for c in block["cells"]:
-                a = aggregate.get(c["method"], {})
-                rows.append([entry["suite"], protocol, c["method"], c["task"], c["metric"], c["mean"], c["std"],
-                             c["ci_low"], c["ci_high"], c["seeds"], a.get("iqm")])
-    columns = ["suite", "protocol", "method", "task", "metric", "mean", "std", "CI low", "CI high", "seeds", "IQM"]
+    """The version's ``index.html`` (``initbench.leaderboard_page``)."""
+    from initbench.leaderboard_page import render_page
 
-    def clean(v):
-        return None if isinstance(v, float) and v != v else v
-
-    data = _script_json([[clean(v) for v in r] for r in rows])
-    plots = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(Path(p).stem)}">'
-                    f"<figcaption>{html.escape(Path(p).stem)}</figcaption></figure>" for p in manifest["plots"])
-    title = f"initbench leaderboard {html.escape(manifest['version'])}"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; background: #fff; }}
-h1 {{ font-size: 1.4em; }}
-table {{ border-collapse: collapse; font-size: 0.85em; }}
-th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
-th {{ background: #2d5d8a; color: #fff; cursor: pointer; user-select: none; }}
-td:nth-child(-n+5) {{ text-align: left; }}
-tr:nth-child(even) {{ background: #eef3f8; }}
-input {{ font-size: 1em; padding: 3px; width: 24em; margin-bottom: 0.6em; }}
-figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 560px; }}
-</style></head><body>
-<h1>{title}</h1>
-<p>Published {html.escape(manifest['date'])}, initbench {html.escape(manifest['initbench_version'])},
-commit {html.escape(str(manifest['git_commit']))}; {manifest['results']['runs']} runs.
-Cells: mean, std and 95% percentile-bootstrap CI over seeds; IQM of normalized scores across tasks.</p>
-<input id="filter" placeholder="filter rows (e.g. a method, task or suite)">
-<span id="count"></span>
-<table id="board"><thead><tr></tr></thead><tbody></tbody></table>
-<h2>Plots</h2>{plots}
-<script>
-const COLUMNS = {_script_json(columns)};
-const ROWS = {data};
-let sortCol = 10, sortDesc = true;
-function fmt(v) {{ return v === null ? "" : (typeof v === "number" && !Number.isInteger(v) ? v.toFixed(4) : String(v)); }}
-function draw() {{
-  const q = document.getElementById("filter").value.toLowerCase();
-  const rows = ROWS.filter(r => r.some(v => fmt(v).toLowerCase().includes(q)));
-  rows.sort((a, b) => {{
-    const x = a[sortCol], y = b[sortCol];
-    if (x === y) return 0; if (x === null) return 1; if (y === null) return -1;
-    return (x < y ? -1 : 1) * (sortDesc ? -1 : 1);
-  }});
-  document.querySelector("#board tbody").innerHTML = rows.map(r =>
-    "<tr>" + r.map(v => "<td>" + fmt(v).replace(/&/g, "&amp;").replace(/</g, "&lt;") + "</td>").join("") + "</tr>").join("");
-  document.getElementById("count").textContent = rows.length + " of " + ROWS.length + " rows";
-}}
-document.querySelector("#board thead tr").innerHTML = COLUMNS.map((c, i) =>
-  '<th data-i="' + i + '">' + c + "</th>").join("");
-document.querySelectorAll("#board th").forEach(th => th.addEventListener("click", () => {{
-  const i = Number(th.dataset.i); sortDesc = (i === sortCol) ? !sortDesc : false; sortCol = i; draw();
-}}));
-document.getElementById("filter").addEventListener("input", draw);
-draw();
-</script></body></html>
-"""
-
-
-def _script_json(value: Any) -> str:
-    """JSON to embed in an inline ``<script>``: ``<``, ``>`` and ``&`` as ``\\u`` escapes, so no name
-    (``</script>``, ``<!--``) can end or comment out the script (JSON and JavaScript read them alike)."""
-    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return render_page(manifest, board)
 
 
 def write_index(root: Path) -> Path:

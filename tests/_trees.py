@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from initbench.results import RESULTS_SCHEMA, format_lr, run_stem, write_run
 from initbench.suite import load_suite
@@ -70,25 +70,32 @@ def tamper(path: Path, **change: Any) -> Path:
 
 
 def tuned_tree(out: Path, chosen: dict[tuple[str, str], float], grid: tuple[float, ...] = (0.001, 0.01, 0.1),
-               seeds: tuple[int, ...] = (0, 1)) -> Path:
+               seeds: tuple[int, ...] = (0, 1), final: Callable[[str, str, int], float] | None = None,
+               columns: dict[str, dict[str, Any]] | None = None) -> Path:
     """A complete tuned-protocol `smoke` tree: ``base`` at the fixed protocol, and for every (method,
     task) of ``chosen`` its trials on ``grid`` (seed 0), its selection file and its tuned finals at the
-    chosen rate, beside its runs at the suite's rate."""
+    chosen rate (value ``final(method, task, seed)``, default 0.6 + 0.01 seed), beside its runs at the
+    suite's rate (0.1 lower).  ``columns``: per method, columns every row of it gets (cost, forgetting)."""
     import json
 
     from initbench.protocol import selection_path
 
+    at_default = ((lambda method, task, seed: 0.5 + 0.01 * seed) if final is None
+                  else (lambda method, task, seed: final(method, task, seed) - 0.1))
+    final = final or (lambda method, task, seed: 0.6 + 0.01 * seed)
+    columns = columns or {}
     for task in METRIC:
         for seed in seeds:
-            write_smoke_run(out, smoke_row("base", task, seed, 0.1))
+            write_smoke_run(out, smoke_row("base", task, seed, 0.1, **columns.get("base", {})))
     for (method, task), lr in chosen.items():
+        extra = columns.get(method, {})
         for rate in grid:
             write_smoke_run(out, smoke_row(method, task, 0, 0.5 + (0.1 if rate == lr else 0.0), lr=rate,
-                                           split="validation"))
+                                           split="validation", **extra))
         for seed in seeds:
-            write_smoke_run(out, smoke_row(method, task, seed, 0.6 + 0.01 * seed, lr=lr, protocol="tuned",
-                                           selected_lr=lr))
-            write_smoke_run(out, smoke_row(method, task, seed, 0.5 + 0.01 * seed))
+            write_smoke_run(out, smoke_row(method, task, seed, final(method, task, seed), lr=lr, protocol="tuned",
+                                           selected_lr=lr, **extra))
+            write_smoke_run(out, smoke_row(method, task, seed, at_default(method, task, seed), **extra))
         path = selection_path(out, "smoke", method, task, SMOKE.spec_hash)
         path.write_text(json.dumps({
             "suite": "smoke", "suite_hash": SMOKE.spec_hash, "method": method, "task": task, "metric": METRIC[task],

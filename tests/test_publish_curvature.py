@@ -81,6 +81,16 @@ def test_publish_with_curvature_shows_the_table_the_plot_and_hashes_the_rows(ver
     assert re.search(r"\| smoke +\| fixed +\| 8 +\| 4 +\| 2 +\| 6/8 \(75%\)", readme)
 
 
+def test_the_curvature_rows_load_as_a_dataset_config(version, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    target, _ = version
+    assert datasets.get_dataset_config_names(str(target)) == ["results", "curves", "curvature"]
+    loaded = datasets.load_dataset(str(target), "curvature", split="train", cache_dir=str(tmp_path / "hf"))
+    assert sorted(loaded["method"]) == sorted(pq.read_table(target / CURVATURE_FILE)["method"].to_pylist())
+
+
 def test_an_edited_curvature_file_is_detected(version, capsys):
     target, _ = version
     verify_version(target)
