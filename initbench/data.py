@@ -44,10 +44,21 @@ class TaskData:
             return [json.loads(line) for line in handle if line.strip()]
 
 
+def data_file(path: str, suite_path: str = "") -> Path:
+    """A task's ``data.files`` entry as a path: ``~`` expanded, and a relative path taken relative to
+    the folder of the suite file ``suite_path`` (so a suite and its data move together), not to the
+    folder the command runs in."""
+    resolved = Path(path).expanduser()
+    if not resolved.is_absolute() and suite_path and Path(suite_path).is_file():
+        resolved = Path(suite_path).resolve().parent / resolved
+    return resolved
+
+
 def materialize(task: TaskSpec, where: str = "") -> TaskData:
-    """Write the task's splits as JSON lines under the cache (by content hash) and return them."""
+    """Write the task's splits as JSON lines under the cache (by content hash) and return them;
+    ``where`` is the suite file (relative ``data.files`` paths resolve against its folder)."""
     if task.data.files:
-        files = {split: Path(path).expanduser() for split, path in task.data.files.items()}
+        files = {split: data_file(path, where) for split, path in task.data.files.items()}
         for split, path in files.items():
             if not path.exists():
                 raise SuiteError(f"{where}: key 'tasks.{task.name}.data.files.{split}': no file at {path}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from initbench.suite import Suite, SuiteError, TaskSpec
@@ -66,7 +65,7 @@ def check_schedule(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]
 
 def check_tasks(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]:
     """Each task's lm-eval YAML, generator (imported, not called) and data files."""
-    from initbench.data import load_generator
+    from initbench.data import data_file, load_generator
     from initbench.trust import lm_eval_task_path
 
     problems = []
@@ -92,9 +91,10 @@ def check_tasks(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]:
             if task.data.files and split not in task.data.files:
                 problems.append(f"{suite.path}: key '{key}.data.files' must name a {split!r} file")
         for split, path in task.data.files.items():
-            if not Path(path).expanduser().is_file():
-                problems.append(f"{suite.path}: key '{key}.data.files.{split}': no file at {path} "
-                                f"(relative paths are read from the current folder, {Path.cwd()})")
+            resolved = data_file(path, suite.path)
+            if not resolved.is_file():
+                problems.append(f"{suite.path}: key '{key}.data.files.{split}': no file at {resolved} "
+                                f"(relative paths are read from the suite file's folder)")
     return problems
 
 

@@ -73,3 +73,20 @@ def test_a_finished_file_without_a_data_hash_is_stale(tmp_path):
     assert finished_status(stem, "0123456789abcdef") == STALE
     (again,), _ = _sweep(suite, out)
     assert again.status == "ok"
+
+
+def test_relative_data_files_resolve_against_the_suite_file(tmp_path, monkeypatch):
+    from initbench.data import materialize
+
+    suite = _files_suite(tmp_path, [{"prompt": "1+1=", "completion": "2"}])
+    spec = yaml.safe_load(open(suite.path).read())
+    spec["tasks"][0]["data"]["files"] = {split: f"data/{split}.jsonl" for split in ("train", "validation", "test")}
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    path = tmp_path / "relative.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(moved)  # the command runs in another folder: the paths follow the suite file
+    relative = load_suite(str(path))
+    data = materialize(relative.tasks[0], relative.path)
+    assert data.files["test"] == (tmp_path / "data" / "test.jsonl").resolve()
+    assert data.content_hash == materialize(suite.tasks[0], suite.path).content_hash
