@@ -10,7 +10,6 @@ completion tokens only.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -97,20 +96,9 @@ def run_data(task: TaskSpec, where: str = "", split: str = "test") -> TaskData:
 def load_generator(task: TaskSpec, where: str, key: str = "") -> Callable[..., dict[str, list[dict[str, Any]]]]:
     """The task's generator function, imported only from a trusted module (``initbench.trust``);
     ``key`` names it in errors (default ``tasks.<name>.data.generator``)."""
-    from initbench.trust import generator_problem
+    from initbench.trust import load_function
 
-    key = f"{where}: key '{key or f'tasks.{task.name}.data.generator'}'"
-    problem = generator_problem(task.data.generator)
-    if problem:
-        raise SuiteError(f"{key} ({task.data.generator!r}) {problem}")
-    module_name, _, function_name = task.data.generator.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except Exception as err:  # ImportError, AttributeError, or whatever the module raises on import
-        raise SuiteError(f"{key}: cannot import {task.data.generator!r}: {type(err).__name__}: {err}") from None
-    if not callable(function):
-        raise SuiteError(f"{key}: {task.data.generator!r} is not a function")
-    return function
+    return load_function(task.data.generator, f"{where}: key '{key or f'tasks.{task.name}.data.generator'}'")
 
 
 def _call_generator(task: TaskSpec, where: str) -> dict[str, list[dict[str, Any]]]:

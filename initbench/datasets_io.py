@@ -217,7 +217,12 @@ def _parse(raw: bytes, path: Path, key: str, where: str) -> list[dict[str, Any]]
 
 
 def _format(rows: list[dict[str, Any]], name: str, where: str) -> list[Record]:
-    formatter = FORMATTERS[name]
+    if name in FORMATTERS:
+        formatter = FORMATTERS[name]
+    else:  # a suite's own formatter, module:function (checked when the suite loaded; imported only now)
+        from initbench.trust import load_function
+
+        formatter = load_function(name, f"{where}: formatter")
     out = []
     for i, row in enumerate(rows):
         try:

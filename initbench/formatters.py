@@ -3,7 +3,10 @@
 A record is a JSON object with ``prompt`` and ``completion`` (what training learns), plus
 ``choices``/``label`` for multiple-choice sets; suites name a formatter per split source
 (``tasks.<t>.data.splits.<split>.local[i].formatter``), checked against :data:`FORMATTERS` when the
-suite loads.  Reading the rows (local files, the hub) is ``initbench.datasets_io``'s job.
+suite loads.  A suite may name a formatter of its own as ``module:function`` instead (a function
+of one row, like these), imported under the same trust rule as generators (``initbench.trust``:
+``initbench_tasks`` or a module in ``$INITBENCH_ALLOW_MODULES``), so a new data set's formatter
+lives beside its suite.  Reading the rows (local files, the hub) is ``initbench.datasets_io``'s job.
 """
 
 from __future__ import annotations

@@ -288,9 +288,15 @@ def _check_splits(splits: dict[str, SplitSource], where: str, key: str) -> None:
         named = ([(f"{split_key}.hub.formatter", source.hub.formatter)] if source.hub else []) + [
             (f"{split_key}.local[{i}].formatter", s.formatter) for i, s in enumerate(source.local)]
         for formatter_key, name in named:
-            if name not in FORMATTERS:
-                raise SuiteError(f"{where}: key '{formatter_key}': unknown formatter {name!r} "
-                                 f"(known: {', '.join(sorted(FORMATTERS))})")
+            if name in FORMATTERS:
+                continue
+            if ":" not in name:
+                raise SuiteError(f"{where}: key '{formatter_key}': unknown formatter {name!r} (built-in: "
+                                 f"{', '.join(sorted(FORMATTERS))}; or a function of your own, module:function)")
+            from initbench.trust import generator_problem
+
+            if problem := generator_problem(name):
+                raise SuiteError(f"{where}: key '{formatter_key}' ({name!r}) {problem}")
         if source.limit is not None and source.limit <= 0:
             raise SuiteError(f"{where}: key '{split_key}.limit' must be positive, got {source.limit}")
     if "test" not in splits:

@@ -7,10 +7,11 @@ lane by accident and make a hostile one visible; they are not a sandbox.
 - **Names** (suite, task, method) become path components of results and caches, so each
   must be one safe component: not empty, no ``/`` or ``\\``, not ``.`` or ``..``, no
   control characters (:func:`name_problem`).
-- **Generators** (``data.generator: module:function``) are imported only from the suites'
-  own package ``initbench_tasks`` or from a module the user allow-lists in
-  ``$INITBENCH_ALLOW_MODULES`` (comma-separated module names; a listed module allows its
-  submodules too) (:func:`generator_problem`).
+- **Generators and formatters** (``data.generator: module:function``; a split source's
+  ``formatter`` that is not a built-in name) are imported only from the suites' own package
+  ``initbench_tasks`` or from a module the user allow-lists in ``$INITBENCH_ALLOW_MODULES``
+  (comma-separated module names; a listed module allows its submodules too)
+  (:func:`generator_problem`, :func:`load_function`).
 - **lm-eval task files** (``lm_eval_task``, a bare name) come only from ``tasks/lm_eval``
   or from folders the user names in ``$INITBENCH_LM_EVAL_PATH`` (``os.pathsep``-separated)
   (:func:`lm_eval_task_path`); their ``!function`` and ``include`` entries are trusted
@@ -21,9 +22,12 @@ lane by accident and make a hostile one visible; they are not a sandbox.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from initbench.suite import Suite, SuiteError, builtin_suite_dir
 
@@ -75,6 +79,22 @@ def generator_problem(generator: str, *, allow: list[str] | None = None) -> str:
         return ""
     return (f"imports {module!r}, outside the suites' own package {OWN_PACKAGE!r}; a generator runs as code, "
             f"so allow-list its module to run it: {ENV_ALLOW_MODULES}={module}")
+
+
+def load_function(target: str, what: str) -> Callable[..., Any]:
+    """The function ``module:function`` names, imported only if trusted (:func:`generator_problem`);
+    a ``SuiteError`` starting with ``what`` (the file and key that named it) otherwise."""
+    problem = generator_problem(target)
+    if problem:
+        raise SuiteError(f"{what} ({target!r}) {problem}")
+    module_name, _, function_name = target.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except Exception as err:  # ImportError, AttributeError, or whatever the module raises on import
+        raise SuiteError(f"{what}: cannot import {target!r}: {type(err).__name__}: {err}") from None
+    if not callable(function):
+        raise SuiteError(f"{what}: {target!r} is not a function")
+    return function
 
 
 def lm_eval_dirs(*, user: bool = True) -> list[Path]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from conftest import SHARED_DATA
 from initbench import datasets_io, formatters
@@ -322,3 +323,25 @@ def test_real_suite_tasks_run_end_to_end_with_the_tiny_model(suite_name, tmp_pat
         table = pq.read_table(outcome.path).to_pylist()
         assert {row["data_hash"] for row in table} == {materialize(task).content_hash}
         assert {row["eval_limit"] for row in table} == {2}
+
+
+def test_a_formatter_of_the_suites_own_is_imported_only_when_trusted(tmp_path, monkeypatch):
+    """A new data set's formatter lives beside its suite (module:function), under the generators' trust rule."""
+    (tmp_path / "my_formatters.py").write_text(
+        "def shout(row):\n    return {'prompt': row['q'].upper(), 'completion': ' ' + row['a']}\n")
+    rows = [{"q": f"what is {i}?", "a": str(i)} for i in range(4)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    splits = {"test": {"local": [{"path": "rows.jsonl", "formatter": "my_formatters:shout"}]}}
+    text = Path(load_suite("math-mini").path).read_text()
+    spec = yaml.safe_load(text)
+    spec["tasks"] = [{**spec["tasks"][0], "data": {"splits": {**splits, "train": splits["test"]}}}]
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.delenv("INITBENCH_ALLOW_MODULES", raising=False)
+    with pytest.raises(SuiteError, match=r"formatter' \('my_formatters:shout'\).*INITBENCH_ALLOW_MODULES=my_formatters"):
+        load_suite(str(path))
+    monkeypatch.setenv("INITBENCH_ALLOW_MODULES", "my_formatters")
+    suite = load_suite(str(path))
+    records, _ = load_splits(suite.tasks[0].data.splits, "tasks[0].data.splits", str(path), tmp_path)
+    assert records["test"][1] == {"prompt": "WHAT IS 1?", "completion": " 1"}
