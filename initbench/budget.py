@@ -26,6 +26,10 @@ class BudgetExceeded(RuntimeError):
     """A method asked for more calibration data than the suite allows."""
 
 
+class BudgetMismatch(RuntimeError):
+    """A run spent other than its budget (steps, tokens, calibration): its numbers are not comparable."""
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
     name: str = "adamw"
@@ -60,6 +64,34 @@ class Budget:
     @property
     def max_train_tokens(self) -> int:
         return self.steps * self.batch_size * self.max_length
+
+    def granted_calibration(self, reference: int | None) -> CalibrationSpec:
+        """The calibration a method gets: min(the examples its reference uses, the suite's allowance)."""
+        if reference is None:
+            return self.calibration
+        return CalibrationSpec(min(reference, self.calibration.examples), self.calibration.batch_size)
+
+    def spent_problems(self, steps: int | None, tokens: int | None, calibration_examples: int | None, *,
+                       status: str, trains: bool = True) -> list[str]:
+        """Why what a run spent is not what this budget grants ([] when it is): a finished run of a
+        training method took exactly ``steps`` optimizer steps (a diverged one at most that), at least
+        one and at most ``max_train_tokens`` training tokens, and no more calibration examples than
+        allowed; a method that does not train spent no step and no token.  A failed run is not checked."""
+        if status == "failed":
+            return []
+        if not trains:
+            return [f"{steps} optimizer steps, {tokens} training tokens for a method that does not train"] \
+                if steps or tokens else []
+        out = []
+        if steps is None or (steps != self.steps if status == "ok" else not 0 <= steps <= self.steps):
+            out.append(f"{steps} optimizer steps, the suite grants budget.steps {self.steps}")
+        if tokens is None or not 0 < tokens <= self.max_train_tokens:
+            out.append(f"{tokens} training tokens, the suite grants at most {self.max_train_tokens:,} "
+                       f"(steps x batch_size x max_length)")
+        if calibration_examples is not None and not 0 <= calibration_examples <= self.calibration.examples:
+            out.append(f"{calibration_examples} calibration examples, the suite grants at most "
+                       f"{self.calibration.examples}")
+        return out
 
     def validate(self, where: str) -> None:
         positive = {

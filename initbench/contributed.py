@@ -143,19 +143,6 @@ def _lr_problems(suite: Suite, row: dict[str, Any], where: str, trains: bool) ->
 def _budget_problems(suite: Suite, row: dict[str, Any], where: str, trains: bool) -> list[str]:
     """Budget spent = budget granted: every optimizer step of a finished run, no more tokens or
     calibration examples than allowed (a diverged run may stop early)."""
-    if row["status"] == "failed":
-        return []
-    budget, out = suite.budget, []
-    steps, tokens, calib = row["optimizer_steps"], row["train_tokens"], row["calibration_examples"]
-    if not trains:
-        if steps or tokens:
-            out.append(f"{where}: {steps} optimizer steps, {tokens} training tokens for a method that does not train")
-        return out
-    if steps is None or (steps != budget.steps if row["status"] == "ok" else not 0 <= steps <= budget.steps):
-        out.append(f"{where}: {steps} optimizer steps, the suite grants budget.steps {budget.steps}")
-    if tokens is None or not 0 < tokens <= budget.max_train_tokens:
-        out.append(f"{where}: {tokens} training tokens, the suite grants at most {budget.max_train_tokens:,} "
-                   f"(steps x batch_size x max_length)")
-    if calib is not None and not 0 <= calib <= budget.calibration.examples:
-        out.append(f"{where}: {calib} calibration examples, the suite grants at most {budget.calibration.examples}")
-    return out
+    problems = suite.budget.spent_problems(row["optimizer_steps"], row["train_tokens"], row["calibration_examples"],
+                                           status=row["status"], trains=trains)
+    return [f"{where}: {problem}" for problem in problems]

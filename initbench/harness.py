@@ -31,7 +31,7 @@ from initbench import claims
 from initbench import data as task_data
 from initbench import diagnostics, execution, forgetting, provenance
 from initbench.api import InitContext, InitMethod, LoraSettings
-from initbench.budget import Budget, Spend
+from initbench.budget import Budget, BudgetMismatch, Spend
 from initbench.calibration import Calibrator
 from initbench.datasets_io import DataUnavailable
 from initbench.evaluation import evaluate, task_primary_metric
@@ -243,6 +243,10 @@ def _compute(
                     train_reuse.store(model, trained, spend)
             record["train_reused"] = train_reuse is not None and train_reuse.reused
             status, curve = trained.status, trained.curve
+            spent = suite.budget.spent_problems(spend.optimizer_steps, spend.train_tokens, spend.calibration_examples,
+                                                status=status)
+            if spent:  # never publish a run that spent other than its budget
+                raise BudgetMismatch(f"the run spent other than its budget: {'; '.join(spent)}")
             record["train_seconds"] = trained.seconds
             record["execution"] = json.dumps(trained.execution, sort_keys=True)
             record.update(training_throughput(spend.flops - flops_before, spend.train_tokens, trained.seconds,
@@ -442,9 +446,7 @@ def init_context(
 ) -> InitContext:
     """The ``InitContext`` the harness hands ``initialize``: its calibrator over ``examples`` grants
     min(the method's reference amount, the suite's allowance) and charges ``spend``."""
-    reference = call_hook(method, "reference_calibration_examples", family)
-    granted = budget.calibration if reference is None else \
-        dataclasses.replace(budget.calibration, examples=min(reference, budget.calibration.examples))
+    granted = budget.granted_calibration(call_hook(method, "reference_calibration_examples", family))
     calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device)
     return context_class(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr, family=family)
 

@@ -114,8 +114,9 @@ def train(
 
     model.train()
     progress = tqdm(total=budget.steps, desc=label, unit="step", mininterval=1.0, leave=False)
-    for step, batch in enumerate(batches(examples, budget.batch_size, budget.steps, seed, pad_id), start=1):
-        batch = {k: v.to(device) for k, v in batch.items()}
+    stream = batches(examples, budget.batch_size, budget.steps, seed, pad_id)
+    for step in range(1, budget.steps + 1):  # exactly the budget's steps; a diverged run stops early
+        batch = {k: v.to(device) for k, v in next(stream).items()}
         with autocast:
             loss = compute_loss(model, batch)
         loss.backward()
