@@ -34,6 +34,17 @@ done
 METHODS+=(full-ft)
 
 echo "campaign: suite $SUITE, ${#METHODS[@]} methods, seeds $SEEDS, out $OUT, commit $(git rev-parse --short HEAD)"
+# Record the whole grid first (the plan one sweep of every method would write), so `initbench status OUT`
+# counts the methods not started yet as missing instead of not listing them.
+python - "$SUITE" "$SEEDS" "$OUT" "${METHODS[@]}" <<'PY'
+import sys
+from pathlib import Path
+from initbench.registry import get_method
+from initbench.suite import load_suite
+from initbench.sweep import write_plan
+suite, seeds, out, *methods = sys.argv[1:]
+write_plan(load_suite(suite), [get_method(m) for m in methods], [int(s) for s in seeds.split(",")], Path(out), "tuned", None)
+PY
 for m in "${METHODS[@]}"; do
   echo "== $(date -u +%FT%TZ) sweep $m"
   initbench sweep --suite "$SUITE" --method "$m" --seeds "$SEEDS" --protocol tuned --out "$OUT" \
