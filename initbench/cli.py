@@ -470,7 +470,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     first = args.results[0]
     if first in ("publish", "compare") and not (len(args.results) == 1 and Path(first).exists()):
-        from initbench.publish import PublishError, compare, publish
+        from initbench.compare import compare
+        from initbench.publish import PublishError, publish
 
         try:
             if first == "publish":
@@ -531,7 +532,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from initbench.publish import PublishError, reproduce
+    from initbench.publish import PublishError
+    from initbench.reproduce import reproduce
 
     try:
         report, all_match = reproduce(args.version_dir, runs=args.runs, seed=args.seed)

@@ -1,4 +1,5 @@
-"""Versioned, verifiable leaderboards: publish, compare, reproduce.
+"""Versioned, verifiable leaderboards: publish a version, and read and verify one (``initbench.compare``
+and ``initbench.reproduce`` work on what this module publishes).
 
 ``publish(results, "v3", root="leaderboard")`` writes ``leaderboard/v3/``:
 
@@ -39,7 +40,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import re
 import shutil
 import subprocess
@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from initbench import __version__, leaderboard
-from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, read_file, read_results, upgrade, validate,
+from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, read_results, upgrade, validate,
                                write_atomic, write_json_atomic)
 
 RESULTS_FILE = "results.parquet"
@@ -405,129 +405,11 @@ def write_index(root: Path) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- compare
-
-
-def _version_dir(version: str | Path, root: Path) -> Path:
+def version_dir(version: str | Path, root: Path) -> Path:
+    """A published version's folder: ``version`` as a path, else ``root/version`` (``PublishError`` if neither)."""
     path = Path(version)
     if not (path / MANIFEST_FILE).exists():
         path = Path(root) / str(version)
     if not (path / MANIFEST_FILE).exists():
         raise PublishError(f"{version}: no published version there (no {MANIFEST_FILE} in {path})")
     return path
-
-
-def _standings(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(suite, method) -> rank and score on the version's main protocol (IQM of normalized scores)."""
-    table, _ = read_version(path)
-    board = leaderboard.build(table, None)
-    out = {}
-    for entry in board["suites"]:
-        if entry.get("main") is None:
-            continue
-        rows = entry["protocols"][entry["main"]]["aggregate"]
-        for rank, r in enumerate(rows, start=1):
-            out[(entry["suite"], r["method"])] = {"rank": rank, "iqm": r["iqm"], "spec": entry["suite_hash"],
-                                                   "protocol": entry["main"]}
-    return out
-
-
-def compare(version_a: str, version_b: str, *, root: Path = Path("leaderboard"), fmt: str = "github") -> str:
-    """Per (suite, method): rank and score (IQM) in each version and the change from A to B."""
-    a_dir, b_dir = _version_dir(version_a, root), _version_dir(version_b, root)
-    a, b = _standings(a_dir), _standings(b_dir)
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        ra, rb = a.get(key), b.get(key)
-        rank_change = "" if not (ra and rb) else f"{ra['rank'] - rb['rank']:+d}"  # positive: moved up
-        score_change = "" if not (ra and rb) else f"{rb['iqm'] - ra['iqm']:+.4f}"
-        lines.append([key[0], key[1], ra["rank"] if ra else "new" if rb else "", rb["rank"] if rb else "gone",
-                      rank_change, f"{ra['iqm']:.4f}" if ra else "", f"{rb['iqm']:.4f}" if rb else "", score_change])
-    specs = {v: sorted({(k[0], s["spec"]) for k, s in d.items()}) for v, d in ((version_a, a), (version_b, b))}
-    note = "" if specs[version_a] == specs[version_b] else (
-        f"\n\nNote: suite spec hashes differ between versions ({specs[version_a]} vs {specs[version_b]}); "
-        "scores are not comparable across different specs.")
-    return (f"{a_dir.name} -> {b_dir.name} (rank by IQM across tasks; rank change > 0: moved up)\n\n"
-            + tabulate(lines, ["suite", "method", f"rank {a_dir.name}", f"rank {b_dir.name}", "rank change",
-                               f"IQM {a_dir.name}", f"IQM {b_dir.name}", "IQM change"], tablefmt=fmt) + note)
-
-
-# --------------------------------------------------------------------------- reproduce
-
-
-#: the columns a rerun must record exactly as the published run did (besides every metric's value)
-RERUN_COLUMNS = ("status", "data_hash", "lora_rank", "learning_rate", "optimizer_steps", "train_tokens",
-                 "calibration_examples", "trainable_params", "total_params")
-
-
-def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None) -> tuple[str, bool]:
-    """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from the recorded rows of a
-    published version (after :func:`verify_version`) in a temporary folder, each in the execution mode
-    it was published with (precision, compile, loss path); per run and metric, whether the value
-    matches to the last digit, and whether the rerun spent and recorded ``RERUN_COLUMNS`` exactly as
-    published (any difference or missing row: not a match).  Where anything differs, a line names
-    which parts of the code identity (``initbench.provenance``) differ."""
-    from initbench import provenance
-    from initbench.harness import run_one
-    from initbench.registry import PluginError, get_method
-    from initbench.suite import SuiteError, load_suite
-
-    version_dir = Path(version_dir)
-    if not is_version(version_dir):
-        raise PublishError(f"{version_dir}: not a published version (no {MANIFEST_FILE})")
-    table, _ = read_version(version_dir)
-    by_run: dict[str, list[dict]] = defaultdict(list)
-    for row in table.to_pylist():
-        by_run[row["run_id"]].append(row)
-    run_ids = sorted(by_run)
-    if runs < 1:
-        raise PublishError("--runs must be at least 1")
-    chosen = random.Random(seed).sample(run_ids, min(runs, len(run_ids)))
-    lines, all_match = [], True
-    with tempfile.TemporaryDirectory(prefix="initbench-reproduce-") as tmp:
-        scratch = Path(out) if out else Path(tmp)
-        for run_id in chosen:
-            rows = by_run[run_id]
-            r = rows[0]
-            try:
-                suite = load_suite(r["suite"])
-                method = get_method(r["method"])
-                task = suite.task(r["task"])
-            except (SuiteError, PluginError) as err:
-                lines.append([run_id, "", "", "", f"cannot rerun: {err}"])
-                all_match = False
-                continue
-            if suite.spec_hash != r["suite_hash"]:
-                lines.append([run_id, "", "", "", f"cannot rerun: suite spec is now {suite.spec_hash}, "
-                                                  f"published {r['suite_hash']}"])
-                all_match = False
-                continue
-            overridden = r["protocol"] == "tuned" or r["phase"] == "trial"
-            with provenance.rerun_environment(r):  # the published precision, compile and loss path
-                outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
-                                  lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
-                                  protocol=r["protocol"], selected_lr=r["selected_lr"])
-            rerun = read_file(outcome.path).to_pylist()
-            new = {x["metric"]: x["value"] for x in rerun}
-            first_line = len(lines)
-            for column in RERUN_COLUMNS:  # what a rerun must spend and record exactly like the published run
-                if r[column] != rerun[0][column]:
-                    lines.append([run_id, column, repr(r[column]), repr(rerun[0][column]), "differs"])
-                    all_match = False
-            for metric in sorted(set(new) - {row["metric"] for row in rows} - {None}):
-                lines.append([run_id, metric, "(no row)", repr(new[metric]), "missing from the published rows"])
-                all_match = False
-            for row in rows:
-                if row["metric"] is None:
-                    continue
-                old_v, new_v = row["value"], new.get(row["metric"])
-                same = old_v == new_v or (old_v != old_v and new_v != new_v)
-                verdict = "exact match" if same else ("missing" if new_v is None else f"differs by {new_v - old_v:+.3e}")
-                all_match &= same
-                lines.append([run_id, row["metric"], repr(old_v), repr(new_v), verdict])
-            if any(line[4] != "exact match" for line in lines[first_line:]):  # issue 13: name what differs
-                lines.append([run_id, "code identity", "", "", provenance.explain(r, rerun[0])])
-    header = (f"reproduced {len(chosen)} of {len(run_ids)} runs of {version_dir} (draw seed {seed}): "
-              + ("every value matches exactly" if all_match else "SOME VALUES DIFFER"))
-    return header + "\n\n" + tabulate(lines, ["run", "metric", "published", "reproduced", "verdict"],
-                                      tablefmt="github", disable_numparse=True), all_match

@@ -14,7 +14,9 @@ import pytest
 
 from initbench import leaderboard, stats
 from initbench.cli import main
-from initbench.publish import PublishError, compare, publish, reproduce
+from initbench.compare import compare
+from initbench.publish import PublishError, publish
+from initbench.reproduce import reproduce
 from initbench.results import RESULTS_SCHEMA, read_results
 
 

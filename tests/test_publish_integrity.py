@@ -12,7 +12,9 @@ from _trees import fixed_tree, smoke_row, write_smoke_run
 
 import initbench.publish as publish_module
 from initbench.cli import main
-from initbench.publish import PublishError, compare, publish, reproduce
+from initbench.compare import compare
+from initbench.publish import PublishError, publish
+from initbench.reproduce import reproduce
 
 
 @pytest.fixture
