@@ -238,9 +238,11 @@ def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]
     return results_path
 
 
-def write_atomic(table: pa.Table, path: Path, kind: str) -> None:
-    """Write ``table`` as a ``kind`` (results or curve) file with the schema version, atomically."""
-    table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind})
+def write_atomic(table: pa.Table, path: Path, kind: str, metadata: dict[str, str] | None = None) -> None:
+    """Write ``table`` as a ``kind`` (results, curve, samples) file with the schema version, atomically;
+    ``metadata`` adds to (or overrides) the file's ``initbench.*`` metadata."""
+    table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind,
+                                           **(metadata or {})})
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         pq.write_table(table, tmp)
