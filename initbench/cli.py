@@ -1,4 +1,5 @@
-"""The ``initbench`` command line: methods, suites, check, evaluate, sweep, status, leaderboard, reproduce, validate.
+"""The ``initbench`` command line: methods, suites, check, evaluate, sweep, show, status, leaderboard, reproduce,
+validate.
 
 Exit codes: 0 ok; 1 some run failed (the others' results are written); 2 bad input.
 """
@@ -83,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true",
                    help="print the number of runs and an estimate of the machine-hours, run nothing")
     p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("show", help="one run: its key columns, scores, and what the model said on N test documents")
+    p.add_argument("run", type=Path, metavar="RUN",
+                   help="a run's results file (or its curve or samples file, or their common stem)")
+    p.add_argument("--samples", type=int, default=3, metavar="N",
+                   help="test documents to show from the run's samples (default 3; 0: none)")
+    p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("status", help="the grid of a results folder: done / failed / missing per suite and method")
     p.add_argument("results", type=Path)
@@ -204,6 +212,13 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (sets $INITBENCH_COMPILE=1; pays only for long runs: "
                         "~97 s to compile per run for SmolLM2-135M on a CPU)")
+    # issue 16: what the model said (initbench.samples) and experiment trackers (initbench.trackers)
+    p.add_argument("--no-samples", dest="samples", action="store_false",
+                   help="keep no per-sample records beside final runs (sets $INITBENCH_SAMPLES=0; default: keep "
+                        "them, <stem>.samples.parquet, shown by `initbench show RUN`)")
+    p.add_argument("--report-to", nargs="+", default=["none"], metavar="TRACKER",
+                   help="log each run's loss curve, metadata and scores to wandb, trackio and/or tensorboard "
+                        "(several allowed; default none); needs the extra, e.g. pip install 'initbench[wandb]'")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -287,6 +302,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_out(args.out)
     options = {k: getattr(args, k) for k in EXECUTOR_OPTIONS if hasattr(args, k)}  # sweep only
     _apply_execution_mode(args)
+    trackers = _run_outputs(args)
     if getattr(args, "plan", False):
         from initbench.planning import render_plan
 
@@ -297,6 +313,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UsageError(str(err)) from None
         return 0
     executor = make_executor(args.executor, out=args.out, **options)
+    if trackers:
+        from initbench.trackers import TrackedExecutor, make_trackers
+
+        executor = TrackedExecutor(executor, suite, make_trackers(trackers, args.out))
     try:
         outcomes = run_sweep(suite, methods, seeds, args.out, executor, protocol=args.protocol, tasks=tasks,
                              data_dir=_resolved_data_dir(), force=args.force, report=_report)
@@ -420,6 +440,22 @@ def _apply_execution_mode(args: argparse.Namespace) -> None:
         print(f"initbench: warning: {warning}", file=sys.stderr)
 
 
+def _run_outputs(args: argparse.Namespace) -> list[str]:
+    """``--no-samples`` into the environment every worker inherits, and the ``--report-to`` trackers,
+    each checked installed before any run starts (a missing one is exit 2 naming its extra)."""
+    from initbench.samples import SAMPLES_ENV
+    from initbench.trackers import TrackerError, check_installed, parse_report_to
+
+    if not args.samples:
+        os.environ[SAMPLES_ENV] = "0"
+    try:
+        trackers = parse_report_to(args.report_to)
+        check_installed(trackers)
+    except TrackerError as err:
+        raise UsageError(str(err)) from None
+    return trackers
+
+
 def _resolved_data_dir() -> Path | None:
     """The data directory in force (after ``_offline_tasks``), absolute, for workers elsewhere."""
     from initbench.datasets_io import data_dir
@@ -519,6 +555,16 @@ def _report_set_aside(results: Path) -> None:
     if stale:
         print(f"initbench: {len(stale)} tuned final(s) superseded by a later selection set aside (kept, not "
               f"counted); `initbench status {results}` lists them", file=sys.stderr)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``initbench show RUN [--samples N]``: a run's key columns, scores and N documents of its samples."""
+    from initbench.show import render_run
+
+    if args.samples < 0:
+        raise UsageError(f"--samples {args.samples}: a number of documents, 0 or more")
+    print(render_run(args.run, args.samples))
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

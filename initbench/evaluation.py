@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from initbench.suite import SuiteError, TaskSpec
 
@@ -113,13 +113,21 @@ def task_manager():
 
 def evaluate(
     model: torch.nn.Module, tokenizer, task_name: str, data: TaskData, *, batch_size: int, limit: int | None, seed: int,
-    split: str = "test",
+    split: str = "test", chat_template: bool = False, keep_samples: Callable[[list[dict]], None] | None = None,
 ) -> tuple[list[Score], float]:
-    """Run lm-eval on one task's ``split``; returns its scores and the wall seconds it took."""
+    """Run lm-eval on one task's ``split``; returns its scores and the wall seconds it took.
+
+    ``chat_template`` puts every prompt through the tokenizer's chat template (lm-eval's
+    ``apply_chat_template``, few-shot examples as turns).  ``keep_samples``, when given, receives
+    lm-eval's per-sample records (``log_samples``; ``initbench.samples`` stores them): keeping them
+    changes no score."""
     import datasets
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
+    if chat_template and not getattr(tokenizer, "chat_template", None):
+        raise SuiteError("the suite's eval.chat_template is true but the model's tokenizer has no chat template; "
+                         "set eval.chat_template: false, or use a model that has one")
     start = time.perf_counter()
     datasets.disable_progress_bars()
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -129,15 +137,19 @@ def evaluate(
         tasks=[task_config(task_name, data, split)],
         task_manager=task_manager(),
         limit=limit,
-        log_samples=False,
+        log_samples=keep_samples is not None,
         bootstrap_iters=1000,
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
         fewshot_random_seed=seed,
         verbosity="ERROR",
+        **({"apply_chat_template": True, "fewshot_as_multiturn": True} if chat_template else {}),
     )
-    return parse_scores(output["results"][task_name]), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if keep_samples is not None:
+        keep_samples(output["samples"][task_name])
+    return parse_scores(output["results"][task_name]), seconds
 
 
 def parse_scores(task_results: dict) -> list[Score]:

@@ -29,7 +29,7 @@ import torch
 
 from initbench import claims
 from initbench import data as task_data
-from initbench import diagnostics, execution, forgetting, provenance
+from initbench import diagnostics, execution, forgetting, provenance, samples
 from initbench.api import InitContext, InitMethod, LoraSettings
 from initbench.budget import Budget, BudgetMismatch, Spend
 from initbench.calibration import Calibrator
@@ -182,6 +182,7 @@ def _compute(
 ) -> RunOutcome:
     """The run itself, under its claim: attach, init, train, evaluate, write (``run_one``)."""
     wall_start = time.perf_counter()
+    samples.discard(stem)  # an earlier computation's samples (this one writes its own, or none)
     execution.apply_threads()
     device = pick_device()
     determinism = configure_determinism(device)
@@ -261,7 +262,8 @@ def _compute(
         if status == "ok":
             scores, record["eval_seconds"] = evaluate(
                 model, tokenizer, task.lm_eval_task, data, batch_size=suite.eval.batch_size,
-                limit=suite.eval.limit, seed=seed, split=split,
+                limit=suite.eval.limit, seed=seed, split=split, chat_template=suite.eval.chat_template,
+                keep_samples=samples.sink(stem, record["run_id"], split),
             )
     except Exception as err:  # recorded as this run's failure; the sweep goes on
         status, scores = "failed", []
@@ -325,6 +327,7 @@ def record_crash(
     record = _run_metadata(suite, method, task, seed, lora, lr, split, protocol, selected_lr, pick_device(), {})
     record.update(Spend().columns(), status="failed", error=reason)
     stem = run_stem(out, suite.name, method.name, task.name, seed, suite.spec_hash, lr=lr, split=split)
+    samples.discard(stem)  # written before the process died, of a run recorded as failed
     return write_run(stem, [record], [])
 
 

@@ -160,6 +160,24 @@ def model_config(spec: ModelSpec) -> PretrainedConfig:
                          f"{str(err).splitlines()[0] if str(err) else ''}") from None
 
 
+def chat_template(spec: ModelSpec) -> str | None:
+    """The base model's chat template (None: its tokenizer has none), for the preflight: the tiny tokenizer
+    has none; the embedded model's is read from its cached copy, a hub model's from the local Hugging Face
+    cache only.  Raises ``ModelError`` when the tokenizer cannot be read without loading the model."""
+    if spec.source == "tiny":
+        return tiny_tokenizer().chat_template
+    folder = cache_dir() / "models" / spec.id
+    if spec.source == "embedded" and not (folder / "tokenizer_config.json").exists():
+        raise ModelError(f"the embedded model {spec.id!r} is not cached yet (its first run caches it)")
+    try:
+        if spec.source == "embedded":
+            return AutoTokenizer.from_pretrained(folder).chat_template
+        return AutoTokenizer.from_pretrained(spec.id, revision=spec.revision, local_files_only=True).chat_template
+    except Exception as err:  # not cached, unreadable, ...
+        raise ModelError(f"cannot read the tokenizer of {spec.source} model {spec.id!r}: {type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+
+
 def tiny_model(shape: dict[str, int], dtype: torch.dtype) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """A random-config Llama for tests; weights drawn from ``shape['init_seed']`` (default 0)."""
     from transformers import LlamaForCausalLM

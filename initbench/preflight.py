@@ -12,7 +12,8 @@ model); the checks here need the environment:
 - the model's architecture, from its config on the meta device (no weights): the tiny
   model's shape is consistent (known keys, hidden size divisible by the heads), every
   ``lora.target_modules`` entry matches a module LoRA can wrap, and ``lora.rank`` is not
-  above the smaller dimension of any targeted weight.
+  above the smaller dimension of any targeted weight;
+- ``eval.chat_template: true``: the model's tokenizer has a chat template.
 
 A check is a function ``(suite, tasks, note) -> problems``: each problem a one-line
 message ``<file>: key '<key>': ...``; ``note`` prints something worth knowing that is not
@@ -177,6 +178,24 @@ def _targets(suite: Suite, model: torch.nn.Module) -> list[str]:
     return problems
 
 
+def check_chat_template(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]:
+    """``eval.chat_template: true`` needs a tokenizer with a chat template (read without the weights;
+    one that cannot be read yet is checked when the model loads)."""
+    from initbench.models import ModelError, chat_template
+
+    if not suite.eval.chat_template:
+        return []
+    try:
+        template = chat_template(suite.model)
+    except ModelError as err:
+        note(f"initbench: {suite.path}: key 'eval.chat_template': {err}; checked when the model is loaded")
+        return []
+    if template:
+        return []
+    return [f"{suite.path}: key 'eval.chat_template' is true, but the {suite.model.source} model's tokenizer has no "
+            "chat template; set eval.chat_template: false (or leave it out)"]
+
+
 # The preflight, in order.  Plug another check in with one line here: a function
 # (suite, tasks, note) -> list of "<file>: key '<key>': ..." problems (e.g. the
 # contamination report of the tasks' training and test splits).
@@ -184,4 +203,5 @@ CHECKS: list[Check] = [
     check_schedule,
     check_tasks,
     check_model,
+    check_chat_template,
 ]

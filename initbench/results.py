@@ -252,9 +252,11 @@ def _check_columns(rows: list[dict[str, Any]], schema: pa.Schema, kind: str) -> 
                          f"{SCHEMA_VERSION}) has no column for: a misspelling, or a column to add to the schema")
 
 
-def write_atomic(table: pa.Table, path: Path, kind: str) -> None:
-    """Write ``table`` as a ``kind`` (results or curve) file with the schema version, atomically."""
-    table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind})
+def write_atomic(table: pa.Table, path: Path, kind: str, metadata: dict[str, str] | None = None) -> None:
+    """Write ``table`` as a ``kind`` (results, curve, samples) file with the schema version, atomically;
+    ``metadata`` adds to (or overrides) the file's ``initbench.*`` metadata."""
+    table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind,
+                                           **(metadata or {})})
     try:
         with atomic.replacing(path) as tmp:  # a full disk, a kill: no partial file, the old one kept
             pq.write_table(table, tmp)

@@ -125,10 +125,14 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """lm-eval settings.  Scores move with the batch size (padding), so the suite fixes it."""
+    """lm-eval settings.  Scores move with the batch size (padding), so the suite fixes it.
+    ``chat_template``: prompts go through the model's chat template (lm-eval's
+    ``apply_chat_template``, few-shot examples as turns); off by default, and part of the spec
+    hash only when on.  Training never uses the template."""
 
     batch_size: int = 16
     limit: int | None = None
+    chat_template: bool = False
 
 
 #: the kinds of tuning grid (``tuning.grid``): one ``lr_grid`` for every method, or per (method, task)
@@ -190,6 +194,8 @@ class Suite:
         if not spec["family"]:  # suites that declare no family keep their pre-`family` hash
             del spec["family"]
         spec.pop("contamination_ok")  # a statement about the data, not a setting
+        if not spec["eval"]["chat_template"]:  # suites that score raw prompts keep their pre-template hash
+            del spec["eval"]["chat_template"]
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
