@@ -250,3 +250,10 @@ def test_the_checks_catch_a_drifted_contributing(old, new):
     drifted = text.replace(old, new)
     assert contract_problems(drifted) + inline_problems(drifted), f"not caught: {new!r}"
 
+
+def test_baselines_use_the_layer_view_not_peft_internals():
+    """Issue 15: no built-in method reads peft's per-adapter dicts or the adapter's name itself (the view has them)."""
+    internals = re.compile(r"\.r\[|\.scaling\[|active_adapter|\.lora_A\[|\.lora_B\[")
+    found = [f"{path.name}:{number}: {line.strip()}" for path in sorted((REPO / "baselines").glob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1) if internals.search(line)]
+    assert found == []
