@@ -37,7 +37,8 @@ min(256, ``budget.calibration.examples``), every sample charged to the run's cal
       task example costs: both modes see the same number of examples, each of at most ``max_length``
       tokens (kpm's exactly that; ``mini``: 32 windows x 32 tokens, ``math``: 256 x 512);
     - each window runs alone (peft's covariance hook takes one sample per pass) and counts as one
-      example of its length, charged per ``budget.calibration.batch_size`` windows as corda-ipm's.
+      example of its length, charged per ``budget.calibration.batch_size`` windows as corda-ipm's
+      (``ctx.calibration.encode``).
   ``method_info`` records the source, the window length and the BOS token.
   Measured on ``mini`` (SmolLM2-135M, 30 layers, rank of C at float32 tolerance, min / median / max
   over layers): the former 32 hand-written prompts (281 tokens, no BOS) gave q_proj 148 / 195 / 223,
@@ -49,10 +50,11 @@ kpm encodes its windows with the run's tokenizer (``ctx.tokenizer``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 
 import torch
 
-from initbench.api import InitContext, InitError, InitMethod, active_adapter
+from initbench.api import InitContext, InitError, InitMethod
 from initbench.suite import SuiteError
 
 REFERENCE_WINDOWS = 256
@@ -83,6 +85,13 @@ def knowledge_windows(questions: list[str], tokenizer, count: int, length: int,
     return [bos + ids[start : start + body] for start in starts]
 
 
+def one_at_a_time(batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[torch.Tensor]:
+    """Each example of each (charged) batch alone, as (1, T) input_ids without its padding."""
+    for batch in batches:
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
+            yield ids[mask.bool()][None]
+
+
 class CorDA(InitMethod):
     """Base of both modes; ``corda_method`` picks which end of the spectrum is adapted."""
 
@@ -97,17 +106,15 @@ class CorDA(InitMethod):
 
     def samples(self, model: torch.nn.Module, ctx: InitContext):
         """Yield (1, T) input_ids, one calibration sample at a time, each charged to the budget."""
-        for batch in ctx.calibration.batches():
-            for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
-                yield ids[mask.bool()][None]
+        return one_at_a_time(ctx.calibration.batches())
 
     def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
         from peft import LoraConfig
         from peft.tuners.lora.config import CordaConfig
         from peft.tuners.lora.corda import preprocess_corda
 
-        layers = ctx.lora_layers()
-        ranks = {layer.r[active_adapter(layer)] for _, layer in layers}
+        layers = ctx.layers()
+        ranks = {layer.rank for layer in layers}
         if len(ranks) != 1:
             raise InitError(f"CorDA here expects one rank for every layer, found {sorted(ranks)}")
 
@@ -121,8 +128,8 @@ class CorDA(InitMethod):
         config = LoraConfig(r=ranks.pop(), lora_alpha=ctx.lora.alpha, target_modules=["base_layer"],
                             init_lora_weights="corda", corda_config=CordaConfig(corda_method=self.corda_method))
         preprocess_corda(model, config, run_model=run_model)
-        for _, layer in layers:
-            layer.corda_init(active_adapter(layer), "corda")
+        for layer in layers:  # peft's own per-layer init: the view's module and adapter are for this
+            layer.module.corda_init(layer.adapter, "corda")
 
 
 class CorDAIPM(CorDA):
@@ -138,13 +145,9 @@ class CorDAKPM(CorDA):
         calib = ctx.calibration
         if calib.remaining <= 0:
             raise InitError("corda-kpm needs calibration allowance (budget.calibration.examples) for its windows")
-        length = REFERENCE_WINDOW_LENGTH if ctx.budget is None else min(REFERENCE_WINDOW_LENGTH, ctx.budget.max_length)
+        length = min(REFERENCE_WINDOW_LENGTH, ctx.budget.max_length)
         questions, source = nq_open_questions()
         windows = knowledge_windows(questions, ctx.tokenizer, calib.remaining, length, ctx.generator)
         ctx.info.update(corda_kpm_source=source, corda_kpm_window_tokens=length, corda_kpm_bos=ctx.tokenizer.bos_token)
-        size = calib.allowance.batch_size  # charged per calibration batch of windows, as corda-ipm's examples
-        for start in range(0, len(windows), size):
-            group = windows[start : start + size]
-            calib.charge(len(group), sum(map(len, group)))
-            for ids in group:
-                yield torch.tensor([ids], device=calib.device)
+        # charged per calibration batch of windows, as corda-ipm's examples
+        yield from one_at_a_time(calib.encode(windows))

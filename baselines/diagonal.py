@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from initbench.adapters import freeze, insert_middle
-from initbench.api import InitContext, InitError, InitMethod, active_adapter
+from initbench.api import InitError, LayerInit, LayerwiseInit
 
 
 def loldu_factors(weight: torch.Tensor, rank: int, scale: float
@@ -58,21 +57,19 @@ def svfit_factors(weight: torch.Tensor, rank: int, scale: float
     return A, B, s, weight - scale * (B * s) @ A
 
 
-class _DiagonalMiddle(InitMethod):
+class _DiagonalMiddle(LayerwiseInit):
+    """Per layer: frozen A and B, a trainable diagonal middle, the base offset by their product."""
+
     peft_init = True
+    statistic = "none"
+    trained_parts = ("M",)
 
     def factors(self, weight, rank, scale):
         raise NotImplementedError
 
-    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
-        for name, layer in ctx.lora_layers():
-            adapter = active_adapter(layer)
-            A, B, d, residual = self.factors(ctx.base_weight(layer), layer.r[adapter], layer.scaling[adapter])
-            ctx.set_lora(name, layer, A, B)
-            insert_middle(layer, d)
-            freeze(layer, "A")
-            freeze(layer, "B")
-            ctx.set_base_weight(name, layer, residual)
+    def init_layer(self, weight, rank, scale, stats, generator):
+        A, B, d, residual = self.factors(weight, rank, scale)
+        return LayerInit(A, B, base=residual, middle=d)
 
 
 class LoLDU(_DiagonalMiddle):

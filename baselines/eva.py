@@ -14,9 +14,10 @@ share one PCA, as peft's hash check does); a layer's alpha is multiplied by new_
 unchanged (``adjust_scaling_factors``).  The final load is peft's own ``initialize_lora_eva_weights(
 model, eva_state_dict=...)``.  Paper/peft example scaling: alpha = 1.
 
-The loop follows peft's ``_get_eva_state_dict`` within the calibration allowance: batches come from
-``ctx.calibration.batches()`` (the suite's allowance, cycling the training split if the allowance is
-larger, as peft's ``itertools.cycle(dataloader)``; every pass charged); per layer, a batch with fewer
+The loop follows peft's ``_get_eva_state_dict`` within the calibration allowance: each batch's layer
+inputs come from ``ctx.calibration.layer_inputs(labels_only=use_label_mask)`` (the suite's allowance,
+cycling the training split if the allowance is larger, as peft's ``itertools.cycle(dataloader)``; every
+pass charged, and none after the loop stops); per layer, a batch with fewer
 usable tokens than components is dropped (peft's ``SVDHook``: "skipping SVD"); after each
 ``partial_fit`` a layer's components count as converged where their cosine similarity with the previous
 step's is >= ``tau`` (0.99); a layer whose components needed by the current rank distribution have all
@@ -78,8 +79,7 @@ class EVA(InitMethod):
         calibration batches (see the module docstring); records the outcome in ``ctx.info``."""
         from peft.utils.incremental_pca import IncrementalPCA
 
-        layers = ctx.lora_layers()
-        ranks = {name: layer.r[layer.active_adapters[0]] for name, layer in layers}
+        ranks = {layer.name: layer.rank for layer in ctx.layers()}
         max_components = {name: round(r * self.rho) for name, r in ranks.items()}
         pcas: dict[str, IncrementalPCA] = {}
         converged: dict[str, torch.Tensor] = {}  # per PCA: which components passed the cosine test
@@ -88,11 +88,7 @@ class EVA(InitMethod):
         hook_of: dict[str, str] = {}
         rank_dist = dict(max_components)
         n_batches = 0
-        for batch in ctx.calibration.batches():
-            mask = batch["attention_mask"].bool()
-            if self.use_label_mask:
-                mask &= batch["labels"] != -100
-            captured = _capture_inputs(model, layers, batch, mask)
+        for captured in ctx.calibration.layer_inputs(labels_only=self.use_label_mask):
             if n_batches == 0:
                 same_as = _equal_inputs(captured)
                 for name, rep in same_as.items():
@@ -150,24 +146,6 @@ class EVA(InitMethod):
             if counts[hook] < counts[name]:
                 counts[hook], counts[name] = counts[name], counts[hook]
         return counts
-
-
-def _capture_inputs(model, layers, batch, mask) -> dict[str, torch.Tensor]:
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def capture(_module, args, _output):
-            captured[name] = args[0].detach()[mask].to(torch.float32)
-        return capture
-
-    handles = [layer.get_base_layer().register_forward_hook(hook(name)) for name, layer in layers]
-    try:
-        with torch.no_grad(), model.disable_adapter():
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
 
 
 def _equal_inputs(captured: dict[str, torch.Tensor]) -> dict[str, str]:

@@ -41,8 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from initbench.api import InitContext, InitError, InitMethod, active_adapter
-from initbench_baselines.lora_ga import seeded_torch_rng
+from initbench.api import InitError, LayerwiseInit
 
 
 def lora_one_factors(grad: torch.Tensor, rank: int, gamma: float = 128.0, q: int = 512, niter: int = 16
@@ -72,7 +71,7 @@ def fwsvd_factors(weight: torch.Tensor, fisher: torch.Tensor, rank: int, scale: 
     return A.contiguous(), B.contiguous(), weight - scale * (B @ A)
 
 
-class LoRAOne(InitMethod):
+class LoRAOne(LayerwiseInit):
     summary = "LoRA-One: SVD of -G, B = U_r sqrt(S_r)/sqrt(s1 gamma), A likewise; no offset; rsLoRA a=16."
     paper = "Zhang et al. 2025, arXiv:2502.01235"
     code = "https://github.com/YuanheZ/LoRA-One (run_exp.py, reinit_lora_modules); written here"
@@ -80,35 +79,29 @@ class LoRAOne(InitMethod):
     calibration_reference = 8  # conf/init/gradient.yaml: bsz 1 x iters 8
     use_rslora = True
     gamma = 128.0
+    statistic = "weight_gradient"
+    seed_torch_rng = True  # torch.svd_lowrank draws from torch's RNG, seeded from the run's generator
 
     def default_alpha(self, rank: int) -> float:
         return 16.0
 
-    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
-        grads = ctx.calibration.weight_gradients()
-        with seeded_torch_rng(ctx.generator):
-            for name, layer in ctx.lora_layers():
-                A, B = lora_one_factors(grads[name], layer.r[active_adapter(layer)], self.gamma)
-                ctx.set_lora(name, layer, A, B)
+    def init_layer(self, weight, rank, scale, stats, generator):
+        A, B = lora_one_factors(stats, rank, self.gamma)
+        return A, B, None
 
 
-class FWSVD(InitMethod):
+class FWSVD(LayerwiseInit):
     summary = "FWSVD (Hsu et al. 2022): rows of W weighted by sqrt(row Fisher), exact SVD, top-r in A, B; base <- rest."
     paper = "Hsu et al. 2022, arXiv:2207.00112 (FWSVD); not LoKU's FILA (relative forget/retain Fisher)"
     code = "written here (FWSVD weighting; no reference LoRA-init code)"
     peft_init = True
+    statistic = "weight_gradient_squares"
 
     def default_alpha(self, rank: int) -> float:
         return float(rank)
 
-    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
-        fisher = ctx.calibration.weight_gradient_squares()
-        for name, layer in ctx.lora_layers():
-            adapter = active_adapter(layer)
-            A, B, residual = fwsvd_factors(ctx.base_weight(layer), fisher[name], layer.r[adapter],
-                                           layer.scaling[adapter])
-            ctx.set_lora(name, layer, A, B)
-            ctx.set_base_weight(name, layer, residual)
+    def init_layer(self, weight, rank, scale, stats, generator):
+        return fwsvd_factors(weight, stats, rank, scale)
 
 
 class FisherSVD(FWSVD):

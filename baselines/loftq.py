@@ -20,7 +20,7 @@ import importlib.util
 
 import torch
 
-from initbench.api import InitContext, InitMethod, active_adapter
+from initbench.api import InitContext, LayerwiseInit
 
 MESSAGE = "loftq needs a CUDA GPU with bitsandbytes"
 
@@ -29,7 +29,7 @@ def loftq_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None
 
 
-class LoftQ(InitMethod):
+class LoftQ(LayerwiseInit):
     summary = "LoftQ: base = NF4-quantized W, A/B = rank-r SVD of the quantization residual (needs CUDA + bnb)."
     paper = "Li et al. 2024, arXiv:2310.08659"
     code = "https://github.com/yxli2123/LoftQ (via peft loftq_init)"
@@ -45,11 +45,10 @@ class LoftQ(InitMethod):
     def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
         if not loftq_available():
             raise RuntimeError(MESSAGE)
+        super().initialize(model, ctx)
+
+    def init_layer(self, weight, rank, scale, stats, generator):
         from peft.utils.loftq_utils import loftq_init
 
-        for name, layer in ctx.lora_layers():
-            rank = layer.r[active_adapter(layer)]
-            qweight, A, B = loftq_init(ctx.base_weight(layer), num_bits=self.bits, reduced_rank=rank,
-                                       num_iter=self.iterations)
-            ctx.set_lora(name, layer, A, B)
-            ctx.set_base_weight(name, layer, qweight.float())
+        qweight, A, B = loftq_init(weight, num_bits=self.bits, reduced_rank=rank, num_iter=self.iterations)
+        return A, B, qweight.float()

@@ -32,12 +32,11 @@ rsLoRA reaches peft through ``use_rslora``, the method's scaling convention (a s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
-from initbench.api import InitContext, InitError, InitMethod, active_adapter
+from initbench.api import InitContext, InitError, LayerwiseInit
+from initbench.seeding import seeded_torch_rng
 
 PAPER = "Wang, Yu & Li 2024, arXiv:2407.05000"
 
@@ -58,21 +57,14 @@ def lora_ga_factors(
     return A, B, weight - scale * (B @ A)
 
 
-@contextmanager
-def seeded_torch_rng(generator: torch.Generator) -> Iterator[None]:
-    """Run the block with torch's global CPU RNG seeded from ``generator`` (restored afterwards)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-class LoRAGA(InitMethod):
+class LoRAGA(LayerwiseInit):
     summary = "Reference LoRA-GA: SVD of the calibration gradient, A=V^T[:r], B=U[:,r:2r], stable scale, rsLoRA a=16."
     paper = PAPER
     code = "https://github.com/Outsider565/LoRA-GA (peft fork, lora_ga_init); written here"
     peft_init = True
     calibration_reference = 8  # reproduce: conf/init/gradient.yaml, bsz 1 x iters 8
+    statistic = "weight_gradient"
+    seed_torch_rng = True  # torch.svd_lowrank draws from torch's RNG, seeded from the run's generator
 
     def __init__(self, stable_gamma: float = 16.0, alpha: float = 16.0, use_rslora: bool = True):
         self.stable_gamma = stable_gamma
@@ -82,16 +74,8 @@ class LoRAGA(InitMethod):
     def default_alpha(self, rank: int) -> float:
         return self.alpha
 
-    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
-        grads = ctx.calibration.weight_gradients()
-        with seeded_torch_rng(ctx.generator):
-            for name, layer in ctx.lora_layers():
-                adapter = active_adapter(layer)
-                A, B, residual = lora_ga_factors(
-                    grads[name], ctx.base_weight(layer), layer.r[adapter], layer.scaling[adapter], self.stable_gamma
-                )
-                ctx.set_lora(name, layer, A, B)
-                ctx.set_base_weight(name, layer, residual)
+    def init_layer(self, weight, rank, scale, stats, generator):
+        return lora_ga_factors(stats, weight, rank, scale, self.stable_gamma)
 
 
 class LoRAGAPeft(LoRAGA):
@@ -99,13 +83,15 @@ class LoRAGAPeft(LoRAGA):
     code = "https://github.com/huggingface/peft (preprocess_loraga + init_lora_weights='lora_ga')"
 
     def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
+        """peft's per-layer ``lora_ga_init`` writes A, B and the residual itself, so this loop stays here
+        (the layer view's ``module`` and ``adapter`` are for exactly such calls)."""
         from peft import LoraGAConfig
 
-        grads = ctx.calibration.weight_gradients()
+        grads = self.statistics(ctx)
         config = LoraGAConfig(direction="ArB2r", scale="stable", stable_gamma=int(self.stable_gamma))
         with seeded_torch_rng(ctx.generator):
-            for name, layer in ctx.lora_layers():
-                grad = grads[name]
+            for layer in ctx.layers():
+                grad, module = grads[layer.name], layer.module
                 # preprocess_loraga attaches the gradient in the weight's own layout
-                layer.get_base_layer()._peft_loraga_grad = grad.T if getattr(layer, "fan_in_fan_out", False) else grad
-                layer.lora_ga_init(active_adapter(layer), config)
+                module.get_base_layer()._peft_loraga_grad = grad.T if getattr(module, "fan_in_fan_out", False) else grad
+                module.lora_ga_init(layer.adapter, config)

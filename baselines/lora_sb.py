@@ -73,9 +73,7 @@ from dataclasses import dataclass
 
 import torch
 
-from initbench.adapters import freeze, insert_middle
-from initbench.api import InitContext, InitError, InitMethod, active_adapter
-from initbench_baselines.lora_ga import seeded_torch_rng
+from initbench.api import InitContext, InitError, LayerInit, LayerwiseInit
 
 
 @dataclass(frozen=True)
@@ -120,10 +118,21 @@ def lora_sb_factors(grad_sum: torch.Tensor, rank: int, eff_lr: float, niter: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A (r, in), B (out, r), R (r, r)) of LoRA-SB from the summed (or mean) gradient (out, in).
     Draws from torch's global RNG (``torch.svd_lowrank``); seed it first."""
-    if rank > min(grad_sum.shape):
-        raise InitError(f"LoRA-SB needs r <= min(out, in); r={rank}, shape {tuple(grad_sum.shape)}")
-    dW = -eff_lr * torch.sign(grad_sum.float())
-    U, S, V = torch.svd_lowrank(dW.T, q=rank, niter=niter)
+    return lora_sb_step_factors(simulated_step(grad_sum, eff_lr), rank, niter)
+
+
+def simulated_step(grad_sum: torch.Tensor, eff_lr: float) -> torch.Tensor:
+    """LoRA-SB's simulated first update dW = -eff_lr * sign(grad_sum), float32 (out, in)."""
+    return -eff_lr * torch.sign(grad_sum.float())
+
+
+def lora_sb_step_factors(step: torch.Tensor, rank: int, niter: int = 10
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A (r, in), B (out, r), R (r, r)) of LoRA-SB from its simulated step dW (out, in): the rank-r
+    randomized SVD of dW^T.  Draws from torch's global RNG (``torch.svd_lowrank``); seed it first."""
+    if rank > min(step.shape):
+        raise InitError(f"LoRA-SB needs r <= min(out, in); r={rank}, shape {tuple(step.shape)}")
+    U, S, V = torch.svd_lowrank(step.T, q=rank, niter=niter)
     return U.T.contiguous(), V.contiguous(), torch.diag(S)
 
 
@@ -137,12 +146,14 @@ def lora_xs_factors(weight: torch.Tensor, rank: int, generator: torch.Generator,
     return A.contiguous(), B.contiguous(), R
 
 
-class LoRASB(InitMethod):
+class LoRASB(LayerwiseInit):
     summary = "LoRA-SB: A, B frozen from the SVD of a simulated first step -lr*sign(G); only r x r R trains."
     paper = "Ponkshe et al. 2024, arXiv:2411.19557"
     code = "https://github.com/RaghavSinghal10/lora-sb (find_and_initialize_grad); written here"
     peft_init = True
     niter = 10
+    trained_parts = ("M",)
+    seed_torch_rng = True  # torch.svd_lowrank draws from torch's RNG, seeded from the run's generator
 
     def default_alpha(self, rank: int) -> float:
         return float(rank)
@@ -150,44 +161,39 @@ class LoRASB(InitMethod):
     def reference_calibration_examples(self, family: str) -> int:
         return gradient_estimation(family).examples
 
-    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
-        if ctx.budget is None or ctx.lr is None:
-            raise InitError("LoRA-SB needs the run's budget and learning rate (ctx.budget, ctx.lr)")
+    def statistics(self, ctx: InitContext) -> dict[str, torch.Tensor]:
+        """Per layer, the simulated first step dW = -eff_lr sign(sum_b G_b / n_b) over the reference's
+        gradient-estimation batches (reads ``ctx.lr``: the init depends on the run's rate)."""
         reference = gradient_estimation(ctx.family)
         budget = ctx.budget
         batch_size = reference.batch_size or budget.batch_size
         eff_lr = effective_lr(ctx.lr, budget.schedule.warmup_ratio, budget.steps * budget.batch_size, batch_size)
-        grads = summed_batch_gradients(ctx.calibration.batch_weight_gradients(batch_size=batch_size))
+        steps = summed_batch_gradients(ctx.calibration.batch_weight_gradients(batch_size=batch_size))
         ctx.info.update(lora_sb_eff_lr=eff_lr, lora_sb_reference=reference.script)
-        with seeded_torch_rng(ctx.generator):
-            for name, layer in ctx.lora_layers():
-                A, B, R = lora_sb_factors(grads[name], layer.r[active_adapter(layer)], eff_lr, self.niter)
-                ctx.set_lora(name, layer, A, B)
-                insert_middle(layer, R)
-                freeze(layer, "A")
-                freeze(layer, "B")
+        for name in steps:  # in place: one layer's gradient freed as its step is made
+            steps[name] = simulated_step(steps[name], eff_lr)
+        return steps
+
+    def init_layer(self, weight, rank, scale, stats, generator):
+        A, B, R = lora_sb_step_factors(stats, rank, self.niter)
+        return LayerInit(A, B, middle=R)
 
 
-class LoRAXS(InitMethod):
+class LoRAXS(LayerwiseInit):
     summary = "LoRA-XS: B = U_r, A = S_r V_r^T of W frozen; only r x r R ~ N(0, 1e-10) trains; alpha per family."
     paper = "Balazy et al. 2024, arXiv:2405.17604"
     code = "https://github.com/MohammadrezaBanaei/LoRA-XS (find_and_initialize); written here"
     peft_init = True
     sigma = 1e-5
+    trained_parts = ("M",)
 
     def paper_alpha(self, rank: int, family: str) -> float | None:
         """The paper's alpha for the suite's task family (:data:`LORA_XS_ALPHA`); the suite's without one."""
         rule = LORA_XS_ALPHA.get(family)
         return None if rule is None else rule(rank)
 
-    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
-        for name, layer in ctx.lora_layers():
-            rank = layer.r[active_adapter(layer)]
-            weight = ctx.base_weight(layer)
-            if rank > min(weight.shape):
-                raise InitError(f"LoRA-XS needs r <= min(out, in) = {min(weight.shape)}, got {rank}")
-            A, B, R = lora_xs_factors(weight, rank, ctx.generator, self.sigma)
-            ctx.set_lora(name, layer, A, B)
-            insert_middle(layer, R)
-            freeze(layer, "A")
-            freeze(layer, "B")
+    def init_layer(self, weight, rank, scale, stats, generator):
+        if rank > min(weight.shape):
+            raise InitError(f"LoRA-XS needs r <= min(out, in) = {min(weight.shape)}, got {rank}")
+        A, B, R = lora_xs_factors(weight, rank, generator, self.sigma)
+        return LayerInit(A, B, middle=R)

@@ -25,8 +25,7 @@ import math
 
 import torch
 
-from initbench.adapters import insert_middle, train_only
-from initbench.api import InitContext, InitError, InitMethod, active_adapter
+from initbench.api import InitError, LayerInit, LayerwiseInit
 
 
 def nlora_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,12 +45,12 @@ def slora_factors(weight: torch.Tensor, rank: int, generator: torch.Generator
     return A, torch.zeros(weight.shape[0], rank), N
 
 
-class NLoRA(InitMethod):
+class NLoRA(LayerwiseInit):
     summary = "NLoRA: A = W[:r], B = W[:, :r], middle N = W[:r, :r]; A, B, N train; starts changed."
     paper = "Guo et al. 2025, arXiv:2502.14482"
     code = "https://github.com/TracyGuo2001/NLoRA (peft fork, nlora_init); written here"
     peft_init = True
-    trained_parts: tuple[str, ...] = ("A", "B", "M")
+    trained_parts = ("A", "B", "M")
 
     def default_alpha(self, rank: int) -> float:
         return float(rank)
@@ -59,12 +58,9 @@ class NLoRA(InitMethod):
     def factors(self, weight, rank, generator):
         return nlora_factors(weight, rank)
 
-    def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
-        for name, layer in ctx.lora_layers():
-            A, B, N = self.factors(ctx.base_weight(layer), layer.r[active_adapter(layer)], ctx.generator)
-            ctx.set_lora(name, layer, A, B)
-            insert_middle(layer, N)
-        train_only(model, self.trained_parts)
+    def init_layer(self, weight, rank, scale, stats, generator):
+        A, B, N = self.factors(weight, rank, generator)
+        return LayerInit(A, B, middle=N)
 
 
 class NLoRAIntTune(NLoRA):

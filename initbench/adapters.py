@@ -16,7 +16,7 @@ working unchanged:
     State-dict keys of such a layer are ``lora_A.<adapter>.A.weight`` and
     ``lora_A.<adapter>.middle.weight``; ``lora_B`` keeps its key.
 
-``freeze(layer, part)`` / ``train_only(model, parts)``
+``freeze(layer, part)`` / ``train_only(model, parts)`` / ``train_only_layer(layer, parts)``
     mark ``"A"``, ``"B"`` or ``"M"`` (the middle) of a layer as not trained.
     A frozen tensor is turned from an ``nn.Parameter`` into a buffer of the same
     name, so its value, its state-dict key and peft's forward and merge are
@@ -25,8 +25,9 @@ working unchanged:
     ``disable_adapter()``, which switch ``requires_grad`` back on for every
     adapter *parameter* -- can make it train again.
 
-Write A of a layer with a middle through ``InitContext.set_lora`` (it finds the
-inner ``nn.Linear``) or :func:`lora_A_linear`; assigning ``lora_A[...].weight``
+A method reaches both through its layers' views (``ctx.layers()``: ``LayerView.set_middle``,
+``freeze``, ``train_only``).  Write A of a layer with a middle through ``LayerView.set_lora`` (it finds
+the inner ``nn.Linear``) or :func:`lora_A_linear`; assigning ``lora_A[...].weight``
 directly on a :class:`MiddleA` has no effect (it is a computed product).
 """
 
@@ -204,21 +205,32 @@ def trainable_parts(layer: nn.Module, adapter: str | None = None) -> set[str]:
     return out
 
 
-def train_only(model: nn.Module, parts: Iterable[str]) -> None:
-    """In every LoRA layer of ``model``, train exactly ``parts`` (a subset of A, B, M) and freeze the rest."""
+def _parts(parts: Iterable[str]) -> set[str]:
     parts = set(parts)
     unknown = parts - set(PARTS)
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)}; use {PARTS}")
+    return parts
+
+
+def train_only_layer(layer: nn.Module, parts: Iterable[str], adapter: str | None = None) -> None:
+    """In one LoRA layer, train exactly ``parts`` (a subset of A, B, M) and freeze the rest."""
+    parts = _parts(parts)
+    adapter = _adapter(layer, adapter)
+    for part in PARTS:
+        if _holder(layer, part, adapter) is None:
+            continue
+        if part in parts:
+            unfreeze(layer, part, adapter)
+        else:
+            freeze(layer, part, adapter)
+
+
+def train_only(model: nn.Module, parts: Iterable[str]) -> None:
+    """In every LoRA layer of ``model``, train exactly ``parts`` (a subset of A, B, M) and freeze the rest."""
+    parts = _parts(parts)
     for _name, layer in lora_layers(model):
-        adapter = _adapter(layer, None)
-        for part in PARTS:
-            if _holder(layer, part, adapter) is None:
-                continue
-            if part in parts:
-                unfreeze(layer, part, adapter)
-            else:
-                freeze(layer, part, adapter)
+        train_only_layer(layer, parts)
 
 
 def delta_weight(layer: nn.Module, adapter: str | None = None) -> torch.Tensor:

@@ -8,7 +8,8 @@ raises ``BudgetExceeded``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -30,6 +31,8 @@ class Calibrator:
         seed: int,
         pad_id: int,
         device: torch.device,
+        tokenizer: Any = None,
+        max_length: int | None = None,
     ):
         self.model = model
         self.allowance = allowance
@@ -37,6 +40,8 @@ class Calibrator:
         self.base_params = base_params
         self.device = device
         self.pad_id = pad_id
+        self.tokenizer = tokenizer
+        self.max_length = max_length
         order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed + 7919)).tolist()
         self.examples = [examples[i] for i in order[: allowance.examples]]
 
@@ -52,14 +57,49 @@ class Calibrator:
         differently passes its own), charging each one.  Asking for more examples than the training
         split holds cycles through it again (every pass is charged), as ``itertools.cycle`` would."""
         examples = self.allowance.examples if examples is None else examples
+        self._check(examples)
+        cycled = (self.examples[i % len(self.examples)] for i in range(examples))
+        yield from self._charged(cycled, examples, backward, batch_size)
+
+    def encode(
+        self, prompts: Sequence[str | list[int]], backward: bool = False, batch_size: int | None = None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of data of the method's own (not the task's: CorDA-KPM's knowledge windows), charged
+        as ``batches`` charges the task's: each prompt is a text, encoded by the run's tokenizer as its
+        ``__call__`` encodes it (special tokens included), or a list of token ids, and is cut to the
+        suite's ``budget.max_length`` tokens; batches of ``batch_size`` (default the suite's
+        ``budget.calibration.batch_size``) right-padded as the task's, with ``labels`` equal to
+        ``input_ids`` on every token, on the model's device.  More prompts than ``remaining`` raise
+        ``BudgetExceeded`` before any is encoded."""
+        self._check(len(prompts))
+        if any(isinstance(p, str) for p in prompts) and self.tokenizer is None:
+            raise ValueError("calibration.encode was given text but this calibrator has no tokenizer")
+
+        def encoded():
+            for prompt in prompts:
+                ids = self.tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else list(prompt)
+                ids = ids if self.max_length is None else ids[: self.max_length]
+                if not ids:
+                    raise ValueError("calibration.encode was given an empty prompt")
+                yield {"input_ids": ids, "labels": ids}
+
+        yield from self._charged(encoded(), len(prompts), backward, batch_size)
+
+    def _check(self, examples: int) -> None:
+        """Raise ``BudgetExceeded`` unless ``examples`` more example-passes fit in what remains."""
         if examples > self.remaining:
             raise BudgetExceeded(
                 f"calibration asked for {examples} examples but only {self.remaining} of the suite's "
                 f"{self.allowance.examples} remain (budget.calibration.examples)"
             )
+
+    def _charged(self, examples: Iterable[dict[str, list[int]]], count: int, backward: bool,
+                 batch_size: int | None) -> Iterator[dict[str, torch.Tensor]]:
+        """Collate ``count`` tokenized examples into batches on the model's device, charging each batch."""
         size = batch_size or self.allowance.batch_size
-        for start in range(0, examples, size):
-            chunk = [self.examples[i % len(self.examples)] for i in range(start, min(start + size, examples))]
+        examples = iter(examples)
+        for start in range(0, count, size):
+            chunk = [next(examples) for _ in range(start, min(start + size, count))]
             batch = {k: v.to(self.device) for k, v in collate(chunk, self.pad_id).items()}
             self.spend.add_calibration_batch(
                 len(chunk), int(batch["attention_mask"].sum()), self.base_params, backward
@@ -67,22 +107,21 @@ class Calibrator:
             yield batch
 
     def charge(self, examples: int, tokens: int, backward: bool = False) -> None:
-        """Charge one pass over ``examples`` examples of the method's own data (not the task's: CorDA-KPM's
-        knowledge windows) and ``tokens`` tokens to the allowance, as ``batches`` charges its own."""
-        if examples > self.remaining:
-            raise BudgetExceeded(
-                f"calibration asked for {examples} more examples but only {self.remaining} of the "
-                f"{self.allowance.examples} granted remain (budget.calibration.examples)"
-            )
+        """Charge one pass over ``examples`` examples and ``tokens`` tokens the method ran on its own, as
+        ``batches`` charges its own (``encode`` charges data of the method's own by itself: prefer it)."""
+        self._check(examples)
         self.spend.add_calibration_batch(examples, tokens, self.base_params, backward)
 
-    def layer_inputs(self, examples: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Per batch, the inputs of every LoRA layer's base layer at non-padding
-        tokens, as float32 (tokens, in_features) tensors keyed by layer name."""
+    def layer_inputs(self, examples: int | None = None, labels_only: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+        """Per batch, the inputs of every LoRA layer's base layer at non-padding tokens (with
+        ``labels_only``, only at the tokens that have a label: the completion, as EVA's label mask), as
+        float32 (tokens, in_features) tensors keyed by layer name, in the order the forward reaches them."""
         layers = lora_layers(self.model)
         for batch in self.batches(examples):
             captured: dict[str, torch.Tensor] = {}
             mask = batch["attention_mask"].bool()
+            if labels_only:
+                mask &= batch["labels"] != -100
 
             def hook(name: str):
                 def capture(_module, args, _output):

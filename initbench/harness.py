@@ -450,7 +450,8 @@ def init_context(
     """The ``InitContext`` the harness hands ``initialize``: its calibrator over ``examples`` grants
     min(the method's reference amount, the suite's allowance) and charges ``spend``."""
     granted = budget.granted_calibration(call_hook(method, "reference_calibration_examples", family))
-    calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device)
+    calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device,
+                            tokenizer=tokenizer, max_length=budget.max_length)
     return context_class(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr, family=family)
 
 

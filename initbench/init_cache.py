@@ -48,12 +48,12 @@ class WatchedContext(InitContext):
     lr_read = False
 
     @property
-    def lr(self) -> float | None:
+    def lr(self) -> float:
         self.lr_read = True
         return self._lr
 
     @lr.setter
-    def lr(self, value: float | None) -> None:
+    def lr(self, value: float) -> None:
         self._lr = value
 
 

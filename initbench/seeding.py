@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -57,3 +59,14 @@ def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@contextmanager
+def seeded_torch_rng(generator: torch.Generator) -> Iterator[None]:
+    """Run the block with torch's global RNG seeded from one draw of ``generator`` (a method's
+    ``ctx.generator``), for library calls that draw from the global RNG (``torch.svd_lowrank``); the
+    global CPU RNG is restored afterwards."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

@@ -6,8 +6,8 @@ harness's own code (``harness.attach_lora``, ``harness.init_context``), on CPU, 
     def test_my_init_writes_orthogonal_A():
         model, ctx = context(MyInit(), rank=4)        # LoRA attached, nothing initialized yet
         MyInit().initialize(model, ctx)               # call the hook yourself ...
-        for name, layer in ctx.lora_layers():
-            ...
+        for layer in ctx.layers():                    # one LayerView per targeted layer
+            assert torch.allclose(layer.A @ layer.A.T, torch.eye(4), atol=1e-5)
 
     def test_my_init_through_the_harness():
         done = initialize(MyInit())                   # ... or the harness's exact path

@@ -24,6 +24,7 @@ from initbench.api import InitContext, lora_layers
 from initbench.harness import lora_settings
 from initbench.registry import get_method
 from initbench.suite import LoraSpec
+from initbench.testing import BUDGET
 from initbench_baselines.lora import LoRAReversed
 
 OUT, IN, R = 12, 10, 3
@@ -101,7 +102,7 @@ def _initialized(name: str, W: torch.Tensor, rank: int = R, grad=None, fisher=No
                                            use_rslora=lora.use_rslora, **method.lora_config_kwargs(lora)))
     key, layer = lora_layers(model)[0]
     stats = _Stats({key: grad} if grad is not None else None, {key: fisher} if fisher is not None else None)
-    method.initialize(model, InitContext(model, lora, seed, stats))
+    method.initialize(model, InitContext(model, lora, seed, stats, None, budget=BUDGET, lr=BUDGET.optimizer.lr))
     return layer, lora.scale, W
 
 

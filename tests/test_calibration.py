@@ -26,7 +26,7 @@ def setup(smoke_suite):
             torch.nn.init.normal_(param)
     spend = Spend()
     calibrator = Calibrator(model, examples, CalibrationSpec(examples=6, batch_size=4), spend, 1000, 0,
-                            tok.pad_token_id, torch.device("cpu"))
+                            tok.pad_token_id, torch.device("cpu"), tokenizer=tok)
     return base, calibrator, spend
 
 
@@ -65,3 +65,46 @@ def test_activation_covariance_and_the_allowance(setup):
     assert spend.calibration_examples == 4 and spend.calibration_backward_passes == 0
     with pytest.raises(BudgetExceeded, match="only 2 of the suite's 6 remain"):
         calibrator.activation_covariance()
+
+
+def test_encode_charges_data_of_the_methods_own(setup):
+    """``encode`` (issue 15): texts through the run's tokenizer, token ids as given, cut to max_length,
+    batched and charged as the task's batches are; more prompts than remain are refused up front."""
+    base, calibrator, spend = setup
+    tok = calibrator.tokenizer
+    calibrator.max_length = 5
+    prompts = ["7+8=15", [3, 4, 5], list(range(1, 10))]
+    batches = list(calibrator.encode(prompts, batch_size=2))
+    assert [len(b["input_ids"]) for b in batches] == [2, 1]
+    text = tok("7+8=15")["input_ids"][:5]
+    rows = [row[mask.bool()].tolist() for b in batches for row, mask in zip(b["input_ids"], b["attention_mask"])]
+    assert rows == [text, [3, 4, 5], [1, 2, 3, 4, 5]]
+    for b in batches:  # a language-modeling target on every real token
+        assert torch.equal(b["labels"][b["attention_mask"].bool()], b["input_ids"][b["attention_mask"].bool()])
+    assert spend.calibration_examples == 3 and spend.calibration_forward_passes == 2
+    assert spend.calibration_tokens == len(text) + 3 + 5
+    with pytest.raises(BudgetExceeded, match="asked for 4 examples but only 3"):
+        next(calibrator.encode([[1]] * 4))
+    assert spend.calibration_examples == 3
+
+
+def test_encode_needs_a_tokenizer_for_text(setup):
+    _, calibrator, spend = setup
+    calibrator.tokenizer = None
+    with pytest.raises(ValueError, match="no tokenizer"):
+        next(calibrator.encode(["a text"]))
+    assert spend.calibration_examples == 0
+
+
+def test_layer_inputs_at_label_tokens_only(setup):
+    """``labels_only`` keeps the inputs at the tokens that carry a label (EVA's label mask)."""
+    _, calibrator, spend = setup
+    every = next(calibrator.layer_inputs(examples=4))
+    labelled = next(calibrator.layer_inputs(examples=2, labels_only=True))
+    batch = collate(calibrator.examples[:4], 0)
+    wanted = (batch["labels"][:2] != -100) & batch["attention_mask"][:2].bool()
+    name = next(iter(every))
+    assert every[name].shape[0] == int(batch["attention_mask"].sum())
+    assert labelled[name].shape[0] == int(wanted.sum()) < int(batch["attention_mask"][:2].sum())
+    assert list(every) == list(labelled)
+

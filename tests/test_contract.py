@@ -14,16 +14,18 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from initbench.api import InitContext, InitMethod, LayerwiseInit, LoraSettings
+from initbench.api import InitContext, InitMethod, LayerInit, LayerView, LayerwiseInit, LoraSettings
 from initbench.budget import OptimizerSpec
 from initbench.calibration import Calibrator
 
 CONTRIBUTING = REPO / "CONTRIBUTING.md"
 #: the classes a plugin meets, as CONTRIBUTING names them
-CLASSES: dict[str, type] = {cls.__name__: cls for cls in
-                            (InitMethod, LayerwiseInit, InitContext, Calibrator, LoraSettings, OptimizerSpec)}
+CLASSES: dict[str, type] = {cls.__name__: cls for cls in (InitMethod, LayerwiseInit, LayerInit, InitContext, LayerView,
+                                                            Calibrator, LoraSettings, OptimizerSpec)}
 #: classes whose every public method and class attribute must be documented (not just the documented ones exist)
-COMPLETE = ("InitMethod", "LayerwiseInit", "InitContext", "Calibrator")
+COMPLETE = ("InitMethod", "LayerwiseInit", "LayerInit", "InitContext", "LayerView", "Calibrator")
+#: what an inline call's receiver names in CONTRIBUTING's prose (``ctx.set_lora(...)``, ``layer.set_lora(...)``)
+RECEIVERS = {"ctx": "InitContext", "layer": "LayerView", "calibration": "Calibrator", "method": "InitMethod"}
 
 
 def _code_blocks(text: str) -> list[str]:
@@ -158,37 +160,55 @@ def _override_problems(text: str) -> list[str]:
     return problems
 
 
-def _inline_calls(text: str) -> list[tuple[str, list[str]]]:
-    """(name, argument names) of every call written in an inline code span outside code blocks: ``ctx.set_lora(name,
-    layer, A, B)`` -> ("set_lora", ["name", "layer", "A", "B"]); a ``key=value`` argument gives ``key``."""
+def _inline_calls(text: str) -> list[tuple[str, str, list[str]]]:
+    """(receiver, name, argument names) of every call written in an inline code span outside code blocks:
+    ``ctx.set_lora(name, layer, A, B)`` -> ("ctx", "set_lora", ["name", "layer", "A", "B"]) (the receiver is the
+    last name before the dot, "" for none); a ``key=value`` argument gives ``key``."""
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     calls = []
     for span in re.findall(r"`([^`]+)`", prose.replace("\n", " ")):
-        for name, args in re.findall(r"(\w+)\(([^()]*)\)", span):
+        for receiver, name, args in re.findall(r"(?:(\w+)\.)?(\w+)\(([^()]*)\)", span):
             names = [a.split("=")[0].strip() for a in args.split(",") if a.strip()]
-            calls.append((name, names))
+            calls.append((receiver, name, names))
     return calls
+
+
+def _signatures() -> dict[str, dict[str, list[inspect.Parameter]]]:
+    """Class name -> public method name -> its parameters (without self), for the ``COMPLETE`` classes."""
+    out: dict[str, dict[str, list[inspect.Parameter]]] = {}
+    for name in COMPLETE:
+        for fname, attr in vars(CLASSES[name]).items():
+            function = getattr(attr, "__func__", attr)
+            if not fname.startswith("_") and callable(function) and not isinstance(function, type):
+                params = [p for p in inspect.signature(function).parameters.values() if p.name != "self"]
+                out.setdefault(name, {})[fname] = params
+    return out
 
 
 def inline_problems(text: str) -> list[str]:
     """Every inline call of a documented hook or context method whose arguments are not its parameters: each one
-    named must be a parameter, in order for positional ones, and every parameter without a default must appear."""
-    signatures = {}
-    for name in COMPLETE:
-        for fname, attr in vars(CLASSES[name]).items():
-            if not fname.startswith("_") and callable(getattr(attr, "__func__", attr)):
-                function = getattr(attr, "__func__", attr)
-                params = [p for p in inspect.signature(function).parameters.values() if p.name != "self"]
-                signatures.setdefault(fname, params)
+    named must be a parameter, in order for positional ones, and every parameter without a default must appear.
+    A call on a known receiver (``ctx.``, ``layer.``, ``calibration.``) is held to that class's method; one
+    without a receiver to any documented class's method of that name; others (``adapters.freeze``) are not held."""
+    signatures = _signatures()
     problems = []
-    for fname, args in _inline_calls(text):
-        if fname not in signatures:
+    for receiver, fname, args in _inline_calls(text):
+        if receiver and receiver not in RECEIVERS:
             continue
-        params = signatures[fname]
-        names = [p.name for p in params]
-        required = [p.name for p in params if p.default is inspect.Parameter.empty]
-        if args != names[:len(args)] or not set(required) <= set(args):
-            problems.append(f"`{fname}({', '.join(args)})`: the code's parameters are ({', '.join(names)})")
+        classes = [RECEIVERS[receiver]] if receiver else list(signatures)
+        candidates = [signatures[c][fname] for c in classes if fname in signatures.get(c, {})]
+        if not candidates:
+            continue
+
+        def fits(params):
+            names = [p.name for p in params]
+            required = [p.name for p in params if p.default is inspect.Parameter.empty]
+            return args == names[:len(args)] and set(required) <= set(args)
+
+        if not any(fits(params) for params in candidates):
+            expected = " or ".join(f"({', '.join(p.name for p in params)})" for params in candidates)
+            problems.append(f"`{receiver + '.' if receiver else ''}{fname}({', '.join(args)})`: the code's "
+                            f"parameters are {expected}")
     return problems
 
 
@@ -199,7 +219,7 @@ def test_contributing_code_blocks_match_the_plugin_api():
 @pytest.mark.parametrize("doc", ["CONTRIBUTING.md", "README.md"])
 def test_inline_calls_of_hooks_match_the_plugin_api(doc):
     text = (REPO / doc).read_text()
-    assert any(name == "initialize" for name, _ in _inline_calls(text))  # the check sees the hooks' calls
+    assert any(name == "initialize" for _, name, _ in _inline_calls(text))  # the check sees the hooks' calls
     assert inline_problems(text) == []
 
 
@@ -212,9 +232,28 @@ def test_inline_calls_of_hooks_match_the_plugin_api(doc):
     ('peft_init: ClassVar[bool | str] = True', 'peft_init: ClassVar[bool | str] = "pissa"'),
     ("    statistic: ClassVar[Statistic]", "    stats: ClassVar[Statistic]"),
     ("def init_layer(self, weight, rank, scale, stats, generator):", "def init_layer(self, weight, rank, stats):"),
+    # issue 15: the layer view, LayerwiseInit's widening and encode
+    ("`layer.set_lora(A, B)`", "`layer.set_lora(name, A, B)`"),
+    ("`ctx.set_lora(name, layer, A, B)`", "`ctx.set_lora(A, B)`"),
+    ("def set_middle(self, M: torch.Tensor, trainable: bool = True)", "def set_middle(self, M: torch.Tensor)"),
+    ("    def freeze(self, part: str) -> None: ...  # \"A\", \"B\" or \"M\"\n", ""),
+    ('trained_parts: ClassVar[tuple[str, ...]] = ("A", "B", "M")', 'trained_parts: ClassVar[tuple[str, ...]] = ("A", "B")'),
+    ("    seed_torch_rng: ClassVar[bool] = False", "    seed_torch_rng: ClassVar[bool] = True"),
+    ("    middle: torch.Tensor | None = None  # (rank, rank)", "    mid: torch.Tensor | None = None  # (rank, rank)"),
+    ("    budget: Budget\n", "    budget: Budget | None\n"),
+    ("self, prompts: Sequence[str | list[int]], backward", "self, texts: Sequence[str], backward"),
+    ("examples: int | None = None, labels_only: bool = False", "examples: int | None = None, mask: bool = False"),
 ])
 def test_the_checks_catch_a_drifted_contributing(old, new):
     text = CONTRIBUTING.read_text()
     assert old in text
     drifted = text.replace(old, new)
     assert contract_problems(drifted) + inline_problems(drifted), f"not caught: {new!r}"
+
+
+def test_baselines_use_the_layer_view_not_peft_internals():
+    """Issue 15: no built-in method reads peft's per-adapter dicts or the adapter's name itself (the view has them)."""
+    internals = re.compile(r"\.r\[|\.scaling\[|active_adapter|\.lora_A\[|\.lora_B\[")
+    found = [f"{path.name}:{number}: {line.strip()}" for path in sorted((REPO / "baselines").glob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1) if internals.search(line)]
+    assert found == []

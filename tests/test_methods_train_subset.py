@@ -133,20 +133,22 @@ def test_frozen_parts_stay_frozen_through_peft_toggles():
 def test_set_lora_writes_A_under_a_middle():
     model, layer = _one_layer()
     insert_middle(layer, torch.eye(3) * 2)
-    ctx = InitContext(model, None, 0, None)
+    ctx = InitContext(model, None, 0, None, None, budget=BUDGET, lr=BUDGET.optimizer.lr)
     A, B = _matrix(3, 10, 1), _matrix(12, 3, 2)
     ctx.set_lora("0", layer, A, B)
     assert torch.equal(lora_A_linear(layer).weight.detach(), A)
     assert torch.allclose(layer.lora_A["default"].weight, 2 * A)
 
 
-def test_context_is_backwards_compatible():
+def test_context_needs_budget_and_rate():
+    """Issue 15: a context always carries the run's budget and rate (no None to guess from)."""
     model, _ = _one_layer()
-    ctx = InitContext(model, None, 0, None)
-    assert ctx.budget is None and ctx.lr is None
-    ctx = InitContext(model, None, 0, None, budget=BUDGET)
-    assert ctx.lr == BUDGET.optimizer.lr
-    assert InitContext(model, None, 0, None, budget=BUDGET, lr=0.5).lr == 0.5
+    with pytest.raises(TypeError, match="budget"):
+        InitContext(model, None, 0, None, None, lr=0.5)
+    with pytest.raises(TypeError, match="lr"):
+        InitContext(model, None, 0, None, None, budget=BUDGET)
+    ctx = InitContext(model, None, 0, None, None, budget=BUDGET, lr=0.5)
+    assert ctx.budget is BUDGET and ctx.lr == 0.5
 
 
 # ---------------------------------------------------------------- transcriptions on a small matrix
@@ -276,15 +278,6 @@ def test_lora_sb_starts_at_the_rank_r_simulated_step(attached):
         assert torch.linalg.norm(dW - delta) < torch.linalg.norm(dW)
         assert float((delta * dW).sum()) > 0.5 * float(torch.linalg.norm(delta)) ** 2  # ~ a projection of dW
         assert layer.scaling["default"] == 1.0
-
-
-def test_lora_sb_needs_a_budget():
-    """The harness always passes one; a context built without it (a caller of the API) is refused."""
-    from initbench.api import InitContext, InitError
-
-    model, _, _ = attach("lora")
-    with pytest.raises(InitError, match="budget"):
-        get_method("lora-sb").initialize(model, InitContext(model, None, 0, None))
 
 
 def test_nlora_starts_at_the_nystrom_offset(attached):
