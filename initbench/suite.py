@@ -173,6 +173,7 @@ class Suite:
     path: str = ""
     family: str = ""  # one of FAMILIES, or "" (none declared); part of the spec hash when set
     contamination_ok: str = ""  # why test/training overlap above the threshold is acceptable (initbench.contamination)
+    save_adapters: bool = False  # keep every final run's trained adapter (initbench.export); not in the spec hash
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:
@@ -189,6 +190,7 @@ class Suite:
         if not spec["family"]:  # suites that declare no family keep their pre-`family` hash
             del spec["family"]
         spec.pop("contamination_ok")  # a statement about the data, not a setting
+        spec.pop("save_adapters")  # what is kept, not what a run computes
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
