@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="copy a run's saved adapter into a folder stock peft and lm-eval load, with its "
                                       "lm-eval task, data and a README holding the exact lm_eval command")
     p.add_argument("run_file", type=Path, metavar="RUN_FILE", help="the run's .results.parquet file")
-    p.add_argument("--to", type=Path, default=None, help="the export folder (new or empty)")
+    p.add_argument("--to", type=Path, default=None, metavar="DIR", help="the export folder (new or empty)")
     p.add_argument("--suite", default=None, help="the suite the run used, when not where it was (a path or name)")
     p.add_argument("--push-to-hub", default=None, metavar="REPO",
                    help="also upload the export folder to this Hugging Face hub model repository (needs a token)")
