@@ -47,7 +47,8 @@ class Executor(Protocol):
 
 
 class InlineExecutor:
-    """Every run in this process (the base model is loaded once and copied per run)."""
+    """Every run in this process (the base model is loaded once and lent to each run, loaded again after a
+    run that changed it: ``harness.base_model``)."""
 
     def run(self, specs: list[RunSpec], report: Report) -> Iterator[tuple[RunSpec, str | None]]:
         for i, spec in enumerate(specs, start=1):

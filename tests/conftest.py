@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own cache folder, so nothing leaks between tests."""
+"""Shared fixtures: the whole test session shares one cache folder of its own (never the user's
+``INITBENCH_CACHE``), so nothing leaks into or out of the tests."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Data is cheap to regenerate; one cache per session keeps the suite fast.
+    # One cache per session, not per test: the embedded model is dequantized once, which keeps the suite fast.
     cache = tmp_path_factory.getbasetemp() / "initbench-cache"
     monkeypatch.setenv("INITBENCH_CACHE", str(cache))
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
