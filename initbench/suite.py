@@ -16,16 +16,14 @@ import json
 import math
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from initbench.budget import Budget
 from initbench.formatters import FORMATTERS
-
-
-class SuiteError(ValueError):
-    """A suite file is missing, unreadable or does not match the schema."""
+from initbench.suite_base import SuiteError, builtin_suite_dir  # noqa: F401 -- re-exported: most modules import them from here
+from initbench.suite_file import read_suite_yaml
+from initbench.trust import check_name, generator_problem
 
 
 #: task families a suite may declare (``family:``); methods whose papers set hyperparameters per
@@ -211,11 +209,6 @@ class Suite:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def builtin_suite_dir() -> Path:
-    """The folder of suites shipped with initbench (``tasks/`` in the repository)."""
-    return Path(str(resources.files("initbench_tasks")))
-
-
 def list_suites() -> list[Path]:
     return sorted(builtin_suite_dir().glob("*.yaml"))
 
@@ -230,8 +223,6 @@ def load_suite(name_or_path: str) -> Suite:
             raise SuiteError(f"unknown suite {name_or_path!r}: not a file and not one of {known}")
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
-    from initbench.suite_file import read_suite_yaml
-
     raw = read_suite_yaml(path)  # bounded: size cap, UTF-8, no alias bomb, no duplicate key
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
@@ -252,8 +243,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _check_semantics(suite: Suite) -> None:
-    from initbench.trust import check_name, generator_problem
-
     where = suite.path
     check_name(suite.name, where, "name")
     if not suite.tasks:
@@ -301,8 +290,6 @@ def _check_splits(splits: dict[str, SplitSource], where: str, key: str) -> None:
             if ":" not in name:
                 raise SuiteError(f"{where}: key '{formatter_key}': unknown formatter {name!r} (built-in: "
                                  f"{', '.join(sorted(FORMATTERS))}; or a function of your own, module:function)")
-            from initbench.trust import generator_problem
-
             if problem := generator_problem(name):
                 raise SuiteError(f"{where}: key '{formatter_key}' ({name!r}) {problem}")
         if source.limit is not None and source.limit <= 0:

@@ -27,9 +27,12 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from initbench.suite import Suite, SuiteError, builtin_suite_dir
+from initbench.suite_base import SuiteError, builtin_suite_dir
+
+if TYPE_CHECKING:
+    from initbench.suite import Suite
 
 ENV_ALLOW_MODULES = "INITBENCH_ALLOW_MODULES"
 ENV_LM_EVAL_PATH = "INITBENCH_LM_EVAL_PATH"
