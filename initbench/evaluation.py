@@ -39,17 +39,36 @@ def task_yaml_path(task_name: str) -> Path:
     return lm_eval_task_path(task_name)
 
 
+def load_task_yaml(task_name: str) -> dict:
+    """The task's YAML as lm-eval's own loader reads it (``include:`` merged relative to the including
+    file, ``!function`` imported), checked to declare ``task: <task_name>`` (initbench finds a task by
+    its file name, lm-eval by that key, and reads its scores under it)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    path = task_yaml_path(task_name)
+    try:
+        config = load_yaml(path)
+    except Exception as err:  # bad YAML, a missing include, a !function that does not import
+        raise SuiteError(f"{path}: lm-eval cannot read this task file: {type(err).__name__}: {err}") from None
+    declared = config.get("task")
+    if declared is None:
+        raise SuiteError(f"{path}: no 'task:' key (a template other task files include?); lm_eval_task must name "
+                         f"a task file, one that sets task: {task_name}")
+    if declared != task_name:
+        raise SuiteError(f"{path}: declares task: {declared!r}, not {task_name!r}; initbench finds a task by its "
+                         f"file name, so set task: {task_name} or rename the file {declared}.yaml")
+    return config
+
+
 def task_config(task_name: str, data: TaskData, split: str = "test") -> dict:
     """The lm-eval task config of ``task_name`` with its data files pointed at ``data``.
 
     ``split`` is what lm-eval scores (its ``test_split``).  Scoring any split other than
     ``test`` (a tuning trial on ``validation``) leaves the test file out of ``data_files``
     altogether, so lm-eval cannot even load it."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     if split not in data.files:
         raise SuiteError(f"task {task_name!r} has no {split!r} split to score (splits: {sorted(data.files)})")
-    config = load_yaml(task_yaml_path(task_name))
+    config = load_task_yaml(task_name)
     kwargs = dict(config.get("dataset_kwargs") or {})
     kwargs["data_files"] = {name: str(path) for name, path in data.files.items() if split == "test" or name != "test"}
     config["dataset_kwargs"] = kwargs
@@ -66,9 +85,7 @@ def metric_keys(task_name: str) -> dict[str, bool]:
     """Every metric key the task records (``parse_scores``' names: the metric, with its filter when
     the filter is not ``none``), in the task YAML's order (metrics, then filters), and whether higher
     is better."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    config = load_yaml(task_yaml_path(task_name))
+    config = load_task_yaml(task_name)
     filters = [str(f.get("name", "none")) for f in config.get("filter_list") or []] or ["none"]
     keys: dict[str, bool] = {}
     for entry in config.get("metric_list") or []:

@@ -137,29 +137,23 @@ class _Function(str):
     """A ``!function module.name`` scalar of a task YAML, kept as written."""
 
 
-class _Loader(yaml.SafeLoader):
-    pass
-
-
 class _Dumper(yaml.SafeDumper):
     pass
 
 
-_Loader.add_constructor("!function", lambda loader, node: _Function(loader.construct_scalar(node)))
 _Dumper.add_representer(_Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
 _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
     "tag:yaml.org,2002:str", value, style='"' if "\n" in value else None))  # "\n", not a folded line
 
 
 def write_task(to: Path, task_name: str, data) -> Path:
-    """``to/lm_eval_task/<task>.yaml``: the task YAML with its data files pointed at copies under
-    ``lm_eval_task/data/`` (paths relative to ``to``), beside the helper modules its ``!function``\\ s name."""
+    """``to/lm_eval_task/<task>.yaml``: the task YAML as lm-eval resolves it (``include:`` merged, so the
+    file stands alone) with its data files pointed at copies under ``lm_eval_task/data/`` (paths relative
+    to ``to``), beside the helper modules its ``!function``\\ s name."""
     from initbench.evaluation import task_config, task_yaml_path
 
     source = task_yaml_path(task_name)
-    config = yaml.load(source.read_text(), Loader=_Loader)  # noqa: S506 -- a SafeLoader with one extra tag
-    if "include" in config:
-        raise ShareError(f"{source}: task YAMLs with `include:` are not supported by the export")
+    config, helpers = standalone_task(source)
     folder = to / TASK_FOLDER
     (folder / "data").mkdir(parents=True, exist_ok=True)
     named = {config[key] for key in SPLIT_KEYS if config.get(key)}
@@ -169,24 +163,44 @@ def write_task(to: Path, task_name: str, data) -> Path:
         shutil.copyfile(path, folder / "data" / f"{split}.jsonl")
     config["dataset_kwargs"] = {**(config.get("dataset_kwargs") or {}),
                                 "data_files": {split: f"{TASK_FOLDER}/data/{split}.jsonl" for split in sorted(files)}}
-    for helper in sorted(_functions(config)):
-        module = source.parent / f"{helper.rpartition('.')[0].replace('.', '/')}.py"
-        if module.is_file():
-            (folder / module.relative_to(source.parent)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(module, folder / module.relative_to(source.parent))
+    for relative, module in sorted(helpers.items()):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module, folder / relative)
     target = folder / source.name
     target.write_text(yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
     return target
 
 
-def _functions(node: Any) -> set[str]:
-    if isinstance(node, _Function):
-        return {str(node)}
-    if isinstance(node, dict):
-        return set().union(*map(_functions, node.values())) if node else set()
-    if isinstance(node, list):
-        return set().union(*map(_functions, node)) if node else set()
-    return set()
+def standalone_task(source: Path) -> tuple[dict[str, Any], dict[Path, Path]]:
+    """The task YAML ``source`` as lm-eval's own loader resolves it (``include:`` merged, relative to
+    the including file) with every ``!function`` kept as written, and the helper modules those name
+    (their path relative to the exported task file -> the file), for a copy that stands alone.
+
+    lm-eval's loader is run twice: once importing the functions (which leaves say where a ``!function``
+    was) and once without (each function then reads ``<folder of the YAML naming it>/<module.name>``)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    helpers: dict[Path, Path] = {}
+
+    def kept(resolved: Any, named: Any) -> Any:
+        if callable(resolved):  # a !function: `named` is "<folder>/<module.name>"
+            where = Path(named)
+            spec = _Function(where.name)
+            module = where.parent / f"{spec.rpartition('.')[0].replace('.', '/')}.py"
+            if module.is_file():  # else an importable module, which stock lm-eval imports too
+                relative = module.relative_to(where.parent)
+                if helpers.setdefault(relative, module) != module:
+                    raise ShareError(f"{source}: two helper modules named {relative} ({helpers[relative]} and "
+                                     f"{module}); rename one so the exported task can hold both")
+            return spec
+        if isinstance(resolved, dict):
+            return {key: kept(value, named[key]) for key, value in resolved.items()}
+        if isinstance(resolved, list):
+            return [kept(value, other) for value, other in zip(resolved, named)]
+        return named
+
+    config = kept(load_yaml(source), load_yaml(source, resolve_func=False))
+    return {"task": config.pop("task"), **config} if "task" in config else config, helpers
 
 
 def stock_command(folder: Path, record: dict[str, Any], base: str) -> str:
