@@ -103,6 +103,7 @@ class Exported:
 def export_run(results: Path, to: Path, *, suite: str | None = None) -> Exported:
     """Write the export folder ``to`` (absent or empty) of the run of ``results``."""
     from initbench.data import run_data
+    from initbench.trust import suite_lm_eval_dir
 
     row = run_row(results)
     folder, record = saved_record(results, row)
@@ -116,7 +117,7 @@ def export_run(results: Path, to: Path, *, suite: str | None = None) -> Exported
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise ShareError(f"--to {to}: exists and is not an empty folder; name a new folder")
     shutil.copytree(folder, to, dirs_exist_ok=True)
-    write_task(to, task.lm_eval_task, data)
+    write_task(to, task.lm_eval_task, data, suite_lm_eval_dir(spec))
     base, to = base_path(spec), to.resolve()
     command = stock_command(to, record, base)
     (to / "README.md").write_text(render_readme(to, record, spec, base, command))
@@ -146,27 +147,27 @@ _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
     "tag:yaml.org,2002:str", value, style='"' if "\n" in value else None))  # "\n", not a folded line
 
 
-def write_task(to: Path, task_name: str, data) -> Path:
+def write_task(to: Path, task_name: str, data, folder: Path | None = None) -> Path:
     """``to/lm_eval_task/<task>.yaml``: the task YAML as lm-eval resolves it (``include:`` merged, so the
     file stands alone) with its data files pointed at copies under ``lm_eval_task/data/`` (paths relative
-    to ``to``), beside the helper modules its ``!function``\\ s name."""
+    to ``to``), beside the helper modules its ``!function``\\ s name.  ``folder``: the suite's own task folder."""
     from initbench.evaluation import task_config, task_yaml_path
 
-    source = task_yaml_path(task_name)
+    source = task_yaml_path(task_name, folder)
     config, helpers = standalone_task(source)
-    folder = to / TASK_FOLDER
-    (folder / "data").mkdir(parents=True, exist_ok=True)
+    task_dir = to / TASK_FOLDER
+    (task_dir / "data").mkdir(parents=True, exist_ok=True)
     named = {config[key] for key in SPLIT_KEYS if config.get(key)}
-    files = {split: Path(path) for split, path in task_config(task_name, data)["dataset_kwargs"]["data_files"].items()
-             if split in named}
+    data_files = task_config(task_name, data, folder=folder)["dataset_kwargs"]["data_files"]
+    files = {split: Path(path) for split, path in data_files.items() if split in named}
     for split, path in files.items():
-        shutil.copyfile(path, folder / "data" / f"{split}.jsonl")
+        shutil.copyfile(path, task_dir / "data" / f"{split}.jsonl")
     config["dataset_kwargs"] = {**(config.get("dataset_kwargs") or {}),
                                 "data_files": {split: f"{TASK_FOLDER}/data/{split}.jsonl" for split in sorted(files)}}
     for relative, module in sorted(helpers.items()):
-        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(module, folder / relative)
-    target = folder / source.name
+        (task_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module, task_dir / relative)
+    target = task_dir / source.name
     target.write_text(yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
     return target
 

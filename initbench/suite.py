@@ -23,7 +23,7 @@ from initbench.budget import Budget
 from initbench.formatters import FORMATTERS
 from initbench.suite_base import SuiteError, builtin_suite_dir  # noqa: F401 -- re-exported: most modules import them from here
 from initbench.suite_file import read_suite_yaml
-from initbench.trust import check_name, generator_problem
+from initbench.trust import check_name, generator_problem, suite_lm_eval_dir
 
 
 #: task families a suite may declare (``family:``); methods whose papers set hyperparameters per
@@ -110,7 +110,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its training data and the lm-eval task YAML (in ``tasks/lm_eval/``) that scores it.
+    """One task: its training data and the lm-eval task YAML (in ``tasks/lm_eval/``, or the suite's own
+    ``lm_eval_include_path`` folder) that scores it.
     ``primary_metric`` names the metric the leaderboard's aggregates and tuning use (a key the task
     records, e.g. ``exact_match,flexible-extract``); empty: the first metric of the task YAML's
     ``metric_list`` under its first filter (``initbench.evaluation.task_primary_metric``)."""
@@ -177,6 +178,9 @@ class Suite:
     family: str = ""  # one of FAMILIES, or "" (none declared); part of the spec hash when set
     contamination_ok: str = ""  # why test/training overlap above the threshold is acceptable (initbench.contamination)
     save_adapters: bool = False  # keep every final run's trained adapter (initbench.export); not in the spec hash
+    #: a folder of the suite's own lm-eval task YAMLs, relative to the suite file (lm-eval's ``--include_path``);
+    #: loaded only when trusted (``initbench.trust.suite_lm_eval_dir``); in the spec hash only when set
+    lm_eval_include_path: str = ""
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:
@@ -196,6 +200,8 @@ class Suite:
         if not spec["eval"]["chat_template"]:  # suites that score raw prompts keep their pre-template hash
             del spec["eval"]["chat_template"]
         spec.pop("save_adapters")  # what is kept, not what a run computes
+        if not spec["lm_eval_include_path"]:  # suites scored by the shipped task files keep their hash
+            del spec["lm_eval_include_path"]
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
@@ -256,6 +262,7 @@ def _check_semantics(suite: Suite) -> None:
         raise SuiteError(f"{where}: key 'model.dtype' must be one of {', '.join(DTYPES)}; got {suite.model.dtype!r}")
     _check_lora(suite.lora, where)
     _check_eval(suite.eval, where)
+    suite_lm_eval_dir(suite)  # a task YAML runs code: a folder you have not trusted fails here, like a generator
     for i, task in enumerate(suite.tasks):
         check_name(task.name, where, f"tasks[{i}].name")
         check_name(task.lm_eval_task, where, f"tasks[{i}].lm_eval_task")
