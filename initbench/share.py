@@ -3,7 +3,8 @@
 The run's saved folder (``<stem>.adapter``, written by ``--save-adapters``: ``initbench.export``) is
 copied into the export folder with:
 
-- ``lm_eval_task/``: a copy of the run's lm-eval task YAML whose ``dataset_kwargs.data_files`` point
+- ``lm_eval_task/``: a standalone copy of the run's lm-eval task YAML (its ``include:`` merged as
+  lm-eval merges it) whose ``dataset_kwargs.data_files`` point
   at copies of the splits it names (``test_split``, ``validation_split``, ...) under
   ``lm_eval_task/data/``, relative to the export folder (stock lm-eval is run from there), and the
   ``!function`` helper modules it names, so ``--include_path lm_eval_task`` finds everything;

@@ -75,6 +75,12 @@ def test_a_trusted_folder_resolves_against_the_suite_file_and_includes_as_lm_eva
         task.metadata.pop("config_source")
     assert built[0] == built[1]
 
+    from initbench.share import write_task  # `initbench export` writes the task standalone, helper beside it
+
+    written = write_task(tmp_path / "export", "my_compare", materialize(suite.tasks[1], suite.path), own)
+    assert (written.parent / "my_helpers.py").is_file() and "include" not in written.read_text()
+    assert "doc_to_choice: choices" in written.read_text() and "!function" in written.read_text()
+
 
 def test_the_key_enters_the_spec_hash_only_when_set(tmp_path, monkeypatch):
     _own_task(tmp_path / "my_tasks")
