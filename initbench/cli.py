@@ -65,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="like evaluate, each run in its own process or on a cluster (--executor)")
     _grid_arguments(p)
-    p.add_argument("--executor", choices=["local", "ray", "slurm"], default="local",
+    p.add_argument("--executor", default="local",
                    help="local: one process per run, one after another (default); ray: one Ray task per run "
-                        "(--address); slurm: one SLURM job array through submitit")
+                        "(--address); slurm: one SLURM job array through submitit; or the name of an executor a "
+                        "plugin registers (entry-point group initbench.executors)")
     p.add_argument("--address", default=None, help="ray: cluster address (auto, ray://host:port); default: a local "
                                                    "cluster for this sweep")
     p.add_argument("--partition", default=None, help="slurm: the partition")
@@ -341,7 +342,7 @@ EXECUTOR_OPTIONS = ("address", "partition", "slurm_cluster", "gpus_per_run", "cp
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` (every run in this process) and ``sweep`` (``--executor``)."""
-    from initbench.executors import make_executor
+    from initbench.executors import executor_names, make_executor
     from initbench.protocol import ProtocolError
     from initbench.registry import PluginError, get_method
     from initbench.sweep import run_sweep
@@ -353,6 +354,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         methods = [get_method(name) for name in dict.fromkeys(args.method)]
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
+    if args.executor not in executor_names():  # before the preflight: a typo costs nothing
+        raise UsageError(f"--executor {args.executor}: unknown; one of {', '.join(executor_names())} (a plugin adds "
+                         "one through the initbench.executors entry-point group)")
     tasks = _offline_tasks(suite, args.data_dir)
     _preflight(suite, tasks)  # bad input is exit 2 before anything is written
     if not getattr(args, "plan", False):  # a plan writes nothing, not even --out
@@ -369,7 +373,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except ProtocolError as err:  # a curvature-centred grid without its inputs
             raise UsageError(str(err)) from None
         return 0
-    executor = make_executor(args.executor, out=args.out, **options)
+    try:
+        executor = make_executor(args.executor, out=args.out, **options)
+    except PluginError as err:
+        raise UsageError(str(err)) from None
     if trackers:
         from initbench.trackers import TrackedExecutor, make_trackers
 

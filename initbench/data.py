@@ -21,6 +21,7 @@ import torch
 
 from initbench import atomic
 from initbench.suite import SuiteError, TaskSpec
+from initbench.suite_base import beside_suite
 
 SPLITS = ("train", "validation", "test")
 
@@ -47,10 +48,7 @@ def data_file(path: str, suite_path: str = "") -> Path:
     """A task's ``data.files`` entry as a path: ``~`` expanded, and a relative path taken relative to
     the folder of the suite file ``suite_path`` (so a suite and its data move together), not to the
     folder the command runs in."""
-    resolved = Path(path).expanduser()
-    if not resolved.is_absolute() and suite_path and Path(suite_path).is_file():
-        resolved = Path(suite_path).resolve().parent / resolved
-    return resolved
+    return beside_suite(path, suite_path)
 
 
 def materialize(task: TaskSpec, where: str = "") -> TaskData:

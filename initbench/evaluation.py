@@ -1,5 +1,7 @@
 """The lm-eval bridge: score an in-memory model on a task YAML from ``tasks/lm_eval/``
-(or a folder the user trusts, ``$INITBENCH_LM_EVAL_PATH``; see ``initbench.trust``).
+(or the suite's own ``lm_eval_include_path`` folder, or a folder in ``$INITBENCH_LM_EVAL_PATH``,
+when the user trusts it; see ``initbench.trust``).  ``folder`` arguments below are the suite's
+own folder (``initbench.trust.suite_lm_eval_dir``), None for a suite that names none.
 
 The task YAML is ordinary lm-eval (``dataset_path: json``); the bridge only
 points its ``data_files`` at the task's materialized splits, so no hub is
@@ -31,25 +33,44 @@ class Score:
     stderr: float | None
 
 
-def task_yaml_path(task_name: str) -> Path:
-    """The task's YAML, from ``tasks/lm_eval`` or a folder in ``$INITBENCH_LM_EVAL_PATH`` only
-    (``initbench.trust``): a bare name, never a path."""
+def task_yaml_path(task_name: str, folder: Path | None = None) -> Path:
+    """The task's YAML, from ``tasks/lm_eval``, the suite's ``folder`` or a folder in
+    ``$INITBENCH_LM_EVAL_PATH`` only (``initbench.trust``): a bare name, never a path."""
     from initbench.trust import lm_eval_task_path
 
-    return lm_eval_task_path(task_name)
+    return lm_eval_task_path(task_name, suite_folder=folder)
 
 
-def task_config(task_name: str, data: TaskData, split: str = "test") -> dict:
+def load_task_yaml(task_name: str, folder: Path | None = None) -> dict:
+    """The task's YAML as lm-eval's own loader reads it (``include:`` merged relative to the including
+    file, ``!function`` imported), checked to declare ``task: <task_name>`` (initbench finds a task by
+    its file name, lm-eval by that key, and reads its scores under it)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    path = task_yaml_path(task_name, folder)
+    try:
+        config = load_yaml(path)
+    except Exception as err:  # bad YAML, a missing include, a !function that does not import
+        raise SuiteError(f"{path}: lm-eval cannot read this task file: {type(err).__name__}: {err}") from None
+    declared = config.get("task")
+    if declared is None:
+        raise SuiteError(f"{path}: no 'task:' key (a template other task files include?); lm_eval_task must name "
+                         f"a task file, one that sets task: {task_name}")
+    if declared != task_name:
+        raise SuiteError(f"{path}: declares task: {declared!r}, not {task_name!r}; initbench finds a task by its "
+                         f"file name, so set task: {task_name} or rename the file {declared}.yaml")
+    return config
+
+
+def task_config(task_name: str, data: TaskData, split: str = "test", folder: Path | None = None) -> dict:
     """The lm-eval task config of ``task_name`` with its data files pointed at ``data``.
 
     ``split`` is what lm-eval scores (its ``test_split``).  Scoring any split other than
     ``test`` (a tuning trial on ``validation``) leaves the test file out of ``data_files``
     altogether, so lm-eval cannot even load it."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     if split not in data.files:
         raise SuiteError(f"task {task_name!r} has no {split!r} split to score (splits: {sorted(data.files)})")
-    config = load_yaml(task_yaml_path(task_name))
+    config = load_task_yaml(task_name, folder)
     kwargs = dict(config.get("dataset_kwargs") or {})
     kwargs["data_files"] = {name: str(path) for name, path in data.files.items() if split == "test" or name != "test"}
     config["dataset_kwargs"] = kwargs
@@ -62,13 +83,11 @@ def task_config(task_name: str, data: TaskData, split: str = "test") -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def metric_keys(task_name: str) -> dict[str, bool]:
+def metric_keys(task_name: str, folder: Path | None = None) -> dict[str, bool]:
     """Every metric key the task records (``parse_scores``' names: the metric, with its filter when
     the filter is not ``none``), in the task YAML's order (metrics, then filters), and whether higher
     is better."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    config = load_yaml(task_yaml_path(task_name))
+    config = load_task_yaml(task_name, folder)
     filters = [str(f.get("name", "none")) for f in config.get("filter_list") or []] or ["none"]
     keys: dict[str, bool] = {}
     for entry in config.get("metric_list") or []:
@@ -79,41 +98,43 @@ def metric_keys(task_name: str) -> dict[str, bool]:
     return keys
 
 
-def primary_metric(task_name: str) -> tuple[str, bool]:
+def primary_metric(task_name: str, folder: Path | None = None) -> tuple[str, bool]:
     """The task's default primary metric and whether higher is better: the first metric of its
     ``metric_list`` under the first filter of its ``filter_list`` (``exact_match,strict-match`` for
     ``initbench_gsm8k``), as the results record it.  A suite overrides it per task with
     ``primary_metric`` (:func:`task_primary_metric`)."""
-    keys = metric_keys(task_name)
+    keys = metric_keys(task_name, folder)
     return next(iter(keys.items())) if keys else ("", True)
 
 
-def task_primary_metric(task: TaskSpec, where: str = "") -> tuple[str, bool]:
+def task_primary_metric(task: TaskSpec, where: str = "", folder: Path | None = None) -> tuple[str, bool]:
     """The primary metric of a suite's task: its ``primary_metric`` key if set (one of the keys its
     lm-eval task records, else a ``SuiteError`` naming the file, key and choices), else the default."""
     if not task.primary_metric:
-        return primary_metric(task.lm_eval_task)
-    keys = metric_keys(task.lm_eval_task)
+        return primary_metric(task.lm_eval_task, folder)
+    keys = metric_keys(task.lm_eval_task, folder)
     if task.primary_metric not in keys:
         raise SuiteError(f"{where}: key 'tasks.{task.name}.primary_metric' is {task.primary_metric!r}, not a metric "
                          f"{task.lm_eval_task} records; one of {', '.join(keys)}")
     return task.primary_metric, keys[task.primary_metric]
 
 
-@functools.lru_cache(maxsize=1)
-def task_manager():
-    """An lm-eval TaskManager over initbench's task folder only (indexing lm-eval's
+@functools.lru_cache(maxsize=4)
+def task_manager(folder: Path | None = None):
+    """An lm-eval TaskManager over initbench's task folders only (indexing lm-eval's
     thousands of built-in YAMLs costs ~20 s per call and is not needed)."""
     from lm_eval.tasks import TaskManager
 
     from initbench.trust import lm_eval_dirs
 
-    return TaskManager(include_path=[str(d) for d in lm_eval_dirs() if d.is_dir()], include_defaults=False)
+    dirs = lm_eval_dirs(suite_folder=folder)
+    return TaskManager(include_path=[str(d) for d in dirs if d.is_dir()], include_defaults=False)
 
 
 def evaluate(
     model: torch.nn.Module, tokenizer, task_name: str, data: TaskData, *, batch_size: int, limit: int | None, seed: int,
     split: str = "test", chat_template: bool = False, keep_samples: Callable[[list[dict]], None] | None = None,
+    folder: Path | None = None,
 ) -> tuple[list[Score], float]:
     """Run lm-eval on one task's ``split``; returns its scores and the wall seconds it took.
 
@@ -134,8 +155,8 @@ def evaluate(
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     output = lm_eval.simple_evaluate(
         model=lm,
-        tasks=[task_config(task_name, data, split)],
-        task_manager=task_manager(),
+        tasks=[task_config(task_name, data, split, folder)],
+        task_manager=task_manager(folder),
         limit=limit,
         log_samples=keep_samples is not None,
         bootstrap_iters=1000,

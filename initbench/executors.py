@@ -12,6 +12,8 @@ process died; the sweep then reads the run's results file (``initbench.sweep``).
   with every task.
 - ``slurm``: one SLURM job array through submitit (``cluster="local"`` runs the same jobs as
   local processes, for a laptop or CI).
+- any other name: an executor a plugin registers in the ``initbench.executors`` entry-point group
+  (``make_executor``), as methods register in ``initbench.methods``.
 
 Every worker imports the *installed* initbench, whatever folder the sweep was started from: a
 checkout named ``initbench`` in the working folder (which ``python -m``, Ray and submitit all put
@@ -37,7 +39,6 @@ from initbench.results import first_line
 from initbench.sweep import RunSpec, execute_run
 
 Report = Callable[[str], None]
-EXECUTORS = ("local", "inline", "ray", "slurm")
 
 
 class Executor(Protocol):
@@ -310,18 +311,73 @@ class SlurmExecutor:
                 yield spec, f"submitit job {job.job_id}: {type(err).__name__}: {first_line(err)}"
 
 
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """What ``initbench sweep`` gives every executor (its command-line options); each takes what it needs.
+    A plugin's factory receives the same object."""
 
-def make_executor(name: str, *, out: Path, address: str | None = None, partition: str | None = None,
-                  slurm_cluster: str = "slurm", gpus_per_run: int = 1, cpus_per_run: int | None = None,
-                  timeout_min: int = 240, workers: int = 1, threads_per_run: int | None = None) -> Executor:
-    """The executor called ``name`` (one of ``EXECUTORS``)."""
-    if name == "inline":
-        return InlineExecutor()
-    if name == "local":
-        return LocalExecutor(workers=workers, threads_per_run=threads_per_run)
-    if name == "ray":
-        return RayExecutor(address=address, cpus_per_run=cpus_per_run or 1)
-    if name == "slurm":
-        return SlurmExecutor(Path(out) / ".submitit", cluster=slurm_cluster, partition=partition,
-                             gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run or 4, timeout_min=timeout_min)
-    raise ValueError(f"unknown executor {name!r}; one of {', '.join(EXECUTORS)}")
+    out: Path
+    address: str | None = None
+    partition: str | None = None
+    slurm_cluster: str = "slurm"
+    gpus_per_run: int = 1
+    cpus_per_run: int | None = None
+    timeout_min: int = 240
+    workers: int = 1
+    threads_per_run: int | None = None
+
+
+ExecutorFactory = Callable[[ExecutorOptions], Executor]
+
+#: the built-in executors; more come from plugins through the ``GROUP`` entry points
+BUILTIN: dict[str, ExecutorFactory] = {
+    "inline": lambda o: InlineExecutor(),
+    "local": lambda o: LocalExecutor(workers=o.workers, threads_per_run=o.threads_per_run),
+    "ray": lambda o: RayExecutor(address=o.address, cpus_per_run=o.cpus_per_run or 1),
+    "slurm": lambda o: SlurmExecutor(Path(o.out) / ".submitit", cluster=o.slurm_cluster, partition=o.partition,
+                                     gpus_per_run=o.gpus_per_run, cpus_per_run=o.cpus_per_run or 4,
+                                     timeout_min=o.timeout_min),
+}
+EXECUTORS = tuple(BUILTIN)
+#: the entry-point group a package registers an executor in: ``name = "module:factory"``, where
+#: ``factory(options: ExecutorOptions)`` returns an object with ``run(specs, report)`` (``Executor``)
+GROUP = "initbench.executors"
+
+
+def executor_names() -> list[str]:
+    """The built-in executors, then those plugins register."""
+    from initbench.plugins import entry_points_by_name
+
+    return [*BUILTIN, *(name for name in entry_points_by_name(GROUP) if name not in BUILTIN)]
+
+
+def make_executor(name: str, *, out: Path, **options) -> Executor:
+    """The executor called ``name``: a built-in (``EXECUTORS``) or one a plugin registers in the
+    ``initbench.executors`` entry-point group, given ``ExecutorOptions(out, **options)``.  A name two
+    distributions claim (a plugin claiming ``local`` too), a plugin that fails to load, or a factory
+    that returns no executor is a ``PluginError`` naming the plugin."""
+    from initbench.plugins import PluginError, conflict, entry_points_by_name, package
+
+    settings = ExecutorOptions(out=Path(out), **options)
+    registered = entry_points_by_name(GROUP).get(name, [])
+    if name in BUILTIN and registered:
+        raise PluginError(f"executor {name!r} is built into initbench and also registered by "
+                          f"{', '.join(f'{package(ep)} ({ep.value})' for ep in registered)}; a name must mean one "
+                          f"executor, so uninstall the plugin (pip uninstall {package(registered[0])})")
+    if len(registered) > 1:
+        raise PluginError(conflict("executor", name, registered))
+    if name in BUILTIN:
+        return BUILTIN[name](settings)
+    if not registered:
+        raise PluginError(f"unknown executor {name!r}; one of {', '.join(executor_names())} (a plugin adds one "
+                          f"through the {GROUP!r} entry-point group)")
+    ep = registered[0]
+    where = f"executor {name!r} ({ep.value}, package {package(ep)})"
+    try:
+        executor = ep.load()(settings)
+    except Exception as err:  # a broken plugin is named, and the CLI exits 2
+        raise PluginError(f"{where} failed to load: {type(err).__name__}: {err}") from err
+    if not callable(getattr(executor, "run", None)):
+        raise PluginError(f"{where} returned {type(executor).__name__}, not an executor (an object with "
+                          "run(specs, report) yielding (spec, crash) pairs; see initbench.executors.Executor)")
+    return executor

@@ -43,6 +43,7 @@ from initbench.suite import LoraSpec, Suite, TaskSpec
 from initbench.throughput import training_throughput
 from initbench.train import execution_settings, train
 from initbench.train_cache import TrainReuse
+from initbench.trust import suite_lm_eval_dir
 
 
 @dataclass
@@ -200,7 +201,8 @@ def _compute(
     try:
         if lora_failure is not None:
             raise lora_failure
-        record["primary_metric"] = task_primary_metric(task, suite.path)[0]  # a bad suite key fails before compute
+        own_tasks = suite_lm_eval_dir(suite)  # the suite's own lm-eval task folder, or None
+        record["primary_metric"] = task_primary_metric(task, suite.path, own_tasks)[0]  # a bad key fails before compute
         if isinstance(data, Exception):
             raise data
         record["data_hash"] = data.content_hash
@@ -266,7 +268,7 @@ def _compute(
             scores, record["eval_seconds"] = evaluate(
                 model, tokenizer, task.lm_eval_task, data, batch_size=suite.eval.batch_size,
                 limit=suite.eval.limit, seed=seed, split=split, chat_template=suite.eval.chat_template,
-                keep_samples=samples.sink(stem, record["run_id"], split),
+                keep_samples=samples.sink(stem, record["run_id"], split), folder=own_tasks,
             )
         if status == "ok" and save_adapters and split == "test" and method.trains:
             _save_trained(stem, suite, loaded, model, examples, record, scores, label)

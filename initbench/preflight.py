@@ -7,8 +7,10 @@ schema and every value that needs nothing but the file (types, ranges, names, th
 model); the checks here need the environment:
 
 - the schedule: ``transformers.get_scheduler`` accepts its name with the suite's steps;
-- each task: its lm-eval task YAML exists (in a trusted folder), its generator imports
-  and takes the suite's ``args``, its ``files`` exist;
+- each task: its lm-eval task YAML exists (in a trusted folder: ``tasks/lm_eval``, the suite's
+  ``lm_eval_include_path`` folder, ``$INITBENCH_LM_EVAL_PATH``), lm-eval reads it (``include:``
+  and ``!function`` resolve) and it declares its own name, its generator imports and takes the
+  suite's ``args``, its ``files`` exist;
 - the model's architecture, from its config on the meta device (no weights): the tiny
   model's shape is consistent (known keys, hidden size divisible by the heads), every
   ``lora.target_modules`` entry matches a module LoRA can wrap, and ``lora.rank`` is not
@@ -67,13 +69,18 @@ def check_schedule(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]
 def check_tasks(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]:
     """Each task's lm-eval YAML, generator (imported, not called) and data files."""
     from initbench.data import data_file, load_generator
-    from initbench.trust import lm_eval_task_path
+    from initbench.evaluation import load_task_yaml
+    from initbench.trust import suite_lm_eval_dir
 
+    own = suite_lm_eval_dir(suite)  # trusted: load_suite has checked it
+    if own is not None and not own.is_dir():
+        return [f"{suite.path}: key 'lm_eval_include_path' ({suite.lm_eval_include_path!r}): no folder at {own} "
+                "(a relative path is read from the suite file's folder)"]
     problems = []
     for task in tasks:
         key = f"tasks[{suite.tasks.index(task)}]"
         try:
-            lm_eval_task_path(task.lm_eval_task)
+            load_task_yaml(task.lm_eval_task, own)  # found in a trusted folder, readable by lm-eval, task: its name
         except SuiteError as err:
             problems.append(f"{suite.path}: key '{key}.lm_eval_task': {err}")
         if task.data.generator:

@@ -110,12 +110,13 @@ def select(suite: Suite, method: str, task: TaskSpec, out: Path, grid: TrialGrid
     """Read the trials of (method, task) on ``grid`` (default: its grid under the suite's tuning,
     ``initbench.tuning_grid``) under ``out``, choose the rate and write the selection file."""
     from initbench.evaluation import task_primary_metric
+    from initbench.trust import suite_lm_eval_dir
 
     if grid is None:
         from initbench.tuning_grid import trial_grids
 
         grid = trial_grids(suite, [method], [task.name], out)[(method, task.name)]
-    metric, higher = task_primary_metric(task, suite.path)
+    metric, higher = task_primary_metric(task, suite.path, suite_lm_eval_dir(suite))
     selection = Selection(method, task.name, metric, higher)
     for lr in grid.rates:
         for seed in suite.tuning.seeds:

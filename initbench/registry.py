@@ -10,16 +10,13 @@ and never hides the others.  A name two distributions register (a plugin claimin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 
 from initbench.api import InitMethod
+from initbench.plugins import PluginError, conflict, entry_points_by_name, package
 from initbench.trust import name_problem
 
 GROUP = "initbench.methods"
-
-
-class PluginError(RuntimeError):
-    """A registered method cannot be loaded or used; the message names the plugin."""
 
 
 @dataclass(frozen=True)
@@ -37,24 +34,12 @@ class MethodInfo:
 
 def _all_entry_points() -> dict[str, list[EntryPoint]]:
     """Every entry point of the group by name; a name two distributions register has two."""
-    found: dict[str, list[EntryPoint]] = {}
-    for ep in entry_points(group=GROUP):
-        same = found.setdefault(ep.name, [])
-        if not any(_package(o) == _package(ep) and o.value == ep.value for o in same):  # one dist seen twice
-            same.append(ep)
-    return dict(sorted(found.items()))
+    return entry_points_by_name(GROUP)
 
 
 def _entry_points() -> dict[str, EntryPoint]:
     """One entry point per name (the first found; a conflict is reported by ``get_method``)."""
     return {name: eps[0] for name, eps in _all_entry_points().items()}
-
-
-def _conflict(name: str, eps: list[EntryPoint]) -> str:
-    """The error for a method name that several distributions register (never a silent winner)."""
-    who = " and ".join(f"{_package(ep)}{' ' + ep.dist.version if ep.dist else ''} ({ep.value})" for ep in eps)
-    return (f"method {name!r} is registered by more than one distribution: {who}; a name must mean one "
-            f"method, so uninstall one of them (pip uninstall {_package(eps[-1])})")
 
 
 def method_names() -> list[str]:
@@ -84,11 +69,11 @@ def get_method(name: str) -> InitMethod:
         raise PluginError(f"method name {name!r} {problem}; method names become folder names of results")
     registered = _all_entry_points().get(name, [])
     if len(registered) > 1:
-        raise PluginError(_conflict(name, registered))
+        raise PluginError(conflict("method", name, registered))
     eps = _entry_points()
     if name in eps:
         ep = eps[name]
-        where, load, version = f"method {name!r} ({ep.value}, package {_package(ep)})", ep.load, ep.dist.version if ep.dist else ""
+        where, load, version = f"method {name!r} ({ep.value}, package {package(ep)})", ep.load, ep.dist.version if ep.dist else ""
     elif ":" in name:  # an unregistered method by import path, e.g. while writing a plugin
         where, version = f"method {name!r} (import path)", ""
         load = EntryPoint(name=name, value=name, group=GROUP).load
@@ -113,15 +98,11 @@ def describe_methods() -> list[MethodInfo]:
     """One MethodInfo per registered entry point; broken ones carry their error."""
     infos = []
     for name, ep in _entry_points().items():
-        package, version = _package(ep), ep.dist.version if ep.dist else ""
+        dist, version = package(ep), ep.dist.version if ep.dist else ""
         try:
             method = get_method(name)
         except PluginError as err:
-            infos.append(MethodInfo(name, package, version, ep.value, "", "", error=str(err)))
+            infos.append(MethodInfo(name, dist, version, ep.value, "", "", error=str(err)))
             continue
-        infos.append(MethodInfo(name, package, version, ep.value, method.summary, method.paper))
+        infos.append(MethodInfo(name, dist, version, ep.value, method.summary, method.paper))
     return infos
-
-
-def _package(ep: EntryPoint) -> str:
-    return ep.dist.name if ep.dist else "?"

@@ -3,7 +3,8 @@
 The run's saved folder (``<stem>.adapter``, written by ``--save-adapters``: ``initbench.export``) is
 copied into the export folder with:
 
-- ``lm_eval_task/``: a copy of the run's lm-eval task YAML whose ``dataset_kwargs.data_files`` point
+- ``lm_eval_task/``: a standalone copy of the run's lm-eval task YAML (its ``include:`` merged as
+  lm-eval merges it) whose ``dataset_kwargs.data_files`` point
   at copies of the splits it names (``test_split``, ``validation_split``, ...) under
   ``lm_eval_task/data/``, relative to the export folder (stock lm-eval is run from there), and the
   ``!function`` helper modules it names, so ``--include_path lm_eval_task`` finds everything;
@@ -103,6 +104,7 @@ class Exported:
 def export_run(results: Path, to: Path, *, suite: str | None = None) -> Exported:
     """Write the export folder ``to`` (absent or empty) of the run of ``results``."""
     from initbench.data import run_data
+    from initbench.trust import suite_lm_eval_dir
 
     row = run_row(results)
     folder, record = saved_record(results, row)
@@ -116,7 +118,7 @@ def export_run(results: Path, to: Path, *, suite: str | None = None) -> Exported
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise ShareError(f"--to {to}: exists and is not an empty folder; name a new folder")
     shutil.copytree(folder, to, dirs_exist_ok=True)
-    write_task(to, task.lm_eval_task, data)
+    write_task(to, task.lm_eval_task, data, suite_lm_eval_dir(spec))
     base, to = base_path(spec), to.resolve()
     command = stock_command(to, record, base)
     (to / "README.md").write_text(render_readme(to, record, spec, base, command))
@@ -137,56 +139,70 @@ class _Function(str):
     """A ``!function module.name`` scalar of a task YAML, kept as written."""
 
 
-class _Loader(yaml.SafeLoader):
-    pass
-
-
 class _Dumper(yaml.SafeDumper):
     pass
 
 
-_Loader.add_constructor("!function", lambda loader, node: _Function(loader.construct_scalar(node)))
 _Dumper.add_representer(_Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
 _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
     "tag:yaml.org,2002:str", value, style='"' if "\n" in value else None))  # "\n", not a folded line
 
 
-def write_task(to: Path, task_name: str, data) -> Path:
-    """``to/lm_eval_task/<task>.yaml``: the task YAML with its data files pointed at copies under
-    ``lm_eval_task/data/`` (paths relative to ``to``), beside the helper modules its ``!function``\\ s name."""
+def write_task(to: Path, task_name: str, data, folder: Path | None = None) -> Path:
+    """``to/lm_eval_task/<task>.yaml``: the task YAML as lm-eval resolves it (``include:`` merged, so the
+    file stands alone) with its data files pointed at copies under ``lm_eval_task/data/`` (paths relative
+    to ``to``), beside the helper modules its ``!function``\\ s name.  ``folder``: the suite's own task folder."""
     from initbench.evaluation import task_config, task_yaml_path
 
-    source = task_yaml_path(task_name)
-    config = yaml.load(source.read_text(), Loader=_Loader)  # noqa: S506 -- a SafeLoader with one extra tag
-    if "include" in config:
-        raise ShareError(f"{source}: task YAMLs with `include:` are not supported by the export")
-    folder = to / TASK_FOLDER
-    (folder / "data").mkdir(parents=True, exist_ok=True)
+    source = task_yaml_path(task_name, folder)
+    config, helpers = standalone_task(source)
+    task_dir = to / TASK_FOLDER
+    (task_dir / "data").mkdir(parents=True, exist_ok=True)
     named = {config[key] for key in SPLIT_KEYS if config.get(key)}
-    files = {split: Path(path) for split, path in task_config(task_name, data)["dataset_kwargs"]["data_files"].items()
-             if split in named}
+    data_files = task_config(task_name, data, folder=folder)["dataset_kwargs"]["data_files"]
+    files = {split: Path(path) for split, path in data_files.items() if split in named}
     for split, path in files.items():
-        shutil.copyfile(path, folder / "data" / f"{split}.jsonl")
+        shutil.copyfile(path, task_dir / "data" / f"{split}.jsonl")
     config["dataset_kwargs"] = {**(config.get("dataset_kwargs") or {}),
                                 "data_files": {split: f"{TASK_FOLDER}/data/{split}.jsonl" for split in sorted(files)}}
-    for helper in sorted(_functions(config)):
-        module = source.parent / f"{helper.rpartition('.')[0].replace('.', '/')}.py"
-        if module.is_file():
-            (folder / module.relative_to(source.parent)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(module, folder / module.relative_to(source.parent))
-    target = folder / source.name
+    for relative, module in sorted(helpers.items()):
+        (task_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module, task_dir / relative)
+    target = task_dir / source.name
     target.write_text(yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
     return target
 
 
-def _functions(node: Any) -> set[str]:
-    if isinstance(node, _Function):
-        return {str(node)}
-    if isinstance(node, dict):
-        return set().union(*map(_functions, node.values())) if node else set()
-    if isinstance(node, list):
-        return set().union(*map(_functions, node)) if node else set()
-    return set()
+def standalone_task(source: Path) -> tuple[dict[str, Any], dict[Path, Path]]:
+    """The task YAML ``source`` as lm-eval's own loader resolves it (``include:`` merged, relative to
+    the including file) with every ``!function`` kept as written, and the helper modules those name
+    (their path relative to the exported task file -> the file), for a copy that stands alone.
+
+    lm-eval's loader is run twice: once importing the functions (which leaves say where a ``!function``
+    was) and once without (each function then reads ``<folder of the YAML naming it>/<module.name>``)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    helpers: dict[Path, Path] = {}
+
+    def kept(resolved: Any, named: Any) -> Any:
+        if callable(resolved):  # a !function: `named` is "<folder>/<module.name>"
+            where = Path(named)
+            spec = _Function(where.name)
+            module = where.parent / f"{spec.rpartition('.')[0].replace('.', '/')}.py"
+            if module.is_file():  # else an importable module, which stock lm-eval imports too
+                relative = module.relative_to(where.parent)
+                if helpers.setdefault(relative, module) != module:
+                    raise ShareError(f"{source}: two helper modules named {relative} ({helpers[relative]} and "
+                                     f"{module}); rename one so the exported task can hold both")
+            return spec
+        if isinstance(resolved, dict):
+            return {key: kept(value, named[key]) for key, value in resolved.items()}
+        if isinstance(resolved, list):
+            return [kept(value, other) for value, other in zip(resolved, named)]
+        return named
+
+    config = kept(load_yaml(source), load_yaml(source, resolve_func=False))
+    return {"task": config.pop("task"), **config} if "task" in config else config, helpers
 
 
 def stock_command(folder: Path, record: dict[str, Any], base: str) -> str:

@@ -16,16 +16,14 @@ import json
 import math
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from initbench.budget import Budget
 from initbench.formatters import FORMATTERS
-
-
-class SuiteError(ValueError):
-    """A suite file is missing, unreadable or does not match the schema."""
+from initbench.suite_base import SuiteError, builtin_suite_dir  # noqa: F401 -- re-exported: most modules import them from here
+from initbench.suite_file import read_suite_yaml
+from initbench.trust import check_name, generator_problem, suite_lm_eval_dir
 
 
 #: task families a suite may declare (``family:``); methods whose papers set hyperparameters per
@@ -112,7 +110,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its training data and the lm-eval task YAML (in ``tasks/lm_eval/``) that scores it.
+    """One task: its training data and the lm-eval task YAML (in ``tasks/lm_eval/``, or the suite's own
+    ``lm_eval_include_path`` folder) that scores it.
     ``primary_metric`` names the metric the leaderboard's aggregates and tuning use (a key the task
     records, e.g. ``exact_match,flexible-extract``); empty: the first metric of the task YAML's
     ``metric_list`` under its first filter (``initbench.evaluation.task_primary_metric``)."""
@@ -179,6 +178,9 @@ class Suite:
     family: str = ""  # one of FAMILIES, or "" (none declared); part of the spec hash when set
     contamination_ok: str = ""  # why test/training overlap above the threshold is acceptable (initbench.contamination)
     save_adapters: bool = False  # keep every final run's trained adapter (initbench.export); not in the spec hash
+    #: a folder of the suite's own lm-eval task YAMLs, relative to the suite file (lm-eval's ``--include_path``);
+    #: loaded only when trusted (``initbench.trust.suite_lm_eval_dir``); in the spec hash only when set
+    lm_eval_include_path: str = ""
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:
@@ -198,6 +200,8 @@ class Suite:
         if not spec["eval"]["chat_template"]:  # suites that score raw prompts keep their pre-template hash
             del spec["eval"]["chat_template"]
         spec.pop("save_adapters")  # what is kept, not what a run computes
+        if not spec["lm_eval_include_path"]:  # suites scored by the shipped task files keep their hash
+            del spec["lm_eval_include_path"]
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
@@ -209,11 +213,6 @@ class Suite:
     def spec_hash(self) -> str:
         canonical = json.dumps(self.spec_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def builtin_suite_dir() -> Path:
-    """The folder of suites shipped with initbench (``tasks/`` in the repository)."""
-    return Path(str(resources.files("initbench_tasks")))
 
 
 def list_suites() -> list[Path]:
@@ -230,8 +229,6 @@ def load_suite(name_or_path: str) -> Suite:
             raise SuiteError(f"unknown suite {name_or_path!r}: not a file and not one of {known}")
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
-    from initbench.suite_file import read_suite_yaml
-
     raw = read_suite_yaml(path)  # bounded: size cap, UTF-8, no alias bomb, no duplicate key
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
@@ -252,8 +249,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _check_semantics(suite: Suite) -> None:
-    from initbench.trust import check_name, generator_problem
-
     where = suite.path
     check_name(suite.name, where, "name")
     if not suite.tasks:
@@ -267,6 +262,7 @@ def _check_semantics(suite: Suite) -> None:
         raise SuiteError(f"{where}: key 'model.dtype' must be one of {', '.join(DTYPES)}; got {suite.model.dtype!r}")
     _check_lora(suite.lora, where)
     _check_eval(suite.eval, where)
+    suite_lm_eval_dir(suite)  # a task YAML runs code: a folder you have not trusted fails here, like a generator
     for i, task in enumerate(suite.tasks):
         check_name(task.name, where, f"tasks[{i}].name")
         check_name(task.lm_eval_task, where, f"tasks[{i}].lm_eval_task")
@@ -301,8 +297,6 @@ def _check_splits(splits: dict[str, SplitSource], where: str, key: str) -> None:
             if ":" not in name:
                 raise SuiteError(f"{where}: key '{formatter_key}': unknown formatter {name!r} (built-in: "
                                  f"{', '.join(sorted(FORMATTERS))}; or a function of your own, module:function)")
-            from initbench.trust import generator_problem
-
             if problem := generator_problem(name):
                 raise SuiteError(f"{where}: key '{formatter_key}' ({name!r}) {problem}")
         if source.limit is not None and source.limit <= 0:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from initbench.suite import SuiteError
+from initbench.suite_base import SuiteError
 
 MAX_BYTES = 1 << 20
 MAX_NODES = 100_000

@@ -12,10 +12,11 @@ lane by accident and make a hostile one visible; they are not a sandbox.
   ``initbench_tasks`` or from a module the user allow-lists in ``$INITBENCH_ALLOW_MODULES``
   (comma-separated module names; a listed module allows its submodules too)
   (:func:`generator_problem`, :func:`load_function`).
-- **lm-eval task files** (``lm_eval_task``, a bare name) come only from ``tasks/lm_eval``
-  or from folders the user names in ``$INITBENCH_LM_EVAL_PATH`` (``os.pathsep``-separated)
-  (:func:`lm_eval_task_path`); their ``!function`` and ``include`` entries are trusted
-  because the folder is.
+- **lm-eval task files** (``lm_eval_task``, a bare name) come only from ``tasks/lm_eval``,
+  from the suite's own ``lm_eval_include_path`` folder when that folder is trusted, or from
+  folders the user names in ``$INITBENCH_LM_EVAL_PATH`` (``os.pathsep``-separated; a named
+  folder trusts its subfolders) (:func:`lm_eval_task_path`, :func:`suite_lm_eval_dir`); their
+  ``!function`` and ``include`` entries are trusted because the folder is.
 - **Contributed results** (``initbench validate --contributed``) are checked against
   built-in suites only, with no user allow-list in force (:func:`contributed_problems`).
 """
@@ -27,9 +28,12 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from initbench.suite import Suite, SuiteError, builtin_suite_dir
+from initbench.suite_base import SuiteError, beside_suite, builtin_suite_dir
+
+if TYPE_CHECKING:
+    from initbench.suite import Suite
 
 ENV_ALLOW_MODULES = "INITBENCH_ALLOW_MODULES"
 ENV_LM_EVAL_PATH = "INITBENCH_LM_EVAL_PATH"
@@ -97,40 +101,78 @@ def load_function(target: str, what: str) -> Callable[..., Any]:
     return function
 
 
-def lm_eval_dirs(*, user: bool = True) -> list[Path]:
-    """Where lm-eval task YAMLs are looked up: ``tasks/lm_eval``, then ``$INITBENCH_LM_EVAL_PATH``."""
-    dirs = [builtin_suite_dir() / "lm_eval"]
+def lm_eval_dirs(*, user: bool = True, suite_folder: Path | None = None) -> list[Path]:
+    """Where lm-eval task YAMLs are looked up, in order: ``tasks/lm_eval``, the suite's own folder
+    (``suite_folder``, :func:`suite_lm_eval_dir`), then ``$INITBENCH_LM_EVAL_PATH``."""
+    dirs = [builtin_suite_dir() / "lm_eval"] + ([suite_folder] if suite_folder is not None else [])
     if user:
         dirs += [Path(p).expanduser() for p in os.environ.get(ENV_LM_EVAL_PATH, "").split(os.pathsep) if p.strip()]
     return dirs
 
 
-def lm_eval_task_path(name: str, *, user: bool = True) -> Path:
-    """The task YAML ``<name>.yaml`` in the first trusted folder holding it; ``SuiteError`` otherwise."""
+def lm_eval_folder_problem(folder: Path, *, user: bool = True) -> str:
+    """Why initbench may not load task YAMLs from ``folder`` ("" if it may): it must be inside the suites'
+    own folder ``tasks/`` or inside a folder of ``$INITBENCH_LM_EVAL_PATH`` (``user``; a listed folder
+    trusts its subfolders, as a listed module does its submodules)."""
+    folder = folder.resolve()
+    trusted = [builtin_suite_dir()] + lm_eval_dirs(user=user)[1:]
+    if any(folder == t or t in folder.parents for t in (d.resolve() for d in trusted)):
+        return ""
+    fix = f"trust it: {ENV_LM_EVAL_PATH}={folder}" if user else "only tasks/ is trusted for contributed results"
+    return (f"is {folder}, a folder initbench does not trust: a task YAML runs code (`!function`), so it is loaded "
+            f"only from tasks/ or a folder you name in {ENV_LM_EVAL_PATH}; {fix}")
+
+
+def suite_lm_eval_dir(suite: Suite, *, user: bool = True) -> Path | None:
+    """The suite's own folder of lm-eval task YAMLs (its ``lm_eval_include_path``, relative to the suite
+    file, like lm-eval's ``--include_path``), or None if it names none; a ``SuiteError`` naming the file,
+    the key and the fix unless that folder is trusted (:func:`lm_eval_folder_problem`)."""
+    if not suite.lm_eval_include_path:
+        return None
+    folder = beside_suite(suite.lm_eval_include_path, suite.path).resolve()
+    problem = lm_eval_folder_problem(folder, user=user)
+    if problem:
+        raise SuiteError(f"{suite.path}: key 'lm_eval_include_path' ({suite.lm_eval_include_path!r}) {problem}")
+    return folder
+
+
+def lm_eval_task_path(name: str, *, user: bool = True, suite_folder: Path | None = None) -> Path:
+    """The task YAML ``<name>.yaml`` in the first trusted folder holding it (:func:`lm_eval_dirs`);
+    ``SuiteError`` otherwise, or if the suite's own folder holds a task of a built-in task's name."""
     problem = name_problem(name)
     if problem:
         raise SuiteError(f"lm-eval task {name!r} {problem}; give the bare task name (the YAML's file name "
                          f"without .yaml) and put the file in tasks/lm_eval or a folder in {ENV_LM_EVAL_PATH}")
-    dirs = lm_eval_dirs(user=user)
-    for folder in dirs:
-        path = folder / f"{name}.yaml"
-        if path.is_file():
-            return path
-    raise SuiteError(f"no lm-eval task YAML {name}.yaml in {', '.join(map(str, dirs))}; add it to tasks/lm_eval "
-                     f"or name its folder in {ENV_LM_EVAL_PATH}")
+    dirs = lm_eval_dirs(user=user, suite_folder=suite_folder)
+    found = [folder / f"{name}.yaml" for folder in dirs if (folder / f"{name}.yaml").is_file()]
+    builtin = dirs[0] / f"{name}.yaml"
+    own = suite_folder / f"{name}.yaml" if suite_folder is not None else None
+    if own in found and builtin in found:
+        raise SuiteError(f"lm-eval task {name!r} is both built in ({builtin}) and in the suite's own folder ({own}); "
+                         "a name must mean one task, so rename yours (its file and its task: key)")
+    if found:
+        return found[0]
+    raise SuiteError(f"no lm-eval task YAML {name}.yaml in {', '.join(map(str, dirs))}; add it to tasks/lm_eval, "
+                     f"the suite's lm_eval_include_path folder, or a folder named in {ENV_LM_EVAL_PATH}")
 
 
 def contributed_problems(suite: Suite) -> list[str]:
     """What ``validate --contributed`` refuses in a suite: unsafe names, a generator outside
-    ``initbench_tasks`` or an lm-eval task outside ``tasks/lm_eval`` (no user allow-list applies)."""
+    ``initbench_tasks``, an lm-eval task outside ``tasks/lm_eval`` or a task folder outside ``tasks/``
+    (no user allow-list applies)."""
     problems = []
     named = [("name", suite.name)] + [(f"tasks[{i}].name", t.name) for i, t in enumerate(suite.tasks)]
     problems += [f"{suite.path}: key '{key}' ({value!r}) {p}" for key, value in named if (p := name_problem(value))]
+    try:
+        own = suite_lm_eval_dir(suite, user=False)
+    except SuiteError as err:
+        problems.append(str(err))
+        own = None
     for i, task in enumerate(suite.tasks):
         if task.data.generator and (p := generator_problem(task.data.generator, allow=[])):
             problems.append(f"{suite.path}: key 'tasks[{i}].data.generator' ({task.data.generator!r}) {p}")
         try:
-            lm_eval_task_path(task.lm_eval_task, user=False)
+            lm_eval_task_path(task.lm_eval_task, user=False, suite_folder=own)
         except SuiteError as err:
             problems.append(f"{suite.path}: key 'tasks[{i}].lm_eval_task': {err}")
     return problems

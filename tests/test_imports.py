@@ -79,3 +79,21 @@ def test_the_four_named_cycles_are_gone_even_through_lazy_imports():
     graph = _imports(lazy=True)
     for a, b in (("adapters", "api"), ("api", "calibration"), ("datasets_io", "suite"), ("executors", "sweep")):
         assert not (b in graph[a] and a in graph[b]), f"{a} and {b} import each other"
+
+
+def test_the_suite_loader_its_reader_and_the_trust_model_form_no_cycle_even_lazily():
+    graph = _imports(lazy=True)
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            module = todo.pop()
+            if module == goal:
+                return True
+            if module not in seen:
+                seen.add(module)
+                todo += graph[module]
+        return False
+
+    for module in ("suite_file", "trust", "suite_base"):
+        assert not reaches(module, "suite"), f"{module} imports initbench.suite back (directly or through others)"

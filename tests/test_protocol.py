@@ -78,8 +78,8 @@ def test_tuning_never_reads_the_test_split(smoke_suite, tmp_path, monkeypatch):
     real_evaluate, real_config = harness.evaluate, evaluation.task_config
     seen = []
 
-    def spy_config(task_name, data, split="test"):
-        config = real_config(task_name, data, split)
+    def spy_config(task_name, data, split="test", folder=None):
+        config = real_config(task_name, data, split, folder)
         seen.append((split, sorted(config["dataset_kwargs"]["data_files"]), config["test_split"]))
         return config
 

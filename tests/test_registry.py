@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import EntryPoint
 
 import pytest
@@ -47,12 +48,12 @@ def test_broken_plugins_are_named_and_do_not_hide_others(monkeypatch, target, me
     assert listed["broken-init"].error and not listed["lora"].error
 
 
-def _fake_distribution(folder, name: str, entry_points: str) -> None:
+def _fake_distribution(folder, name: str, entry_points: str, group: str = registry.GROUP) -> None:
     """A tiny installed distribution (a ``.dist-info`` folder) that ``importlib.metadata`` finds."""
     info = folder / f"{name}-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{registry.GROUP}]\n{entry_points}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry_points}\n")
 
 
 def test_a_name_registered_twice_is_an_error_naming_both_distributions(tmp_path, monkeypatch):
@@ -80,3 +81,75 @@ def test_one_distribution_found_twice_is_not_a_conflict(tmp_path, monkeypatch):
 def test_unsafe_method_names_are_refused(name):
     with pytest.raises(PluginError, match="folder names"):
         get_method(name)
+
+
+# --------------------------------------------------------------------------- executors (issue 15 item 4)
+
+RECORDING_EXECUTOR = """
+from initbench.executors import InlineExecutor
+
+
+class Recording:
+    def __init__(self, options):
+        self.options = options
+
+    def run(self, specs, report):
+        (self.options.out / "recording-ran").write_text(f"{len(specs)} runs, workers={self.options.workers}")
+        yield from InlineExecutor().run(specs, report)
+
+
+def make(options):
+    return Recording(options)
+
+
+def not_an_executor(options):
+    return 42
+"""
+
+
+def test_a_plugin_executor_runs_a_sweep_by_its_entry_point_name(tmp_path, monkeypatch):
+    from conftest import quick_smoke_suite
+    from initbench.cli import main
+    from initbench.executors import GROUP, executor_names
+    from initbench.results import read_results
+
+    (tmp_path / "recplug.py").write_text(RECORDING_EXECUTOR)
+    _fake_distribution(tmp_path, "recplug", "recording = recplug:make", group=GROUP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert executor_names() == ["inline", "local", "ray", "slurm", "recording"]
+    suite, out = quick_smoke_suite(tmp_path), tmp_path / "runs"
+    assert main(["sweep", "--suite", str(suite), "--method", "base", "--seeds", "0", "--executor", "recording",
+                 "--out", str(out)]) == 0
+    assert (out / "recording-ran").read_text() == "1 runs, workers=1"
+    assert read_results(out).column("status").to_pylist() == ["ok"]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("local = recplug:make", "executor 'local' is built into initbench and also registered by recplug"),
+    ("broken = no_such_module_xyz:make", "executor 'broken' (no_such_module_xyz:make, package recplug) failed to load"),
+    ("broken = recplug:not_an_executor", "returned int, not an executor"),
+])
+def test_a_bad_executor_plugin_is_exit_2_naming_it(tmp_path, monkeypatch, capsys, entry, message):
+    from conftest import quick_smoke_suite
+    from initbench.cli import main
+    from initbench.executors import GROUP, make_executor
+
+    (tmp_path / "recplug.py").write_text(RECORDING_EXECUTOR)
+    _fake_distribution(tmp_path, "recplug", entry, group=GROUP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = entry.split(" = ")[0]
+    with pytest.raises(PluginError, match=re.escape(message)):
+        make_executor(name, out=tmp_path)
+    out = tmp_path / "runs"
+    assert main(["sweep", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "base", "--seeds", "0",
+                 "--executor", name, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not list(out.rglob("*.parquet"))
+
+
+def test_an_unknown_executor_is_exit_2_listing_the_known_ones(tmp_path, capsys):
+    from conftest import quick_smoke_suite
+    from initbench.cli import main
+
+    assert main(["sweep", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "base", "--executor", "nope",
+                 "--out", str(tmp_path / "runs")]) == 2
+    assert "--executor nope: unknown; one of inline, local, ray, slurm" in capsys.readouterr().err
