@@ -21,7 +21,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from initbench.budget import Budget
 from initbench.formatters import FORMATTERS
-from initbench.suite_base import SuiteError, builtin_suite_dir  # noqa: F401 -- re-exported: most modules import them from here
+from initbench.suite_base import SuiteError, beside_suite, builtin_suite_dir  # noqa: F401 -- re-exported: most modules import them from here
 from initbench.suite_file import read_suite_yaml
 from initbench.trust import check_name, generator_problem, suite_lm_eval_dir
 
@@ -202,6 +202,9 @@ class Suite:
         spec.pop("save_adapters")  # what is kept, not what a run computes
         if not spec["lm_eval_include_path"]:  # suites scored by the shipped task files keep their hash
             del spec["lm_eval_include_path"]
+        else:  # the suite's own task files score its runs: their contents are part of what a run computes
+            spec["lm_eval_include_path"] = {"path": self.lm_eval_include_path,
+                                            "contents": folder_digest(beside_suite(self.lm_eval_include_path, self.path))}
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
@@ -213,6 +216,18 @@ class Suite:
     def spec_hash(self) -> str:
         canonical = json.dumps(self.spec_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 (16 hex digits) of every file under ``folder`` (relative name and bytes, in sorted order,
+    ``__pycache__`` left out); ``"missing"`` when there is no such folder."""
+    if not folder.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def list_suites() -> list[Path]:

@@ -89,7 +89,14 @@ def test_the_key_enters_the_spec_hash_only_when_set(tmp_path, monkeypatch):
     plain.write_text(SMOKE)
     assert load_suite(str(plain)).spec_hash == load_suite("smoke").spec_hash
     assert "lm_eval_include_path" not in load_suite("smoke").spec_dict()
-    assert load_suite(_suite(tmp_path)).spec_dict()["lm_eval_include_path"] == "my_tasks"
+    own = load_suite(_suite(tmp_path))
+    assert own.spec_dict()["lm_eval_include_path"]["path"] == "my_tasks"
+    # what the folder's files say is part of the spec: a changed task file is a new spec hash
+    before = own.spec_hash
+    (tmp_path / "my_tasks" / "my_helpers.py").write_text("def keep(dataset):\n    return dataset.select([0])\n")
+    assert load_suite(_suite(tmp_path)).spec_hash != before
+    (tmp_path / "my_tasks" / "my_helpers.py").write_text("def keep(dataset):\n    return dataset\n")
+    assert load_suite(_suite(tmp_path)).spec_hash == before
 
 
 def test_errors_name_the_file_the_key_and_the_fix(tmp_path, monkeypatch):
