@@ -21,8 +21,7 @@ term peft's ``get_delta_weight``, which folds a middle), and the export writes e
   rsLoRA).  For PiSSA-like inits k is at most 2r (the trained ``scale B A`` minus the
   ``scale B0 A0`` taken out of W0, peft's rank-2r conversion found by the SVD); LoftQ's quantized
   base differs from W0 at full rank, so its layers export at (nearly) full rank: exact, but
-  larger than the weights they update (tested with a rounded base standing in for LoftQ, which
-  needs CUDA and bitsandbytes).
+  larger than the weights they update.
 
 Why not peft's own ``save_pretrained``: for an init peft runs at attach, the saved config makes
 ``from_pretrained`` redo that init on the base it loads onto (observed for PiSSA: the model comes

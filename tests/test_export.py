@@ -22,17 +22,6 @@ from initbench.train import train
 TOLERANCE = 1e-4  # float32 logits, trained model vs unmodified base + exported adapter
 
 
-class RoundedBase(InitMethod):
-    """LoftQ's effect without bitsandbytes: the frozen base becomes W rounded to a 1/64 grid (a full-rank
-    change, like a 4-bit quantization of weights of size ~0.02); A and B from peft's default init."""
-
-    name = "rounded-base"
-
-    def initialize(self, model, ctx):
-        for name, layer in ctx.lora_layers():
-            ctx.set_base_weight(name, layer, torch.round(ctx.base_weight(layer) * 64) / 64)
-
-
 def _logits(model, batch=None):
     with torch.no_grad():
         return model(**(batch or probe_batch())).logits
@@ -106,12 +95,12 @@ def test_a_residual_base_saved_as_is_would_not_reproduce_the_model(tmp_path):
 
 
 def test_a_full_rank_change_of_the_base_exports_at_full_rank(tmp_path):
-    """LoftQ-like (the base replaced by a rounded weight): exact, at the full rank of the difference."""
-    model, modified = _trained(RoundedBase())
+    """LoftQ (the base replaced by its NF4 round trip): exact, at the full rank of the difference."""
+    model, modified = _trained("loftq")
     record, _ = _save(model, tmp_path / "run.adapter")
     assert (_logits(model) - _logits(_stock(tmp_path / "run.adapter"))).abs().max() < TOLERANCE
     assert record["export"]["layers_svd"] == len(modified) == 14
-    assert record["export"]["max_rank"] > 2 * 4  # far above the LoRA rank: the rounding residual is full rank
+    assert record["export"]["max_rank"] > 2 * 4  # far above the LoRA rank: the quantization residual is full rank
 
 
 def test_full_fine_tuning_is_saved_as_a_full_checkpoint(tmp_path):
