@@ -74,7 +74,7 @@ def time_init(name, pristine, tokenizer, examples, rank, calib, device):
             attach_and_initialize(model, tokenizer, method, lora, seed=0, examples=examples,
                                   budget=Budget(steps=100, batch_size=16, max_length=64, calibration=calib), lr=1e-3,
                                   spend=spend, base_params=linear_params(pristine), device=device)
-        except Exception as err:  # loftq without CUDA, ...
+        except Exception as err:  # a method that cannot init here (missing data, ...)
             error = str(err).split(": ", 1)[-1][:60]
         seconds = time.perf_counter() - start
     del model

@@ -47,7 +47,7 @@ def fingerprint(name: str, seed: int, family: str) -> dict[str, Any]:
         method = get_method(name)
         seed_everything(seed)  # as the harness does before attaching
         done = initialize(method, seed=seed, family=family)
-    except Exception as err:  # a method that cannot init here (loftq without CUDA) records why
+    except Exception as err:  # a method that cannot init here records why
         return {"error": f"{type(err).__name__}: {err}"}
     states = rng_states()
     return {
