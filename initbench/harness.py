@@ -41,7 +41,7 @@ from initbench.results import DONE, finished_status, format_lr, run_stem, write_
 from initbench.seeding import configure_determinism, pick_device, seed_everything
 from initbench.suite import LoraSpec, Suite, TaskSpec
 from initbench.throughput import training_throughput
-from initbench.train import execution_settings, train
+from initbench.train import train
 from initbench.train_cache import TrainReuse
 
 
@@ -400,7 +400,7 @@ def _run_metadata(
         "device": device.type,
         "device_name": _device_name(device),
         "determinism": json.dumps(determinism, sort_keys=True),
-        "execution": json.dumps(execution_settings(device), sort_keys=True),
+        "execution": json.dumps(execution.execution_settings(device), sort_keys=True),
         "start_time": datetime.now(timezone.utc),
         **_versions(),
         **provenance.columns(),

@@ -30,7 +30,7 @@ Parquet, or not an initbench file of its kind (:func:`read_file`); tuned finals 
 later selection are left out (``initbench.protocol.superseded``).
 
 Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
-``initbench.train.execution_settings``), null in older files.
+``initbench.execution.execution_settings``), null in older files.
 
 Schema version 6 adds ``method_info`` (issue 14, item 7): a JSON object of facts the init method
 and the harness recorded during ``initialize`` (``InitContext.info``), e.g.
@@ -153,7 +153,7 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("train_tokens_per_second", pa.float64()),
         pa.field("device_peak_flops", pa.float64()),
         pa.field("mfu", pa.float64()),
-        # how the loop computed (schema version 5; JSON, initbench.train.execution_settings)
+        # how the loop computed (schema version 5; JSON, initbench.execution.execution_settings)
         pa.field("execution", pa.string()),
         # schema version 6 -- issue 14 item 7: what the method recorded at init (JSON, InitContext.info)
         pa.field("method_info", pa.string()),
