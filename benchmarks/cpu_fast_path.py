@@ -95,8 +95,10 @@ def tokens_child(suite_path: str, steps: int) -> None:
 
     from initbench import data as task_data
     from initbench import execution
+    from initbench.attach import attach_and_initialize, lora_settings
     from initbench.budget import Spend
-    from initbench.harness import attach_and_initialize, base_model, linear_params, lora_settings
+    from initbench.lending import base_model
+    from initbench.models import linear_params
     from initbench.registry import get_method
     from initbench.seeding import pick_device, seed_everything
     from initbench.suite import load_suite

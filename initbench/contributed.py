@@ -71,7 +71,7 @@ def check_rows(files: dict[Path, pa.Table]) -> list[str]:
 
 def row_problems(suite: Suite, row: dict[str, Any]) -> list[str]:
     """What is wrong with one row against ``suite`` (the suite its spec hash names)."""
-    from initbench.harness import lora_settings
+    from initbench.attach import lora_settings
 
     method, why = _method(row["method"])
     if method is None:

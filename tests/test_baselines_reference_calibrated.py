@@ -22,7 +22,8 @@ from initbench.budget import Budget, BudgetExceeded, CalibrationSpec, ScheduleSp
 from initbench.calibration import Calibrator
 from initbench.data import collate
 from initbench.datasets_io import use_data_dir
-from initbench.harness import MethodFailure, attach_and_initialize, linear_params, lora_settings
+from initbench.attach import MethodFailure, attach_and_initialize, lora_settings
+from initbench.models import linear_params
 from initbench.registry import get_method
 from initbench.suite import LoraSpec, SuiteError, load_suite
 
