@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from initbench.results import DONE, RESULTS_SUFFIX, finished_status, format_lr, read_results
+from initbench.counted import read_results
+from initbench.results import DONE, RESULTS_SUFFIX, finished_status, format_lr
 from initbench.sweep import grid
 
 if TYPE_CHECKING:

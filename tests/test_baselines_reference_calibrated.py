@@ -84,7 +84,7 @@ def test_calibration_cycles_through_a_split_smaller_than_the_request():
 
 def test_method_info_lands_in_the_results(tmp_path):
     from initbench.cli import main
-    from initbench.results import read_results
+    from initbench.counted import read_results
 
     suite = quick_smoke_suite(tmp_path)
     assert main(["evaluate", "--suite", str(suite), "--method", "lora-sb", "--method", "lora", "--seeds", "0",

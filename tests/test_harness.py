@@ -6,9 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from initbench.api import InitMethod
+from initbench.counted import read_results
 from initbench.harness import run_one
 from initbench.registry import get_method
-from initbench.results import CURVE_SUFFIX, read_results
+from initbench.results import CURVE_SUFFIX
 
 
 def _run(suite, method, seed, out, task=0):

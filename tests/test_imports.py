@@ -79,3 +79,26 @@ def test_the_four_named_cycles_are_gone_even_through_lazy_imports():
     graph = _imports(lazy=True)
     for a, b in (("adapters", "api"), ("api", "calibration"), ("datasets_io", "suite"), ("executors", "sweep")):
         assert not (b in graph[a] and a in graph[b]), f"{a} and {b} import each other"
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), list(graph[start])
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(graph[current])
+    return seen
+
+
+def test_a_run_and_the_protocol_import_one_way_even_through_lazy_imports():
+    """Issue 15 item 3: the modules of a run (harness and the steps it calls) and of the protocol
+    import only modules before them, lazy imports included: none of them can reach itself."""
+    graph = _imports(lazy=True)
+    run = ("harness", "lending", "attach", "fingerprints", "run_record", "execution", "provenance", "train",
+           "init_cache", "train_cache", "forgetting", "export", "samples", "results", "curvature_table")
+    protocol = ("protocol", "counted", "contributed", "tuning_grid", "lr_prior", "status", "sweep")
+    for module in run + protocol:
+        back = sorted(d for d in graph[module] if module in _reachable(graph, d))
+        assert not back, f"{module} imports {back}, which import {module} back"

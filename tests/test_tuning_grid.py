@@ -16,11 +16,11 @@ import yaml
 import initbench.harness as harness
 from conftest import quick_smoke_suite
 from initbench.cli import main
+from initbench.counted import read_results
 from initbench.curvature_table import measure_and_write
 from initbench.executors import InlineExecutor
 from initbench.protocol import ProtocolError, selection_path
 from initbench.registry import get_method
-from initbench.results import read_results
 from initbench.status import grid_status
 from initbench.suite import SuiteError, builtin_suite_dir, load_suite
 from initbench.sweep import run_sweep
