@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from initbench.provenance import cpu_identity, json_object
+from initbench import provenance
 
 PRECISION_ENV = "INITBENCH_PRECISION"
 COMPILE_ENV = "INITBENCH_COMPILE"
@@ -86,7 +86,7 @@ def bf16_warning(device: torch.device) -> str | None:
     then runs emulated, usually slower than float32); None otherwise."""
     if device.type != "cpu" or precision(device) != "bf16-autocast":
         return None
-    flags = set(cpu_identity()["cpu_flags"].split(","))
+    flags = set(provenance.cpu_identity()["cpu_flags"].split(","))
     if flags & set(BF16_CPU_FLAGS):
         return None
     return (f"this CPU has none of {', '.join(BF16_CPU_FLAGS)}: bf16 autocast runs emulated and is likely "
@@ -168,7 +168,7 @@ def execution_environment(row: dict[str, Any]) -> dict[str, str]:
     """The ``INITBENCH_*`` settings that rerun a row in its recorded execution mode (precision,
     compile, loss path, and the torch thread count, which changes bf16 results on a CPU), for
     ``reproduce``; empty where the row does not say."""
-    settings = json_object(row.get("execution"))
+    settings = provenance.json_object(row.get("execution"))
     env = {}
     if row.get("torch_threads"):
         env[THREADS_ENV] = str(row["torch_threads"])
