@@ -5,7 +5,7 @@ run at the suite's rate starts) followed by :func:`initbench.curvature.top_hessi
 first ``batches`` training batches that run would see.  Each measurement is one Parquet file beside
 the runs, ``<out>/<suite>/<method>/<task>/seed<seed>-<spec hash>.curvature.parquet`` (written
 atomically; skipped when present), keyed like the runs, so ``read_table`` gathers a results folder's
-curvature the way ``results.read_results`` gathers its scores.
+curvature the way ``counted.read_results`` gathers its scores.
 """
 
 from __future__ import annotations

@@ -310,7 +310,7 @@ def finished_status(stem: Path, data_hash: str | None = None) -> str | None:
 def read_rows(path: Path, columns: list[str]) -> list[dict[str, Any]] | None:
     """A quick read of some columns of one results file, as row dicts; None when the file is missing,
     unreadable or lacks a column (callers treat that run as not finished).  For whole, validated
-    tables use :func:`read_file` / :func:`read_results`."""
+    tables use :func:`read_file` / ``initbench.counted.read_results``."""
     try:
         return pq.read_table(path, columns=columns).to_pylist()
     except (pa.ArrowInvalid, OSError, KeyError):
