@@ -95,8 +95,10 @@ def tokens_child(suite_path: str, steps: int) -> None:
 
     from initbench import data as task_data
     from initbench import execution
+    from initbench.attach import attach_and_initialize, lora_settings
     from initbench.budget import Spend
-    from initbench.harness import attach_and_initialize, base_model, linear_params, lora_settings
+    from initbench.lending import base_model
+    from initbench.models import linear_params
     from initbench.registry import get_method
     from initbench.seeding import pick_device, seed_everything
     from initbench.suite import load_suite
@@ -166,7 +168,7 @@ def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: 
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"grid of mode {name} failed (exit {done.returncode}); rerun to resume")
-    from initbench.results import read_results
+    from initbench.counted import read_results
 
     rows = {r["run_id"]: r for r in read_results(out).to_pylist()}
     result = {"seconds": seconds, "runs": len(rows), "runs_per_hour": len(rows) / seconds * 3600,
@@ -180,7 +182,7 @@ def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: 
 
 def scores(out: Path) -> dict[tuple[str, str, str], dict[int, float]]:
     """(method, task, metric) -> seed -> value of the ok runs at the suite's rate under ``out``."""
-    from initbench.results import read_results
+    from initbench.counted import read_results
 
     found: dict[tuple[str, str, str], dict[int, float]] = {}
     for row in read_results(out).to_pylist():

@@ -126,16 +126,16 @@ def profiling(path: str | None) -> Iterator[None]:
 
 def harness_child(args: argparse.Namespace, phase: str) -> dict[str, Any]:
     """``run_one`` for one phase: ``lora`` with evaluation stubbed out, or ``base`` (evaluation only).
-    The harness module's ``load_model`` is wrapped to time the load, which is then taken off the wall time."""
+    The lending module's ``load_model`` is wrapped to time the load, which is then taken off the wall time."""
     import pyarrow.parquet as pq
 
-    from initbench import harness
+    from initbench import harness, lending
     from initbench.registry import get_method
     from initbench.results import CURVE_SUFFIX, RESULTS_SUFFIX
 
     suite, task = configured_suite(args)
     method = get_method("lora" if phase == "train" else "base")
-    load = harness.load_model = TimedLoad(harness.load_model)
+    load = lending.load_model = TimedLoad(lending.load_model)
     if phase == "train":
         harness.evaluate = lambda *a, **k: ([], 0.0)
     with tempfile.TemporaryDirectory() as out:

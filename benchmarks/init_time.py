@@ -20,7 +20,8 @@ from tabulate import tabulate
 
 from initbench.budget import Budget, CalibrationSpec, Spend
 from initbench.data import tokenize_records
-from initbench.harness import attach_and_initialize, linear_params, lora_settings
+from initbench.attach import attach_and_initialize, lora_settings
+from initbench.models import linear_params
 from initbench.models import load_model
 from initbench.registry import get_method
 from initbench.suite import LoraSpec, ModelSpec

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from initbench.counted import read_results
 from initbench.evaluation import primary_metric
-from initbench.results import read_results
 from initbench.stats import minimum_detectable_difference
 
 

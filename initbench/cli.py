@@ -676,8 +676,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         import pyarrow as pa
 
         from initbench.contamination import check_results
-        from initbench.contributed import check_rows
-        from initbench.protocol import check_contributed, stale_selections, superseded
+        from initbench.contributed import check_contributed, check_rows
+        from initbench.protocol import stale_selections, superseded
         from initbench.results import read_tree, without_runs
 
         stale = superseded(args.results) if args.results.is_dir() else {}

@@ -1,7 +1,7 @@
 """``initbench validate --contributed``: every row of contributed results against the suite it claims.
 
 The schema (``initbench.results``) says a file is well formed; completeness
-(``initbench.protocol.check_contributed``) says no seed or trial is missing.  This module says
+(:func:`check_contributed`) says no seed or trial is missing; and :func:`check_rows` says
 each row is possible under the suite whose spec hash it carries (a finished run's value being
 finite and in its metric's range is already a schema rule, ``results.table_problems``): the
 metric is one the task's lm-eval YAML defines, its stderr finite, the method is a
@@ -14,19 +14,78 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from initbench.suite import Suite, SuiteError
+from initbench.protocol import PROTOCOLS
+from initbench.suite import Suite, SuiteError, load_builtin_suite
+from initbench.trust import contributed_problems
+
+
+def check_contributed(table: pa.Table) -> list[str]:
+    """Problems with contributed results beyond the schema: each (suite, spec hash) must be a
+    built-in suite's current spec hash, and each (suite, method) must be complete: every task of
+    the suite with every seed that appears for any method of it (per protocol), and (tuned
+    protocol) every trial of the grid; :func:`check_rows` checks each row's values."""
+    problems = []
+    rows = table.select(["suite", "suite_hash", "method", "task", "seed", "protocol", "phase",
+                         "learning_rate", "eval_split"]).to_pylist()
+    by_suite: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        by_suite[(r["suite"], r["suite_hash"])].append(r)
+    for (name, spec_hash), suite_rows in sorted(by_suite.items()):
+        try:
+            suite = load_builtin_suite(name)  # a name only: a row's "suite" is never read as a path
+        except SuiteError:
+            problems.append(f"suite {name!r} (spec {spec_hash}): not a built-in suite, so its spec hash cannot be "
+                            "checked; contribute results of a built-in suite")
+            continue
+        problems += contributed_problems(suite)  # the trust model: own generators and lm-eval tasks only
+        if suite.spec_hash != spec_hash:
+            problems.append(f"suite {name!r}: spec hash {spec_hash} does not match the built-in suite's current "
+                            f"spec hash {suite.spec_hash}; rerun with this initbench version")
+            continue
+        tasks = [t.name for t in suite.tasks]
+        by_method: dict[str, list[dict]] = defaultdict(list)
+        for r in suite_rows:
+            by_method[r["method"]].append(r)
+        # every method has every evaluation seed any method of the suite has (per protocol)
+        suite_seeds = {p: {r["seed"] for r in suite_rows if r["phase"] == "final" and r["protocol"] == p}
+                       for p in PROTOCOLS}
+        for method, mrows in sorted(by_method.items()):
+            missing = []
+            for protocol in PROTOCOLS:
+                finals = {(r["task"], r["seed"]) for r in mrows if r["phase"] == "final" and r["protocol"] == protocol}
+                if not finals and protocol == "tuned":
+                    continue  # not tuned (a method that does not train, or only fixed results)
+                seeds = sorted(suite_seeds[protocol])
+                gaps = [f"{t} seed {s}" for t in tasks for s in seeds if (t, s) not in finals]
+                if gaps:
+                    missing.append(f"{protocol} runs (task, seed): {', '.join(gaps)}")
+            trials = {(r["task"], r["learning_rate"], r["seed"]) for r in mrows if r["phase"] == "trial"}
+            tuned_finals = any(r["protocol"] == "tuned" and r["phase"] == "final" for r in mrows)
+            if trials or tuned_finals:
+                if suite.tuning is None:
+                    problems.append(f"suite {name!r}, method {method!r}: tuned results but the suite has no tuning grid")
+                    continue
+                gaps = [f"{t} lr {lr:g} seed {s}" for t in tasks for lr in suite.tuning.lr_grid
+                        for s in suite.tuning.seeds if not any(
+                            tt == t and ss == s and tl is not None and math.isclose(tl, lr, rel_tol=1e-12)
+                            for tt, tl, ss in trials)]
+                if gaps:
+                    missing.append(f"tuning trials (task, lr, seed): {', '.join(gaps)}")
+            if missing:
+                problems.append(f"suite {name!r}, method {method!r}: missing " + "; missing ".join(missing))
+    return problems
+
 
 @functools.lru_cache(maxsize=None)
 def _suite(name: str, spec_hash: str) -> Suite | None:
     """The built-in suite ``name`` if its current spec hash is ``spec_hash`` (else None: the
     completeness check reports the mismatch)."""
-    from initbench.suite import load_builtin_suite
-
     try:
         suite = load_builtin_suite(name)
     except SuiteError:
@@ -71,7 +130,7 @@ def check_rows(files: dict[Path, pa.Table]) -> list[str]:
 
 def row_problems(suite: Suite, row: dict[str, Any]) -> list[str]:
     """What is wrong with one row against ``suite`` (the suite its spec hash names)."""
-    from initbench.harness import lora_settings
+    from initbench.attach import lora_settings
 
     method, why = _method(row["method"])
     if method is None:

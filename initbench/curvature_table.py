@@ -5,7 +5,7 @@ run at the suite's rate starts) followed by :func:`initbench.curvature.top_hessi
 first ``batches`` training batches that run would see.  Each measurement is one Parquet file beside
 the runs, ``<out>/<suite>/<method>/<task>/seed<seed>-<spec hash>.curvature.parquet`` (written
 atomically; skipped when present), keyed like the runs, so ``read_table`` gathers a results folder's
-curvature the way ``results.read_results`` gathers its scores.
+curvature the way ``counted.read_results`` gathers its scores.
 """
 
 from __future__ import annotations
@@ -67,8 +67,11 @@ def measure(
     import torch
 
     from initbench import data as task_data
-    from initbench import harness, provenance
+    from initbench import provenance
+    from initbench.attach import attach_and_initialize, lora_settings
     from initbench.budget import Spend
+    from initbench.lending import base_model, return_base_model
+    from initbench.models import linear_params
     from initbench.curvature import top_hessian_eigenvalues
     from initbench.seeding import pick_device, seed_everything
 
@@ -77,22 +80,22 @@ def measure(
     device = pick_device()
     lr = suite.budget.optimizer.lr if lr is None else float(lr)
     data = task_data.materialize(task, suite.path)
-    loaded = harness.base_model(suite, device)
+    loaded = base_model(suite, device)
     model = loaded.model
     try:
         seed_everything(seed)
         examples = task_data.tokenize_records(data.records("train"), loaded.tokenizer, suite.budget.max_length)
-        lora = harness.lora_settings(suite.lora, method, suite.family)
-        model, _ = harness.attach_and_initialize(
+        lora = lora_settings(suite.lora, method, suite.family)
+        model, _ = attach_and_initialize(
             model, loaded.tokenizer, method, lora, seed=seed, examples=examples, budget=suite.budget, lr=lr,
-            spend=Spend(), base_params=harness.linear_params(model), device=device, family=suite.family,
+            spend=Spend(), base_params=linear_params(model), device=device, family=suite.family,
         )
         stream = task_data.batches(examples, suite.budget.batch_size, batches, seed, loaded.tokenizer.pad_token_id)
         measured = [{key: value.to(device) for key, value in batch.items()} for batch in stream]
         estimate = top_hessian_eigenvalues(model, measured, k=k, max_iterations=max_iterations, tol=tol,
                                            generator=torch.Generator().manual_seed(seed))
     finally:
-        harness.return_base_model(loaded, model)
+        return_base_model(loaded, model)
     return {
         "suite": suite.name, "suite_hash": suite.spec_hash, "method": method.name, "task": task.name, "seed": seed,
         "learning_rate": lr, "lambda_max": estimate.lambda_max, "eigenvalues": json.dumps(estimate.eigenvalues),

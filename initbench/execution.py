@@ -13,23 +13,34 @@ column, schema v5, and the provenance columns of schema v6, ``initbench.provenan
   2-core CPU of issue 13: at 314 vs 377 tok/s bf16 that is about 180k training tokens, 3.5x a
   ``mini`` run's <=51k; a new peft model per run recompiles), i.e. for long runs, not a grid of
   short ones.
+- ``INITBENCH_FAST``: ``1`` switches on the training fast path (``initbench.train``: the output head
+  only at labelled positions, fused AdamW on CUDA).
 - ``INITBENCH_THREADS`` (``--threads-per-run``): the torch intra-op thread count of a run.
 - ``INITBENCH_INIT_REUSE``: ``0`` switches off both reuses: of one initialization across the
   learning-rate trials of a (method, task, seed) (``initbench.init_cache``), and of a trained model
   across the runs that train it identically, e.g. a tuning trial and the final at its rate and seed
   (``initbench.train_cache``); on by default.
+
+:func:`execution_settings` is what a row records of them (the ``execution`` column), and
+:func:`execution_environment` / :func:`rerun_environment` turn a recorded row back into them, for
+``initbench reproduce``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
+
+from initbench import provenance
 
 PRECISION_ENV = "INITBENCH_PRECISION"
 COMPILE_ENV = "INITBENCH_COMPILE"
 THREADS_ENV = "INITBENCH_THREADS"
+FAST_ENV = "INITBENCH_FAST"
 INIT_REUSE_ENV = "INITBENCH_INIT_REUSE"
 PRECISIONS = ("float32", "bf16-autocast")
 
@@ -73,11 +84,9 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 def bf16_warning(device: torch.device) -> str | None:
     """A line to print when bf16 autocast is asked for on a CPU without native bf16 kernels (it
     then runs emulated, usually slower than float32); None otherwise."""
-    from initbench.provenance import cpu_identity
-
     if device.type != "cpu" or precision(device) != "bf16-autocast":
         return None
-    flags = set(cpu_identity()["cpu_flags"].split(","))
+    flags = set(provenance.cpu_identity()["cpu_flags"].split(","))
     if flags & set(BF16_CPU_FLAGS):
         return None
     return (f"this CPU has none of {', '.join(BF16_CPU_FLAGS)}: bf16 autocast runs emulated and is likely "
@@ -87,6 +96,21 @@ def bf16_warning(device: torch.device) -> str | None:
 def compile_enabled() -> bool:
     """Whether ``$INITBENCH_COMPILE`` asks for ``torch.compile`` of the training loss."""
     return _flag(COMPILE_ENV, False)
+
+
+def fast_path() -> bool:
+    """Whether ``INITBENCH_FAST`` switches the training fast path on."""
+    return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def execution_settings(device: torch.device, optimizer: torch.optim.Optimizer | None = None) -> dict[str, object]:
+    """How the training loop computes (for the results' ``execution`` column); ``fused_adamw`` is read
+    from the optimizer that ran (a method's own, e.g. LoRA+, may not be fused).  ``autocast`` is the
+    precision (``bf16`` or None for float32), ``compile`` whether the loss ran through torch.compile."""
+    return {"loss": "labelled-positions" if fast_path() else "full-logits",
+            "fused_adamw": bool(optimizer is not None and optimizer.defaults.get("fused")),
+            "autocast": "bf16" if precision(device) == "bf16-autocast" else None,
+            "compile": compile_enabled()}
 
 
 def init_reuse_enabled() -> bool:
@@ -138,3 +162,36 @@ def worker_threads(workers: int, threads_per_run: int | None) -> int:
 def worker_environment(threads: int) -> dict[str, str]:
     """Environment variables that pin a worker process to ``threads`` threads (torch, OpenMP, MKL)."""
     return {THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def execution_environment(row: dict[str, Any]) -> dict[str, str]:
+    """The ``INITBENCH_*`` settings that rerun a row in its recorded execution mode (precision,
+    compile, loss path, and the torch thread count, which changes bf16 results on a CPU), for
+    ``reproduce``; empty where the row does not say."""
+    settings = provenance.json_object(row.get("execution"))
+    env = {}
+    if row.get("torch_threads"):
+        env[THREADS_ENV] = str(row["torch_threads"])
+    if "autocast" in settings:
+        env[PRECISION_ENV] = "bf16-autocast" if settings["autocast"] == "bf16" else "float32"
+    if "compile" in settings:
+        env[COMPILE_ENV] = "1" if settings["compile"] else "0"
+    if "loss" in settings:
+        env[FAST_ENV] = "1" if settings["loss"] == "labelled-positions" else "0"
+    return env
+
+
+@contextlib.contextmanager
+def rerun_environment(row: dict[str, Any]) -> Iterator[None]:
+    """Run the body with :func:`execution_environment` of ``row`` set, then restore the environment."""
+    settings = execution_environment(row)
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -53,12 +53,19 @@ import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from initbench.data import collate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from initbench.models import LoadedModel
+    from initbench.suite import Suite
 
 ADAPTER_SUFFIX = ".adapter"
 RUN_JSON = "initbench_run.json"
@@ -240,6 +247,24 @@ def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, probe: dict[str
         left = a(**probe).logits.float()
         right = b(**probe).logits.float()
     return float((left - right).abs().max()), float(left.abs().max())
+
+
+def save_run(stem: Path, suite: Suite, loaded: LoadedModel, model: torch.nn.Module,
+             examples: list[dict[str, list[int]]], record: dict[str, Any], scores: dict[str, float], label: str) -> Path:
+    """Keep a final run's trained ``model`` (on the base model lent as ``loaded``) beside its results
+    file as a plain adapter on the original base (:func:`save_trained`), checked on a probe of its first
+    training ``examples``; says where and how big on stderr and returns the folder."""
+    from initbench.lending import pristine_base  # loads transformers: not for ``share``'s imports
+
+    device = next(model.parameters()).device
+    probe = collate(examples[:4], loaded.tokenizer.pad_token_id)
+    probe = {key: probe[key].to(device) for key in ("input_ids", "attention_mask")}
+    run = {key: record.get(key) for key in RUN_KEYS}
+    run.update(suite_path=str(Path(suite.path).resolve()), scores=scores)
+    folder = saved_folder(stem)
+    saved = save_trained(folder, model, loaded.tokenizer, lambda: pristine_base(suite, loaded), probe, run)
+    print(f"initbench: {label}: {describe(saved['export'])} saved to {folder}", file=sys.stderr)
+    return folder
 
 
 def save_trained(

@@ -12,12 +12,18 @@ not a valid "before".  Computed in float32 with autocast off.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from initbench.api import InitMethod
 from initbench.data import collate
+from initbench.datasets_io import DataUnavailable, data_dir, nq_open_questions
+from initbench.lending import model_key
+from initbench.models import LoadedModel
+from initbench.suite import Suite
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,6 @@ def general_text() -> tuple[list[str], str]:
     """The held set's texts, general-knowledge questions outside every task: the first
     ``HELD_QUESTIONS`` questions of NQ-open's dev split (local copy under the data directory, else the
     hub's ``validation`` split, the same questions), and its name with a content hash."""
-    from initbench.datasets_io import nq_open_questions
-
     questions, source = nq_open_questions("validation", "forgetting")
     texts = questions[:HELD_QUESTIONS]
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
@@ -110,3 +114,32 @@ def base_held_set(model_key: str, base_model: torch.nn.Module, tokenizer) -> Hel
             raise
         _HELD[model_key] = held_set(name, texts, base_model, tokenizer)
     return _HELD[model_key]
+
+
+def run_held_set(suite: Suite, method: InitMethod, split: str, loaded: LoadedModel,
+                 device: torch.device) -> HeldSet | None:
+    """The held set of one run, taken from the base model as loaded (before anything is attached),
+    for a final run of a method that trains; None for trials and ``base``, and when the held text
+    cannot be read here: the run goes on and its forgetting is null.  The hub is asked only by suites
+    whose model comes from the hub (online users); an offline suite (embedded or tiny model) without a
+    data directory skips it rather than wait for the hub to time out."""
+    if split != "test" or not method.trains:
+        return None
+    if data_dir()[0] is None and suite.model.source != "hub":  # an offline suite: never wait on the hub
+        _warn_once("forgetting not measured: no data directory; pass --data-dir (or set INITBENCH_DATA_DIR) "
+                   "to a folder holding nq_open/NQ-open.dev.jsonl")
+        return None
+    try:
+        return base_held_set(model_key(suite, device), loaded.model, loaded.tokenizer)
+    except DataUnavailable as err:
+        _warn_once(f"forgetting not measured: {err}")
+        return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"initbench: {message}", file=sys.stderr)

@@ -37,6 +37,7 @@ import torch
 from initbench import atomic
 from initbench.api import InitContext, InitMethod, LoraSettings
 from initbench.budget import Spend
+from initbench.fingerprints import fingerprints
 from initbench.seeding import rng_states, set_rng_states
 
 FOLDER = ".init-cache"
@@ -157,8 +158,6 @@ class InitReuse:
         base_prints: dict[str, tuple[float, float]] | None,
     ) -> bool:
         """Write this run's init (atomically) if it may be reused; returns whether it was written."""
-        from initbench.harness import state_fingerprints
-
         self.init_seconds = time.perf_counter() - self.started
         state = dict(vars(method))
         if (ctx.lr_read or base_prints is None or structure(model) != self._structure
@@ -166,7 +165,7 @@ class InitReuse:
                 or any(state[k] is not self._method_state[k] for k in state)):
             return False
         adapter = {n: t.detach().clone() for n, t in model.state_dict().items() if "lora_" in n}
-        now = {n: p for n, p in state_fingerprints(model).items() if "lora_" not in n}
+        now = {n: p for n, p in fingerprints(model).items() if "lora_" not in n}
         changed = [n for n, p in now.items() if base_prints.get(_base_key(n)) != p]
         base = {n: t.detach().clone() for n, t in model.state_dict().items() if n in changed}
         entry = {"structure": self._structure, "adapter": adapter, "base": base, "modified": modified,

@@ -56,7 +56,8 @@ import pyarrow.compute as pc
 from tabulate import tabulate
 
 from initbench import stats
-from initbench.results import CURVE_SUFFIX, read_results
+from initbench.counted import read_results
+from initbench.results import CURVE_SUFFIX
 
 BOOTSTRAP_REPS = 2_000
 IQM_REPS = 5_000
@@ -159,7 +160,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
     with a block per protocol present (``tuned`` first), convergence, cost and tuning, and
     curvature at init where ``curvature`` (``initbench.curvature_table``) measured it."""
     from initbench.curvature_board import curvature_cells, curvature_fits
-    from initbench.protocol import final_rows, has_tuned
+    from initbench.counted import final_rows, has_tuned
 
     if "protocol" not in table.schema.names:
         from initbench.results import upgrade

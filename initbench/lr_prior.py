@@ -25,8 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.stats
 
+from initbench.suite import TUNING_GRIDS
+
 if TYPE_CHECKING:  # pragma: no cover
     from initbench.suite import Suite, TuningSpec
+
+#: the kind a selection file records for a curvature-centred grid (``initbench.tuning_grid``)
+CURVATURE_CENTRED = TUNING_GRIDS[1]
 
 
 def predicted_lr(lr_reference: float, lambda_reference: float, lambda_method: float) -> float:
@@ -136,8 +141,6 @@ def calibration_rate(selection: Path) -> float | None:
         payload = json.loads(Path(selection).read_text())
     except (OSError, ValueError):
         return None
-    from initbench.tuning_grid import CURVATURE_CENTRED
-
     grid = payload.get("grid") or {}
     if grid.get("kind") == CURVATURE_CENTRED:
         chosen = (grid.get("calibration") or {}).get("reference_lr")

@@ -69,6 +69,13 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
     return LoadedModel(model, tokenizer, label, spec.revision)
 
 
+def linear_params(model: torch.nn.Module) -> int:
+    """Parameters that take part in matrix multiplies (all Linear weights, tied ones once): the N of
+    the budget's FLOP estimates (``initbench.budget``)."""
+    seen = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(seen.values())
+
+
 def embedded_model_dir(model_id: str) -> Path:
     """The cached float32 copy of an embedded GGUF model, made on first use."""
     if model_id not in EMBEDDED:

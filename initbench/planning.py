@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from initbench.results import DONE, RESULTS_SUFFIX, finished_status, format_lr, read_results
+from initbench.counted import read_results
+from initbench.results import DONE, RESULTS_SUFFIX, finished_status, format_lr
 from initbench.sweep import grid
 
 if TYPE_CHECKING:
@@ -98,7 +99,9 @@ def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
     from initbench import data as task_data
     from initbench import execution
     from initbench.budget import Spend
-    from initbench.harness import attach_and_initialize, base_model, linear_params, lora_settings, return_base_model
+    from initbench.attach import attach_and_initialize, lora_settings
+    from initbench.lending import base_model, return_base_model
+    from initbench.models import linear_params
     from initbench.registry import get_method
     from initbench.seeding import pick_device
     from initbench.train import train

@@ -34,23 +34,23 @@ leaves the finals missing until the sweep selects again.
 Methods that do not train (``base``) have nothing to tune: their fixed runs stand
 for both protocols.  The tuning cost (every trial's compute) is summed per method
 in the leaderboard's cost table.  ``initbench.sweep`` schedules the runs (trials and default-rate
-runs first, then :func:`select` and the finals); this module holds the rules.
+runs first, then the grids of ``initbench.tuning_grid``, :func:`select` and the finals); this module
+holds the rules and the selection files.  Which rows a table counts under each protocol is
+``initbench.counted``'s; whether contributed results are complete, ``initbench.contributed``'s.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from initbench.evaluation import task_primary_metric
 from initbench.results import RESULTS_SUFFIX, read_rows, run_stem, write_json_atomic
-from initbench.suite import Suite, SuiteError, TaskSpec
+from initbench.suite import Suite, TaskSpec
+from initbench.trust import suite_lm_eval_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from initbench.tuning_grid import TrialGrid
@@ -106,16 +106,9 @@ def _trial_score(stem: Path, metric: str) -> float | None:
     return float(values[0]) if values and values[0] is not None else None
 
 
-def select(suite: Suite, method: str, task: TaskSpec, out: Path, grid: TrialGrid | None = None) -> Selection:
-    """Read the trials of (method, task) on ``grid`` (default: its grid under the suite's tuning,
-    ``initbench.tuning_grid``) under ``out``, choose the rate and write the selection file."""
-    from initbench.evaluation import task_primary_metric
-    from initbench.trust import suite_lm_eval_dir
-
-    if grid is None:
-        from initbench.tuning_grid import trial_grids
-
-        grid = trial_grids(suite, [method], [task.name], out)[(method, task.name)]
+def select(suite: Suite, method: str, task: TaskSpec, out: Path, grid: TrialGrid) -> Selection:
+    """Read the trials of (method, task) on ``grid`` (its grid under the suite's tuning,
+    ``initbench.tuning_grid.trial_grids``) under ``out``, choose the rate and write the selection file."""
     metric, higher = task_primary_metric(task, suite.path, suite_lm_eval_dir(suite))
     selection = Selection(method, task.name, metric, higher)
     for lr in grid.rates:
@@ -205,83 +198,3 @@ def _selected_lr(path: Path) -> float | None:
         return float(json.loads(path.read_text())["selected_lr"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-# --------------------------------------------------------------------------- views of a results table
-
-
-def final_rows(table: pa.Table, protocol: str) -> pa.Table:
-    """The rows scored on test under ``protocol``.  For ``tuned``, methods that do not train
-    (no learning rate: ``base``) count with their fixed runs, since there is nothing to tune."""
-    final = pc.equal(table["phase"], "final")
-    if protocol == "fixed":
-        return table.filter(pc.and_(final, pc.equal(table["protocol"], "fixed")))
-    untrained = pc.and_(pc.equal(table["protocol"], "fixed"), pc.is_null(table["learning_rate"]))
-    return table.filter(pc.and_(final, pc.or_(pc.equal(table["protocol"], "tuned"), untrained)))
-
-
-def has_tuned(table: pa.Table) -> bool:
-    return table.num_rows > 0 and pc.any(pc.equal(table["protocol"], "tuned")).as_py() is True
-
-
-# --------------------------------------------------------------------------- contributed results
-
-
-def check_contributed(table: pa.Table) -> list[str]:
-    """Problems with contributed results beyond the schema: each (suite, spec hash) must be a
-    built-in suite's current spec hash, and each (suite, method) must be complete: every task of
-    the suite with every seed that appears for any method of it (per protocol), and (tuned
-    protocol) every trial of the grid.  ``initbench.contributed`` checks each row's values."""
-    from initbench.suite import load_builtin_suite
-    from initbench.trust import contributed_problems
-
-    problems = []
-    rows = table.select(["suite", "suite_hash", "method", "task", "seed", "protocol", "phase",
-                         "learning_rate", "eval_split"]).to_pylist()
-    by_suite: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in rows:
-        by_suite[(r["suite"], r["suite_hash"])].append(r)
-    for (name, spec_hash), suite_rows in sorted(by_suite.items()):
-        try:
-            suite = load_builtin_suite(name)  # a name only: a row's "suite" is never read as a path
-        except SuiteError:
-            problems.append(f"suite {name!r} (spec {spec_hash}): not a built-in suite, so its spec hash cannot be "
-                            "checked; contribute results of a built-in suite")
-            continue
-        problems += contributed_problems(suite)  # the trust model: own generators and lm-eval tasks only
-        if suite.spec_hash != spec_hash:
-            problems.append(f"suite {name!r}: spec hash {spec_hash} does not match the built-in suite's current "
-                            f"spec hash {suite.spec_hash}; rerun with this initbench version")
-            continue
-        tasks = [t.name for t in suite.tasks]
-        by_method: dict[str, list[dict]] = defaultdict(list)
-        for r in suite_rows:
-            by_method[r["method"]].append(r)
-        # every method has every evaluation seed any method of the suite has (per protocol)
-        suite_seeds = {p: {r["seed"] for r in suite_rows if r["phase"] == "final" and r["protocol"] == p}
-                       for p in PROTOCOLS}
-        for method, mrows in sorted(by_method.items()):
-            missing = []
-            for protocol in PROTOCOLS:
-                finals = {(r["task"], r["seed"]) for r in mrows if r["phase"] == "final" and r["protocol"] == protocol}
-                if not finals and protocol == "tuned":
-                    continue  # not tuned (a method that does not train, or only fixed results)
-                seeds = sorted(suite_seeds[protocol])
-                gaps = [f"{t} seed {s}" for t in tasks for s in seeds if (t, s) not in finals]
-                if gaps:
-                    missing.append(f"{protocol} runs (task, seed): {', '.join(gaps)}")
-            trials = {(r["task"], r["learning_rate"], r["seed"]) for r in mrows if r["phase"] == "trial"}
-            tuned_finals = any(r["protocol"] == "tuned" and r["phase"] == "final" for r in mrows)
-            if trials or tuned_finals:
-                if suite.tuning is None:
-                    problems.append(f"suite {name!r}, method {method!r}: tuned results but the suite has no tuning grid")
-                    continue
-                gaps = [f"{t} lr {lr:g} seed {s}" for t in tasks for lr in suite.tuning.lr_grid
-                        for s in suite.tuning.seeds if not any(
-                            tt == t and ss == s and tl is not None and math.isclose(tl, lr, rel_tol=1e-12)
-                            for tt, tl, ss in trials)]
-                if gaps:
-                    missing.append(f"tuning trials (task, lr, seed): {', '.join(gaps)}")
-            if missing:
-                problems.append(f"suite {name!r}, method {method!r}: missing " + "; missing ".join(missing))
-    return problems

@@ -16,22 +16,21 @@ A row records (``columns``):
   kernel set torch dispatched to, e.g. ``AVX512``).
 
 The execution mode (precision, compile, loss path) is the ``execution`` column
-(``initbench.train.execution_settings``).  :func:`differences` names which of all these differ
+(``initbench.execution.execution_settings``; ``initbench.execution.rerun_environment`` sets it again
+for a rerun).  :func:`differences` names which of all these differ
 between a published row and its reproduction, for ``initbench reproduce``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.util
 import json
-import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -149,55 +148,20 @@ def differences(published: dict[str, Any], reproduced: dict[str, Any]) -> list[s
         if name in published and name in reproduced and published[name] is not None \
                 and published[name] != reproduced[name]:
             found.append(f"{name}: {published[name]!r} -> {reproduced[name]!r}")
-    old, new = _json(published.get("execution")), _json(reproduced.get("execution"))
+    old, new = json_object(published.get("execution")), json_object(reproduced.get("execution"))
     for key in sorted(set(old) & set(new)):
         if old[key] != new[key]:
             found.append(f"execution.{key}: {old[key]!r} -> {new[key]!r}")
     return found
 
 
-def _json(text: Any) -> dict[str, Any]:
+def json_object(text: Any) -> dict[str, Any]:
+    """The JSON object in ``text`` (a row's ``execution`` column); empty when it is not one."""
     try:
         value = json.loads(text) if isinstance(text, str) else {}
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def execution_environment(row: dict[str, Any]) -> dict[str, str]:
-    """The ``INITBENCH_*`` settings that rerun a row in its recorded execution mode (precision,
-    compile, loss path, and the torch thread count, which changes bf16 results on a CPU), for
-    ``reproduce``; empty where the row does not say."""
-    from initbench.execution import COMPILE_ENV, PRECISION_ENV, THREADS_ENV
-    from initbench.train import FAST_ENV
-
-    settings = _json(row.get("execution"))
-    env = {}
-    if row.get("torch_threads"):
-        env[THREADS_ENV] = str(row["torch_threads"])
-    if "autocast" in settings:
-        env[PRECISION_ENV] = "bf16-autocast" if settings["autocast"] == "bf16" else "float32"
-    if "compile" in settings:
-        env[COMPILE_ENV] = "1" if settings["compile"] else "0"
-    if "loss" in settings:
-        env[FAST_ENV] = "1" if settings["loss"] == "labelled-positions" else "0"
-    return env
-
-
-@contextlib.contextmanager
-def rerun_environment(row: dict[str, Any]) -> Iterator[None]:
-    """Run the body with :func:`execution_environment` of ``row`` set, then restore the environment."""
-    settings = execution_environment(row)
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def explain(published: dict[str, Any], reproduced: dict[str, Any]) -> str:

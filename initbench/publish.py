@@ -55,7 +55,8 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from initbench import __version__, leaderboard
-from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, read_results, upgrade, validate,
+from initbench.counted import read_results
+from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, upgrade, validate,
                                write_atomic, write_json_atomic)
 
 RESULTS_FILE = "results.parquet"

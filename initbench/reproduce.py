@@ -26,7 +26,7 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
     matches to the last digit, and whether the rerun spent and recorded ``RERUN_COLUMNS`` exactly as
     published (any difference or missing row: not a match).  Where anything differs, a line names
     which parts of the code identity (``initbench.provenance``) differ."""
-    from initbench import provenance
+    from initbench import execution, provenance
     from initbench.harness import run_one
     from initbench.registry import PluginError, get_method
     from initbench.suite import SuiteError, load_suite
@@ -62,7 +62,7 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                 all_match = False
                 continue
             overridden = r["protocol"] == "tuned" or r["phase"] == "trial"
-            with provenance.rerun_environment(r):  # the published precision, compile and loss path
+            with execution.rerun_environment(r):  # the published precision, compile and loss path
                 outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
                                   lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
                                   protocol=r["protocol"], selected_lr=r["selected_lr"])

@@ -24,13 +24,13 @@ Schema version 4 adds the throughput columns of the training phase (``initbench.
 ``device_peak_flops`` (the device's dense bf16 peak, null where unknown, e.g. on CPU) and ``mfu``
 (``train_flops / train_seconds / device_peak_flops``).  Null in older files.
 
-Reading a results folder (:func:`read_tree`, :func:`read_results`) counts each run id once: a
-run in two files is a ``ResultsError`` naming both, and so is a file that is empty, not
-Parquet, or not an initbench file of its kind (:func:`read_file`); tuned finals superseded by a
-later selection are left out (``initbench.protocol.superseded``).
+Reading a results folder (:func:`read_tree`) counts each run id once: a run in two files is a
+``ResultsError`` naming both, and so is a file that is empty, not Parquet, or not an initbench file
+of its kind (:func:`read_file`); ``initbench.counted.read_results`` concatenates them and leaves out
+tuned finals superseded by a later selection (``initbench.protocol.superseded``).
 
 Schema version 5 adds ``execution`` (JSON: the loss path, fused AdamW, autocast;
-``initbench.train.execution_settings``), null in older files.
+``initbench.execution.execution_settings``), null in older files.
 
 Schema version 6 adds ``method_info`` (issue 14, item 7): a JSON object of facts the init method
 and the harness recorded during ``initialize`` (``InitContext.info``), e.g.
@@ -153,7 +153,7 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("train_tokens_per_second", pa.float64()),
         pa.field("device_peak_flops", pa.float64()),
         pa.field("mfu", pa.float64()),
-        # how the loop computed (schema version 5; JSON, initbench.train.execution_settings)
+        # how the loop computed (schema version 5; JSON, initbench.execution.execution_settings)
         pa.field("execution", pa.string()),
         # schema version 6 -- issue 14 item 7: what the method recorded at init (JSON, InitContext.info)
         pa.field("method_info", pa.string()),
@@ -310,7 +310,7 @@ def finished_status(stem: Path, data_hash: str | None = None) -> str | None:
 def read_rows(path: Path, columns: list[str]) -> list[dict[str, Any]] | None:
     """A quick read of some columns of one results file, as row dicts; None when the file is missing,
     unreadable or lacks a column (callers treat that run as not finished).  For whole, validated
-    tables use :func:`read_file` / :func:`read_results`."""
+    tables use :func:`read_file` / ``initbench.counted.read_results``."""
     try:
         return pq.read_table(path, columns=columns).to_pylist()
     except (pa.ArrowInvalid, OSError, KeyError):
@@ -352,22 +352,6 @@ def first_line(err: BaseException) -> str:
     """An error's first non-blank line (at most 300 characters), or its type's name: for one-line messages."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0][:300] if lines else type(err).__name__
-
-
-def read_results(path: Path, suffix: str = RESULTS_SUFFIX, *, set_aside: bool = True) -> pa.Table:
-    """Concatenate every results (or curve) file under ``path`` into one table: one run key, one
-    file (a run in two files is a ``ResultsError`` naming both); unless ``set_aside`` is False,
-    tuned finals superseded by a later selection are left out (``initbench.protocol.superseded``)."""
-    schema = RESULTS_SCHEMA if suffix == RESULTS_SUFFIX else CURVE_SCHEMA
-    tables = read_tree(path, suffix)
-    if not tables:
-        return schema.empty_table()
-    table = pa.concat_tables(tables.values())
-    if set_aside and Path(path).is_dir():
-        from initbench.protocol import superseded
-
-        table = without_runs(table, superseded(path))
-    return table
 
 
 def without_runs(table: pa.Table, run_ids) -> pa.Table:

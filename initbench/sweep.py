@@ -5,7 +5,7 @@ A run is a :class:`RunSpec`, plain data a worker on another process or machine t
 ``harness.run_one``.  Each run writes its own files atomically, so workers share one results
 folder and a crash loses only the run in flight.  After each batch the sweep looks at the files:
 a run whose process died without writing one (killed, out of memory, segfault) gets a ``failed``
-result naming the reason (``harness.record_crash``), and a rerun of the same command redoes only
+result naming the reason (``run_record.record_crash``), and a rerun of the same command redoes only
 the runs that are not ``ok`` or ``diverged``.
 
 ``tuned`` runs in two stages (each (method, task)'s grid, ``initbench.tuning_grid``, is resolved before
@@ -190,7 +190,8 @@ def _tuned_finals(
 def _run_batch(
     suite: Suite, methods: list[InitMethod], specs: list[RunSpec], executor: Executor, report,
 ) -> list[RunOutcome]:
-    from initbench.harness import RunOutcome, record_crash
+    from initbench.harness import RunOutcome
+    from initbench.run_record import record_crash
 
     hashes = DataHashes(suite)
     found = {s: None if s.force else finished_status(s.stem(suite), hashes.get(s)) for s in specs}

@@ -1,5 +1,5 @@
 """Unit-test an init method in a few lines: a tiny random model, attached and calibrated by the
-harness's own code (``harness.attach_lora``, ``harness.init_context``), on CPU, in about a second.
+harness's own code (``initbench.attach``: ``attach_lora``, ``init_context``), on CPU, in about a second.
 
     from initbench.testing import context, initialize
 
@@ -66,7 +66,8 @@ def calibration_examples(tokenizer: object, n: int = 40, max_length: int = 48) -
 
 def _base_and_lora(method: InitMethod, rank: int, alpha: float, targets: tuple[str, ...], family: str):
     """The tiny base, its tokenizer, the run's LoRA settings for ``method``, the base's linear parameters."""
-    from initbench.harness import linear_params, lora_settings
+    from initbench.attach import lora_settings
+    from initbench.models import linear_params
 
     model, tokenizer = tiny_base()
     lora = lora_settings(LoraSpec(rank=rank, alpha=alpha, target_modules=list(targets)), method, family)
@@ -80,7 +81,7 @@ def context(
     """The peft model with LoRA attached as a run attaches it (the method's ``lora_config_kwargs``, its
     alpha convention, peft's init seeded by ``seed``) and the ``InitContext`` a run hands
     ``initialize``; ``initialize`` itself is not called.  Calibration passes charge ``spend``."""
-    from initbench.harness import attach_lora, init_context
+    from initbench.attach import attach_lora, init_context
 
     model, tokenizer, lora, base_params = _base_and_lora(method, rank, alpha, targets, family)
     model = attach_lora(model, method, lora, seed)
@@ -94,9 +95,9 @@ def initialize(
     method: InitMethod, *, rank: int = 4, alpha: float = 8.0, targets: tuple[str, ...] = ALL_LINEAR, seed: int = 0,
     budget: Budget = BUDGET, lr: float | None = None, family: str = "",
 ) -> Initialized:
-    """Attach and initialize exactly as a run does (``harness.attach_and_initialize``): a hook that
+    """Attach and initialize exactly as a run does (``attach.attach_and_initialize``): a hook that
     raises surfaces as a ``MethodFailure`` naming the method and the hook, as in a run."""
-    from initbench.harness import attach_and_initialize
+    from initbench.attach import attach_and_initialize
 
     model, tokenizer, lora, base_params = _base_and_lora(method, rank, alpha, targets, family)
     spend = Spend()

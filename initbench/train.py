@@ -18,7 +18,6 @@ Precision (``bf16-autocast`` or ``float32``) and ``torch.compile`` of the loss a
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -39,29 +38,11 @@ class TrainResult:
     execution: dict[str, object] = field(default_factory=dict)  # execution_settings of the loop that ran
 
 
-FAST_ENV = "INITBENCH_FAST"
-
-
-def fast_path() -> bool:
-    """Whether ``INITBENCH_FAST`` switches the fast path on."""
-    return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def execution_settings(device: torch.device, optimizer: torch.optim.Optimizer | None = None) -> dict[str, object]:
-    """How the loop computes (for the results' ``execution`` column); ``fused_adamw`` is read from
-    the optimizer that ran (a method's own, e.g. LoRA+, may not be fused).  ``autocast`` is the
-    precision (``bf16`` or None for float32), ``compile`` whether the loss ran through torch.compile."""
-    return {"loss": "labelled-positions" if fast_path() else "full-logits",
-            "fused_adamw": bool(optimizer is not None and optimizer.defaults.get("fused")),
-            "autocast": "bf16" if execution.precision(device) == "bf16-autocast" else None,
-            "compile": execution.compile_enabled()}
-
-
 def build_optimizer(params: list[torch.nn.Parameter], budget: Budget, lr: float) -> torch.optim.Optimizer:
     spec = budget.optimizer
     if spec.name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=spec.weight_decay)
-    fused = fast_path() and all(p.is_cuda for p in params) or None
+    fused = execution.fast_path() and all(p.is_cuda for p in params) or None
     return torch.optim.AdamW(params, lr=lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay,
                              fused=fused)
 
@@ -107,10 +88,10 @@ def train(
     warmup = int(budget.schedule.warmup_ratio * budget.steps)
     schedule = get_scheduler(budget.schedule.name, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
     autocast = execution.autocast(device)
-    compute_loss = labelled_positions_loss if fast_path() else _model_loss
+    compute_loss = labelled_positions_loss if execution.fast_path() else _model_loss
     if execution.compile_enabled():
         compute_loss = torch.compile(compute_loss)
-    result, start = TrainResult(execution=execution_settings(device, optimizer)), time.perf_counter()
+    result, start = TrainResult(execution=execution.execution_settings(device, optimizer)), time.perf_counter()
 
     model.train()
     progress = tqdm(total=budget.steps, desc=label, unit="step", mininterval=1.0, leave=False)

@@ -42,7 +42,7 @@ from initbench import execution
 from initbench.budget import Spend
 from initbench.init_cache import cache_folder, load_entry, save_entry, structure
 from initbench.seeding import rng_states, set_rng_states
-from initbench.train import TrainResult, fast_path
+from initbench.train import TrainResult
 
 FOLDER = "trained"  # under the init cache's folder
 #: the budget fields training adds to
@@ -52,7 +52,7 @@ TRAINING_SPEND = ("train_tokens", "optimizer_steps", "flops")
 def train_key(init_key: str, lr: float, device: torch.device) -> str:
     """SHA-256 (24 hex) of everything a run's training depends on: its init key, the learning rate
     and the execution settings that change the training's numerics."""
-    payload = [init_key, repr(float(lr)), execution.precision(device), execution.compile_enabled(), fast_path()]
+    payload = [init_key, repr(float(lr)), execution.precision(device), execution.compile_enabled(), execution.fast_path()]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
 
 

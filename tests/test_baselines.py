@@ -193,7 +193,7 @@ ALL = ["lora", "gaussian", "lora-reversed", "pissa", "pissa-niter-4", "milora", 
 def test_every_method_runs_end_to_end(tmp_path):
     from initbench.cli import main
     from initbench.registry import method_names
-    from initbench.results import read_results
+    from initbench.counted import read_results
 
     assert set(ALL) - {"lora+rslora+lora-plus"} <= set(method_names())
     methods = [m for m in ALL if m != "corda-kpm" or "INITBENCH_DATA_DIR" in os.environ]  # see _nq_open

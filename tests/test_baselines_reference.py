@@ -21,7 +21,7 @@ import torch
 from _zoo import ALPHA, RANK, TARGETS, attach, base_model
 from initbench.adapters import delta_weight, lora_A_linear, middle_of, trainable_parts
 from initbench.api import InitContext, lora_layers
-from initbench.harness import lora_settings
+from initbench.attach import lora_settings
 from initbench.registry import get_method
 from initbench.suite import LoraSpec
 from initbench.testing import BUDGET

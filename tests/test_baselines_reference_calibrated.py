@@ -22,7 +22,8 @@ from initbench.budget import Budget, BudgetExceeded, CalibrationSpec, ScheduleSp
 from initbench.calibration import Calibrator
 from initbench.data import collate
 from initbench.datasets_io import use_data_dir
-from initbench.harness import MethodFailure, attach_and_initialize, linear_params, lora_settings
+from initbench.attach import MethodFailure, attach_and_initialize, lora_settings
+from initbench.models import linear_params
 from initbench.registry import get_method
 from initbench.suite import LoraSpec, SuiteError, load_suite
 
@@ -83,7 +84,7 @@ def test_calibration_cycles_through_a_split_smaller_than_the_request():
 
 def test_method_info_lands_in_the_results(tmp_path):
     from initbench.cli import main
-    from initbench.results import read_results
+    from initbench.counted import read_results
 
     suite = quick_smoke_suite(tmp_path)
     assert main(["evaluate", "--suite", str(suite), "--method", "lora-sb", "--method", "lora", "--seeds", "0",

@@ -103,7 +103,7 @@ def test_leaderboard_shows_forgetting_with_intervals(tmp_path):
     from _trees import smoke_row, write_smoke_run
 
     from initbench import leaderboard
-    from initbench.results import read_results
+    from initbench.counted import read_results
 
     for seed, (kl_lora, kl_pissa) in enumerate([(0.010, 0.002), (0.014, 0.004)]):
         for method, kl in (("lora", kl_lora), ("pissa", kl_pissa)):
@@ -123,7 +123,7 @@ def test_publish_plots_score_against_forgetting(tmp_path):
     pytest.importorskip("matplotlib")
     from initbench import leaderboard
     from initbench.plots import write_plots
-    from initbench.results import read_results
+    from initbench.counted import read_results
 
     for seed in (0, 1):
         for method, kl, value in (("base", None, 0.1), ("lora", 0.012, 0.6), ("pissa", 0.003, 0.5)):

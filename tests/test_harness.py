@@ -6,9 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from initbench.api import InitMethod
+from initbench.counted import read_results
 from initbench.harness import run_one
 from initbench.registry import get_method
-from initbench.results import CURVE_SUFFIX, read_results
+from initbench.results import CURVE_SUFFIX
 
 
 def _run(suite, method, seed, out, task=0):
@@ -84,19 +85,20 @@ def test_base_model_is_loaded_once_and_nothing_leaks_between_runs(smoke_suite, t
     """One model per process, lent to one run at a time: LoRA gives it back pristine (kept, not
     reloaded); PiSSA rewrites base weights (dropped, reloaded); a LoRA run after PiSSA scores and
     trains bit for bit like one in a fresh folder and process state."""
-    from initbench import harness
+    from initbench import lending
+    from initbench.fingerprints import fingerprints
     from initbench.seeding import pick_device
 
     loads = []
-    real_load = harness.load_model
-    monkeypatch.setattr(harness, "load_model", lambda *a: loads.append(1) or real_load(*a))
-    monkeypatch.setattr(harness, "_BASE_MODELS", {})
+    real_load = lending.load_model
+    monkeypatch.setattr(lending, "load_model", lambda *a: loads.append(1) or real_load(*a))
+    monkeypatch.setattr(lending, "_BASE_MODELS", {})
     task, lora = smoke_suite.tasks[0], get_method("lora")
     first = run_one(smoke_suite, lora, task, 0, tmp_path / "a")
     device = pick_device()
-    loaded = harness.base_model(smoke_suite, device)
-    pristine = harness.state_fingerprints(loaded.model)
-    assert harness.return_base_model(loaded, loaded.model)
+    loaded = lending.base_model(smoke_suite, device)
+    pristine = fingerprints(loaded.model)
+    assert lending.return_base_model(loaded, loaded.model)
     run_one(smoke_suite, get_method("lora"), task, 1, tmp_path / "a")
     on_kept = run_one(smoke_suite, lora, task, 0, tmp_path / "b")
     assert len(loads) == 1  # lora left it pristine: kept, not copied, not reloaded
@@ -108,7 +110,7 @@ def test_base_model_is_loaded_once_and_nothing_leaks_between_runs(smoke_suite, t
         curves = [pq.read_table(str(o.path).replace(".results.", ".curve.")).column("loss").to_pylist()
                   for o in (first, again)]
         assert curves[0] == curves[1]
-    model = harness.base_model(smoke_suite, device).model
-    assert harness.state_fingerprints(model) == pristine
+    model = lending.base_model(smoke_suite, device).model
+    assert fingerprints(model) == pristine
     assert not any(p.requires_grad for p in model.parameters())
     assert not any("lora" in name for name, _ in model.named_modules())

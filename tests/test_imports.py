@@ -81,19 +81,30 @@ def test_the_four_named_cycles_are_gone_even_through_lazy_imports():
         assert not (b in graph[a] and a in graph[b]), f"{a} and {b} import each other"
 
 
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), list(graph[start])
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(graph[current])
+    return seen
+
+
+def test_a_run_and_the_protocol_import_one_way_even_through_lazy_imports():
+    """Issue 15 item 3: the modules of a run (harness and the steps it calls) and of the protocol
+    import only modules before them, lazy imports included: none of them can reach itself."""
+    graph = _imports(lazy=True)
+    run = ("harness", "lending", "attach", "fingerprints", "run_record", "execution", "provenance", "train",
+           "init_cache", "train_cache", "forgetting", "export", "samples", "results", "curvature_table")
+    protocol = ("protocol", "counted", "contributed", "tuning_grid", "lr_prior", "status", "sweep")
+    for module in run + protocol:
+        back = sorted(d for d in graph[module] if module in _reachable(graph, d))
+        assert not back, f"{module} imports {back}, which import {module} back"
+
+
 def test_the_suite_loader_its_reader_and_the_trust_model_form_no_cycle_even_lazily():
     graph = _imports(lazy=True)
-
-    def reaches(start: str, goal: str) -> bool:
-        seen, todo = set(), [start]
-        while todo:
-            module = todo.pop()
-            if module == goal:
-                return True
-            if module not in seen:
-                seen.add(module)
-                todo += graph[module]
-        return False
-
     for module in ("suite_file", "trust", "suite_base"):
-        assert not reaches(module, "suite"), f"{module} imports initbench.suite back (directly or through others)"
+        assert "suite" not in _reachable(graph, module), f"{module} imports initbench.suite back (directly or through others)"

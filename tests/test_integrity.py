@@ -14,9 +14,16 @@ from _trees import METRIC, SMOKE, fixed_tree, smoke_row, tamper, write_smoke_run
 
 from initbench import leaderboard
 from initbench.cli import main
+from initbench.counted import read_results
 from initbench.protocol import select
-from initbench.results import CURVE_SUFFIX, ResultsError, finished_status, read_results, validate
+from initbench.results import CURVE_SUFFIX, ResultsError, finished_status, validate
 from initbench.status import grid_status
+from initbench.tuning_grid import trial_grids
+
+
+def _select(out, task):
+    """What a sweep does once lora's trials on ``task`` are in ``out``: select on the suite's grid."""
+    return select(SMOKE, "lora", SMOKE.task(task), out, trial_grids(SMOKE, ["lora"], [task], out)[("lora", task)])
 
 
 def _tuned_tree(out, stale_lr=0.1, chosen_lr=0.01):
@@ -26,7 +33,7 @@ def _tuned_tree(out, stale_lr=0.1, chosen_lr=0.01):
     for task in METRIC:
         for lr in SMOKE.tuning.lr_grid:
             write_smoke_run(out, smoke_row("lora", task, 0, 0.9 if lr == chosen_lr else 0.2, lr=lr, split="validation"))
-        select(SMOKE, "lora", SMOKE.task(task), out)
+        _select(out, task)
         for lr, values in ((stale_lr, (0.3, 0.9)), (chosen_lr, (0.5, 0.6))):
             for seed, value in enumerate(values):
                 write_smoke_run(out, smoke_row("lora", task, seed, value, lr=lr, selected_lr=lr))
@@ -240,7 +247,7 @@ def test_a_selection_older_than_its_trials_is_not_complete(tmp_path, capsys):
     assert all("rerun the sweep to select again" in m and "seed 0 trial at 0.2, now 0.95" in m for m in status.missing)
     assert main(["validate", "--contributed", str(out)]) == 1
     assert "selection-" in capsys.readouterr().out
-    select(SMOKE, "lora", SMOKE.task("addition"), out)  # what the rerun does first: 0.1 wins now
+    _select(out, "addition")  # what the rerun does first: 0.1 wins now
     status = grid_status(out)  # the finals at 0.1 are on disk already; those at 0.01 are set aside now
     assert status.complete and sum("addition" in r and "at lr 0.01, superseded" in r for r in status.set_aside) == 2
 

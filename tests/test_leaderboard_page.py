@@ -15,12 +15,13 @@ import pytest
 from _trees import METRIC, fixed_tree, tuned_tree
 
 from initbench import leaderboard
+from initbench.counted import read_results
 from initbench.leaderboard_page import first_url, paper_url
 from initbench.plots import PLOT_KINDS, pareto_front, write_plots
 from initbench.publish import read_version, verify_version
 from initbench.ranking import ranking
 from initbench.registry import get_method
-from initbench.results import CURVE_SUFFIX, read_results
+from initbench.results import CURVE_SUFFIX
 
 MEANS = {"lora": 0.55, "pissa": 0.62, "milora": 0.58, "full-ft": 0.70}
 CHOSEN = {"lora": 0.01, "pissa": 0.001, "milora": 0.1, "full-ft": 0.001}

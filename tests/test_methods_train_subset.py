@@ -348,7 +348,8 @@ def test_weight_gradient_squares_against_autograd():
 
 def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch):
     from initbench.cli import main
-    from initbench.results import read_results, validate
+    from initbench.counted import read_results
+    from initbench.results import validate
 
     monkeypatch.setenv("INITBENCH_DIAGNOSTICS", "1")
     suite = quick_smoke_suite(tmp_path)
@@ -377,7 +378,7 @@ def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch
 
 def test_diagnostics_off_leaves_nulls(tmp_path, monkeypatch):
     from initbench.cli import main
-    from initbench.results import read_results
+    from initbench.counted import read_results
 
     monkeypatch.delenv("INITBENCH_DIAGNOSTICS", raising=False)
     suite = quick_smoke_suite(tmp_path, steps=1, limit=1)

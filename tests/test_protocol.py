@@ -9,14 +9,17 @@ import pytest
 
 import initbench.evaluation as evaluation
 import initbench.harness as harness
+from initbench.contributed import check_contributed
+from initbench.counted import read_results
 from initbench.data import materialize, with_validation
 from initbench.evaluation import Score
 from initbench.executors import InlineExecutor
-from initbench.protocol import Selection, check_contributed, choose_lr, select
-from initbench.sweep import run_sweep
+from initbench.protocol import Selection, choose_lr, select
 from initbench.registry import get_method
-from initbench.results import read_results, validate
+from initbench.results import validate
 from initbench.suite import SuiteError, load_suite
+from initbench.sweep import run_sweep
+from initbench.tuning_grid import trial_grids
 
 
 def _suite_with(tmp_path, tuning: str):
@@ -68,7 +71,8 @@ def test_files_tasks_get_a_carved_validation_split(tmp_path, smoke_suite):
 def _tune(suite, out, task):
     outcomes = run_sweep(suite, [get_method("lora")], [0], out, InlineExecutor(), protocol="tuned", tasks=[task],
                          report=lambda _: None)
-    return outcomes, select(suite, "lora", task, out)  # re-reads the trial files the sweep selected from
+    grid = trial_grids(suite, ["lora"], [task.name], out)[("lora", task.name)]
+    return outcomes, select(suite, "lora", task, out, grid)  # re-reads the trial files the sweep selected from
 
 
 def test_tuning_never_reads_the_test_split(smoke_suite, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import torch
 
 from conftest import REPO
-from initbench import provenance
+from initbench import execution, provenance
 from initbench.harness import run_one
 from initbench.registry import get_method
 
@@ -80,6 +80,6 @@ def test_differences_name_what_changed_and_skip_what_an_old_row_lacks():
     found = provenance.differences(old, new)
     assert [line.split(":")[0] for line in found] == ["code_commit", "torch_threads", "execution.autocast"]
     assert provenance.differences(old, dict(old)) == []
-    assert provenance.execution_environment(new) == {
+    assert execution.execution_environment(new) == {
         "INITBENCH_PRECISION": "bf16-autocast", "INITBENCH_COMPILE": "0", "INITBENCH_FAST": "0",
         "INITBENCH_THREADS": "1"}

@@ -15,9 +15,10 @@ import pytest
 from initbench import leaderboard, stats
 from initbench.cli import main
 from initbench.compare import compare
+from initbench.counted import read_results
 from initbench.publish import PublishError, publish
 from initbench.reproduce import reproduce
-from initbench.results import RESULTS_SCHEMA, read_results
+from initbench.results import RESULTS_SCHEMA
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from initbench.counted import read_results
 from initbench.results import (
     RESULTS_SCHEMA,
     finished_status,
-    read_results,
     result_files,
     run_stem,
     validate,
@@ -95,7 +95,8 @@ def test_archived_runs_of_older_schema_versions_still_validate_and_read():
     """The Parquet files under benchmarks/results were written by earlier schema versions (1 to 4)."""
     from conftest import REPO
 
-    from initbench.results import ADDED_IN, read_results
+    from initbench.counted import read_results
+    from initbench.results import ADDED_IN
 
     archive = REPO / "benchmarks" / "results" / "2026-11-23-cpu"
     versions = {pq.read_schema(p).metadata[b"initbench.schema_version"] for p in archive.rglob("*.results.parquet")}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from initbench.api import InitMethod
-from initbench.harness import MethodFailure
+from initbench.attach import MethodFailure
 from initbench.registry import get_method
 from initbench.testing import context, initialize
 

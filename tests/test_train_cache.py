@@ -9,11 +9,12 @@ import pytest
 import torch
 import yaml
 
+from initbench.counted import read_results
 from initbench.executors import InlineExecutor
 from initbench.harness import run_one
 from initbench.init_cache import cache_folder
 from initbench.registry import get_method
-from initbench.results import CURVE_SUFFIX, read_results
+from initbench.results import CURVE_SUFFIX
 from initbench.suite import load_suite
 from initbench.sweep import run_sweep
 from initbench.train_cache import FOLDER, train_key

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 
 from initbench.cli import main
+from initbench.contributed import check_contributed
 from initbench.data import materialize
 from initbench.evaluation import task_yaml_path
-from initbench.protocol import check_contributed
 from initbench.suite import SuiteError, builtin_suite_dir, load_suite
 from initbench.trust import ENV_ALLOW_MODULES, ENV_LM_EVAL_PATH, contributed_problems, lm_eval_task_path
 

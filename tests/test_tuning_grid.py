@@ -14,13 +14,14 @@ import pytest
 import yaml
 
 import initbench.harness as harness
+import initbench.lending as lending
 from conftest import quick_smoke_suite
 from initbench.cli import main
+from initbench.counted import read_results
 from initbench.curvature_table import measure_and_write
 from initbench.executors import InlineExecutor
 from initbench.protocol import ProtocolError, selection_path
 from initbench.registry import get_method
-from initbench.results import read_results
 from initbench.status import grid_status
 from initbench.suite import SuiteError, builtin_suite_dir, load_suite
 from initbench.sweep import run_sweep
@@ -120,7 +121,8 @@ def _no_compute(monkeypatch):
         raise AssertionError("a run started although an input of the grid was missing")
 
     monkeypatch.setattr(harness, "run_one", refuse)
-    monkeypatch.setattr(harness, "base_model", refuse)
+    for module in (harness, lending):  # a run, and what borrows the base model outside one (curvature, --plan)
+        monkeypatch.setattr(module, "base_model", refuse)
 
 
 def test_missing_curvature_is_a_clear_error_before_compute(calibrated, tmp_path, monkeypatch, capsys):
