@@ -132,7 +132,7 @@ def tokens_per_second(mode: Mode, suite_path: str, steps: int, cores: int) -> di
 
     def one(_: int) -> dict:
         done = subprocess.run(command, env=mode_env(mode, threads), capture_output=True, text=True)
-        line = next((l for l in done.stdout.splitlines() if l.startswith(MARK)), None)
+        line = next((text for text in done.stdout.splitlines() if text.startswith(MARK)), None)
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"tokens/s child failed ({done.returncode}): {done.stderr[-1500:]}")
         return json.loads(line[len(MARK):])

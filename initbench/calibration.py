@@ -123,13 +123,13 @@ class Calibrator:
             if labels_only:
                 mask &= batch["labels"] != -100
 
-            def hook(name: str):
+            def hook(name: str, into: dict[str, torch.Tensor], mask: torch.Tensor):
                 def capture(_module, args, _output):
-                    captured[name] = args[0].detach()[mask].to(torch.float32)
+                    into[name] = args[0].detach()[mask].to(torch.float32)
 
                 return capture
 
-            handles = [layer.get_base_layer().register_forward_hook(hook(name)) for name, layer in layers]
+            handles = [layer.get_base_layer().register_forward_hook(hook(name, captured, mask)) for name, layer in layers]
             try:
                 with torch.no_grad(), self.model.disable_adapter():
                     self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])

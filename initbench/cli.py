@@ -316,7 +316,7 @@ def _data_summary(suite) -> str:
             other[f"generated ({data.generator.partition(':')[0]})"] = None
         if data.files:
             other["files"] = None
-        for split, source in data.splits.items():
+        for source in data.splits.values():
             if source.hub:
                 limit = f"[:{source.limit}]" if source.limit else ""
                 name = source.hub.id + (f"[{source.hub.config}]" if source.hub.config else "")

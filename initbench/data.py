@@ -104,7 +104,7 @@ def _call_generator(task: TaskSpec, where: str) -> dict[str, list[dict[str, Any]
     try:
         splits = function(**task.data.args)
     except TypeError as err:
-        raise SuiteError(f"{where}: key 'tasks.{task.name}.data.args' does not fit {task.data.generator}: {err}")
+        raise SuiteError(f"{where}: key 'tasks.{task.name}.data.args' does not fit {task.data.generator}: {err}") from err
     for split in ("train", "test"):
         if split not in splits:
             raise SuiteError(f"{where}: generator {task.data.generator} returned no {split!r} split")

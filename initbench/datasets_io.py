@@ -210,7 +210,7 @@ def _parse(raw: bytes, path: Path, key: str, where: str) -> list[dict[str, Any]]
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         rows = json.loads(text)
     except json.JSONDecodeError as err:
-        raise SuiteError(f"{where}: key '{key}': {path} is not valid JSON{' lines' if path.suffix == '.jsonl' else ''}: {err}")
+        raise SuiteError(f"{where}: key '{key}': {path} is not valid JSON{' lines' if path.suffix == '.jsonl' else ''}: {err}") from err
     if not isinstance(rows, list):
         raise SuiteError(f"{where}: key '{key}': {path} must hold a JSON list of rows (or be .jsonl)")
     return rows

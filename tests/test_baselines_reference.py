@@ -266,10 +266,10 @@ def test_fwsvd_against_the_weighted_objective(name):
     F = _matrix(seed=3) ** 2
     layer, s, W = _initialized(name, _matrix(), fisher=F)
     A, B, _, W1 = _parts(layer)
-    I = F.double().sum(1).sqrt()
-    U, S, V = _svd_by_eigh(I[:, None] * W.double())
+    importance = F.double().sum(1).sqrt()
+    U, S, V = _svd_by_eigh(importance[:, None] * W.double())
     root = (S[:R] / s).sqrt()
-    B_ref, A_ref = _paired((U[:, :R] / I[:, None]) * root, root[:, None] * V[:, :R].T, B, A)
+    B_ref, A_ref = _paired((U[:, :R] / importance[:, None]) * root, root[:, None] * V[:, :R].T, B, A)
     _close(B, B_ref)
     _close(A, A_ref)
     _close(W1, W.double() - s * B_ref @ A_ref)

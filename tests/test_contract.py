@@ -200,12 +200,12 @@ def inline_problems(text: str) -> list[str]:
         if not candidates:
             continue
 
-        def fits(params):
+        def fits(params, args):
             names = [p.name for p in params]
             required = [p.name for p in params if p.default is inspect.Parameter.empty]
             return args == names[:len(args)] and set(required) <= set(args)
 
-        if not any(fits(params) for params in candidates):
+        if not any(fits(params, args) for params in candidates):
             expected = " or ".join(f"({', '.join(p.name for p in params)})" for params in candidates)
             problems.append(f"`{receiver + '.' if receiver else ''}{fname}({', '.join(args)})`: the code's "
                             f"parameters are {expected}")

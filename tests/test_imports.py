@@ -39,21 +39,21 @@ def _imports(lazy: bool) -> dict[str, set[str]]:
     package = Path(__file__).resolve().parents[1] / "initbench"
     names = {p.stem for p in package.glob("*.py")}
     graph: dict[str, set[str]] = {}
+
+    def visit(node: ast.AST, in_function: bool, found: set[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.ImportFrom) and child.module and (lazy or not in_function):
+                if child.module == "initbench":
+                    found.update(a.name for a in child.names if a.name in names)
+                elif child.module.startswith("initbench."):
+                    found.add(child.module.split(".")[1])
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)), found)
+
     for path in package.glob("*.py"):
         found: set[str] = set()
-
-        def visit(node: ast.AST, in_function: bool) -> None:
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                    continue
-                if isinstance(child, ast.ImportFrom) and child.module and (lazy or not in_function):
-                    if child.module == "initbench":
-                        found.update(a.name for a in child.names if a.name in names)
-                    elif child.module.startswith("initbench."):
-                        found.add(child.module.split(".")[1])
-                visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
-
-        visit(ast.parse(path.read_text()), False)
+        visit(ast.parse(path.read_text()), False, found)
         graph[path.stem] = found - {path.stem}
     return graph
 

@@ -39,7 +39,7 @@ def _cli(*args):
 def test_example_plugin_is_listed_and_runs_end_to_end(installed_plugin, tmp_path):
     listed = _cli("methods")
     assert listed.returncode == 0
-    line = next(l for l in listed.stdout.splitlines() if "example-pca" in l)
+    line = next(text for text in listed.stdout.splitlines() if "example-pca" in text)
     assert "initbench-example-plugin 0.1.0" in line and "top-r eigenvectors" in line
 
     out = tmp_path / "runs"
@@ -95,6 +95,6 @@ def test_the_cli_names_the_failing_plugin_hook_and_how_to_get_its_traceback(tmp_
     quiet = subprocess.run([sys.executable, "-m", "initbench.cli", "evaluate", "--suite", str(suite), "--method", name,
                             "--seeds", "0", "--out", str(tmp_path / "runs")], capture_output=True, text=True, env=env)
     assert quiet.returncode == 1
-    line = next(l for l in quiet.stderr.splitlines() if l.startswith("initbench: run failed:"))
+    line = next(text for text in quiet.stderr.splitlines() if text.startswith("initbench: run failed:"))
     assert f"method '{name}' ({name}) raised in build_optimizer: TypeError:" in line
     assert "Traceback" not in quiet.stderr and "INITBENCH_DEBUG=1 prints each failed run's traceback" in quiet.stderr

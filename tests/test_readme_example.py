@@ -40,7 +40,7 @@ def _rows(n: int, seed: int) -> list[dict]:
         a, b = rng.randint(1, 9), rng.randint(1, 9)
         options = [a + b + d for d in (0, 1, 2, 3, 4)]
         rng.shuffle(options)
-        rows.append({"question": f"What is {a} + {b}?", "options": [f"{l}){o}" for l, o in zip("ABCDE", options)],
+        rows.append({"question": f"What is {a} + {b}?", "options": [f"{letter}){o}" for letter, o in zip("ABCDE", options)],
                      "rationale": f"{a} + {b} = {a + b}", "correct": "ABCDE"[options.index(a + b)]})
     return rows
 

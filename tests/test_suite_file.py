@@ -78,7 +78,7 @@ def test_a_recursive_alias_is_refused(tmp_path):
     path.write_text(SMOKE.replace("args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}",
                                   "args: &loop {digits: 1, more: [*loop]}", 1))
     with pytest.raises(SuiteError, match="refers to a node that contains it"):
-        load_suite(str(path)).spec_hash
+        _ = load_suite(str(path)).spec_hash
 
 
 @pytest.mark.parametrize("body, fragment", [
