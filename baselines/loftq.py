@@ -22,9 +22,9 @@ path is bitsandbytes' int8 and the reference's 2-bit a 4-value table).
 from __future__ import annotations
 
 import torch
+from initbench_baselines.nf4 import nf4_round_trip
 
 from initbench.api import LayerwiseInit
-from initbench_baselines.nf4 import nf4_round_trip
 
 
 def loftq_factors(weight: torch.Tensor, rank: int, iterations: int = 1

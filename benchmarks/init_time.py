@@ -16,16 +16,15 @@ import time
 
 import psutil
 import torch
+from initbench_tasks.generators import addition
 from tabulate import tabulate
 
+from initbench.attach import attach_and_initialize, lora_settings
 from initbench.budget import Budget, CalibrationSpec, Spend
 from initbench.data import tokenize_records
-from initbench.attach import attach_and_initialize, lora_settings
-from initbench.models import linear_params
-from initbench.models import load_model
+from initbench.models import linear_params, load_model
 from initbench.registry import get_method
 from initbench.suite import LoraSpec, ModelSpec
-from initbench_tasks.generators import addition
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 import torch
 
 from initbench.adapters import (
-    PARTS, active_adapter, freeze, insert_middle, lora_A_linear, lora_layers, middle_of, train_only_layer,
+    PARTS,
+    active_adapter,
+    freeze,
+    insert_middle,
+    lora_A_linear,
+    lora_layers,
+    middle_of,
+    train_only_layer,
     trainable_parts,
 )
 from initbench.budget import OptimizerSpec

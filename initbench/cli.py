@@ -345,8 +345,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from initbench.executors import executor_names, make_executor
     from initbench.protocol import ProtocolError
     from initbench.registry import PluginError, get_method
-    from initbench.sweep import run_sweep
     from initbench.suite import SuiteError, load_suite
+    from initbench.sweep import run_sweep
 
     seeds = parse_seeds(args.seeds)
     try:
@@ -496,8 +496,15 @@ def check_out(out: Path) -> None:
 def _apply_execution_mode(args: argparse.Namespace) -> None:
     """Put ``--precision``/``--compile`` into the environment every worker inherits, and check the
     execution settings (from flags or environment) before any run starts."""
-    from initbench.execution import (COMPILE_ENV, PRECISION_ENV, ExecutionError, bf16_warning, compile_enabled,
-                                     init_reuse_enabled, worker_threads)
+    from initbench.execution import (
+        COMPILE_ENV,
+        PRECISION_ENV,
+        ExecutionError,
+        bf16_warning,
+        compile_enabled,
+        init_reuse_enabled,
+        worker_threads,
+    )
     from initbench.seeding import pick_device
 
     if args.precision is not None:

@@ -31,10 +31,11 @@ import json
 import re
 import sys
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from initbench.results import write_json_atomic
 from initbench.suite import Suite, TaskSpec

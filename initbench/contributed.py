@@ -82,7 +82,7 @@ def check_contributed(table: pa.Table) -> list[str]:
     return problems
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _suite(name: str, spec_hash: str) -> Suite | None:
     """The built-in suite ``name`` if its current spec hash is ``spec_hash`` (else None: the
     completeness check reports the mismatch)."""
@@ -93,7 +93,7 @@ def _suite(name: str, spec_hash: str) -> Suite | None:
     return suite if suite.spec_hash == spec_hash else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _method(name: str) -> tuple[Any, str]:
     """(the registered method, "") or (None, why it is not acceptable)."""
     from initbench.registry import PluginError, get_method
@@ -106,7 +106,7 @@ def _method(name: str) -> tuple[Any, str]:
         return None, str(err)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _task_metrics(lm_eval_task: str) -> frozenset[str]:
     from initbench.evaluation import metric_keys
 

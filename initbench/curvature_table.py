@@ -70,9 +70,9 @@ def measure(
     from initbench import provenance
     from initbench.attach import attach_and_initialize, lora_settings
     from initbench.budget import Spend
+    from initbench.curvature import top_hessian_eigenvalues
     from initbench.lending import base_model, return_base_model
     from initbench.models import linear_params
-    from initbench.curvature import top_hessian_eigenvalues
     from initbench.seeding import pick_device, seed_everything
 
     if not (method.trains and method.attaches_lora):

@@ -36,8 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from initbench.suite import SplitSource, SuiteError
 from initbench.formatters import FORMATTERS, Record
+from initbench.suite import SplitSource, SuiteError
 
 ENV_DATA_DIR = "INITBENCH_DATA_DIR"
 

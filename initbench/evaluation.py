@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from initbench.suite import SuiteError, TaskSpec
 
@@ -82,7 +83,7 @@ def task_config(task_name: str, data: TaskData, split: str = "test", folder: Pat
     return config
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def metric_keys(task_name: str, folder: Path | None = None) -> dict[str, bool]:
     """Every metric key the task records (``parse_scores``' names: the metric, with its filter when
     the filter is not ``none``), in the task YAML's order (metrics, then filters), and whether higher

@@ -159,8 +159,8 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
     """Every statistic of the leaderboard, as plain data: one entry per (suite, spec hash)
     with a block per protocol present (``tuned`` first), convergence, cost and tuning, and
     curvature at init where ``curvature`` (``initbench.curvature_table``) measured it."""
-    from initbench.curvature_board import curvature_cells, curvature_fits
     from initbench.counted import final_rows, has_tuned
+    from initbench.curvature_board import curvature_cells, curvature_fits
 
     if "protocol" not in table.schema.names:
         from initbench.results import upgrade

@@ -144,7 +144,7 @@ CHAR_VOCAB = list("0123456789+-*/=?:.,;()[] abcdefghijklmnopqrstuvwxyzABCDEFGHIJ
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level tokenizer built in code, so tests need no files or network."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
     vocab = {tok: i for i, tok in enumerate(specials + CHAR_VOCAB)}

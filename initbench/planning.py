@@ -98,8 +98,8 @@ def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
     """Seconds of a run's training, from ``steps`` timed ``lora`` steps on the suite's model now."""
     from initbench import data as task_data
     from initbench import execution
-    from initbench.budget import Spend
     from initbench.attach import attach_and_initialize, lora_settings
+    from initbench.budget import Spend
     from initbench.lending import base_model, return_base_model
     from initbench.models import linear_params
     from initbench.registry import get_method

@@ -56,8 +56,15 @@ from tabulate import tabulate
 
 from initbench import __version__, leaderboard
 from initbench.counted import read_results
-from initbench.results import (CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SCHEMA, upgrade, validate,
-                               write_atomic, write_json_atomic)
+from initbench.results import (
+    CURVE_SCHEMA,
+    CURVE_SUFFIX,
+    RESULTS_SCHEMA,
+    upgrade,
+    validate,
+    write_atomic,
+    write_json_atomic,
+)
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"

@@ -13,7 +13,6 @@ from tabulate import tabulate
 from initbench.publish import MANIFEST_FILE, PublishError, is_version, read_version
 from initbench.results import read_file
 
-
 #: the columns a rerun must record exactly as the published run did (besides every metric's value)
 RERUN_COLUMNS = ("status", "data_hash", "lora_rank", "learning_rate", "optimizer_steps", "train_tokens",
                  "calibration_examples", "trainable_params", "total_params")

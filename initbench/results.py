@@ -58,8 +58,8 @@ and the final at its rate and seed, ``initbench.train_cache``).  Null in older f
 from __future__ import annotations
 
 import errno
-import math
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any

@@ -21,10 +21,13 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from initbench.budget import Budget
 from initbench.formatters import FORMATTERS
-from initbench.suite_base import SuiteError, beside_suite, builtin_suite_dir  # noqa: F401 -- re-exported: most modules import them from here
+from initbench.suite_base import (  # noqa: F401 -- re-exported: most modules import them from here
+    SuiteError,
+    beside_suite,
+    builtin_suite_dir,
+)
 from initbench.suite_file import read_suite_yaml
 from initbench.trust import check_name, generator_problem, suite_lm_eval_dir
-
 
 #: task families a suite may declare (``family:``); methods whose papers set hyperparameters per
 #: family (LoRA-XS's alpha, LoRA-SB's calibration amount) read it through ``InitContext.family`` and

@@ -22,10 +22,11 @@ import hashlib
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from initbench import claims
 from initbench.results import DONE, RESULTS_SUFFIX, STALE, finished_status, read_rows, run_stem, write_json_atomic

@@ -57,8 +57,9 @@ def tiny_base(seed: int = 0) -> tuple[torch.nn.Module, object]:
 
 def calibration_examples(tokenizer: object, n: int = 40, max_length: int = 48) -> list[dict[str, list[int]]]:
     """``n`` tokenized one-digit additions (the ``train`` split of the built-in generator)."""
-    from initbench.data import tokenize_records
     from initbench_tasks.generators import addition
+
+    from initbench.data import tokenize_records
 
     records = addition(digits=1, n_train=n, n_validation=1, n_test=1)["train"]
     return tokenize_records(records, tokenizer, max_length)

@@ -21,10 +21,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from initbench.results import CURVE_SCHEMA, CURVE_SUFFIX, RESULTS_SUFFIX, read_file
 from initbench.samples import run_file

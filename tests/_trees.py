@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from initbench.results import RESULTS_SCHEMA, format_lr, run_stem, write_run
 from initbench.suite import load_suite

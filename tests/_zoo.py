@@ -6,16 +6,15 @@ import copy
 import dataclasses
 
 import torch
+from initbench_tasks.generators import addition
 
+from initbench.attach import attach_and_initialize, lora_settings
 from initbench.budget import Budget, CalibrationSpec, Spend
 from initbench.calibration import Calibrator
 from initbench.data import tokenize_records
-from initbench.attach import attach_and_initialize, lora_settings
-from initbench.models import linear_params
-from initbench.models import tiny_model
+from initbench.models import linear_params, tiny_model
 from initbench.registry import get_method
 from initbench.suite import LoraSpec
-from initbench_tasks.generators import addition
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2}

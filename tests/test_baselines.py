@@ -7,9 +7,9 @@ import os
 
 import pytest
 import torch
-
-from conftest import SHARED_DATA, quick_smoke_suite
 from _zoo import CALIB, RANK, attach, base_model, calibrator, lora_tensors, probe_batch
+from conftest import SHARED_DATA, quick_smoke_suite
+
 from initbench.budget import OptimizerSpec
 from initbench.registry import PluginError, get_method
 
@@ -192,8 +192,8 @@ ALL = ["lora", "gaussian", "lora-reversed", "pissa", "pissa-niter-4", "milora", 
 
 def test_every_method_runs_end_to_end(tmp_path):
     from initbench.cli import main
-    from initbench.registry import method_names
     from initbench.counted import read_results
+    from initbench.registry import method_names
 
     assert set(ALL) - {"lora+rslora+lora-plus"} <= set(method_names())
     methods = [m for m in ALL if m != "corda-kpm" or "INITBENCH_DATA_DIR" in os.environ]  # see _nq_open

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 from _zoo import RANK, TARGETS, attach, base_model, calibrator, lora_tensors
 
 

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _zoo import ALPHA, RANK, TARGETS, attach, base_model
+from initbench_baselines.lora import LoRAReversed
+
 from initbench.adapters import delta_weight, lora_A_linear, middle_of, trainable_parts
 from initbench.api import InitContext, lora_layers
 from initbench.attach import lora_settings
 from initbench.registry import get_method
 from initbench.suite import LoraSpec
 from initbench.testing import BUDGET
-from initbench_baselines.lora import LoRAReversed
 
 OUT, IN, R = 12, 10, 3
 TOL = dict(atol=2e-5, rtol=1e-4)

@@ -13,16 +13,16 @@ import math
 
 import pytest
 import torch
-
 from _zoo import CALIB, DEFAULT_BUDGET, RANK, TARGETS, base_model, examples, lora_tensors
 from conftest import SHARED_DATA, quick_smoke_suite
+
 from initbench.adapters import delta_weight, lora_A_linear, middle_of
 from initbench.api import lora_layers
+from initbench.attach import MethodFailure, attach_and_initialize, lora_settings
 from initbench.budget import Budget, BudgetExceeded, CalibrationSpec, ScheduleSpec, Spend
 from initbench.calibration import Calibrator
 from initbench.data import collate
 from initbench.datasets_io import use_data_dir
-from initbench.attach import MethodFailure, attach_and_initialize, lora_settings
 from initbench.models import linear_params
 from initbench.registry import get_method
 from initbench.suite import LoraSpec, SuiteError, load_suite
@@ -175,9 +175,8 @@ def test_lora_xs_equals_sklearn_truncated_svd_of_w_transpose():
     """LoRA-XS utils/initialization_utils.py line 95: get_replacement_module(weight=W^T); utils/svd_utils.py
     lines 6-18: TruncatedSVD(n_components=r, n_iter=10, random_state=42), enc = transform(W^T),
     dec = components_; lines 110 and 114: lora_B = dec^T, lora_A = enc^T; line 116: latent ~ N(0, 1e-5^2)."""
-    from sklearn.decomposition import TruncatedSVD
-
     from initbench_baselines.lora_sb import lora_xs_factors
+    from sklearn.decomposition import TruncatedSVD
 
     W = torch.randn(24, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     W = W * torch.linspace(3.0, 0.1, 16, dtype=torch.float64)  # a spread spectrum, distinct singular values

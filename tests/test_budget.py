@@ -4,6 +4,7 @@ that what it spent is what the suite grants (the harness and ``validate --contri
 from __future__ import annotations
 
 from conftest import quick_smoke_suite
+
 from initbench.budget import Budget, CalibrationSpec, Spend
 from initbench.harness import run_one
 from initbench.registry import get_method

@@ -13,10 +13,10 @@ import time
 from collections import Counter
 
 import pytest
-
 from conftest import REPO, cli_env, quick_smoke_suite
-from initbench import claims
 from sweep_methods import LOG, SLEEP
+
+from initbench import claims
 
 SLOW = "tests.sweep_methods:SlowLogged"
 

@@ -8,11 +8,18 @@ import time
 
 import pytest
 import yaml
-
 from conftest import SHARED_DATA, quick_smoke_suite
+
 from initbench.contamination import (
-    TrainingIndex, check_results, contamination_report, main, refusal, report_path, split_overlap,
-    tokens, write_report,
+    TrainingIndex,
+    check_results,
+    contamination_report,
+    main,
+    refusal,
+    report_path,
+    split_overlap,
+    tokens,
+    write_report,
 )
 from initbench.suite import load_suite
 

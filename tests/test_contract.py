@@ -9,11 +9,10 @@ import dataclasses
 import inspect
 import re
 import textwrap
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from initbench.api import InitContext, InitMethod, LayerInit, LayerView, LayerwiseInit, LoraSettings
 from initbench.budget import OptimizerSpec
 from initbench.calibration import Calibrator

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pyarrow.compute as pc
-
 from conftest import quick_smoke_suite
-from initbench.curvature_table import measure_and_write, mean_lambda, read_table
+
+from initbench.curvature_table import mean_lambda, measure_and_write, read_table
 from initbench.registry import get_method
 from initbench.suite import load_suite
 

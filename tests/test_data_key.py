@@ -8,8 +8,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-
 from conftest import quick_smoke_suite
+
 from initbench.executors import InlineExecutor
 from initbench.registry import get_method
 from initbench.results import STALE, finished_status

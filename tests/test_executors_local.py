@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import quick_smoke_suite
+
 from initbench import execution
 from initbench.executors import LocalExecutor
 from initbench.registry import get_method

@@ -9,10 +9,10 @@ import json
 
 import pytest
 import torch
+from _zoo import DEFAULT_BUDGET, attach, base_model, examples, probe_batch
 from peft import PeftModel
 from safetensors import safe_open
 
-from _zoo import DEFAULT_BUDGET, attach, base_model, examples, probe_batch
 from initbench.api import InitMethod
 from initbench.budget import Spend
 from initbench.data import collate

@@ -59,8 +59,8 @@ def test_base_side_is_the_untouched_model_not_the_adapter_switched_off():
 def test_final_runs_record_forgetting_on_nq_open_and_scores_do_not_move(tmp_path, monkeypatch):
     """Through the harness: a training method's final run records its forgetting on the NQ-open held
     set (base: null), and measuring it leaves the run's scores and loss curve unchanged."""
-    import pytest
     import pyarrow.parquet as pq
+    import pytest
     from conftest import SHARED_DATA, quick_smoke_suite
 
     from initbench import forgetting as module
@@ -122,8 +122,8 @@ def test_publish_plots_score_against_forgetting(tmp_path):
 
     pytest.importorskip("matplotlib")
     from initbench import leaderboard
-    from initbench.plots import write_plots
     from initbench.counted import read_results
+    from initbench.plots import write_plots
 
     for seed in (0, 1):
         for method, kl, value in (("base", None, 0.1), ("lora", 0.012, 0.6), ("pissa", 0.003, 0.5)):

@@ -54,8 +54,9 @@ def test_methods_that_depend_on_the_rate_or_change_what_trains_store_nothing(nam
 
 def test_a_tuned_sweep_reuses_the_trials_init_and_cleans_up(tmp_path):
     from conftest import quick_smoke_suite
-    from initbench.executors import InlineExecutor
+
     from initbench.counted import read_results
+    from initbench.executors import InlineExecutor
     from initbench.suite import load_suite
     from initbench.sweep import run_sweep
 

@@ -7,7 +7,6 @@ import importlib.util
 
 import pytest
 import torch
-
 from initbench_baselines.loftq import LoftQ, loftq_factors
 from initbench_baselines.nf4 import nf4_code, nf4_round_trip
 

@@ -8,17 +8,25 @@ import math
 
 import pytest
 import torch
-
-from conftest import quick_smoke_suite
 from _zoo import CALIB, RANK, attach, base_model, calibrator, lora_tensors, probe_batch
-from initbench.adapters import (MiddleA, delta_weight, freeze, insert_middle, lora_A_linear, middle_of,
-                                train_only, trainable_parts)
+from conftest import quick_smoke_suite
+from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors, summed_batch_gradients
+
+from initbench.adapters import (
+    MiddleA,
+    delta_weight,
+    freeze,
+    insert_middle,
+    lora_A_linear,
+    middle_of,
+    train_only,
+    trainable_parts,
+)
 from initbench.api import InitContext, lora_layers
 from initbench.budget import Budget, OptimizerSpec, ScheduleSpec
 from initbench.diagnostics import effective_rank
 from initbench.registry import get_method
 from initbench.train import build_optimizer
-from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors, summed_batch_gradients
 
 NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fwsvd"]
 PRESERVING = ["slora", "loldu", "svfit", "fwsvd"]

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, cli_env, quick_smoke_suite
+
 from initbench.api import InitMethod
 from initbench.counted import read_results
 from initbench.harness import run_one

@@ -8,8 +8,8 @@ import subprocess
 
 import pyarrow.parquet as pq
 import torch
-
 from conftest import REPO
+
 from initbench import execution, provenance
 from initbench.harness import run_one
 from initbench.registry import get_method

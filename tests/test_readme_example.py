@@ -8,8 +8,8 @@ import random
 import re
 
 import yaml
-
 from conftest import REPO
+
 from initbench.cli import main
 from initbench.results import read_results
 from initbench.suite import builtin_suite_dir

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import SHARED_DATA
+
 from initbench import datasets_io, formatters
 from initbench.data import materialize
 from initbench.datasets_io import DataUnavailable, data_dir, load_splits, use_data_dir

@@ -109,6 +109,7 @@ def not_an_executor(options):
 
 def test_a_plugin_executor_runs_a_sweep_by_its_entry_point_name(tmp_path, monkeypatch):
     from conftest import quick_smoke_suite
+
     from initbench.cli import main
     from initbench.executors import GROUP, executor_names
     from initbench.results import read_results
@@ -131,6 +132,7 @@ def test_a_plugin_executor_runs_a_sweep_by_its_entry_point_name(tmp_path, monkey
 ])
 def test_a_bad_executor_plugin_is_exit_2_naming_it(tmp_path, monkeypatch, capsys, entry, message):
     from conftest import quick_smoke_suite
+
     from initbench.cli import main
     from initbench.executors import GROUP, make_executor
 
@@ -148,6 +150,7 @@ def test_a_bad_executor_plugin_is_exit_2_naming_it(tmp_path, monkeypatch, capsys
 
 def test_an_unknown_executor_is_exit_2_listing_the_known_ones(tmp_path, capsys):
     from conftest import quick_smoke_suite
+
     from initbench.cli import main
 
     assert main(["sweep", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "base", "--executor", "nope",

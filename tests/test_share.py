@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-
 from conftest import cli_env, quick_smoke_suite
+
 from initbench.cli import main
 from initbench.export import RUN_JSON, saved_folder
 from initbench.results import RESULTS_SUFFIX, read_file, run_stem

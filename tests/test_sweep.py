@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, cli_env, quick_smoke_suite
+from sweep_methods import MARKER
+
 from initbench.executors import LocalExecutor, RayExecutor, SlurmExecutor
 from initbench.registry import get_method
 from initbench.status import grid_status, render_status
 from initbench.suite import load_suite
 from initbench.sweep import RunSpec, grid, run_sweep
-from sweep_methods import MARKER
 
 CRASHER = "tests.sweep_methods:CrashOnMarkedSeed"
 

@@ -7,8 +7,8 @@ import types
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import quick_smoke_suite
+
 from initbench import samples
 from initbench.cli import main
 from initbench.harness import run_one

@@ -97,6 +97,7 @@ def test_compile_setting_trains_through_torch_compile_and_says_so(smoke_suite, t
 
 def test_cli_precision_flag_reaches_the_rows_and_a_bad_setting_exits_2(tmp_path, monkeypatch, capsys):
     from conftest import quick_smoke_suite
+
     from initbench.cli import main
 
     monkeypatch.setenv("INITBENCH_PRECISION", "float32")  # restored after the test; main() overrides it

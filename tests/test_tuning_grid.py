@@ -12,10 +12,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import quick_smoke_suite
 
 import initbench.harness as harness
 import initbench.lending as lending
-from conftest import quick_smoke_suite
 from initbench.cli import main
 from initbench.counted import read_results
 from initbench.curvature_table import measure_and_write
