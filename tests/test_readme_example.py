@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO
 
 from initbench.cli import main
-from initbench.results import read_results
+from initbench.counted import read_results
 from initbench.suite import builtin_suite_dir
 
 SECTION = "### A new data set"

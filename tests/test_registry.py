@@ -111,8 +111,8 @@ def test_a_plugin_executor_runs_a_sweep_by_its_entry_point_name(tmp_path, monkey
     from conftest import quick_smoke_suite
 
     from initbench.cli import main
+    from initbench.counted import read_results
     from initbench.executors import GROUP, executor_names
-    from initbench.results import read_results
 
     (tmp_path / "recplug.py").write_text(RECORDING_EXECUTOR)
     _fake_distribution(tmp_path, "recplug", "recording = recplug:make", group=GROUP)
