@@ -1,4 +1,4 @@
-"""The typed leaderboard: what ``initbench.leaderboard.build`` computes, as frozen dataclasses.
+"""The typed leaderboard: what ``initbench.leaderboard.build`` computes, as dataclasses.
 
 A :class:`Board` holds one :class:`SuiteBoard` per (suite, spec hash) and the runs that did not
 finish.  A suite holds a :class:`ProtocolBlock` per protocol present (``tuned`` first): its
@@ -8,7 +8,9 @@ main protocol, convergence, cost, diagnostics, forgetting, learning rates, tunin
 curvature at init.  Only data lives here: the statistics are computed by
 ``initbench.leaderboard`` (and ``initbench.curvature_board``), and turned into text by
 ``initbench.leaderboard_text``, into a page by ``initbench.leaderboard_page``.
-``dataclasses.asdict(board)`` gives the board as plain data.
+``dataclasses.asdict(board)`` gives the board as plain data.  A board is computed once and then read:
+treat it as read-only (the classes are plain slotted dataclasses, not frozen ones, because a large
+board holds 100,000s of cells and a frozen dataclass takes twice as long to build).
 
 Missing values: ``None`` where a statistic is absent (a column not recorded, a test with too few
 pairs), ``nan`` for an interval that needs two seeds or more.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from initbench.lr_prior import PriorFit
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Cell:
     """One (method, task, metric) of a suite over its evaluation seeds: mean, sample std (ddof=1;
     None with one seed) and the 95% percentile-bootstrap interval of the mean (nan with one seed)."""
@@ -39,7 +41,7 @@ class Cell:
     ci_high: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Normalization:
     """How a protocol's primary metrics are put on a common scale: per task ``(score - floor) /
     (ceiling - floor)``; ``ceiling`` names the row that set each task's ceiling."""
@@ -51,7 +53,7 @@ class Normalization:
     not_normalizable: list[str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AggregateRow:
     """A method across tasks: the IQM of its (normalized) primary scores over seeds x tasks with its
     95% stratified-bootstrap interval, and their plain mean."""
@@ -66,7 +68,7 @@ class AggregateRow:
     tasks: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pairwise:
     """A method against ``lora``: probability of improvement with its interval, and the Wilcoxon
     signed-rank test paired by (seed, task), Holm-adjusted over the suite's methods."""
@@ -84,7 +86,7 @@ class Pairwise:
     significant: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ProtocolBlock:
     """One protocol of a suite: its cells, the primary metric per task, the normalization (None:
     raw primary metric, no ``base`` run), the aggregate and the comparison with ``lora``."""
@@ -97,7 +99,7 @@ class ProtocolBlock:
     pairwise: list[Pairwise]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ConvergenceRow:
     """A (method, task)'s training-loss curves: mean area under the curve, mean steps until the
     EMA loss reached the target (None: no run did) and how many of its runs did."""
@@ -111,7 +113,7 @@ class ConvergenceRow:
     target_loss: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CostRow:
     """A method's cost: means over its final runs (peak memory: the max), its tuning trials' totals
     and the FLOPs of both."""
@@ -134,7 +136,7 @@ class CostRow:
     total_flops: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DiagnosticsRow:
     """A method's rich/lazy diagnostics (``initbench.diagnostics``), means over the runs that recorded them."""
 
@@ -147,7 +149,7 @@ class DiagnosticsRow:
     relative_weight_change: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ForgettingRow:
     """A (method, task)'s forgetting (``initbench.forgetting``): mean KL over seeds with its 95% interval."""
 
@@ -160,7 +162,7 @@ class ForgettingRow:
     ci_high: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TuningRow:
     """One learning rate tried for a (method, task): the validation mean of the primary metric over
     the tuning seeds, and whether tuning chose it."""
@@ -174,7 +176,7 @@ class TuningRow:
     selected: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CurvatureCell:
     """A (method, task)'s curvature at init (``initbench.curvature_board``): lambda_max (mean over the
     measured seeds), the rate lr-prior predicts from it, the rate tuning chose and the grid's edge."""
@@ -192,7 +194,7 @@ class CurvatureCell:
     edge: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SuiteBoard:
     """One (suite, spec hash): a block per protocol present, and for the main protocol (``tuned``
     when present; None: no final runs) the run ids and every per-method table."""
@@ -212,7 +214,7 @@ class SuiteBoard:
     curvature_fits: dict[str, PriorFit | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Failure:
     """A run that did not finish ok, with its reason."""
 
@@ -224,7 +226,7 @@ class Failure:
     error: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Board:
     """The whole leaderboard of a results table."""
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +58,7 @@ import pyarrow.compute as pc
 from initbench import stats
 from initbench.board import (AggregateRow, Board, Cell, ConvergenceRow, CostRow, DiagnosticsRow, Failure,
                              ForgettingRow, Normalization, Pairwise, ProtocolBlock, SuiteBoard, TuningRow)
+from initbench.protocol import rows_where
 
 BOOTSTRAP_REPS = 2_000
 IQM_REPS = 5_000
@@ -76,15 +78,17 @@ KEYS = ["suite", "suite_hash", "method", "is_reference", "task", "metric"]
 def aggregate(table: pa.Table, ci: bool = True) -> pa.Table:
     """Mean, std (sample, ddof=1), seed count and (``ci``) the 95% percentile-bootstrap interval
     of the mean per (suite, suite_hash, method, task, metric) over ok final runs."""
+    table = table.select([c for c in KEYS + ["seed", "value", "status", "phase"] if c in table.column_names])
     keep = pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table["metric"]))
     if "phase" in table.schema.names:
         keep = pc.and_(keep, pc.equal(table["phase"], "final"))
-    ok = table.filter(keep)
-    specs = [("value", "mean"), ("value", "stddev", pc.VarianceOptions(ddof=1)), ("seed", "count_distinct")]
+    ok = rows_where(table, keep)
+    specs = [("value", "mean"), ("value", "stddev", pc.VarianceOptions(ddof=1)), ("seed", "list")]
     if ci:
         specs.append(("value", "list"))
     grouped = ok.group_by(KEYS, use_threads=False).aggregate(specs)
-    grouped = grouped.rename_columns(KEYS + ["mean", "std", "seeds"] + (["values"] if ci else []))
+    grouped = grouped.rename_columns(KEYS + ["mean", "std", "seed_list"] + (["values"] if ci else []))
+    grouped = grouped.set_column(grouped.column_names.index("seed_list"), "seeds", _distinct(grouped["seed_list"]))
     if ci:
         low, high = bootstrap_cells(grouped["values"])
         grouped = grouped.drop_columns(["values"]).append_column("ci_low", pa.array(low)).append_column(
@@ -98,31 +102,229 @@ def bootstrap_cells(values: pa.ChunkedArray | pa.Array, reps: int = BOOTSTRAP_RE
 
     Cells with the same number of values n share one draw of ``reps`` multinomial weight
     vectors (seeded), so the whole table costs a few matrix products: each cell's interval
-    is exactly a percentile bootstrap of its own mean.  n < 2: NaN; a constant cell: (c, c)
-    (``stats.bootstrap_ci``'s conventions)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(int)
-    flat = pc.list_flatten(values).to_numpy(zero_copy_only=False).astype(float)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    low = np.full(len(lengths), math.nan)
-    high = np.full(len(lengths), math.nan)
+    is exactly a percentile bootstrap of its own mean (``_interval_of_means``).  n < 2: NaN;
+    a constant cell: (c, c) (``stats.bootstrap_ci``'s conventions)."""
+    low = np.full(len(values), math.nan)
+    high = np.full(len(values), math.nan)
     alpha = 1.0 - confidence
-    for n in np.unique(lengths):
+    for n, cells, x in _sorted_lists(values, float):  # x: (cells, n), each row sorted (row order is moot)
         if n < 2:
             continue
-        cells = np.flatnonzero(lengths == n)
-        x = np.sort(flat[offsets[cells][:, None] + np.arange(n)], axis=1)  # (cells, n); sorted: row order is moot
         rng = np.random.default_rng([seed, int(n)])
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=reps).T / n  # (n, reps)
-        chunk = max(1, 4_000_000 // reps)
-        for start in range(0, len(cells), chunk):
-            means = x[start:start + chunk] @ weights  # (chunk, reps)
-            lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=1)
-            low[cells[start:start + chunk]], high[cells[start:start + chunk]] = lo, hi
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=reps)  # (reps, n): resample r takes value i c[r, i] times
+        low[cells], high[cells] = _interval_of_means(x, counts, np.array([alpha / 2, 1 - alpha / 2]))
         constant = np.all(x == x[:, :1], axis=1)
         low[cells[constant]] = high[cells[constant]] = x[constant, 0]
     return low, high
+
+
+_SAMPLE = 256  # a row's candidate means per tail: numpy sorts rows of up to 256 doubles with SIMD networks
+_CANDIDATES = 256  # the means taken first from each end of the proxy order
+_BLOCK = 128  # rows per block product: a block's means stay in the CPU cache while its tails are read
+_CHUNK_ELEMENTS = 4_000_000  # bootstrap means per chunk product (the chunks the intervals were first drawn in)
+
+
+def _interval_of_means(x: np.ndarray, counts: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.quantile(x @ (counts.T / n), q, axis=1)`` for two quantiles ``q`` (one below, one above the
+    median), with the products taken in chunks of ``_CHUNK_ELEMENTS`` means: the percentiles of each
+    row's bootstrap means, one mean per resample.  The same numbers, computed faster:
+
+    * the means: per block of ``_BLOCK`` rows, with the resamples in the order of the mean they give
+      the block's average (standardized) row.  A product computes each entry on its own, so a block
+      product with columns in another order gives the chunk product's entries; that is checked on the
+      first chunk (every entry), and where it does not hold the chunk products are used as they are;
+    * the quantiles: ``np.quantile`` interpolates between two order statistics at each tail.  They
+      are read off the ``_SAMPLE`` most extreme candidates of the order (sorted, a fast SIMD sort)
+      once every other mean of the row is checked to lie beyond them; a row that fails the check
+      gets its order statistics from every mean beyond a threshold (``_tail``), and a row with a
+      NaN (or a value that could overflow) gets ``np.quantile`` itself.  The interpolation is
+      numpy's own formula (``_lerp``)."""
+    reps, n = counts.shape
+    chunk = max(1, _CHUNK_ELEMENTS // reps)
+    weights = counts.T / n  # (n, reps): the resamples as drawn
+    virtual = (reps - 1) * q  # np.quantile's "linear" method: the order statistics it interpolates between
+    below = np.floor(virtual).astype(int)
+    gamma = virtual - np.floor(virtual)
+    need = (int(below[0]) + 2, reps - int(below[1]))  # the lowest means the lower quantile needs, the highest the upper
+    if len(x) < 2 or 4 * _SAMPLE > reps or not 0 < q[0] < 0.5 < q[1] < 1 or 2 * max(need) > _CANDIDATES:
+        return _quantiles_of_means(x, weights, q, chunk)
+    tails = _Tails(q, gamma, below, need, reps)
+    low, high = np.empty(len(x)), np.empty(len(x))
+    means = np.empty((min(_BLOCK + 1, len(x)), reps))  # a block's means, reused
+    blockwise, checked = True, False
+    for start in range(0, len(x), chunk):
+        rows = x[start:start + chunk]
+        at = slice(start, start + len(rows))
+        if len(rows) == 1:  # a one-row product is another BLAS routine (gemv): as drawn
+            low[at], high[at] = _quantiles_of_means(rows, weights, q, chunk)
+            continue
+        plain = None if checked else rows @ weights
+        if blockwise:
+            order = np.argsort(counts @ _profile(rows), kind="stable")
+            ordered = counts[order].T / n
+            unusual = ~(np.abs(rows).max(axis=1) < 1e300)  # a NaN, an infinity, or a value that could overflow
+            redo: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # rows not settled: where, means, which tail
+            for a, b in _blocks(len(rows)):
+                m = np.matmul(rows[a:b], ordered, out=means[:b - a])
+                if plain is not None and not _same_means(m, plain[a:b][:, order]):
+                    blockwise = False
+                    break
+                low[start + a:start + b], high[start + a:start + b], settled = tails.ordered(m)
+                settled[unusual[a:b]] = False
+                unsettled = np.flatnonzero(~settled.all(axis=1))
+                if unsettled.size:
+                    redo.append((a + unsettled, m[unsettled], ~settled[unsettled]))
+            checked = True
+            if blockwise and redo:
+                where = np.concatenate([r for r, _, _ in redo])
+                m = np.concatenate([m for _, m, _ in redo])
+                sides = np.concatenate([s for _, _, s in redo])
+                lo, hi = tails.sampled(m, m[:, ::reps // _SAMPLE + 1], sides)  # proxy order: sample it evenly
+                lo = np.where(sides[:, 0], lo, low[start + where])
+                hi = np.where(sides[:, 1], hi, high[start + where])
+                low[start + where], high[start + where] = tails.checked(rows[where], m, lo, hi)
+        if not blockwise:
+            m = rows @ weights if plain is None else plain  # in the order drawn: the first resamples are a sample
+            low[at], high[at] = tails.checked(rows, m, *tails.sampled(m, m[:, :_SAMPLE]))
+    return low, high
+
+
+def _same_means(m: np.ndarray, reference: np.ndarray) -> bool:
+    """Whether block products in proxy order gave exactly the chunk product's means."""
+    return np.array_equal(m, reference, equal_nan=True)
+
+
+def _profile(x: np.ndarray) -> np.ndarray:
+    """The average shape of sorted rows, each scaled to run from 0 to 1 (a constant row counts as 0s)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = (x - x[:, :1]) / (x[:, -1:] - x[:, :1])
+    scaled[~np.isfinite(scaled)] = 0.0
+    return scaled.mean(axis=0)
+
+
+def _blocks(rows: int) -> list[tuple[int, int]]:
+    """Row ranges of ``_BLOCK`` rows (the last one longer rather than a single row)."""
+    edges = list(range(0, rows, _BLOCK)) + [rows]
+    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
+        del edges[-2]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+@dataclass(frozen=True)
+class _Tails:
+    """The two quantiles of each row's means from its extreme means (``_interval_of_means``)."""
+
+    q: np.ndarray
+    gamma: np.ndarray
+    below: np.ndarray  # np.quantile's lower neighbour per quantile (position among the sorted means)
+    need: tuple[int, int]  # the lowest means the lower quantile needs, the highest the upper one
+    reps: int
+
+    def ordered(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """From means ``m`` whose first and last ``_CANDIDATES`` columns are the likely lowest and
+        highest: the two quantiles, and whether they are settled (every other mean lies beyond the
+        candidates needed, so the candidates' order statistics are the row's)."""
+        first = np.sort(m[:, :_CANDIDATES], axis=1)
+        last = np.sort(m[:, -_CANDIDATES:], axis=1)
+        top = _CANDIDATES - self.need[1]  # the upper quantile's lower neighbour in ``last``
+        settled = np.stack([m[:, _CANDIDATES:].min(axis=1) >= first[:, self.need[0] - 1],
+                            m[:, :-_CANDIDATES].max(axis=1) <= last[:, top]], axis=1)
+        return *self._interpolate(first, last[:, top:]), settled
+
+    def sampled(self, m: np.ndarray, sample: np.ndarray, sides: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Through ``_tail``, with thresholds at low and high order statistics of a random ``sample`` of
+        each row's means (where about 2.5 times the means needed lie beyond them); ``sides`` (rows, 2):
+        the tails to read (default both; the others come back NaN, as do those ``_tail`` cannot read)."""
+        size = sample.shape[1]
+        pick = [round(2.5 * k * size / self.reps) for k in self.need]
+        sample = np.sort(sample, axis=1)
+        sides = np.ones((len(m), 2), bool) if sides is None else sides
+        lowest = np.full((len(m), self.need[0]), np.nan)
+        highest = np.full((len(m), self.need[1]), np.nan)
+        for rows, out, top in ((np.flatnonzero(sides[:, 0]), lowest, False), (np.flatnonzero(sides[:, 1]), highest, True)):
+            if rows.size:
+                threshold = sample[rows, size - 1 - pick[1]] if top else sample[rows, pick[0]]
+                out[rows] = _tail(m[rows], threshold, out.shape[1], top=top)
+        return self._interpolate(lowest, highest)
+
+    def _interpolate(self, lowest: np.ndarray, highest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``lowest``: each row's lowest means, ascending, from its first; ``highest``: its ``need[1]``
+        highest, ascending."""
+        with np.errstate(invalid="ignore"):  # inf - inf in a row that goes to np.quantile
+            return (_lerp(lowest[:, self.below[0]], lowest[:, self.below[0] + 1], self.gamma[0]),
+                    _lerp(highest[:, 0], highest[:, 1], self.gamma[1]))
+
+    def checked(self, x: np.ndarray, m: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """np.quantile itself for the rows not read off their tails, and for rows with a NaN mean (its
+        result is NaN) or a value that could overflow."""
+        redo = np.flatnonzero(np.isnan(low) | np.isnan(high) | ~(np.abs(x).max(axis=1) < 1e300))
+        if redo.size:
+            low[redo], high[redo] = np.quantile(m[redo], self.q, axis=1)
+        return low, high
+
+
+def _tail(m: np.ndarray, threshold: np.ndarray, k: int, *, top: bool) -> np.ndarray:
+    """Per row of ``m``, its ``k`` lowest values (``top``: highest), ascending, read off the values
+    beyond the row's ``threshold`` (one of the row's values) and the threshold's ties; a row of NaN
+    where more than ``_SAMPLE`` values lie beyond it or fewer than ``k`` at or beyond it."""
+    flat = np.flatnonzero(m > threshold[:, None] if top else m < threshold[:, None])
+    rows = flat // m.shape[1]
+    beyond = np.bincount(rows, minlength=len(m))
+    fits = beyond <= _SAMPLE
+    short = np.flatnonzero(fits & (beyond < k))  # the rest of the k must be ties of the threshold
+    if short.size:
+        ties = np.count_nonzero(m[short] == threshold[short, None], axis=1)
+        fits[short[beyond[short] + ties < k]] = False
+    width = max(k, int(beyond[fits].max(initial=0)))
+    place = rows * width + np.arange(len(flat)) - (np.cumsum(beyond) - beyond)[rows]
+    if not fits.all():
+        keep = fits[rows]
+        flat, place = flat[keep], place[keep]
+    padded = np.repeat(threshold[:, None], width, axis=1)  # the values beyond it, then copies of it
+    padded.ravel()[place] = m.ravel()[flat]
+    padded.sort(axis=1)
+    out = padded[:, width - k:] if top else padded[:, :k]
+    out[~fits] = np.nan
+    return out
+
+
+def _quantiles_of_means(x: np.ndarray, weights: np.ndarray, q: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.quantile(x @ weights, q, axis=1)`` in chunks of rows."""
+    out = [np.quantile(x[start:start + chunk] @ weights, q, axis=1) for start in range(0, len(x), chunk)]
+    return np.concatenate([lo for lo, _ in out]), np.concatenate([hi for _, hi in out])
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """np.quantile's linear interpolation from ``a`` towards ``b`` by ``t`` (numpy's own two-sided
+    formula, so the same floating-point result)."""
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def _sorted_lists(lists: pa.ChunkedArray | pa.Array, dtype: type) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The lists of ``lists`` grouped by length n: (n, their positions, an array (lists, n) of their
+    values, each row sorted)."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(int)
+    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(dtype)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    out = []
+    for n in np.unique(lengths):
+        rows = np.flatnonzero(lengths == n)
+        out.append((int(n), rows, np.sort(flat[offsets[rows][:, None] + np.arange(n)], axis=1)))
+    return out
+
+
+def _distinct(lists: pa.ChunkedArray) -> pa.Array:
+    """How many distinct values each list holds, nulls left out (pyarrow's ``count_distinct`` of a
+    group's values, counted here from its list: cheaper beside the other aggregates)."""
+    if pc.list_flatten(lists).null_count:
+        return pa.array([len(set(v) - {None}) for v in lists.to_pylist()], pa.int64())
+    counts = np.zeros(len(lists), np.int64)
+    for n, rows, x in _sorted_lists(lists, np.int64):
+        counts[rows] = 1 + np.count_nonzero(x[:, 1:] != x[:, :-1], axis=1) if n else 0
+    return pa.array(counts)
 
 
 def failures(table: pa.Table) -> list[Failure]:
@@ -155,6 +357,12 @@ def _primary(recorded: str | None, lm_eval_task: str | None, metrics: list[str])
     return sorted(metrics)[0], True
 
 
+#: every column ``build`` reads; selected first, so that each filter copies only these
+BOARD_COLUMNS = (KEYS + ["run_id", "seed", "value", "status", "error", "protocol", "phase", "learning_rate",
+                         "selected_lr", "lm_eval_task", "primary_metric", "base_weights_modified", "forgetting_kl",
+                         "forgetting_set"])
+
+
 def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table | None = None) -> Board:
     """Every statistic of the leaderboard (see the module docstring): a suite per (suite, spec hash)
     with a block per protocol present (``tuned`` first), convergence, cost and tuning, and
@@ -166,25 +374,30 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
         from initbench.results import upgrade
 
         table = upgrade(table)
+    wanted = set(BOARD_COLUMNS + COST_COLUMNS + REUSE_COLUMNS + DIAGNOSTIC_COLUMNS)
+    table = table.select([c for c in table.column_names if c in wanted])
     protocols = (["tuned"] if has_tuned(table) else []) + ["fixed"]
     suites = []
-    suite_keys = sorted(set(zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist())))
+    suite_keys = _suite_keys(table)
     for suite, suite_hash in suite_keys:
-        st = table.filter(pc.and_(pc.equal(table["suite"], suite), pc.equal(table["suite_hash"], suite_hash)))
+        st = table if len(suite_keys) == 1 else table.filter(
+            pc.and_(pc.equal(table["suite"], suite), pc.equal(table["suite_hash"], suite_hash)))
         blocks: dict[str, ProtocolBlock] = {}
+        views: dict[str, pa.Table] = {}
         for protocol in protocols:
-            view = final_rows(st, protocol)
-            cells = [Cell(**c) for c in aggregate(view).to_pylist()]
+            views[protocol] = view = final_rows(st, protocol)
+            table_of_cells = aggregate(view)
+            cells = [Cell(*c) for c in zip(*(table_of_cells[f.name].to_pylist() for f in fields(Cell)))]
             if cells:
                 blocks[protocol] = _across_tasks(view, cells)
         main = next(iter(blocks), None)
         if main is None:
             suites.append(SuiteBoard(suite, suite_hash, blocks))
             continue
-        view = final_rows(st, main)
+        view = views[main]
         curvature_rows = curvature_cells(st, curvature)
         suites.append(SuiteBoard(
-            suite, suite_hash, blocks, main=main, run_ids=sorted(set(view["run_id"].to_pylist())),
+            suite, suite_hash, blocks, main=main, run_ids=sorted(pc.unique(view["run_id"]).to_pylist()),
             convergence=_convergence(view, curves), cost=_cost(view, st), diagnostics=_diagnostics(view),
             forgetting=_forgetting(view), learning_rates=_learning_rates(view),
             tuning=_tuning(st, blocks[main].primary), curvature=curvature_rows,
@@ -192,25 +405,52 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
     return Board(suites, failures(table))
 
 
+def _suite_keys(table: pa.Table) -> list[tuple[str, str]]:
+    """The (suite, spec hash) pairs of ``table``, sorted."""
+    suites, hashes = pc.unique(table["suite"]), pc.unique(table["suite_hash"])
+    if len(suites) == 1 and len(hashes) == 1:
+        return [(suites[0].as_py(), hashes[0].as_py())]
+    pairs = table.group_by(["suite", "suite_hash"], use_threads=False).aggregate([])
+    return sorted(zip(pairs["suite"].to_pylist(), pairs["suite_hash"].to_pylist()))
+
+
 def _matrix_by_method(view: pa.Table, primary: dict[str, tuple[str, bool]]) -> dict[str, dict[str, dict[int, float]]]:
-    """method -> task -> seed -> value of the task's primary metric (ok runs)."""
-    ok = view.filter(pc.equal(view["status"], "ok"))
+    """method -> task -> seed -> value of the task's primary metric (ok runs), filled task by task
+    (in ``primary``'s order), each in row order."""
+    ok = view.select(["method", "task", "metric", "seed", "value", "status"])
+    tasks = pa.array(list(primary), pa.string())
+    metric_of_row = pc.take(pa.array([m for m, _ in primary.values()], pa.string()), pc.index_in(ok["task"], tasks))
+    ok = ok.filter(pc.and_(pc.equal(ok["status"], "ok"), pc.equal(ok["metric"], metric_of_row)))
     out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    for task, (metric, _) in primary.items():
-        rows = ok.filter(pc.and_(pc.equal(ok["task"], task), pc.equal(ok["metric"], metric)))
+    for task in primary:
+        rows = ok.filter(pc.equal(ok["task"], task))
         for m, s, v in zip(rows["method"].to_pylist(), rows["seed"].to_pylist(), rows["value"].to_pylist()):
             out[m][task][s] = v
     return out
 
 
+def _last_per_task(view: pa.Table) -> tuple[dict[str, str | None], dict[str, str]]:
+    """task -> the lm-eval task on its last row, and task -> the primary metric on its last row that
+    records one (set and not empty): as ``dict(zip(tasks, values))`` keeps the last."""
+    recorded = view["primary_metric"]
+    recorded = pc.if_else(pc.equal(recorded, ""), pa.scalar(None, recorded.type), recorded)
+    rows = pa.table({"task": view["task"], "lm_eval_task": view["lm_eval_task"], "recorded": recorded})
+    last = rows.group_by(["task"], use_threads=False).aggregate(
+        [("lm_eval_task", "last", pc.ScalarAggregateOptions(skip_nulls=False)), ("recorded", "last")])
+    tasks = last["task"].to_pylist()
+    return (dict(zip(tasks, last["lm_eval_task_last"].to_pylist())),
+            {t: p for t, p in zip(tasks, last["recorded_last"].to_pylist()) if p is not None})
+
+
 def _across_tasks(view: pa.Table, cells: list[Cell]) -> ProtocolBlock:
     """A protocol's block: its cells, each task's primary metric, the normalization, the aggregate
     across tasks and the comparison with ``lora``."""
-    tasks = sorted({c.task for c in cells})
-    lm_tasks = dict(zip(view["task"].to_pylist(), view["lm_eval_task"].to_pylist()))
-    recorded = {t: p for t, p in zip(view["task"].to_pylist(), view["primary_metric"].to_pylist()) if p}
-    primary = {t: _primary(recorded.get(t), lm_tasks.get(t), sorted({c.metric for c in cells if c.task == t}))
-               for t in tasks}
+    metrics: dict[str, set[str]] = defaultdict(set)
+    for c in cells:
+        metrics[c.task].add(c.metric)
+    tasks = sorted(metrics)
+    lm_tasks, recorded = _last_per_task(view)
+    primary = {t: _primary(recorded.get(t), lm_tasks.get(t), sorted(metrics[t])) for t in tasks}
     per = _matrix_by_method(view, primary)
     reference = {c.method: c.is_reference for c in cells}
     higher = np.array([primary[t][1] for t in tasks])
@@ -250,8 +490,9 @@ def _across_tasks(view: pa.Table, cells: list[Cell]) -> ProtocolBlock:
                     continue
         matrices[method] = (m, seeds)
     aggregate_rows = []
-    for method, (m, seeds) in matrices.items():
-        low, high = stats.stratified_bootstrap_ci(m, stats.aggregate_iqm, reps=IQM_REPS, confidence=CONFIDENCE)
+    intervals = stats.stratified_bootstrap_iqm_cis([m for m, _ in matrices.values()], reps=IQM_REPS,
+                                                   confidence=CONFIDENCE)  # each as stratified_bootstrap_ci
+    for (method, (m, seeds)), (low, high) in zip(matrices.items(), intervals):
         aggregate_rows.append(AggregateRow(method, reference.get(method, False), float(stats.aggregate_iqm(m)),
                                            float(low), float(high), float(stats.aggregate_mean(m)), len(seeds),
                                            m.shape[1]))
@@ -273,12 +514,13 @@ def _pairwise(matrices: dict[str, tuple[np.ndarray, list[int]]]) -> list[Pairwis
     if REFERENCE_METHOD not in matrices:
         return []
     ref, ref_seeds = matrices[REFERENCE_METHOD]
+    others = [(method, m, seeds) for method, (m, seeds) in sorted(matrices.items())
+              if method != REFERENCE_METHOD and m.shape[1] == ref.shape[1]]
+    intervals = stats.probability_of_improvement_cis([m for _, m, _ in others], ref, reps=POI_REPS,
+                                                     confidence=CONFIDENCE)  # each as probability_of_improvement_ci
     rows = []
-    for method, (m, seeds) in sorted(matrices.items()):
-        if method == REFERENCE_METHOD or m.shape[1] != ref.shape[1]:
-            continue
+    for (method, m, seeds), (poi_low, poi_high) in zip(others, intervals):
         poi = float(stats.probability_of_improvement(m, ref))
-        poi_low, poi_high = stats.probability_of_improvement_ci(m, ref, reps=POI_REPS, confidence=CONFIDENCE)
         common = sorted(set(seeds) & set(ref_seeds))
         x = m[[seeds.index(s) for s in common]]
         y = ref[[ref_seeds.index(s) for s in common]]
@@ -304,9 +546,10 @@ def _curves_by_run(curves: pa.Table | None, run_ids: set[str]) -> dict[str, tupl
 
 
 def _convergence(view: pa.Table, curves: pa.Table | None) -> list[ConvergenceRow]:
-    ok = view.filter(pc.equal(view["status"], "ok"))
-    runs = sorted(set(zip(ok["method"].to_pylist(), ok["task"].to_pylist(), ok["seed"].to_pylist(),
-                          ok["run_id"].to_pylist())))
+    if curves is None or curves.num_rows == 0:
+        return []
+    ok = view.filter(pc.equal(view["status"], "ok")).select(["method", "task", "seed", "run_id"])
+    runs = sorted(tuple(r.values()) for r in ok.group_by(ok.column_names, use_threads=False).aggregate([]).to_pylist())
     by_run = _curves_by_run(curves, {r[3] for r in runs})
     if not by_run:
         return []
@@ -347,7 +590,7 @@ DIAGNOSTIC_COLUMNS = ["init_update_erank", "final_update_erank", "relative_weigh
 def _diagnostics(view: pa.Table) -> list[DiagnosticsRow]:
     """Per method, the rich/lazy diagnostics (``initbench.diagnostics``) averaged over the runs that
     recorded them, beside the trainable parameters; empty when no run switched them on."""
-    if not all(c in view.schema.names for c in DIAGNOSTIC_COLUMNS):
+    if not all(c in view.schema.names for c in DIAGNOSTIC_COLUMNS) or not pc.count(view["final_update_erank"]).as_py():
         return []
     runs = _per_run(view, ["trainable_params", "base_weights_modified", *DIAGNOSTIC_COLUMNS])
     runs = runs.filter(pc.is_valid(runs["final_update_erank"]))
@@ -366,7 +609,7 @@ def _forgetting(view: pa.Table) -> list[ForgettingRow]:
     """Per (method, task), the mean forgetting (``initbench.forgetting``) over the ok final runs that
     recorded it, with a 95% percentile-bootstrap interval over seeds and the held set's name; empty
     when no run recorded it (older files, or offline without the held text)."""
-    if "forgetting_kl" not in view.schema.names:
+    if "forgetting_kl" not in view.schema.names or not pc.count(view["forgetting_kl"]).as_py():
         return []
     runs = _per_run(view.filter(pc.equal(view["status"], "ok")), ["task", "forgetting_kl", "forgetting_set"])
     runs = runs.filter(pc.is_valid(runs["forgetting_kl"]))
@@ -392,8 +635,9 @@ def _learning_rates(view: pa.Table) -> dict[str, dict[str, list[float]]]:
     """method -> task -> the learning rates its ok final runs trained at (under the tuned protocol, the
     rate tuning chose; under the fixed one, the suite's); methods that do not train are left out."""
     ok = view.filter(pc.and_(pc.equal(view["status"], "ok"), pc.is_valid(view["learning_rate"])))
+    trained = ok.group_by(["method", "task", "learning_rate"], use_threads=False).aggregate([])
     rates: dict[str, dict[str, set[float]]] = defaultdict(lambda: defaultdict(set))
-    for method, task, lr in zip(ok["method"].to_pylist(), ok["task"].to_pylist(), ok["learning_rate"].to_pylist()):
+    for method, task, lr in zip(*(trained[c].to_pylist() for c in ("method", "task", "learning_rate"))):
         rates[method][task].add(lr)
     return {m: {t: sorted(v) for t, v in sorted(by_task.items())} for m, by_task in sorted(rates.items())}
 

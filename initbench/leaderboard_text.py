@@ -10,16 +10,37 @@ does it for the results under a folder, with the grid-edge report of its selecti
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from tabulate import tabulate
+import tabulate as tabulate_module
 
 from initbench.board import (Board, Cell, ConvergenceRow, CostRow, CurvatureCell, DiagnosticsRow,
                              ForgettingRow, Pairwise, ProtocolBlock, TuningRow)
 from initbench.leaderboard import (ALPHA, BOOTSTRAP_REPS, CONVERGENCE_FRACTION, IQM_REPS, REFERENCE_METHOD, build)
 from initbench.lr_prior import PriorFit
 from initbench.results import CURVE_SUFFIX, read_results
+
+_NARROW_SYMBOLS = ("±",)  # the tables' own characters beyond ASCII, one column wide each
+
+
+def _table(lines: list[list], headers: list[str], tablefmt: str, **options) -> str:
+    """``tabulate.tabulate(lines, headers, tablefmt=tablefmt, **options)``, faster for a large table of
+    plain text: when every character is printable ASCII or one of the tables' own one-column symbols,
+    a cell's width is its length, and tabulate is told so (``WIDE_CHARS_MODE`` off for the call)
+    instead of measuring every cell with wcwidth.  The same text either way."""
+    text = "".join(map(str, headers)) + "".join(str(cell) for line in lines for cell in line)
+    for symbol in _NARROW_SYMBOLS:
+        text = text.replace(symbol, "")
+    if not (text.isascii() and text.isprintable()):
+        return tabulate_module.tabulate(lines, headers, tablefmt=tablefmt, **options)
+    wide = tabulate_module.WIDE_CHARS_MODE
+    tabulate_module.WIDE_CHARS_MODE = False
+    try:
+        return tabulate_module.tabulate(lines, headers, tablefmt=tablefmt, **options)
+    finally:
+        tabulate_module.WIDE_CHARS_MODE = wide
+
 
 PROTOCOL_TITLES = {"tuned": "Tuned protocol: learning rate chosen per method and task on validation, scored on test",
                    "fixed": "At the suite's default learning rate (fixed protocol)"}
@@ -65,7 +86,7 @@ def render_board(board: Board, fmt: str = "github", level: int = 2) -> str:
         sections.append("\n\n".join(parts))
     if board.failures:
         lines = [[r.suite, r.method, r.task, r.seed, r.status, r.error or ""] for r in board.failures]
-        sections.append(f"{h} Runs not ok\n\n" + tabulate(lines, ["suite", "method", "task", "seed", "status", "reason"],
+        sections.append(f"{h} Runs not ok\n\n" + _table(lines, ["suite", "method", "task", "seed", "status", "reason"],
                                                           tablefmt=fmt))
     return "\n\n".join(sections)
 
@@ -74,25 +95,25 @@ def _suite_table(rows: list[Cell], primary: dict[str, str], fmt: str) -> str:
     """Per method, a cell per (task, metric) and the mean over tasks of each task's primary metric
     (blank unless the method has every task's primary metric)."""
     columns = sorted({(r.task, r.metric) for r in rows})
+    where = {key: i for i, key in enumerate(columns)}
     methods = sorted({(not r.is_reference, r.method) for r in rows})  # reference rows first
-    cell = {(r.method, r.task, r.metric): r for r in rows}
+    by_method: dict[str, list[Cell | None]] = {method: [None] * len(columns) for _, method in methods}
+    for r in rows:
+        by_method[r.method][where[(r.task, r.metric)]] = r
+    primary_columns = [i for i, (task, metric) in enumerate(columns) if primary.get(task) == metric]
     lines = []
     for not_reference, method in methods:
-        line = [method + ("" if not_reference else " (reference)")]
-        task_means = []
-        for task, metric in columns:
-            r = cell.get((method, task, metric))
-            line.append(_fmt(r) if r else "")
-            if r and primary.get(task) == metric:
-                task_means.append(r.mean)
-        line.append(f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(primary) else "")
-        lines.append(line)
-    several = {task for task, _ in columns if len([m for t, m in columns if t == task]) > 1}
-    headers = (["method"] + [f"{task} ({metric}{', primary' if task in several and primary.get(task) == metric else ''})"
+        cells = by_method[method]
+        task_means = [cells[i].mean for i in primary_columns if cells[i] is not None]
+        lines.append([method + ("" if not_reference else " (reference)")] + [_fmt(r) if r else "" for r in cells]
+                     + [f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(primary) else ""])
+    per_task = Counter(task for task, _ in columns)
+    headers = (["method"] + [f"{task} ({metric}{', primary' if per_task[task] > 1 and primary.get(task) == metric else ''})"
                              for task, metric in columns] + ["mean over tasks (primary metrics)"])
     note = (f"\n\nCells: mean ± std [95% percentile-bootstrap CI of the mean, {BOOTSTRAP_REPS:,} resamples] "
             "(n = seeds).")
-    return tabulate(lines, headers, tablefmt=fmt) + note
+    # a cell, "mean ± std [CI] (n=k)" or blank, never reads as a number: no need to try each (same table)
+    return _table(lines, headers, tablefmt=fmt, disable_numparse=list(range(1, len(columns) + 1))) + note
 
 
 def _num(x, spec=".4f") -> str:
@@ -100,10 +121,9 @@ def _num(x, spec=".4f") -> str:
 
 
 def _fmt(r: Cell) -> str:
-    std = r.std
-    spread = f" ± {std:.4f}" if std is not None and not math.isnan(std) else ""
-    low, high = r.ci_low, r.ci_high
-    ci = f" [{low:.4f}, {high:.4f}]" if low is not None and not math.isnan(low) else ""
+    std, low = r.std, r.ci_low
+    spread = f" ± {std:.4f}" if std is not None and std == std else ""  # std == std: not NaN
+    ci = f" [{low:.4f}, {r.ci_high:.4f}]" if low is not None and low == low else ""
     return f"{r.mean:.4f}{spread}{ci} (n={r.seeds})"
 
 
@@ -118,7 +138,7 @@ def _aggregate_table(block: ProtocolBlock, fmt: str) -> str:
             if norm else "raw primary metric (no `base` run, so not normalized)")
     primary = ", ".join(f"{t}: {m}" for t, m in block.primary.items())
     return (f"Across tasks ({what}; primary metrics {primary}):\n\n"
-            + tabulate(lines, ["method", "IQM", f"95% CI (stratified bootstrap, {IQM_REPS:,})", "mean", "seeds", "tasks"],
+            + _table(lines, ["method", "IQM", f"95% CI (stratified bootstrap, {IQM_REPS:,})", "mean", "seeds", "tasks"],
                        tablefmt=fmt))
 
 
@@ -128,7 +148,7 @@ def _pairwise_table(rows: list[Pairwise], fmt: str) -> str:
              for r in rows]
     return (f"Versus `{REFERENCE_METHOD}` (P(X > lora) with 95% stratified-bootstrap CI; Wilcoxon signed-rank paired by "
             f"(seed, task), Holm-adjusted; * = significant at {ALPHA}):\n\n"
-            + tabulate(lines, ["method", "P(X > lora)", "mean diff", "pairs", "p", "p (Holm)"], tablefmt=fmt))
+            + _table(lines, ["method", "P(X > lora)", "mean diff", "pairs", "p", "p (Holm)"], tablefmt=fmt))
 
 
 def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
@@ -143,7 +163,7 @@ def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
                      + [(f"**{by_lr[lr].validation_mean:.4f}**" if by_lr[lr].selected else
                          f"{by_lr[lr].validation_mean:.4f}") if lr in by_lr else "" for lr in lrs])
     return ("Tuning trials (validation mean of the primary metric over tuning seeds; chosen rate in bold):\n\n"
-            + tabulate(lines, ["method", "task", "metric", "selected lr"] + [f"lr {lr:g}" for lr in lrs], tablefmt=fmt))
+            + _table(lines, ["method", "task", "metric", "selected lr"] + [f"lr {lr:g}" for lr in lrs], tablefmt=fmt))
 
 
 def _convergence_table(rows: list[ConvergenceRow], fmt: str) -> str:
@@ -151,7 +171,7 @@ def _convergence_table(rows: list[ConvergenceRow], fmt: str) -> str:
               _num(r.target_loss)] for r in rows]
     return (f"Convergence (training loss: area under the curve = time-averaged loss; steps until the EMA(0.1) loss "
             f"reaches {CONVERGENCE_FRACTION}x {REFERENCE_METHOD}'s mean final EMA loss):\n\n"
-            + tabulate(lines, ["method", "task", "loss AUC", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
+            + _table(lines, ["method", "task", "loss AUC", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
                        tablefmt=fmt))
 
 
@@ -162,7 +182,7 @@ def _diagnostics_table(rows: list[DiagnosticsRow], fmt: str) -> str:
     return ("Rich or lazy (runs with INITBENCH_DIAGNOSTICS=1; initbench.diagnostics): entropy effective rank of the "
             "update scale*B[M]A after init and after training, mean over adapted layers (at most the LoRA rank); "
             "relative change ||W_final - W0||_F / ||W0||_F of the adapted weights, mean over layers:\n\n"
-            + tabulate(lines, ["method", "runs", "trainable params", "base offset", "erank at init", "erank final",
+            + _table(lines, ["method", "runs", "trainable params", "base offset", "erank at init", "erank final",
                                "rel. weight change"], tablefmt=fmt))
 
 
@@ -172,7 +192,7 @@ def _forgetting_table(rows: list[ForgettingRow], fmt: str) -> str:
     sets = sorted({r.held_set for r in rows})
     return ("Forgetting (initbench.forgetting): mean per-token KL(p_base || p_trained) in nats on held general text "
             f"({'; '.join(sets)}), mean over seeds with a 95% bootstrap interval; lower moved less:\n\n"
-            + tabulate(lines, ["method", "task", "seeds", "KL from base", "95% CI"], tablefmt=fmt))
+            + _table(lines, ["method", "task", "seeds", "KL from base", "95% CI"], tablefmt=fmt))
 
 
 def _curvature_tables(cells: list[CurvatureCell], fits: dict[str, PriorFit | None], fmt: str) -> str:
@@ -196,7 +216,7 @@ def _curvature_tables(cells: list[CurvatureCell], fits: dict[str, PriorFit | Non
                      f"after init, mean over seeds, initbench.curvature; predicted: lr-prior, calibrated on "
                      f"{rows[0].reference}'s {' / '.join(sources)} rate; edge: the chosen rate is the lowest or "
                      f"highest rate tried):\n\n"
-                     + tabulate(lines, ["method", "lambda_max (converged?)", "predicted rate (lr-prior)",
+                     + _table(lines, ["method", "lambda_max (converged?)", "predicted rate (lr-prior)",
                                         "tuned (chosen) rate", "on the grid's edge"], tablefmt=fmt,
                                 disable_numparse=True)
                      + f"\n\n{line}")
@@ -212,7 +232,7 @@ def render_edges(rows: list[dict], fmt: str = "github") -> str:
               r["not_from_grid"]] for r in rows]
     return ("Chosen learning rate on the edge of its tuning grid, per grid kind (selection files; on the edge, the "
             "best rate may lie outside the grid):\n\n"
-            + tabulate(lines, ["suite", "grid", "selections", "lowest rate", "highest rate", "on the edge",
+            + _table(lines, ["suite", "grid", "selections", "lowest rate", "highest rate", "on the edge",
                                "not from the grid (every trial failed)"], tablefmt=fmt, disable_numparse=True))
 
 
@@ -224,7 +244,7 @@ def _cost_table(rows: list[CostRow], fmt: str) -> str:
               r.tuning_trials, _num(r.tuning_seconds, ".1f"), _num(r.tuning_flops, ".3g"),
               _num(r.total_flops, ".3g")] for r in rows]
     return ("Cost (mean per final run; peak memory: max; tuning: sum over the method's trials; total FLOPs: finals + "
-            "tuning; MFU: initbench.throughput, GPU only):\n\n" + tabulate(lines, ["method", "trainable params", "init s",
+            "tuning; MFU: initbench.throughput, GPU only):\n\n" + _table(lines, ["method", "trainable params", "init s",
                                               "train s", "train tok/s", "MFU", "peak MiB",
                                               "train tokens", "calib examples", "FLOPs/run", "trials", "tuning s",
                                               "tuning FLOPs", "total FLOPs"], tablefmt=fmt))
