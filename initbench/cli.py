@@ -586,7 +586,7 @@ def _offline_tasks(suite, option: Path | None):
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from initbench.leaderboard import render
+    from initbench.leaderboard_text import render
 
     first = args.results[0]
     if first in ("publish", "compare") and not (len(args.results) == 1 and Path(first).exists()):
@@ -618,7 +618,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(render(results, args.format))
         _report_set_aside(results)
         return 0
-    from initbench.leaderboard import build, render_board, render_edges
+    from initbench.leaderboard import build
+    from initbench.leaderboard_text import render_board, render_edges
     from initbench.publish import read_curvature
 
     try:

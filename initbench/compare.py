@@ -17,13 +17,12 @@ def _standings(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     table, _ = read_version(path)
     board = leaderboard.build(table, None)
     out = {}
-    for entry in board["suites"]:
-        if entry.get("main") is None:
+    for entry in board.suites:
+        if entry.main is None:
             continue
-        rows = entry["protocols"][entry["main"]]["aggregate"]
-        for rank, r in enumerate(rows, start=1):
-            out[(entry["suite"], r["method"])] = {"rank": rank, "iqm": r["iqm"], "spec": entry["suite_hash"],
-                                                   "protocol": entry["main"]}
+        for rank, r in enumerate(entry.protocols[entry.main].aggregate, start=1):
+            out[(entry.suite, r.method)] = {"rank": rank, "iqm": r.iqm, "spec": entry.suite_hash,
+                                             "protocol": entry.main}
     return out
 
 

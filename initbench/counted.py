@@ -36,9 +36,14 @@ def final_rows(table: pa.Table, protocol: str) -> pa.Table:
     (no learning rate: ``base``) count with their fixed runs, since there is nothing to tune."""
     final = pc.equal(table["phase"], "final")
     if protocol == "fixed":
-        return table.filter(pc.and_(final, pc.equal(table["protocol"], "fixed")))
+        return rows_where(table, pc.and_(final, pc.equal(table["protocol"], "fixed")))
     untrained = pc.and_(pc.equal(table["protocol"], "fixed"), pc.is_null(table["learning_rate"]))
-    return table.filter(pc.and_(final, pc.or_(pc.equal(table["protocol"], "tuned"), untrained)))
+    return rows_where(table, pc.and_(final, pc.or_(pc.equal(table["protocol"], "tuned"), untrained)))
+
+
+def rows_where(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """``table.filter(mask)``, without copying the table when the mask keeps every row."""
+    return table if pc.all(mask, skip_nulls=False).as_py() is True else table.filter(mask)
 
 
 def has_tuned(table: pa.Table) -> bool:

@@ -12,17 +12,16 @@ files: a results folder and a published version (its ``curvature.parquet``) give
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from initbench.lr_prior import edge_side, fit, predicted_lr
+from initbench.board import CurvatureCell
+from initbench.lr_prior import PriorFit, edge_side, fit, predicted_lr
 from initbench.tuning_grid import REFERENCE
 
 
-def curvature_cells(suite_rows: pa.Table, curvature: pa.Table | None) -> list[dict[str, Any]]:
+def curvature_cells(suite_rows: pa.Table, curvature: pa.Table | None) -> list[CurvatureCell]:
     """One cell per (method, task) measured for the suite and spec of ``suite_rows`` (the rows of one
     (suite, spec hash)); empty when nothing was measured for it."""
     if curvature is None or curvature.num_rows == 0 or suite_rows.num_rows == 0:
@@ -42,25 +41,23 @@ def curvature_cells(suite_rows: pa.Table, curvature: pa.Table | None) -> list[di
                                 else (default_lr, "suite default"))
         grid = sorted(tried.get((method, task), ()))
         pick = chosen.get((method, task))
-        cells.append({
-            "method": method, "task": task, "lambda_max": lambdas[(method, task)], "seeds": len(rows),
-            "converged": sum(bool(r["converged"]) for r in rows),
-            "predicted_lr": _predicted(reference_lr, lambdas.get((REFERENCE, task)), lambdas[(method, task)]),
-            "reference": REFERENCE, "reference_lr_source": source, "chosen_lr": pick, "grid": grid,
-            "edge": _edge(pick, grid),
-        })
+        cells.append(CurvatureCell(
+            method=method, task=task, lambda_max=lambdas[(method, task)], seeds=len(rows),
+            converged=sum(bool(r["converged"]) for r in rows),
+            predicted_lr=_predicted(reference_lr, lambdas.get((REFERENCE, task)), lambdas[(method, task)]),
+            reference=REFERENCE, reference_lr_source=source, chosen_lr=pick, grid=grid, edge=_edge(pick, grid)))
     return cells
 
 
-def curvature_fits(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+def curvature_fits(cells: list[CurvatureCell]) -> dict[str, PriorFit | None]:
     """Per task, ``lr_prior.fit`` of the chosen rate on 1 / lambda_max over the methods with both (a
-    positive lambda_max and a chosen rate) as a dict; None with fewer than three such methods."""
+    positive lambda_max and a chosen rate); None with fewer than three such methods."""
     points: dict[str, list[tuple[float, float]]] = {}
     for cell in cells:
-        pairs = points.setdefault(cell["task"], [])
-        if cell["chosen_lr"] and cell["lambda_max"] > 0:
-            pairs.append((cell["lambda_max"], cell["chosen_lr"]))
-    return {task: asdict(fit(*zip(*pairs))) if len(pairs) >= 3 else None for task, pairs in sorted(points.items())}
+        pairs = points.setdefault(cell.task, [])
+        if cell.chosen_lr and cell.lambda_max > 0:
+            pairs.append((cell.lambda_max, cell.chosen_lr))
+    return {task: fit(*zip(*pairs)) if len(pairs) >= 3 else None for task, pairs in sorted(points.items())}
 
 
 def _tuning_of(suite_rows: pa.Table) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], set[float]],

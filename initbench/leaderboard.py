@@ -1,13 +1,15 @@
-"""Leaderboard tables: per-task statistics, the normalized aggregate, significance, convergence, cost.
+"""The leaderboard's statistics: per-task cells, the normalized aggregate, significance, convergence, cost.
 
-Everything starts from ``aggregate`` (a pyarrow group-by of the final rows) and from
-``initbench.stats``.  The choices, also printed under the tables:
+``build(table)`` returns a typed :class:`initbench.board.Board`; ``initbench.leaderboard_text``
+renders it as text, ``initbench.leaderboard_page`` as a page.  Everything starts from
+``aggregate`` (a pyarrow group-by of the final rows) and from ``initbench.stats``.  The
+choices, also printed under the tables:
 
 * **Per task** (one cell per method, task and metric, over the evaluation seeds): mean,
   sample std (ddof=1) and a 95% **percentile bootstrap** interval of the mean
   (``BOOTSTRAP_REPS`` = 2,000 multinomial resamples of the seeds, seeded, so a rebuilt
   table prints the same numbers; the same estimator as ``stats.bootstrap_ci(method=
-  "percentile")``, vectorized over cells).  n < 2: no interval.
+  "percentile")``, vectorized over cells: ``initbench.mean_quantiles``).  n < 2: no interval.
 * **Across tasks** (and the per-task table's "mean over tasks"): one *primary* metric per
   task, the one its rows record (the suite's ``primary_metric`` for the task, by default the
   first of its lm-eval ``metric_list`` under the first filter, e.g. ``exact_match,strict-match``;
@@ -20,7 +22,7 @@ Everything starts from ``aggregate`` (a pyarrow group-by of the final rows) and 
   protocol) it can score below the methods, which would put them above 1.  Aggregate:
   the **IQM** over seeds x tasks (``stats.aggregate_iqm``) with a 95% **stratified
   bootstrap** interval (``stats.stratified_bootstrap_ci``, ``IQM_REPS`` resamples, seeds
-  resampled within each task).  Without a ``base`` run the raw primary metric is used.  A task
+  resampled within each task; every method's at once: ``stats.stratified_bootstrap_iqm_cis``).  Without a ``base`` run the raw primary metric is used.  A task
   whose ceiling is at or below the floor (no row better than ``base``) is not normalizable: it is
   named as such and left out, instead of scoring its best row 1 and ``base`` 0 on a scale turned over.
 * **Versus lora**: probability of improvement P(method > lora) (``stats``'
@@ -47,16 +49,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
+from dataclasses import fields
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tabulate import tabulate
 
 from initbench import stats
-from initbench.counted import read_results
+from initbench.board import (AggregateRow, Board, Cell, ConvergenceRow, CostRow, DiagnosticsRow, Failure,
+                             ForgettingRow, Normalization, Pairwise, ProtocolBlock, SuiteBoard, TuningRow)
+from initbench.counted import read_results, rows_where
+from initbench.mean_quantiles import quantiles_of_means
 from initbench.results import CURVE_SUFFIX
 
 BOOTSTRAP_REPS = 2_000
@@ -77,15 +80,17 @@ KEYS = ["suite", "suite_hash", "method", "is_reference", "task", "metric"]
 def aggregate(table: pa.Table, ci: bool = True) -> pa.Table:
     """Mean, std (sample, ddof=1), seed count and (``ci``) the 95% percentile-bootstrap interval
     of the mean per (suite, suite_hash, method, task, metric) over ok final runs."""
+    table = table.select([c for c in KEYS + ["seed", "value", "status", "phase"] if c in table.column_names])
     keep = pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table["metric"]))
     if "phase" in table.schema.names:
         keep = pc.and_(keep, pc.equal(table["phase"], "final"))
-    ok = table.filter(keep)
-    specs = [("value", "mean"), ("value", "stddev", pc.VarianceOptions(ddof=1)), ("seed", "count_distinct")]
+    ok = rows_where(table, keep)
+    specs = [("value", "mean"), ("value", "stddev", pc.VarianceOptions(ddof=1)), ("seed", "list")]
     if ci:
         specs.append(("value", "list"))
     grouped = ok.group_by(KEYS, use_threads=False).aggregate(specs)
-    grouped = grouped.rename_columns(KEYS + ["mean", "std", "seeds"] + (["values"] if ci else []))
+    grouped = grouped.rename_columns(KEYS + ["mean", "std", "seed_list"] + (["values"] if ci else []))
+    grouped = grouped.set_column(grouped.column_names.index("seed_list"), "seeds", _distinct(grouped["seed_list"]))
     if ci:
         low, high = bootstrap_cells(grouped["values"])
         grouped = grouped.drop_columns(["values"]).append_column("ci_low", pa.array(low)).append_column(
@@ -99,38 +104,54 @@ def bootstrap_cells(values: pa.ChunkedArray | pa.Array, reps: int = BOOTSTRAP_RE
 
     Cells with the same number of values n share one draw of ``reps`` multinomial weight
     vectors (seeded), so the whole table costs a few matrix products: each cell's interval
-    is exactly a percentile bootstrap of its own mean.  n < 2: NaN; a constant cell: (c, c)
-    (``stats.bootstrap_ci``'s conventions)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(int)
-    flat = pc.list_flatten(values).to_numpy(zero_copy_only=False).astype(float)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    low = np.full(len(lengths), math.nan)
-    high = np.full(len(lengths), math.nan)
+    is exactly a percentile bootstrap of its own mean (``initbench.mean_quantiles``).  n < 2: NaN;
+    a constant cell: (c, c) (``stats.bootstrap_ci``'s conventions)."""
+    low = np.full(len(values), math.nan)
+    high = np.full(len(values), math.nan)
     alpha = 1.0 - confidence
-    for n in np.unique(lengths):
+    for n, cells, x in _sorted_lists(values, float):  # x: (cells, n), each row sorted (row order is moot)
         if n < 2:
             continue
-        cells = np.flatnonzero(lengths == n)
-        x = np.sort(flat[offsets[cells][:, None] + np.arange(n)], axis=1)  # (cells, n); sorted: row order is moot
         rng = np.random.default_rng([seed, int(n)])
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=reps).T / n  # (n, reps)
-        chunk = max(1, 4_000_000 // reps)
-        for start in range(0, len(cells), chunk):
-            means = x[start:start + chunk] @ weights  # (chunk, reps)
-            lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=1)
-            low[cells[start:start + chunk]], high[cells[start:start + chunk]] = lo, hi
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=reps)  # (reps, n): resample r takes value i c[r, i] times
+        low[cells], high[cells] = quantiles_of_means(x, counts, np.array([alpha / 2, 1 - alpha / 2]))
         constant = np.all(x == x[:, :1], axis=1)
         low[cells[constant]] = high[cells[constant]] = x[constant, 0]
     return low, high
 
 
-def failures(table: pa.Table) -> pa.Table:
-    """Runs that did not finish ok, one row per run, with their reason."""
+def _sorted_lists(lists: pa.ChunkedArray | pa.Array, dtype: type) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The lists of ``lists`` grouped by length n: (n, their positions, an array (lists, n) of their
+    values, each row sorted)."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(int)
+    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(dtype)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    out = []
+    for n in np.unique(lengths):
+        rows = np.flatnonzero(lengths == n)
+        out.append((int(n), rows, np.sort(flat[offsets[rows][:, None] + np.arange(n)], axis=1)))
+    return out
+
+
+def _distinct(lists: pa.ChunkedArray) -> pa.Array:
+    """How many distinct values each list holds, nulls left out (pyarrow's ``count_distinct`` of a
+    group's values, counted here from its list: cheaper beside the other aggregates)."""
+    if pc.list_flatten(lists).null_count:
+        return pa.array([len(set(v) - {None}) for v in lists.to_pylist()], pa.int64())
+    counts = np.zeros(len(lists), np.int64)
+    for n, rows, x in _sorted_lists(lists, np.int64):
+        counts[rows] = 1 + np.count_nonzero(x[:, 1:] != x[:, :-1], axis=1) if n else 0
+    return pa.array(counts)
+
+
+def failures(table: pa.Table) -> list[Failure]:
+    """Runs that did not finish ok, one per run, with their reason."""
     bad = table.filter(pc.not_equal(table["status"], "ok"))
-    return bad.select(["suite", "method", "task", "seed", "status", "error"]).group_by(
+    rows = bad.select(["suite", "method", "task", "seed", "status", "error"]).group_by(
         ["suite", "method", "task", "seed", "status", "error"]).aggregate([])
+    return [Failure(**r) for r in rows.to_pylist()]
 
 
 # --------------------------------------------------------------------------- the whole board
@@ -155,8 +176,14 @@ def _primary(recorded: str | None, lm_eval_task: str | None, metrics: list[str])
     return sorted(metrics)[0], True
 
 
-def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table | None = None) -> dict[str, Any]:
-    """Every statistic of the leaderboard, as plain data: one entry per (suite, spec hash)
+#: every column ``build`` reads; selected first, so that each filter copies only these
+BOARD_COLUMNS = (KEYS + ["run_id", "seed", "value", "status", "error", "protocol", "phase", "learning_rate",
+                         "selected_lr", "lm_eval_task", "primary_metric", "base_weights_modified", "forgetting_kl",
+                         "forgetting_set"])
+
+
+def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table | None = None) -> Board:
+    """Every statistic of the leaderboard (see the module docstring): a suite per (suite, spec hash)
     with a block per protocol present (``tuned`` first), convergence, cost and tuning, and
     curvature at init where ``curvature`` (``initbench.curvature_table``) measured it."""
     from initbench.counted import final_rows, has_tuned
@@ -166,58 +193,86 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
         from initbench.results import upgrade
 
         table = upgrade(table)
+    wanted = set(BOARD_COLUMNS + COST_COLUMNS + REUSE_COLUMNS + DIAGNOSTIC_COLUMNS)
+    table = table.select([c for c in table.column_names if c in wanted])
     protocols = (["tuned"] if has_tuned(table) else []) + ["fixed"]
-    board: dict[str, Any] = {"suites": [], "failures": failures(table).to_pylist()}
-    suite_keys = sorted(set(zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist())))
+    suites = []
+    suite_keys = _suite_keys(table)
     for suite, suite_hash in suite_keys:
-        st = table.filter(pc.and_(pc.equal(table["suite"], suite), pc.equal(table["suite_hash"], suite_hash)))
-        entry: dict[str, Any] = {"suite": suite, "suite_hash": suite_hash, "protocols": {}}
+        st = table if len(suite_keys) == 1 else table.filter(
+            pc.and_(pc.equal(table["suite"], suite), pc.equal(table["suite_hash"], suite_hash)))
+        blocks: dict[str, ProtocolBlock] = {}
+        views: dict[str, pa.Table] = {}
         for protocol in protocols:
-            view = final_rows(st, protocol)
-            cells = aggregate(view).to_pylist()
-            if not cells:
-                continue
-            block = {"cells": cells}
-            block.update(_across_tasks(view, cells))
-            entry["protocols"][protocol] = block
-        main = next(iter(entry["protocols"]), None)
+            views[protocol] = view = final_rows(st, protocol)
+            table_of_cells = aggregate(view)
+            cells = list(map(Cell, *(table_of_cells[f.name].to_pylist() for f in fields(Cell))))
+            if cells:
+                blocks[protocol] = _across_tasks(view, cells)
+        main = next(iter(blocks), None)
         if main is None:
-            board["suites"].append(entry)
+            suites.append(SuiteBoard(suite, suite_hash, blocks))
             continue
-        entry["main"] = main
-        view = final_rows(st, main)
-        entry["run_ids"] = sorted(set(view["run_id"].to_pylist()))
-        entry["convergence"] = _convergence(view, curves, entry["protocols"][main]["primary"])
-        entry["cost"] = _cost(view, st)
-        entry["diagnostics"] = _diagnostics(view)
-        entry["forgetting"] = _forgetting(view)
-        entry["learning_rates"] = _learning_rates(view)
-        entry["tuning"] = _tuning(st, entry["protocols"][main]["primary"])
-        entry["curvature"] = curvature_cells(st, curvature)
-        entry["curvature_fits"] = curvature_fits(entry["curvature"])
-        board["suites"].append(entry)
-    return board
+        view = views[main]
+        curvature_rows = curvature_cells(st, curvature)
+        suites.append(SuiteBoard(
+            suite, suite_hash, blocks, main=main, run_ids=sorted(pc.unique(view["run_id"]).to_pylist()),
+            convergence=_convergence(view, curves), cost=_cost(view, st), diagnostics=_diagnostics(view),
+            forgetting=_forgetting(view), learning_rates=_learning_rates(view),
+            tuning=_tuning(st, blocks[main].primary), curvature=curvature_rows,
+            curvature_fits=curvature_fits(curvature_rows)))
+    return Board(suites, failures(table))
+
+
+def _suite_keys(table: pa.Table) -> list[tuple[str, str]]:
+    """The (suite, spec hash) pairs of ``table``, sorted."""
+    suites, hashes = pc.unique(table["suite"]), pc.unique(table["suite_hash"])
+    if len(suites) == 1 and len(hashes) == 1:
+        return [(suites[0].as_py(), hashes[0].as_py())]
+    pairs = table.group_by(["suite", "suite_hash"], use_threads=False).aggregate([])
+    return sorted(zip(pairs["suite"].to_pylist(), pairs["suite_hash"].to_pylist()))
 
 
 def _matrix_by_method(view: pa.Table, primary: dict[str, tuple[str, bool]]) -> dict[str, dict[str, dict[int, float]]]:
-    """method -> task -> seed -> value of the task's primary metric (ok runs)."""
-    ok = view.filter(pc.equal(view["status"], "ok"))
+    """method -> task -> seed -> value of the task's primary metric (ok runs), filled task by task
+    (in ``primary``'s order), each in row order."""
+    ok = view.select(["method", "task", "metric", "seed", "value", "status"])
+    tasks = pa.array(list(primary), pa.string())
+    metric_of_row = pc.take(pa.array([m for m, _ in primary.values()], pa.string()), pc.index_in(ok["task"], tasks))
+    ok = ok.filter(pc.and_(pc.equal(ok["status"], "ok"), pc.equal(ok["metric"], metric_of_row)))
     out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    for task, (metric, _) in primary.items():
-        rows = ok.filter(pc.and_(pc.equal(ok["task"], task), pc.equal(ok["metric"], metric)))
+    for task in primary:
+        rows = ok.filter(pc.equal(ok["task"], task))
         for m, s, v in zip(rows["method"].to_pylist(), rows["seed"].to_pylist(), rows["value"].to_pylist()):
             out[m][task][s] = v
     return out
 
 
-def _across_tasks(view: pa.Table, cells: list[dict]) -> dict[str, Any]:
-    tasks = sorted({c["task"] for c in cells})
-    lm_tasks = dict(zip(view["task"].to_pylist(), view["lm_eval_task"].to_pylist()))
-    recorded = {t: p for t, p in zip(view["task"].to_pylist(), view["primary_metric"].to_pylist()) if p}
-    primary = {t: _primary(recorded.get(t), lm_tasks.get(t), sorted({c["metric"] for c in cells if c["task"] == t}))
-               for t in tasks}
+def _last_per_task(view: pa.Table) -> tuple[dict[str, str | None], dict[str, str]]:
+    """task -> the lm-eval task on its last row, and task -> the primary metric on its last row that
+    records one (set and not empty): as ``dict(zip(tasks, values))`` keeps the last."""
+    recorded = view["primary_metric"]
+    recorded = pc.if_else(pc.equal(recorded, ""), pa.scalar(None, recorded.type), recorded)
+    rows = pa.table({"task": view["task"], "lm_eval_task": view["lm_eval_task"], "recorded": recorded})
+    last = rows.group_by(["task"], use_threads=False).aggregate(
+        [("lm_eval_task", "last", pc.ScalarAggregateOptions(skip_nulls=False)), ("recorded", "last")])
+    tasks = last["task"].to_pylist()
+    return (dict(zip(tasks, last["lm_eval_task_last"].to_pylist())),
+            {t: p for t, p in zip(tasks, last["recorded_last"].to_pylist()) if p is not None})
+
+
+def _across_tasks(view: pa.Table, cells: list[Cell]) -> ProtocolBlock:
+    """A protocol's block: its cells, each task's primary metric, the normalization, the aggregate
+    across tasks and the comparison with ``lora``."""
+    metrics: dict[str, set[str]] = defaultdict(set)
+    reference: dict[str, bool] = {}
+    for c in cells:
+        metrics[c.task].add(c.metric)
+        reference[c.method] = c.is_reference
+    tasks = sorted(metrics)
+    lm_tasks, recorded = _last_per_task(view)
+    primary = {t: _primary(recorded.get(t), lm_tasks.get(t), sorted(metrics[t])) for t in tasks}
     per = _matrix_by_method(view, primary)
-    reference = {c["method"]: c["is_reference"] for c in cells}
     higher = np.array([primary[t][1] for t in tasks])
 
     def means(method: str) -> np.ndarray:
@@ -235,7 +290,7 @@ def _across_tasks(view: pa.Table, cells: list[dict]) -> dict[str, Any]:
             unusable = ~(np.where(higher, ceiling - floor, floor - ceiling) > 0)
         not_normalizable = [t for t, bad in zip(tasks, unusable) if bad]
         ceiling = np.where(unusable, np.nan, ceiling)
-    matrices: dict[str, np.ndarray] = {}
+    matrices: dict[str, tuple[np.ndarray, list[int]]] = {}
     for method in per:
         seeds = sorted(set.intersection(*[set(per[method].get(t, {})) for t in tasks]))
         if not seeds:
@@ -255,42 +310,47 @@ def _across_tasks(view: pa.Table, cells: list[dict]) -> dict[str, Any]:
                     continue
         matrices[method] = (m, seeds)
     aggregate_rows = []
-    for method, (m, seeds) in matrices.items():
-        low, high = stats.stratified_bootstrap_ci(m, stats.aggregate_iqm, reps=IQM_REPS, confidence=CONFIDENCE)
-        aggregate_rows.append({"method": method, "is_reference": reference.get(method, False),
-                               "iqm": float(stats.aggregate_iqm(m)), "iqm_low": float(low), "iqm_high": float(high),
-                               "mean": float(stats.aggregate_mean(m)), "seeds": len(seeds), "tasks": m.shape[1]})
-    aggregate_rows.sort(key=lambda r: -r["iqm"])
-    pairwise = []
-    if REFERENCE_METHOD in matrices:
-        ref, ref_seeds = matrices[REFERENCE_METHOD]
-        for method, (m, seeds) in sorted(matrices.items()):
-            if method == REFERENCE_METHOD or m.shape[1] != ref.shape[1]:
-                continue
-            poi = float(stats.probability_of_improvement(m, ref))
-            poi_low, poi_high = stats.probability_of_improvement_ci(m, ref, reps=POI_REPS, confidence=CONFIDENCE)
-            common = sorted(set(seeds) & set(ref_seeds))
-            x = m[[seeds.index(s) for s in common]]
-            y = ref[[ref_seeds.index(s) for s in common]]
-            test = stats.paired_test(x, y)
-            pairwise.append({"method": method, "poi": poi, "poi_low": float(poi_low), "poi_high": float(poi_high),
-                             "pairs": test.n_pairs, "mean_diff": test.mean_diff, "p_wilcoxon": test.wilcoxon_pvalue,
-                             "p_t": test.t_pvalue, "min_p": test.min_wilcoxon_pvalue})
-        adjusted = stats.holm([p["p_wilcoxon"] for p in pairwise])
-        marks = stats.significant([p["p_wilcoxon"] for p in pairwise], ALPHA)
-        for p, adj, mark in zip(pairwise, adjusted, marks):
-            p["p_holm"], p["significant"] = float(adj), bool(mark)
-    return {
-        "tasks": tasks,
-        "primary": {t: primary[t][0] for t in tasks},
-        "normalization": ({"floor": FLOOR_METHOD,
-                           "ceiling": {t: c for t, c in zip(tasks, ceiling_from) if t not in not_normalizable},
-                           "floor_values": dict(zip(tasks, floor.tolist())),
-                           "ceiling_values": {t: c for t, c in zip(tasks, ceiling.tolist()) if t not in not_normalizable},
-                           "not_normalizable": not_normalizable} if normalized else None),
-        "aggregate": aggregate_rows,
-        "pairwise": pairwise,
-    }
+    intervals = stats.stratified_bootstrap_iqm_cis([m for m, _ in matrices.values()], reps=IQM_REPS,
+                                                   confidence=CONFIDENCE)  # each as stratified_bootstrap_ci
+    for (method, (m, seeds)), (low, high) in zip(matrices.items(), intervals):
+        aggregate_rows.append(AggregateRow(method, reference.get(method, False), float(stats.aggregate_iqm(m)),
+                                           float(low), float(high), float(stats.aggregate_mean(m)), len(seeds),
+                                           m.shape[1]))
+    aggregate_rows.sort(key=lambda r: -r.iqm)
+    return ProtocolBlock(
+        cells=cells, tasks=tasks, primary={t: primary[t][0] for t in tasks},
+        normalization=(Normalization(
+            floor=FLOOR_METHOD,
+            ceiling={t: c for t, c in zip(tasks, ceiling_from) if t not in not_normalizable},
+            floor_values=dict(zip(tasks, floor.tolist())),
+            ceiling_values={t: c for t, c in zip(tasks, ceiling.tolist()) if t not in not_normalizable},
+            not_normalizable=not_normalizable) if normalized else None),
+        aggregate=aggregate_rows, pairwise=_pairwise(matrices))
+
+
+def _pairwise(matrices: dict[str, tuple[np.ndarray, list[int]]]) -> list[Pairwise]:
+    """Every method against ``lora`` on the same tasks: probability of improvement with its interval,
+    Wilcoxon signed-rank paired by (seed, task), Holm-adjusted over the methods."""
+    if REFERENCE_METHOD not in matrices:
+        return []
+    ref, ref_seeds = matrices[REFERENCE_METHOD]
+    others = [(method, m, seeds) for method, (m, seeds) in sorted(matrices.items())
+              if method != REFERENCE_METHOD and m.shape[1] == ref.shape[1]]
+    intervals = stats.probability_of_improvement_cis([m for _, m, _ in others], ref, reps=POI_REPS,
+                                                     confidence=CONFIDENCE)  # each as probability_of_improvement_ci
+    rows = []
+    for (method, m, seeds), (poi_low, poi_high) in zip(others, intervals):
+        poi = float(stats.probability_of_improvement(m, ref))
+        common = sorted(set(seeds) & set(ref_seeds))
+        x = m[[seeds.index(s) for s in common]]
+        y = ref[[ref_seeds.index(s) for s in common]]
+        rows.append((method, poi, float(poi_low), float(poi_high), stats.paired_test(x, y)))
+    p_values = [test.wilcoxon_pvalue for *_, test in rows]
+    adjusted = stats.holm(p_values)
+    marks = stats.significant(p_values, ALPHA)
+    return [Pairwise(method, poi, low, high, test.n_pairs, test.mean_diff, test.wilcoxon_pvalue, test.t_pvalue,
+                     test.min_wilcoxon_pvalue, float(adj), bool(mark))
+            for (method, poi, low, high, test), adj, mark in zip(rows, adjusted, marks)]
 
 
 def _curves_by_run(curves: pa.Table | None, run_ids: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -305,10 +365,11 @@ def _curves_by_run(curves: pa.Table | None, run_ids: set[str]) -> dict[str, tupl
     return {k: (np.array(s, dtype=float), np.array(v, dtype=float)) for k, (s, v) in out.items()}
 
 
-def _convergence(view: pa.Table, curves: pa.Table | None, primary: dict[str, str]) -> list[dict]:
-    ok = view.filter(pc.equal(view["status"], "ok"))
-    runs = sorted(set(zip(ok["method"].to_pylist(), ok["task"].to_pylist(), ok["seed"].to_pylist(),
-                          ok["run_id"].to_pylist())))
+def _convergence(view: pa.Table, curves: pa.Table | None) -> list[ConvergenceRow]:
+    if curves is None or curves.num_rows == 0:
+        return []
+    ok = view.filter(pc.equal(view["status"], "ok")).select(["method", "task", "seed", "run_id"])
+    runs = sorted(tuple(r.values()) for r in ok.group_by(ok.column_names, use_threads=False).aggregate([]).to_pylist())
     by_run = _curves_by_run(curves, {r[3] for r in runs})
     if not by_run:
         return []
@@ -330,12 +391,10 @@ def _convergence(view: pa.Table, curves: pa.Table | None, primary: dict[str, str
             hit = stats.steps_to_reach(losses, steps, target[task], alpha=CONVERGENCE_EMA)
             if hit is not None:
                 row["reached"].append(hit)
-    out = []
-    for row in rows.values():
-        out.append({"method": row["method"], "task": row["task"], "auc": float(np.mean(row["auc"])),
-                    "steps_to_target": float(np.mean(row["reached"])) if row["reached"] else None,
-                    "reached": len(row["reached"]), "runs": row["n"], "target_loss": row["target"]})
-    return sorted(out, key=lambda r: (r["task"], r["method"]))
+    out = [ConvergenceRow(row["method"], row["task"], float(np.mean(row["auc"])),
+                          float(np.mean(row["reached"])) if row["reached"] else None, len(row["reached"]), row["n"],
+                          row["target"]) for row in rows.values()]
+    return sorted(out, key=lambda r: (r.task, r.method))
 
 
 def _per_run(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
@@ -348,10 +407,10 @@ def _per_run(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
 DIAGNOSTIC_COLUMNS = ["init_update_erank", "final_update_erank", "relative_weight_change"]
 
 
-def _diagnostics(view: pa.Table) -> list[dict]:
+def _diagnostics(view: pa.Table) -> list[DiagnosticsRow]:
     """Per method, the rich/lazy diagnostics (``initbench.diagnostics``) averaged over the runs that
     recorded them, beside the trainable parameters; empty when no run switched them on."""
-    if not all(c in view.schema.names for c in DIAGNOSTIC_COLUMNS):
+    if not all(c in view.schema.names for c in DIAGNOSTIC_COLUMNS) or not pc.count(view["final_update_erank"]).as_py():
         return []
     runs = _per_run(view, ["trainable_params", "base_weights_modified", *DIAGNOSTIC_COLUMNS])
     runs = runs.filter(pc.is_valid(runs["final_update_erank"]))
@@ -361,17 +420,16 @@ def _diagnostics(view: pa.Table) -> list[dict]:
     agg = runs.group_by(["method"], use_threads=False).aggregate(
         [("run_id", "count"), ("trainable_params", "mean"), ("modified", "max")]
         + [(c, "mean") for c in DIAGNOSTIC_COLUMNS])
-    return sorted(({"method": r["method"], "runs": r["run_id_count"], "trainable_params": r["trainable_params_mean"],
-                    "base_weights_modified": bool(r["modified_max"]),
-                    **{c: r[f"{c}_mean"] for c in DIAGNOSTIC_COLUMNS}} for r in agg.to_pylist()),
-                  key=lambda r: r["method"])
+    return sorted((DiagnosticsRow(r["method"], r["run_id_count"], r["trainable_params_mean"], bool(r["modified_max"]),
+                                  *(r[f"{c}_mean"] for c in DIAGNOSTIC_COLUMNS)) for r in agg.to_pylist()),
+                  key=lambda r: r.method)
 
 
-def _forgetting(view: pa.Table) -> list[dict]:
+def _forgetting(view: pa.Table) -> list[ForgettingRow]:
     """Per (method, task), the mean forgetting (``initbench.forgetting``) over the ok final runs that
     recorded it, with a 95% percentile-bootstrap interval over seeds and the held set's name; empty
     when no run recorded it (older files, or offline without the held text)."""
-    if "forgetting_kl" not in view.schema.names:
+    if "forgetting_kl" not in view.schema.names or not pc.count(view["forgetting_kl"]).as_py():
         return []
     runs = _per_run(view.filter(pc.equal(view["status"], "ok")), ["task", "forgetting_kl", "forgetting_set"])
     runs = runs.filter(pc.is_valid(runs["forgetting_kl"]))
@@ -380,17 +438,16 @@ def _forgetting(view: pa.Table) -> list[dict]:
     cells = runs.group_by(["method", "task", "forgetting_set"], use_threads=False).aggregate(
         [("forgetting_kl", "list"), ("forgetting_kl", "mean")])
     low, high = bootstrap_cells(cells["forgetting_kl_list"])
-    return sorted(({"method": r["method"], "task": r["task"], "held_set": r["forgetting_set"],
-                    "seeds": len(r["forgetting_kl_list"]), "mean": r["forgetting_kl_mean"],
-                    "ci_low": float(lo), "ci_high": float(hi)}
-                   for r, lo, hi in zip(cells.to_pylist(), low, high)), key=lambda r: (r["task"], r["method"]))
+    return sorted((ForgettingRow(r["method"], r["task"], r["forgetting_set"], len(r["forgetting_kl_list"]),
+                                 r["forgetting_kl_mean"], float(lo), float(hi))
+                   for r, lo, hi in zip(cells.to_pylist(), low, high)), key=lambda r: (r.task, r.method))
 
 
-def forgetting_by_method(rows: list[dict]) -> dict[str, float]:
+def forgetting_by_method(rows: list[ForgettingRow]) -> dict[str, float]:
     """method -> the mean over its tasks of the per-task mean forgetting (``_forgetting``'s rows)."""
     by_method: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        by_method[r["method"]].append(r["mean"])
+        by_method[r.method].append(r.mean)
     return {m: sum(v) / len(v) for m, v in sorted(by_method.items())}
 
 
@@ -398,8 +455,9 @@ def _learning_rates(view: pa.Table) -> dict[str, dict[str, list[float]]]:
     """method -> task -> the learning rates its ok final runs trained at (under the tuned protocol, the
     rate tuning chose; under the fixed one, the suite's); methods that do not train are left out."""
     ok = view.filter(pc.and_(pc.equal(view["status"], "ok"), pc.is_valid(view["learning_rate"])))
+    trained = ok.group_by(["method", "task", "learning_rate"], use_threads=False).aggregate([])
     rates: dict[str, dict[str, set[float]]] = defaultdict(lambda: defaultdict(set))
-    for method, task, lr in zip(ok["method"].to_pylist(), ok["task"].to_pylist(), ok["learning_rate"].to_pylist()):
+    for method, task, lr in zip(*(trained[c].to_pylist() for c in ("method", "task", "learning_rate"))):
         rates[method][task].add(lr)
     return {m: {t: sorted(v) for t, v in sorted(by_task.items())} for m, by_task in sorted(rates.items())}
 
@@ -407,9 +465,10 @@ def _learning_rates(view: pa.Table) -> dict[str, dict[str, list[float]]]:
 REUSE_COLUMNS = ["init_reused", "train_reused"]  # the run restored its init / training from an earlier run
 COST_COLUMNS = ["trainable_params", "init_seconds", "train_seconds", "wall_seconds", "peak_memory_bytes",
                 "train_tokens", "calibration_examples", "flops", "train_tokens_per_second", "mfu"]
+MEAN_COST_COLUMNS = [c for c in COST_COLUMNS if c != "peak_memory_bytes"]  # peak memory: the max
 
 
-def _cost(view: pa.Table, suite_table: pa.Table) -> list[dict]:
+def _cost(view: pa.Table, suite_table: pa.Table) -> list[CostRow]:
     """Per method, the mean cost of a run; ``wall_seconds`` over the runs that computed their init and
     training (a run that restored them, ``initbench.init_cache`` / ``train_cache``, took less wall time
     than the run costs) where there are any."""
@@ -422,8 +481,7 @@ def _cost(view: pa.Table, suite_table: pa.Table) -> list[dict]:
         wall = pc.if_else(keep, runs["wall_seconds"], pa.scalar(None, pa.float64()))
         runs = runs.set_column(runs.column_names.index("wall_seconds"), "wall_seconds", wall)
     agg = runs.group_by(["method"], use_threads=False).aggregate(
-        [(c, "mean") for c in COST_COLUMNS if c != "peak_memory_bytes"]
-        + [("peak_memory_bytes", "max"), ("flops", "sum"), ("run_id", "count")])
+        [(c, "mean") for c in MEAN_COST_COLUMNS] + [("peak_memory_bytes", "max"), ("flops", "sum"), ("run_id", "count")])
     trials = suite_table.filter(pc.equal(suite_table["phase"], "trial"))
     tuning: dict[str, dict] = {}
     if trials.num_rows:
@@ -433,16 +491,15 @@ def _cost(view: pa.Table, suite_table: pa.Table) -> list[dict]:
     out = []
     for r in agg.to_pylist():
         t = tuning.get(r["method"], {})
-        out.append({"method": r["method"], "runs": r["run_id_count"],
-                    **{c: r[f"{c}_mean"] for c in COST_COLUMNS if c != "peak_memory_bytes"},
-                    "peak_memory_bytes": r["peak_memory_bytes_max"],
-                    "tuning_trials": t.get("run_id_count", 0), "tuning_seconds": t.get("wall_seconds_sum") or 0.0,
-                    "tuning_flops": t.get("flops_sum") or 0.0,
-                    "total_flops": (r["flops_sum"] or 0.0) + (t.get("flops_sum") or 0.0)})
-    return sorted(out, key=lambda r: r["method"])
+        out.append(CostRow(method=r["method"], runs=r["run_id_count"],
+                           **{c: r[f"{c}_mean"] for c in MEAN_COST_COLUMNS},
+                           peak_memory_bytes=r["peak_memory_bytes_max"], tuning_trials=t.get("run_id_count", 0),
+                           tuning_seconds=t.get("wall_seconds_sum") or 0.0, tuning_flops=t.get("flops_sum") or 0.0,
+                           total_flops=(r["flops_sum"] or 0.0) + (t.get("flops_sum") or 0.0)))
+    return sorted(out, key=lambda r: r.method)
 
 
-def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[dict]:
+def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[TuningRow]:
     """Per (method, task): the validation mean of the primary metric per trial rate, and the chosen rate."""
     trials = suite_table.filter(pc.and_(pc.equal(suite_table["phase"], "trial"), pc.equal(suite_table["status"], "ok")))
     chosen = suite_table.filter(pc.and_(pc.equal(suite_table["protocol"], "tuned"), pc.equal(suite_table["phase"], "final")))
@@ -454,218 +511,5 @@ def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[dict]:
                                    trials["value"].to_pylist()):
         if metric == primary.get(t):
             rows[(m, t, lr)].append(v)
-    return [{"method": m, "task": t, "lr": lr, "metric": primary.get(t), "validation_mean": float(np.mean(v)),
-             "seeds": len(v), "selected": picked.get((m, t)) == lr}
+    return [TuningRow(m, t, lr, primary.get(t), float(np.mean(v)), len(v), picked.get((m, t)) == lr)
             for (m, t, lr), v in sorted(rows.items())]
-
-
-# --------------------------------------------------------------------------- text
-
-
-def render(path: Path, fmt: str = "github") -> str:
-    """The leaderboard of every results file under ``path`` as text (tabulate format ``fmt``), with the
-    curvature measured there and, when it holds selection files, how often they chose a grid's edge."""
-    from initbench.curvature_table import read_table
-    from initbench.tuning_grid import edge_report
-
-    table = read_results(path)
-    if table.num_rows == 0:
-        return f"no results under {path}"
-    text = render_board(build(table, read_results(path, CURVE_SUFFIX), read_table(path)), fmt)
-    edges = edge_report(path) if Path(path).is_dir() else []
-    return text + ("\n\n" + render_edges(edges, fmt) if edges else "")
-
-
-PROTOCOL_TITLES = {"tuned": "Tuned protocol: learning rate chosen per method and task on validation, scored on test",
-                   "fixed": "At the suite's default learning rate (fixed protocol)"}
-
-
-def render_board(board: dict[str, Any], fmt: str = "github", level: int = 2) -> str:
-    h = "#" * level
-    sections = []
-    for entry in board["suites"]:
-        parts = [f"{h} Suite `{entry['suite']}` (spec {entry['suite_hash']})"]
-        for protocol, block in entry["protocols"].items():
-            parts.append(f"{h}# {PROTOCOL_TITLES[protocol]}\n\n" + _suite_table(block["cells"], block["primary"], fmt))
-            parts.append(_aggregate_table(block, fmt))
-            if block["pairwise"]:
-                parts.append(_pairwise_table(block["pairwise"], fmt))
-        if entry.get("tuning"):
-            parts.append(_tuning_table(entry["tuning"], fmt))
-        if entry.get("convergence"):
-            parts.append(_convergence_table(entry["convergence"], fmt))
-        if entry.get("cost"):
-            parts.append(_cost_table(entry["cost"], fmt))
-        if entry.get("diagnostics"):
-            parts.append(_diagnostics_table(entry["diagnostics"], fmt))
-        if entry.get("forgetting"):
-            parts.append(_forgetting_table(entry["forgetting"], fmt))
-        if entry.get("curvature"):
-            parts.append(_curvature_tables(entry["curvature"], entry["curvature_fits"], fmt))
-        sections.append("\n\n".join(parts))
-    if board["failures"]:
-        lines = [[r["suite"], r["method"], r["task"], r["seed"], r["status"], r["error"] or ""] for r in board["failures"]]
-        sections.append(f"{h} Runs not ok\n\n" + tabulate(lines, ["suite", "method", "task", "seed", "status", "reason"],
-                                                          tablefmt=fmt))
-    return "\n\n".join(sections)
-
-
-def _suite_table(rows: list[dict], primary: dict[str, str], fmt: str) -> str:
-    """Per method, a cell per (task, metric) and the mean over tasks of each task's primary metric
-    (blank unless the method has every task's primary metric)."""
-    columns = sorted({(r["task"], r["metric"]) for r in rows})
-    methods = sorted({(not r["is_reference"], r["method"]) for r in rows})  # reference rows first
-    cell = {(r["method"], r["task"], r["metric"]): r for r in rows}
-    lines = []
-    for not_reference, method in methods:
-        line = [method + ("" if not_reference else " (reference)")]
-        task_means = []
-        for task, metric in columns:
-            r = cell.get((method, task, metric))
-            line.append(_fmt(r) if r else "")
-            if r and primary.get(task) == metric:
-                task_means.append(r["mean"])
-        line.append(f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(primary) else "")
-        lines.append(line)
-    several = {task for task, _ in columns if len([m for t, m in columns if t == task]) > 1}
-    headers = (["method"] + [f"{task} ({metric}{', primary' if task in several and primary.get(task) == metric else ''})"
-                             for task, metric in columns] + ["mean over tasks (primary metrics)"])
-    note = (f"\n\nCells: mean ± std [95% percentile-bootstrap CI of the mean, {BOOTSTRAP_REPS:,} resamples] "
-            "(n = seeds).")
-    return tabulate(lines, headers, tablefmt=fmt) + note
-
-
-def _num(x, spec=".4f") -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def _fmt(r: dict) -> str:
-    std = r["std"]
-    spread = f" ± {std:.4f}" if std is not None and not math.isnan(std) else ""
-    low, high = r.get("ci_low"), r.get("ci_high")
-    ci = f" [{low:.4f}, {high:.4f}]" if low is not None and not math.isnan(low) else ""
-    return f"{r['mean']:.4f}{spread}{ci} (n={r['seeds']})"
-
-
-def _aggregate_table(block: dict, fmt: str) -> str:
-    norm = block["normalization"]
-    lines = [[r["method"] + (" (reference)" if r["is_reference"] else ""), f"{r['iqm']:.4f}",
-              f"[{r['iqm_low']:.4f}, {r['iqm_high']:.4f}]", f"{r['mean']:.4f}", r["seeds"], r["tasks"]]
-             for r in block["aggregate"]]
-    what = ("normalized score, per task (score - base) / (ceiling - base), ceiling = "
-            + (", ".join(f"{t}: {c}" for t, c in norm["ceiling"].items()) or "none")
-            + "".join(f"; {t}: not normalizable (no row better than base), left out" for t in norm.get("not_normalizable", []))
-            if norm else "raw primary metric (no `base` run, so not normalized)")
-    primary = ", ".join(f"{t}: {m}" for t, m in block["primary"].items())
-    return (f"Across tasks ({what}; primary metrics {primary}):\n\n"
-            + tabulate(lines, ["method", "IQM", f"95% CI (stratified bootstrap, {IQM_REPS:,})", "mean", "seeds", "tasks"],
-                       tablefmt=fmt))
-
-
-def _pairwise_table(rows: list[dict], fmt: str) -> str:
-    lines = [[r["method"], f"{r['poi']:.3f} [{r['poi_low']:.3f}, {r['poi_high']:.3f}]", _num(r["mean_diff"], "+.4f"),
-              r["pairs"], _num(r["p_wilcoxon"], ".3g"), _num(r["p_holm"], ".3g") + (" *" if r["significant"] else "")]
-             for r in rows]
-    return (f"Versus `{REFERENCE_METHOD}` (P(X > lora) with 95% stratified-bootstrap CI; Wilcoxon signed-rank paired by "
-            f"(seed, task), Holm-adjusted; * = significant at {ALPHA}):\n\n"
-            + tabulate(lines, ["method", "P(X > lora)", "mean diff", "pairs", "p", "p (Holm)"], tablefmt=fmt))
-
-
-def _tuning_table(rows: list[dict], fmt: str) -> str:
-    lrs = sorted({r["lr"] for r in rows})
-    cells: dict[tuple[str, str], dict[float, dict]] = defaultdict(dict)
-    for r in rows:
-        cells[(r["method"], r["task"])][r["lr"]] = r
-    lines = []
-    for (method, task), by_lr in sorted(cells.items()):
-        chosen = next((lr for lr, r in by_lr.items() if r["selected"]), None)
-        lines.append([method, task, next(iter(by_lr.values()))["metric"], _num(chosen, "g")]
-                     + [(f"**{by_lr[lr]['validation_mean']:.4f}**" if by_lr[lr]["selected"] else
-                         f"{by_lr[lr]['validation_mean']:.4f}") if lr in by_lr else "" for lr in lrs])
-    return ("Tuning trials (validation mean of the primary metric over tuning seeds; chosen rate in bold):\n\n"
-            + tabulate(lines, ["method", "task", "metric", "selected lr"] + [f"lr {lr:g}" for lr in lrs], tablefmt=fmt))
-
-
-def _convergence_table(rows: list[dict], fmt: str) -> str:
-    lines = [[r["method"], r["task"], f"{r['auc']:.4f}",
-              (_num(r["steps_to_target"], ".1f") or "never") + f" ({r['reached']}/{r['runs']})",
-              _num(r["target_loss"])] for r in rows]
-    return (f"Convergence (training loss: area under the curve = time-averaged loss; steps until the EMA(0.1) loss "
-            f"reaches {CONVERGENCE_FRACTION}x {REFERENCE_METHOD}'s mean final EMA loss):\n\n"
-            + tabulate(lines, ["method", "task", "loss AUC", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
-                       tablefmt=fmt))
-
-
-def _diagnostics_table(rows: list[dict], fmt: str) -> str:
-    lines = [[r["method"], r["runs"], _num(r["trainable_params"], ",.0f"), "yes" if r["base_weights_modified"] else "no",
-              _num(r["init_update_erank"], ".2f"), _num(r["final_update_erank"], ".2f"),
-              _num(r["relative_weight_change"], ".2e")] for r in rows]
-    return ("Rich or lazy (runs with INITBENCH_DIAGNOSTICS=1; initbench.diagnostics): entropy effective rank of the "
-            "update scale*B[M]A after init and after training, mean over adapted layers (at most the LoRA rank); "
-            "relative change ||W_final - W0||_F / ||W0||_F of the adapted weights, mean over layers:\n\n"
-            + tabulate(lines, ["method", "runs", "trainable params", "base offset", "erank at init", "erank final",
-                               "rel. weight change"], tablefmt=fmt))
-
-
-def _forgetting_table(rows: list[dict], fmt: str) -> str:
-    lines = [[r["method"], r["task"], r["seeds"], _num(r["mean"], ".4f"),
-              f"[{_num(r['ci_low'], '.4f')}, {_num(r['ci_high'], '.4f')}]"] for r in rows]
-    sets = sorted({r["held_set"] for r in rows})
-    return ("Forgetting (initbench.forgetting): mean per-token KL(p_base || p_trained) in nats on held general text "
-            f"({'; '.join(sets)}), mean over seeds with a 95% bootstrap interval; lower moved less:\n\n"
-            + tabulate(lines, ["method", "task", "seeds", "KL from base", "95% CI"], tablefmt=fmt))
-
-
-def _curvature_tables(cells: list[dict], fits: dict[str, dict | None], fmt: str) -> str:
-    """Per task: method | lambda_max (converged?) | predicted rate | chosen rate | on the grid's edge,
-    and the fit of the chosen rate on 1 / lambda_max (``initbench.curvature_board``)."""
-    parts = []
-    for task, fitted in fits.items():
-        rows = [c for c in cells if c["task"] == task]
-        lines = [[c["method"], f"{c['lambda_max']:.4g} ("
-                  + ("yes" if c["converged"] == c["seeds"] else f"no: {c['converged']}/{c['seeds']} seeds") + ")",
-                  _num(c["predicted_lr"], ".3g"), _num(c["chosen_lr"], ".3g"),
-                  c["edge"] + (f" ({len(c['grid'])} rates {c['grid'][0]:.3g}-{c['grid'][-1]:.3g})" if c["grid"] else "")]
-                 for c in rows]
-        sources = sorted({c["reference_lr_source"] for c in rows})
-        line = ("fit of log(chosen rate) on log(1 / lambda_max): " + (
-            f"slope {fitted['slope']:.3f}, R^2 {fitted['r_squared']:.3f}, r {fitted['pearson_r']:.3f} "
-            + (f"[95% CI {fitted['r_ci'][0]:.3f}, {fitted['r_ci'][1]:.3f}]" if _num(fitted["r_ci"][0]) else
-               "(no Fisher-z interval with n <= 3)") + f", n = {fitted['n']}"
-            if fitted else "fewer than three methods with a chosen rate, no fit"))
-        parts.append(f"Curvature at init, task `{task}` (lambda_max: top Hessian eigenvalue of the training loss "
-                     f"after init, mean over seeds, initbench.curvature; predicted: lr-prior, calibrated on "
-                     f"{rows[0]['reference']}'s {' / '.join(sources)} rate; edge: the chosen rate is the lowest or "
-                     f"highest rate tried):\n\n"
-                     + tabulate(lines, ["method", "lambda_max (converged?)", "predicted rate (lr-prior)",
-                                        "tuned (chosen) rate", "on the grid's edge"], tablefmt=fmt,
-                                disable_numparse=True)
-                     + f"\n\n{line}")
-    return "\n\n".join(parts)
-
-
-def render_edges(rows: list[dict], fmt: str = "github") -> str:
-    """How often the chosen rate was the lowest or highest of its grid, per suite and grid kind
-    (``initbench.tuning_grid.edge_report``)."""
-    lines = [[r["suite"], r["kind"], r["selections"], r["lowest"], r["highest"],
-              f"{r['lowest'] + r['highest']}/{r['selections']}"
-              + (f" ({(r['lowest'] + r['highest']) / r['selections']:.0%})" if r["selections"] else ""),
-              r["not_from_grid"]] for r in rows]
-    return ("Chosen learning rate on the edge of its tuning grid, per grid kind (selection files; on the edge, the "
-            "best rate may lie outside the grid):\n\n"
-            + tabulate(lines, ["suite", "grid", "selections", "lowest rate", "highest rate", "on the edge",
-                               "not from the grid (every trial failed)"], tablefmt=fmt, disable_numparse=True))
-
-
-def _cost_table(rows: list[dict], fmt: str) -> str:
-    lines = [[r["method"], _num(r["trainable_params"], ",.0f"), _num(r["init_seconds"], ".3f"),
-              _num(r["train_seconds"], ".2f"), _num(r["train_tokens_per_second"], ",.0f"), _num(r["mfu"], ".1%"),
-              _num((r["peak_memory_bytes"] or 0) / 2**20, ",.0f"),
-              _num(r["train_tokens"], ",.0f"), _num(r["calibration_examples"], ",.0f"), _num(r["flops"], ".3g"),
-              r["tuning_trials"], _num(r["tuning_seconds"], ".1f"), _num(r["tuning_flops"], ".3g"),
-              _num(r["total_flops"], ".3g")] for r in rows]
-    return ("Cost (mean per final run; peak memory: max; tuning: sum over the method's trials; total FLOPs: finals + "
-            "tuning; MFU: initbench.throughput, GPU only):\n\n" + tabulate(lines, ["method", "trainable params", "init s",
-                                              "train s", "train tok/s", "MFU", "peak MiB",
-                                              "train tokens", "calib examples", "FLOPs/run", "trials", "tuning s",
-                                              "tuning FLOPs", "total FLOPs"], tablefmt=fmt))

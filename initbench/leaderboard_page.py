@@ -1,6 +1,6 @@
 """A published version's ``index.html``: the ranking first, then the plots, then every cell.
 
-``render_page(manifest, board)`` fills ``templates/leaderboard.html`` (Jinja2, autoescaped: method
+``render_page(manifest, board, files)`` fills ``templates/leaderboard.html`` (Jinja2, autoescaped: method
 and task names are text, never markup).  Per suite, the ranking (``initbench.ranking``: one row per
 method, best IQM first) with links to each method's paper and code (``method_notes``, recorded in
 the manifest at publish time); then the suite's plots, those ``initbench.plots`` drew (a plot
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from initbench.board import Board, ProtocolBlock, SuiteBoard
 from initbench.leaderboard import REFERENCE_METHOD
+from initbench.leaderboard_text import PROTOCOL_TITLES
 from initbench.plots import PLOT_KINDS
-from initbench.publish import CURVATURE_FILE, CURVES_FILE, MANIFEST_FILE, RESULTS_FILE
 from initbench.ranking import number, ranking
 
 _URL = re.compile(r"https?://[^\s<>\"')\]]+")
@@ -123,23 +124,23 @@ def _column(key: str, label: str, title: str = "", sub: str = "", numeric: bool 
     return {"key": key, "label": label, "title": title, "sub": sub, "numeric": numeric}
 
 
-def _ranking_table(entry: dict[str, Any], notes: dict[str, dict[str, str]]) -> dict[str, Any]:
+def _ranking_table(entry: SuiteBoard, notes: dict[str, dict[str, str]]) -> dict[str, Any]:
     """Columns and rows of a suite's ranking table (``initbench.ranking``) as page cells."""
     rows = ranking(entry)
-    block = entry["protocols"][entry["main"]]
-    tasks = block["tasks"]
+    block = entry.protocols[entry.main]
+    tasks = block.tasks
     has = {key: any(r[key] is not None for r in rows) for key in
            ("versus", "trainable_params", "init_seconds", "forgetting_kl")}
     has["learning_rates"] = any(r["learning_rates"] for r in rows)
     bounds = [x for r in rows for x in (r["iqm_low"], r["iqm_high"], r["iqm"]) if x is not None and not math.isnan(x)]
     lo, hi = (min(bounds + [0.0]), max(bounds + [1.0])) if bounds else (0.0, 1.0)
-    tuned = entry["main"] == "tuned"
+    tuned = entry.main == "tuned"
     columns = [_column("rank", "#", "rank by IQM (reference rows: ref)"),
                _column("method", "method", "the method's name (hover: its summary)", numeric=False),
                _column("iqm", "IQM", "interquartile mean of normalized scores over seeds x tasks, with its 95% "
                                      "stratified-bootstrap CI", sub="95% CI")]
-    columns += [_column(f"task-{i}", task, f"{task}: {block['primary'][task]}, mean over seeds with the 95% "
-                                           "percentile-bootstrap CI", sub=block["primary"][task])
+    columns += [_column(f"task-{i}", task, f"{task}: {block.primary[task]}, mean over seeds with the 95% "
+                                           "percentile-bootstrap CI", sub=block.primary[task])
                 for i, task in enumerate(tasks)]
     if has["versus"]:
         columns.append(_column("versus", f"vs {REFERENCE_METHOD}",
@@ -178,12 +179,12 @@ def _ranking_table(entry: dict[str, Any], notes: dict[str, dict[str, str]]) -> d
             if v is None:
                 cells.append(_cell("reference" if r["method"] == REFERENCE_METHOD else "", cls="muted"))
             else:
-                better = v["mean_diff"] is not None and v["mean_diff"] > 0
-                arrow = ("▲ " if better else "▼ ") if v["significant"] else ""
-                cells.append(_cell(f"{v['poi']:.2f}", v["poi"], sub=f"{arrow}p {number(v['p_holm'], '.2g')}",
-                                   cls=("better" if better else "worse") if v["significant"] else "",
-                                   title=f"P(better) 95% CI [{v['poi_low']:.2f}, {v['poi_high']:.2f}]; mean difference "
-                                         f"{number(v['mean_diff'], '+.4f')} over {v['pairs']} pairs"))
+                better = v.mean_diff is not None and v.mean_diff > 0
+                arrow = ("▲ " if better else "▼ ") if v.significant else ""
+                cells.append(_cell(f"{v.poi:.2f}", v.poi, sub=f"{arrow}p {number(v.p_holm, '.2g')}",
+                                   cls=("better" if better else "worse") if v.significant else "",
+                                   title=f"P(better) 95% CI [{v.poi_low:.2f}, {v.poi_high:.2f}]; mean difference "
+                                         f"{number(v.mean_diff, '+.4f')} over {v.pairs} pairs"))
         if has["learning_rates"]:
             lrs = r["learning_rates"]
             every = sorted({x for v in lrs.values() for x in v})
@@ -204,7 +205,7 @@ def _ranking_table(entry: dict[str, Any], notes: dict[str, dict[str, str]]) -> d
     return {"columns": columns, "rows": out}
 
 
-def _cells_table(board: dict[str, Any]) -> dict[str, Any]:
+def _cells_table(board: Board) -> dict[str, Any]:
     """The long table: one row per (suite, protocol, method, task, metric)."""
     columns = [_column(k, k, numeric=False) for k in ("suite", "protocol", "method", "task", "metric")]
     columns += [_column("primary", "primary", "the task's primary metric (the one ranked)", numeric=False),
@@ -212,65 +213,57 @@ def _cells_table(board: dict[str, Any]) -> dict[str, Any]:
                                                                                       "mean over seeds"),
                 _column("seeds", "seeds"), _column("iqm", "IQM", "the method's aggregate on this protocol")]
     rows = []
-    for entry in board["suites"]:
-        for protocol, block in entry["protocols"].items():
-            iqm = {r["method"]: r["iqm"] for r in block["aggregate"]}
-            for c in block["cells"]:
-                primary = block["primary"].get(c["task"]) == c["metric"]
-                aggregate = iqm.get(c["method"])
-                rows.append({"reference": c["is_reference"], "cells": [
-                    _cell(entry["suite"], entry["suite"], title=f"spec {entry['suite_hash']}"),
-                    _cell(protocol, protocol), _cell(c["method"], c["method"].lower()), _cell(c["task"], c["task"]),
-                    _cell(c["metric"], c["metric"]), _cell("yes" if primary else "", "yes" if primary else None),
-                    _cell(number(c["mean"], ".4f"), c["mean"]), _cell(number(c["std"], ".4f"), c["std"]),
-                    _cell(_interval(c["ci_low"], c["ci_high"], ".4f"), c["ci_low"]), _cell(str(c["seeds"]), c["seeds"]),
+    for entry in board.suites:
+        for protocol, block in entry.protocols.items():
+            iqm = {r.method: r.iqm for r in block.aggregate}
+            for c in block.cells:
+                primary = block.primary.get(c.task) == c.metric
+                aggregate = iqm.get(c.method)
+                rows.append({"reference": c.is_reference, "cells": [
+                    _cell(entry.suite, entry.suite, title=f"spec {entry.suite_hash}"),
+                    _cell(protocol, protocol), _cell(c.method, c.method.lower()), _cell(c.task, c.task),
+                    _cell(c.metric, c.metric), _cell("yes" if primary else "", "yes" if primary else None),
+                    _cell(number(c.mean, ".4f"), c.mean), _cell(number(c.std, ".4f"), c.std),
+                    _cell(_interval(c.ci_low, c.ci_high, ".4f"), c.ci_low), _cell(str(c.seeds), c.seeds),
                     _cell(number(aggregate, ".4f"), aggregate)]})
     return {"columns": columns, "rows": rows}
 
 
-def _normalization(block: dict[str, Any]) -> str:
-    norm = block["normalization"]
+def _normalization(block: ProtocolBlock) -> str:
+    norm = block.normalization
     if not norm:
         return "the raw primary metric (no base run, so not normalized)"
     text = ("each task's score normalized as (score − base) / (ceiling − base), ceiling: "
-            + (", ".join(f"{t}: {m}" for t, m in norm["ceiling"].items()) or "none"))
-    skipped = norm.get("not_normalizable") or []
+            + (", ".join(f"{t}: {m}" for t, m in norm.ceiling.items()) or "none"))
+    skipped = norm.not_normalizable
     return text + (f"; not normalizable (no row better than base), left out: {', '.join(skipped)}" if skipped else "")
 
 
-def render_page(manifest: dict[str, Any], board: dict[str, Any]) -> str:
-    """The version's ``index.html`` (see the module docstring)."""
+def render_page(manifest: dict[str, Any], board: Board, files: list[tuple[str, str]]) -> str:
+    """The version's ``index.html`` (see the module docstring); ``files``: (name, what it holds) of each
+    file of the version, for the page's data section (``initbench.publish`` knows its layout)."""
     import jinja2
-
-    from initbench.leaderboard import PROTOCOL_TITLES
 
     notes = manifest.get("methods") or {}
     plots = set(manifest.get("plots") or [])
     suites = []
-    for i, entry in enumerate(board["suites"], start=1):
-        if entry.get("main") is None:
+    for i, entry in enumerate(board.suites, start=1):
+        if entry.main is None:
             continue
-        block = entry["protocols"][entry["main"]]
-        others = [p for p in entry["protocols"] if p != entry["main"]]
+        block = entry.protocols[entry.main]
+        others = [p for p in entry.protocols if p != entry.main]
         suites.append({
-            "id": f"ranking-{i}", "name": entry["suite"], "spec": entry["suite_hash"],
-            "protocol": PROTOCOL_TITLES[entry["main"]], "others": others,
+            "id": f"ranking-{i}", "name": entry.suite, "spec": entry.suite_hash,
+            "protocol": PROTOCOL_TITLES[entry.main], "others": others,
             "normalization": _normalization(block),
             "table": _ranking_table(entry, notes),
-            "plots": [{"src": f"plots/{entry['suite']}-{kind}.png", "title": title}
-                      for kind, title in PLOT_KINDS.items() if f"plots/{entry['suite']}-{kind}.png" in plots],
+            "plots": [{"src": f"plots/{entry.suite}-{kind}.png", "title": title}
+                      for kind, title in PLOT_KINDS.items() if f"plots/{entry.suite}-{kind}.png" in plots],
         })
-    files = [(RESULTS_FILE, f"{manifest['results']['rows']:,} rows, {manifest['results']['runs']:,} runs: every "
-                            "metric of every run"),
-             (CURVES_FILE, f"{manifest['curves']['rows']:,} rows: training-loss curves")]
-    if manifest.get("curvature"):
-        files.append((CURVATURE_FILE, f"{manifest['curvature']['rows']:,} rows: curvature at init"))
-    files += [(MANIFEST_FILE, "how it was made: specs, commands, hardware, SHA-256 of every file"),
-              ("README.md", "every table as Markdown (the dataset card)")]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = env.from_string(resources.files("initbench").joinpath("templates/leaderboard.html").read_text())
     return template.render(
         title=f"initbench leaderboard {manifest['version']}", manifest=manifest,
         commit=(manifest.get("git_commit") or "")[:12], suites=suites, cells=_cells_table(board),
-        failures=board.get("failures") or [], files=files, statistics=manifest.get("statistics") or {},
+        failures=board.failures, files=files, statistics=manifest.get("statistics") or {},
         version_dir=Path(manifest["version"]).name)

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from initbench.board import Board, CurvatureCell, ProtocolBlock, SuiteBoard
 
 
 def _pyplot():
@@ -76,7 +79,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_plots(board: dict[str, Any], curves: pa.Table | None, folder: Path) -> list[Path]:
+def write_plots(board: Board, curves: pa.Table | None, folder: Path) -> list[Path]:
     """Every plot of every suite of ``board`` under ``folder``.  Names are drawn as plain text
     (no mathtext: a method called ``a$b`` is a name, not an unbalanced formula)."""
     import matplotlib
@@ -98,61 +101,66 @@ PLOT_KINDS = {
 }
 
 
-def _write_plots(plt, board: dict[str, Any], curves: pa.Table | None, folder: Path) -> list[Path]:
-    from initbench.leaderboard import forgetting_by_method
-
+def _write_plots(plt, board: Board, curves: pa.Table | None, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for entry in board["suites"]:
-        main = entry.get("main")
-        if main is None:
+    for entry in board.suites:
+        if entry.main is None:
             continue
-        block = entry["protocols"][main]
-        cost = {r["method"]: r for r in entry.get("cost", [])}
-        forgetting = {m: {"forgetting_kl": v} for m, v in forgetting_by_method(entry.get("forgetting") or []).items()}
-        drawers = {
-            "aggregate": lambda: _aggregate(plt, block, main),
-            "scores": lambda: _scores(plt, block, main),
-            "pareto-params": lambda: _pareto(plt, block, cost, "trainable_params", "trainable parameters"),
-            "pareto-init": lambda: _pareto(plt, block, cost, "init_seconds", "init seconds (incl. calibration)"),
-            "pareto-forgetting": lambda: _pareto(plt, block, forgetting, "forgetting_kl",
-                                                 "forgetting (mean KL from the base model, nats)"),
-            "lr-sensitivity": lambda: _lr_sensitivity(plt, entry),
-            "loss-curves": lambda: _loss_curves(plt, entry, curves),
-            "curvature-lr": lambda: _curvature_lr(plt, entry),
-        }
+        drawers = _drawers(plt, entry, curves)
         for kind in PLOT_KINDS:
             fig = drawers[kind]()
             if fig is not None:  # nothing to show: no file, rather than empty axes
-                written.append(_save(fig, folder / f"{entry['suite']}-{kind}.png"))
+                written.append(_save(fig, folder / f"{entry.suite}-{kind}.png"))
     return written
 
 
-def _curvature_points(cells: list[dict], task: str | None) -> list[tuple[float, float, str]]:
+def _drawers(plt, entry: SuiteBoard, curves: pa.Table | None) -> dict[str, Callable[[], Any]]:
+    """Per plot kind, what draws it for one suite of the board (a figure, or None: no data)."""
+    from initbench.leaderboard import forgetting_by_method
+
+    main = entry.main
+    block = entry.protocols[main]
+    params = {r.method: r.trainable_params for r in entry.cost}
+    init = {r.method: r.init_seconds for r in entry.cost}
+    forgetting = forgetting_by_method(entry.forgetting)
+    return {
+        "aggregate": lambda: _aggregate(plt, block, main),
+        "scores": lambda: _scores(plt, block, main),
+        "pareto-params": lambda: _pareto(plt, block, params, "trainable parameters"),
+        "pareto-init": lambda: _pareto(plt, block, init, "init seconds (incl. calibration)"),
+        "pareto-forgetting": lambda: _pareto(plt, block, forgetting, "forgetting (mean KL from the base model, nats)"),
+        "lr-sensitivity": lambda: _lr_sensitivity(plt, entry),
+        "loss-curves": lambda: _loss_curves(plt, entry, curves),
+        "curvature-lr": lambda: _curvature_lr(plt, entry),
+    }
+
+
+def _curvature_points(cells: list[CurvatureCell], task: str | None) -> list[tuple[float, float, str]]:
     """(1 / lambda_max, chosen rate, method) of the cells (of ``task``) with a positive lambda_max and a choice."""
-    return [(1.0 / c["lambda_max"], c["chosen_lr"], c["method"]) for c in cells
-            if (task is None or c["task"] == task) and c["chosen_lr"] and c["lambda_max"] > 0]
+    return [(1.0 / c.lambda_max, c.chosen_lr, c.method) for c in cells
+            if (task is None or c.task == task) and c.chosen_lr and c.lambda_max > 0]
 
 
 def _curvature_lr(plt, entry):
     """Chosen rate against 1 / lambda_max on log-log axes, a point per method and a panel per task,
-    with the fitted line of ``lr_prior.fit`` (``entry["curvature_fits"]``) and its R^2; None without
+    with the fitted line of ``lr_prior.fit`` (``entry.curvature_fits``) and its R^2; None without
     a measured method with a chosen rate."""
-    tasks = [t for t in entry.get("curvature_fits") or {} if _curvature_points(entry["curvature"], t)]
+    tasks = [t for t in entry.curvature_fits if _curvature_points(entry.curvature, t)]
     if not tasks:
         return None
     fig, axes = _grid(plt, len(tasks))
     for ax, task in zip(axes, tasks):
-        points = _curvature_points(entry["curvature"], task)
+        points = _curvature_points(entry.curvature, task)
         xs, ys, names = zip(*points)
         ax.scatter(xs, ys)
         for x, y, name in points:
             ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        fitted = entry["curvature_fits"][task]
+        fitted = entry.curvature_fits[task]
         if fitted:
             line = np.geomspace(min(xs), max(xs), 50)
-            ax.plot(line, np.exp(fitted["intercept"]) * line ** fitted["slope"], color="tab:red", alpha=0.7,
-                    label=f"fit: slope {fitted['slope']:.2f}, R^2 {fitted['r_squared']:.2f} (n={fitted['n']})")
+            ax.plot(line, np.exp(fitted.intercept) * line ** fitted.slope, color="tab:red", alpha=0.7,
+                    label=f"fit: slope {fitted.slope:.2f}, R^2 {fitted.r_squared:.2f} (n={fitted.n})")
             ax.legend(fontsize=7)
         _log_axes(ax, "x", "y")
         ax.set_xlabel("1 / lambda_max at init", fontsize=8)
@@ -168,72 +176,70 @@ def _error_bars(below, above) -> list[np.ndarray]:
     return [np.maximum(np.asarray(below, dtype=float), 0.0), np.maximum(np.asarray(above, dtype=float), 0.0)]
 
 
-def _scores(plt, block, protocol):
-    tasks = block["tasks"]
+def _scores(plt, block: ProtocolBlock, protocol: str):
+    tasks = block.tasks
     fig, axes = _grid(plt, len(tasks))
     for ax, task in zip(axes, tasks):
-        metric = block["primary"][task]
-        rows = sorted((c for c in block["cells"] if c["task"] == task and c["metric"] == metric),
-                      key=lambda c: c["method"])
-        means = np.array([c["mean"] for c in rows])
-        low = np.array([c["mean"] - c["ci_low"] if c["ci_low"] is not None and not math.isnan(c["ci_low"]) else 0
-                        for c in rows])
-        high = np.array([c["ci_high"] - c["mean"] if c["ci_high"] is not None and not math.isnan(c["ci_high"]) else 0
+        metric = block.primary[task]
+        rows = sorted((c for c in block.cells if c.task == task and c.metric == metric), key=lambda c: c.method)
+        means = np.array([c.mean for c in rows])
+        low = np.array([c.mean - c.ci_low if c.ci_low is not None and not math.isnan(c.ci_low) else 0 for c in rows])
+        high = np.array([c.ci_high - c.mean if c.ci_high is not None and not math.isnan(c.ci_high) else 0
                          for c in rows])
         ax.bar(range(len(rows)), means, yerr=_error_bars(low, high), capsize=3, color="tab:blue", alpha=0.8)
-        ax.set_xticks(range(len(rows)), [c["method"] for c in rows], rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(range(len(rows)), [c.method for c in rows], rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{task} ({metric})", fontsize=9)
     fig.suptitle(f"score per task, mean and 95% bootstrap CI ({protocol})", fontsize=10)
     return fig
 
 
-def _aggregate(plt, block, protocol):
-    rows = block["aggregate"][::-1]
+def _aggregate(plt, block: ProtocolBlock, protocol: str):
+    rows = block.aggregate[::-1]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.5))
     y = np.arange(len(rows))
-    iqm = np.array([r["iqm"] for r in rows])
-    ax.errorbar(iqm, y, xerr=_error_bars(iqm - [r["iqm_low"] for r in rows], [r["iqm_high"] for r in rows] - iqm),
+    iqm = np.array([r.iqm for r in rows])
+    ax.errorbar(iqm, y, xerr=_error_bars(iqm - [r.iqm_low for r in rows], [r.iqm_high for r in rows] - iqm),
                 fmt="o", capsize=3)
-    ax.set_yticks(y, [r["method"] for r in rows], fontsize=8)
-    label = "normalized score" if block["normalization"] else "raw primary metric"
+    ax.set_yticks(y, [r.method for r in rows], fontsize=8)
+    label = "normalized score" if block.normalization else "raw primary metric"
     ax.set_xlabel(f"IQM of {label} (95% stratified-bootstrap CI)")
     ax.set_title(f"aggregate over tasks ({protocol})", fontsize=10)
     return fig
 
 
-def _lr_sensitivity(plt, entry):
+def _lr_sensitivity(plt, entry: SuiteBoard):
     """Validation score against learning rate per method and task; None without tuning trials."""
-    trials = entry.get("tuning") or []
-    tasks = sorted({t["task"] for t in trials})
+    trials = entry.tuning
+    tasks = sorted({t.task for t in trials})
     if not tasks:
         return None
     fig, axes = _grid(plt, len(tasks))
     for ax, task in zip(axes, tasks):
         by_method = defaultdict(list)
         for t in trials:
-            if t["task"] == task:
-                by_method[t["method"]].append(t)
+            if t.task == task:
+                by_method[t.method].append(t)
         for method, rows in sorted(by_method.items()):
-            rows.sort(key=lambda r: r["lr"])
-            line, = ax.plot([r["lr"] for r in rows], [r["validation_mean"] for r in rows], marker="o", label=method)
-            chosen = [r for r in rows if r["selected"]]
+            rows.sort(key=lambda r: r.lr)
+            line, = ax.plot([r.lr for r in rows], [r.validation_mean for r in rows], marker="o", label=method)
+            chosen = [r for r in rows if r.selected]
             if chosen:
-                ax.plot([chosen[0]["lr"]], [chosen[0]["validation_mean"]], marker="*", markersize=14,
+                ax.plot([chosen[0].lr], [chosen[0].validation_mean], marker="*", markersize=14,
                         color=line.get_color())
         _log_axes(ax, "x")
         ax.legend(fontsize=7)
-        ax.set_ylabel(f"validation {rows[0]['metric']}", fontsize=8)
+        ax.set_ylabel(f"validation {rows[0].metric}", fontsize=8)
         ax.set_xlabel("learning rate")
         ax.set_title(task, fontsize=9)
     fig.suptitle("learning-rate sensitivity (tuning trials; star: selected)", fontsize=10)
     return fig
 
 
-def _loss_curves(plt, entry, curves):
+def _loss_curves(plt, entry: SuiteBoard, curves: pa.Table | None):
     """Mean training loss per step, a line per method and a panel per task with curves; None without."""
-    run_ids = entry.get("run_ids") or []
+    run_ids = entry.run_ids
     if curves is not None and curves.num_rows and run_ids:
         picked = curves.filter(pc.is_in(curves["run_id"], value_set=pa.array(run_ids, pa.string())))
         rows = picked.select(["method", "task", "step", "loss"]).to_pylist()
@@ -243,7 +249,7 @@ def _loss_curves(plt, entry, curves):
     for r in rows:
         if r["loss"] is not None:
             series[(r["task"], r["method"])][r["step"]].append(r["loss"])
-    tasks = [t for t in entry["protocols"][entry["main"]]["tasks"] if any(task == t for task, _ in series)]
+    tasks = [t for t in entry.protocols[entry.main].tasks if any(task == t for task, _ in series)]
     if not tasks:
         return None
     fig, axes = _grid(plt, len(tasks))
@@ -272,13 +278,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _pareto(plt, block, cost, key, label):
-    """IQM against a cost per method, with the Pareto front of the methods (reference rows, ``base`` and
-    ``full-ft``, are drawn in grey for scale but are not on it) as a staircase over the plot's width,
-    its points ringed; None unless at least two methods recorded the cost and they differ in it (one
-    cost for all: no trade-off to draw)."""
-    points = [(cost[r["method"]][key], r["iqm"], r["method"], r["is_reference"]) for r in block["aggregate"]
-              if cost.get(r["method"], {}).get(key) is not None]
+def _pareto(plt, block: ProtocolBlock, cost: dict[str, float | None], label: str):
+    """IQM against a cost per method (``cost``: method -> its cost), with the Pareto front of the methods
+    (reference rows, ``base`` and ``full-ft``, are drawn in grey for scale but are not on it) as a staircase
+    over the plot's width, its points ringed; None unless at least two methods recorded the cost and they
+    differ in it (one cost for all: no trade-off to draw)."""
+    points = [(cost[r.method], r.iqm, r.method, r.is_reference) for r in block.aggregate
+              if cost.get(r.method) is not None]
     methods = [(x, y) for x, y, _, reference in points if not reference]
     if len({x for x, _ in methods}) < 2:
         return None
@@ -298,6 +304,6 @@ def _pareto(plt, block, cost, key, label):
         _log_axes(ax, "x")
     ax.legend(fontsize=7)
     ax.set_xlabel(label)
-    ax.set_ylabel("IQM (" + ("normalized" if block["normalization"] else "raw") + ")")
+    ax.set_ylabel("IQM (" + ("normalized" if block.normalization else "raw") + ")")
     ax.set_title(f"score vs {label}", fontsize=10)
     return fig

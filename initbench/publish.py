@@ -55,7 +55,10 @@ import pyarrow.parquet as pq
 from tabulate import tabulate
 
 from initbench import __version__, leaderboard
+from initbench.board import Board
 from initbench.counted import read_results
+from initbench.leaderboard_page import method_notes, render_page
+from initbench.leaderboard_text import render_board, render_edges
 from initbench.results import (
     CURVE_SCHEMA,
     CURVE_SUFFIX,
@@ -173,7 +176,6 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             write_atomic(curvature, staging / CURVATURE_FILE, "curvature")
         board = leaderboard.build(table, curves, curvature)
         plots_dir = staging / "plots"
-        from initbench.leaderboard_page import method_notes
         from initbench.plots import write_plots
 
         plots = [p.relative_to(staging).as_posix() for p in write_plots(board, curves, plots_dir)]
@@ -209,18 +211,18 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             "plots": plots,
             "methods": method_notes(sorted(set(table["method"].to_pylist()))),
         }
-        tables = leaderboard.render_board(board, "github", level=2)
+        tables = render_board(board, "github", level=2)
         if curvature.num_rows:
             from initbench.tuning_grid import edge_report
 
             edges = edge_report(results) if results.is_dir() else []
             manifest["curvature"] = {"file": CURVATURE_FILE, "rows": curvature.num_rows, "edges": edges}
             if edges:
-                tables += "\n\n" + leaderboard.render_edges(edges)
+                tables += "\n\n" + render_edges(edges)
         from initbench.ranking import render_ranking
 
-        ranking = "\n\n".join(f"## Ranking: suite `{e['suite']}` (spec {e['suite_hash']})\n\n{render_ranking(e)}"
-                                for e in board["suites"] if e.get("main"))
+        ranking = "\n\n".join(f"## Ranking: suite `{e.suite}` (spec {e.suite_hash})\n\n{render_ranking(e)}"
+                                for e in board.suites if e.main)
         (staging / "README.md").write_text(_version_readme(manifest, tables, ranking))
         (staging / "index.html").write_text(_index_html(manifest, board))
         manifest["files"] = {p.relative_to(staging).as_posix(): file_sha256(p)
@@ -388,11 +390,16 @@ def _version_readme(manifest: dict, tables: str, ranking: str) -> str:
             + f"{tables}\n" + (f"\n## Plots\n\n{plots}\n" if plots else ""))
 
 
-def _index_html(manifest: dict, board: dict) -> str:
-    """The version's ``index.html`` (``initbench.leaderboard_page``)."""
-    from initbench.leaderboard_page import render_page
-
-    return render_page(manifest, board)
+def _index_html(manifest: dict, board: Board) -> str:
+    """The version's ``index.html`` (``initbench.leaderboard_page``), listing the version's files."""
+    files = [(RESULTS_FILE, f"{manifest['results']['rows']:,} rows, {manifest['results']['runs']:,} runs: every "
+                            "metric of every run"),
+             (CURVES_FILE, f"{manifest['curves']['rows']:,} rows: training-loss curves")]
+    if manifest.get("curvature"):
+        files.append((CURVATURE_FILE, f"{manifest['curvature']['rows']:,} rows: curvature at init"))
+    files += [(MANIFEST_FILE, "how it was made: specs, commands, hardware, SHA-256 of every file"),
+              ("README.md", "every table as Markdown (the dataset card)")]
+    return render_page(manifest, board, files)
 
 
 def write_index(root: Path) -> Path:

@@ -1,6 +1,6 @@
 """The ranking a leaderboard reader comes for: one row per method of a suite, best first.
 
-``ranking(entry)`` gathers, from one suite entry of ``leaderboard.build`` (its main protocol: tuned
+``ranking(entry)`` gathers, from one suite of ``leaderboard.build``'s board (its main protocol: tuned
 when present), what is computed there already and nothing new: the aggregate (IQM of normalized
 scores with its stratified-bootstrap CI), each task's primary score (mean with its percentile-
 bootstrap CI), the comparison with ``lora`` (probability of improvement, Holm-adjusted Wilcoxon
@@ -18,44 +18,45 @@ from typing import Any
 
 from tabulate import tabulate
 
+from initbench.board import SuiteBoard
 from initbench.leaderboard import REFERENCE_METHOD, forgetting_by_method
 
 
-def ranking(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per method of ``entry``'s main protocol, ranked by IQM (see the module docstring)."""
-    main = entry.get("main")
+def ranking(entry: SuiteBoard) -> list[dict[str, Any]]:
+    """One row per method of ``entry``'s main protocol, ranked by IQM (see the module docstring);
+    ``versus`` is the method's ``board.Pairwise`` comparison with ``lora`` (None for ``lora``)."""
+    main = entry.main
     if main is None:
         return []
-    block = entry["protocols"][main]
-    aggregate = {r["method"]: r for r in block["aggregate"]}
-    pairwise = {r["method"]: r for r in block["pairwise"]}
-    cost = {r["method"]: r for r in entry.get("cost") or []}
-    forgetting = forgetting_by_method(entry.get("forgetting") or [])
-    rates = entry.get("learning_rates") or {}
-    reference = {c["method"]: c["is_reference"] for c in block["cells"]}
+    block = entry.protocols[main]
+    aggregate = {r.method: r for r in block.aggregate}
+    pairwise = {r.method: r for r in block.pairwise}
+    cost = {r.method: r for r in entry.cost}
+    forgetting = forgetting_by_method(entry.forgetting)
+    reference = {c.method: c.is_reference for c in block.cells}
     scores: dict[str, dict[str, dict]] = {}
-    for c in block["cells"]:
-        if block["primary"].get(c["task"]) == c["metric"]:
-            scores.setdefault(c["method"], {})[c["task"]] = {k: c[k] for k in ("metric", "mean", "ci_low", "ci_high",
-                                                                                "seeds")}
-    ranked = [r["method"] for r in block["aggregate"]]  # sorted by IQM, best first
+    for c in block.cells:
+        if block.primary.get(c.task) == c.metric:
+            scores.setdefault(c.method, {})[c.task] = {"metric": c.metric, "mean": c.mean, "ci_low": c.ci_low,
+                                                       "ci_high": c.ci_high, "seeds": c.seeds}
+    ranked = [r.method for r in block.aggregate]  # sorted by IQM, best first
     methods = ranked + sorted(set(reference) - set(ranked))
     rows, rank = [], 0
     for method in methods:
-        agg, spent = aggregate.get(method), cost.get(method, {})
+        agg, spent = aggregate.get(method), cost.get(method)
         if agg is not None and not reference[method]:
             rank += 1
         rows.append({
             "rank": rank if agg is not None and not reference[method] else None,
             "method": method, "is_reference": reference[method], "protocol": main,
-            "iqm": agg["iqm"] if agg else None, "iqm_low": agg["iqm_low"] if agg else None,
-            "iqm_high": agg["iqm_high"] if agg else None, "seeds": agg["seeds"] if agg else None,
+            "iqm": agg.iqm if agg else None, "iqm_low": agg.iqm_low if agg else None,
+            "iqm_high": agg.iqm_high if agg else None, "seeds": agg.seeds if agg else None,
             "scores": scores.get(method, {}),
             "versus": pairwise.get(method),
-            "learning_rates": rates.get(method, {}),
-            "trainable_params": spent.get("trainable_params"),
-            "init_seconds": spent.get("init_seconds"),
-            "calibration_examples": spent.get("calibration_examples"),
+            "learning_rates": entry.learning_rates.get(method, {}),
+            "trainable_params": spent.trainable_params if spent else None,
+            "init_seconds": spent.init_seconds if spent else None,
+            "calibration_examples": spent.calibration_examples if spent else None,
             "forgetting_kl": forgetting.get(method),
         })
     return rows
@@ -71,12 +72,12 @@ def number(x: float | None, spec: str = ".3f") -> str:
     return text[1:] if text.startswith("-") and not any(ch in "123456789" for ch in text) else text
 
 
-def render_ranking(entry: dict[str, Any], fmt: str = "github") -> str:
+def render_ranking(entry: SuiteBoard, fmt: str = "github") -> str:
     """``ranking(entry)`` as a table (tabulate ``fmt``) with a line saying what its columns are."""
     rows = ranking(entry)
     if not rows:
         return ""
-    tasks = entry["protocols"][entry["main"]]["tasks"]
+    tasks = entry.protocols[entry.main].tasks
     forgetting = any(r["forgetting_kl"] is not None for r in rows)
     lines = []
     for r in rows:
@@ -89,8 +90,8 @@ def render_ranking(entry: dict[str, Any], fmt: str = "github") -> str:
             line.append("" if s is None else number(s["mean"], ".3f")
                         + (f" [{number(s['ci_low'], '.3f')}, {number(s['ci_high'], '.3f')}]" if number(s["ci_low"], "g")
                            else ""))
-        line.append("" if versus is None else f"{versus['poi']:.2f}, p {number(versus['p_holm'], '.2g')}"
-                    + (" *" if versus["significant"] else ""))
+        line.append("" if versus is None else f"{versus.poi:.2f}, p {number(versus.p_holm, '.2g')}"
+                    + (" *" if versus.significant else ""))
         line.append(", ".join(f"{lr:g}" for lr in sorted({x for v in r["learning_rates"].values() for x in v})))
         line += [number(r["trainable_params"], ",.0f"), number(r["init_seconds"], ".2f")]
         if forgetting:
@@ -99,8 +100,8 @@ def render_ranking(entry: dict[str, Any], fmt: str = "github") -> str:
     headers = (["rank", "method", "IQM [95% CI]"] + [f"{t} [95% CI]" for t in tasks]
                + [f"vs {REFERENCE_METHOD}: P(better), p (Holm)", "learning rate", "trainable params", "init s"]
                + (["forgetting (KL)"] if forgetting else []))
-    rate = "tuned rate (per task)" if entry["main"] == "tuned" else "the suite's rate"
-    return (f"Ranking ({entry['main']} protocol): IQM of normalized scores across tasks; per task the primary "
+    rate = "tuned rate (per task)" if entry.main == "tuned" else "the suite's rate"
+    return (f"Ranking ({entry.main} protocol): IQM of normalized scores across tasks; per task the primary "
             f"metric's mean over seeds; learning rate: the {rate}; * = significantly different from "
             f"{REFERENCE_METHOD} (Holm-adjusted Wilcoxon, see below).\n\n"
             + tabulate(lines, headers, tablefmt=fmt, disable_numparse=True))

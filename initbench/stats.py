@@ -44,9 +44,11 @@ __all__ = [
     "paired_test",
     "probability_of_improvement",
     "probability_of_improvement_ci",
+    "probability_of_improvement_cis",
     "significant",
     "steps_to_reach",
     "stratified_bootstrap_ci",
+    "stratified_bootstrap_iqm_cis",
     "task_summary",
 ]
 
@@ -338,6 +340,8 @@ def stratified_bootstrap_ci(
     gen = _rng(rng)
     if reps < 1:
         raise ValueError("reps must be >= 1")
+    if aggregate_fn is aggregate_iqm and vectorized is not False and _iqm_exact_path(m):
+        return _iqm_intervals([m], reps, confidence, gen)[0]
     batched = aggregate_fn in _BATCHED if vectorized is None else vectorized
     chunk = max(1, min(reps, _CHUNK_ELEMENTS // m.size))
     out: list[np.ndarray] = []
@@ -354,6 +358,124 @@ def stratified_bootstrap_ci(
     if stats.shape[1] == 1:
         stats = stats[:, 0]
     return _percentile_interval(stats, confidence)
+
+
+def stratified_bootstrap_iqm_cis(
+    matrices: Sequence[np.ndarray | Sequence[Sequence[float]]],
+    reps: int = RLIABLE_REPS,
+    confidence: float = 0.95,
+    seed: int | None = None,
+) -> list[tuple[float, float]]:
+    """``stratified_bootstrap_ci(m, aggregate_iqm, reps, confidence, rng=seed)`` for every matrix, each
+    with a fresh generator seeded ``seed``: the same numbers.  Matrices of one shape then see the same
+    resampling indices, so they are drawn once for all of them."""
+    if reps < 1:
+        raise ValueError("reps must be >= 1")
+    checked = [_score_matrix(m, "score_matrix") for m in matrices]
+    out: list[tuple[float, float] | None] = [None] * len(checked)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, m in enumerate(checked):
+        if _iqm_exact_path(m):
+            groups.setdefault(m.shape, []).append(i)
+        else:
+            out[i] = stratified_bootstrap_ci(m, aggregate_iqm, reps, confidence, rng=seed)
+    for members in groups.values():
+        for i, interval in zip(members, _iqm_intervals([checked[i] for i in members], reps, confidence, _rng(seed))):
+            out[i] = interval
+    return out  # type: ignore[return-value]
+
+
+def _iqm_exact_path(m: np.ndarray) -> bool:
+    """Whether ``_iqm_intervals`` applies: finite scores far from overflow."""
+    return bool(np.all(np.abs(m) < 1e300))
+
+
+def _iqm_intervals(matrices: list[np.ndarray], reps: int, confidence: float,
+                   gen: np.random.Generator) -> list[tuple[float, float]]:
+    """``stratified_bootstrap_ci(m, aggregate_iqm, reps, confidence, gen)`` for matrices of one shape,
+    from one draw of the resampling indices (the generic path's draws, chunk by chunk), with the
+    same numbers but without partitioning every replication.
+
+    Each replication's IQM is first approximated from its scores rounded to float32 and sorted (a
+    fast SIMD sort): the approximation is within ``delta`` of ``aggregate_iqm``'s value (a
+    rounding-error bound: a trimmed mean moves no more than its inputs do, and a float32 sum of k
+    terms errs by at most about k units of its last place).  The percentile interval interpolates
+    between a few order statistics of the replications; the replications within ``2 delta`` of each
+    such order statistic are recomputed with ``aggregate_iqm`` itself, and the order statistic is read
+    off them: every other replication is certainly below or above it.  ``np.percentile`` then
+    interpolates between exactly the values the generic path would give it."""
+    n, t = matrices[0].shape
+    size = n * t
+    chunk = max(1, min(reps, _CHUNK_ELEMENTS // size))
+    cut = int(0.25 * size)  # scipy.stats.trim_mean's lowercut for proportiontocut=0.25
+    scale = [float(np.max(np.abs(m))) for m in matrices]
+    single = max(scale) < 1e30  # float32 holds the scores
+    approx_of = np.stack([m.ravel() for m in matrices]).astype(np.float32 if single else np.float64)
+    approx = np.empty((len(matrices), reps))
+    draws: list[tuple[int, dict, np.ndarray | None]] = []  # per chunk: first replication, generator state, indices
+    keep = reps * size <= _CHUNK_ELEMENTS  # small enough to keep every index; else drawn again when needed
+    columns = np.arange(t)
+    done = 0
+    while done < reps:
+        b = min(chunk, reps - done)
+        state = gen.bit_generator.state
+        idx = gen.integers(0, n, size=(b, n, t))  # as _resample_within_tasks draws them
+        draws.append((done, state, idx if keep else None))
+        flat = (idx * t + columns).reshape(b, size)  # m[idx, columns], as positions in m.ravel()
+        for j in range(len(matrices)):
+            ordered = approx_of[j].take(flat)
+            ordered.sort(axis=1)
+            approx[j, done:done + b] = np.mean(ordered[:, cut:size - cut], axis=1)
+        done += b
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    alpha = 1.0 - confidence
+    virtual = (reps - 1) * np.true_divide([100 * alpha / 2, 100 * (1 - alpha / 2)], 100)  # np.percentile's
+    positions = sorted({int(min(max(p, 0), reps - 1)) for v in virtual for p in (np.floor(v), np.floor(v) + 1)})
+    unit = np.finfo(np.float32 if single else np.float64).eps / 2
+    windows = []  # per matrix: the replications by approximate value, and per position the window to recompute
+    wanted: set[tuple[int, int]] = set()
+    for j in range(len(matrices)):
+        delta = 2 * (size - 2 * cut + 3) * unit * scale[j]
+        order = np.argsort(approx[j], kind="stable")
+        ranked = approx[j][order]
+        first = np.searchsorted(ranked, ranked[positions] - 2 * delta, "left")  # these are certainly below
+        last = np.searchsorted(ranked, ranked[positions] + 2 * delta, "right")  # from here, certainly above
+        windows.append((order, first, last))
+        wanted.update((j, int(r)) for a, b in zip(first, last) for r in order[a:b])
+    exact = _exact_iqms(matrices, sorted(wanted), draws, chunk, reps, gen)
+    out = []
+    for j, (order, first, last) in enumerate(windows):
+        values = [np.sort([exact[(j, int(r))] for r in order[a:b]])[p - a] for p, a, b in zip(positions, first, last)]
+        stand_in = np.empty(reps)  # sorted, with the exact order statistics at ``positions``
+        start = 0
+        for p, value in zip(positions, values):
+            stand_in[start:p + 1] = value
+            start = p + 1
+        stand_in[start:] = values[-1]
+        out.append(_percentile_interval(stand_in, confidence))
+    return out
+
+
+def _exact_iqms(matrices: list[np.ndarray], wanted: list[tuple[int, int]], draws: list, chunk: int, reps: int,
+                gen: np.random.Generator) -> dict[tuple[int, int], float]:
+    """``aggregate_iqm`` of replication r of matrix j for each (j, r) in ``wanted``, one call per chunk of
+    draws (a replication's value does not depend on the others computed with it)."""
+    n, t = matrices[0].shape
+    columns = np.arange(t)
+    out: dict[tuple[int, int], float] = {}
+    for first, state, idx in draws:
+        mine = [(j, r) for j, r in wanted if first <= r < first + chunk]
+        if not mine:
+            continue
+        if idx is None:  # draw the chunk again from the generator's state before it
+            again = np.random.Generator(type(gen.bit_generator)())
+            again.bit_generator.state = state
+            idx = again.integers(0, n, size=(min(chunk, reps - first), n, t))
+        values = aggregate_iqm(np.stack([matrices[j][idx[r - first], columns] for j, r in mine]))
+        out.update(zip(mine, np.atleast_1d(values).tolist()))
+    return out
 
 
 # --------------------------------------------------------------------------- probability of improvement
@@ -395,17 +517,77 @@ def probability_of_improvement_ci(
     y = _score_matrix(scores_y, "scores_y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"task counts differ: {x.shape[1]} vs {y.shape[1]}")
-    gen = _rng(rng)
-    per_rep = x.shape[0] * y.shape[0] * x.shape[1]
-    chunk = max(1, min(reps, _CHUNK_ELEMENTS // per_rep))
-    out: list[np.ndarray] = []
+    return _poi_intervals([x], y, reps, confidence, _rng(rng))[0]
+
+
+def probability_of_improvement_cis(
+    scores_xs: Sequence[np.ndarray | Sequence[Sequence[float]]],
+    scores_y: np.ndarray | Sequence[Sequence[float]],
+    reps: int = RLIABLE_REPS,
+    confidence: float = 0.95,
+    seed: int | None = None,
+) -> list[tuple[float, float]]:
+    """``probability_of_improvement_ci(x, scores_y, reps, confidence, rng=seed)`` for every x, each with
+    a fresh generator seeded ``seed``: the same numbers, the draws shared by the x of one shape."""
+    y = _score_matrix(scores_y, "scores_y")
+    xs = [_score_matrix(x, "scores_x") for x in scores_xs]
+    out: list[tuple[float, float] | None] = [None] * len(xs)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, x in enumerate(xs):
+        if x.shape[1] != y.shape[1]:
+            raise ValueError(f"task counts differ: {x.shape[1]} vs {y.shape[1]}")
+        groups.setdefault(x.shape, []).append(i)
+    for members in groups.values():
+        for i, interval in zip(members, _poi_intervals([xs[i] for i in members], y, reps, confidence, _rng(seed))):
+            out[i] = interval
+    return out  # type: ignore[return-value]
+
+
+def _poi_intervals(xs: list[np.ndarray], y: np.ndarray, reps: int, confidence: float,
+                   gen: np.random.Generator) -> list[tuple[float, float]]:
+    """The stratified-bootstrap interval of ``probability_of_improvement(x, y)`` for each x (all of one
+    shape), from one draw of the resampling indices (x's, then y's, per chunk, as drawn one x at a time).
+
+    A replication's P(X > Y) on a task counts the (x, y) pairs of its resampled runs with x > y (and
+    x == y, for the ties): with c_x and c_y how often each run was drawn, that count is the sum of
+    ``c_x[i] c_y[j]`` over the pairs (i, j) with ``x_i > y_j``, an integer, exact in floating point
+    (one matrix product for every x at once); then the same divisions and the same mean over tasks
+    as ``probability_of_improvement``, so the same numbers."""
+    if reps < 1:
+        raise ValueError("reps must be >= 1")
+    n, t = xs[0].shape
+    m = y.shape[0]
+    pairs = n * m
+    chunk = max(1, min(reps, _CHUNK_ELEMENTS // (pairs * t)))
+    exact = np.float32 if pairs < 2**24 else np.float64  # the counts (at most n m) are integers it holds exactly
+    # per task, pair (i, j) and x: [x_i > y_j], then [x_i == y_j], (t, n m, 2 len(xs))
+    wins = np.stack([x.T[:, :, None] > y.T[:, None, :] for x in xs], axis=-1).reshape(t, pairs, len(xs))
+    ties = np.stack([x.T[:, :, None] == y.T[:, None, :] for x in xs], axis=-1).reshape(t, pairs, len(xs))
+    outcome = np.concatenate([wins, ties], axis=-1).astype(exact)
+    out: list[list[np.ndarray]] = [[] for _ in xs]
     done = 0
     while done < reps:
         b = min(chunk, reps - done)
-        out.append(np.asarray(probability_of_improvement(_resample_within_tasks(x, b, gen),
-                                                         _resample_within_tasks(y, b, gen))))
+        drawn_x = _draw_counts(gen.integers(0, n, size=(b, n, t)), n)  # (t, b, n)
+        drawn_y = _draw_counts(gen.integers(0, m, size=(b, m, t)), m)  # (t, b, m)
+        drawn = (drawn_x[..., :, None] * drawn_y[..., None, :]).reshape(t, b, pairs).astype(exact)
+        step = max(1, _CHUNK_ELEMENTS // (t * b * 2))  # xs per product, to bound its size
+        for first in range(0, len(xs), step):
+            k = min(step, len(xs) - first)
+            counted = np.matmul(drawn, outcome[..., np.r_[first:first + k, len(xs) + first:len(xs) + first + k]])
+            counted = counted.astype(np.float64).transpose(2, 1, 0)  # (2k, b, t)
+            per_task = np.ascontiguousarray(counted[:k] / pairs + 0.5 * (counted[k:] / pairs))  # (k, b, t)
+            for j, scores in enumerate(np.mean(per_task, axis=-1)):
+                out[first + j].append(scores)
         done += b
-    return _percentile_interval(np.concatenate(out), confidence)  # type: ignore[return-value]
+    return [_percentile_interval(np.concatenate(o), confidence) for o in out]  # type: ignore[misc]
+
+
+def _draw_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(t, b, n): how often each of the ``n`` runs was drawn, per task and replication, from indices (b, k, t)."""
+    b, _, t = idx.shape
+    key = (np.arange(t)[None, None, :] * b + np.arange(b)[:, None, None]) * n + idx
+    return np.bincount(key.ravel(), minlength=t * b * n).reshape(t, b, n).astype(float)
 
 
 # --------------------------------------------------------------------------- paired tests, Holm

@@ -104,16 +104,17 @@ def test_leaderboard_shows_forgetting_with_intervals(tmp_path):
 
     from initbench import leaderboard
     from initbench.counted import read_results
+    from initbench.leaderboard_text import render_board
 
     for seed, (kl_lora, kl_pissa) in enumerate([(0.010, 0.002), (0.014, 0.004)]):
         for method, kl in (("lora", kl_lora), ("pissa", kl_pissa)):
             write_smoke_run(tmp_path, smoke_row(method, "addition", seed, 0.5, forgetting_kl=kl,
                                                 forgetting_set="held-test"))
     board = leaderboard.build(read_results(tmp_path))
-    rows = {r["method"]: r for r in board["suites"][0]["forgetting"]}
-    assert rows["lora"]["seeds"] == 2 and abs(rows["lora"]["mean"] - 0.012) < 1e-12
-    assert rows["lora"]["ci_low"] == 0.010 and rows["lora"]["ci_high"] == 0.014
-    assert "KL from base" in leaderboard.render_board(board) and "held-test" in leaderboard.render_board(board)
+    rows = {r.method: r for r in board.suites[0].forgetting}
+    assert rows["lora"].seeds == 2 and abs(rows["lora"].mean - 0.012) < 1e-12
+    assert rows["lora"].ci_low == 0.010 and rows["lora"].ci_high == 0.014
+    assert "KL from base" in render_board(board) and "held-test" in render_board(board)
 
 
 def test_publish_plots_score_against_forgetting(tmp_path):

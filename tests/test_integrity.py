@@ -45,9 +45,9 @@ def test_superseded_tuned_finals_are_set_aside_and_reported(tmp_path, capsys):
     table = read_results(out)
     tuned = [r for r in table.to_pylist() if r["protocol"] == "tuned" and r["phase"] == "final"]
     assert {r["selected_lr"] for r in tuned} == {0.01} and len(tuned) == 4
-    cell = next(c for c in leaderboard.build(table)["suites"][0]["protocols"]["tuned"]["cells"]
-                if c["method"] == "lora" and c["task"] == "addition")
-    assert cell["seeds"] == 2 and cell["mean"] == pytest.approx(0.55) and cell["std"] == pytest.approx(0.0707, abs=1e-4)
+    cell = next(c for c in leaderboard.build(table).suites[0].protocols["tuned"].cells
+                if c.method == "lora" and c.task == "addition")
+    assert cell.seeds == 2 and cell.mean == pytest.approx(0.55) and cell.std == pytest.approx(0.0707, abs=1e-4)
     assert read_results(out, set_aside=False).num_rows == table.num_rows + 4  # kept on disk
     status = grid_status(out)
     assert len(status.set_aside) == 4 and all("superseded by the selection of lr 0.01" in r for r in status.set_aside)

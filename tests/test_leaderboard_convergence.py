@@ -40,13 +40,13 @@ def test_lora_reaches_its_own_target_and_a_slower_method_later():
                 losses = np.concatenate([np.full(lag, losses[0]), losses[:-lag]])
             curves += _curve(row["run_id"], losses)
     table = pa.Table.from_pylist(rows)
-    out = {r["method"]: r for r in leaderboard._convergence(table, pa.Table.from_pylist(curves), {})}
+    out = {r.method: r for r in leaderboard._convergence(table, pa.Table.from_pylist(curves))}
 
     lora_runs = [np.array([c["loss"] for c in curves if c["run_id"] == r["run_id"]]) for r in rows
                  if r["method"] == "lora"]
     smoothed_final = np.mean([stats.ema(c, leaderboard.CONVERGENCE_EMA)[-1] for c in lora_runs])
-    assert out["lora"]["target_loss"] == leaderboard.CONVERGENCE_FRACTION * smoothed_final
-    assert out["lora"]["reached"] == 3  # every lora seed reaches its own reference level
-    assert out["slow"]["reached"] == 0 or out["slow"]["steps_to_target"] > out["lora"]["steps_to_target"]
+    assert out["lora"].target_loss == leaderboard.CONVERGENCE_FRACTION * smoothed_final
+    assert out["lora"].reached == 3  # every lora seed reaches its own reference level
+    assert out["slow"].reached == 0 or out["slow"].steps_to_target > out["lora"].steps_to_target
     raw_target = leaderboard.CONVERGENCE_FRACTION * np.mean([c[-1] for c in lora_runs])
     assert sum(stats.steps_to_reach(c, STEPS, raw_target) is not None for c in lora_runs) < 3  # the old target

@@ -21,6 +21,6 @@ def test_wall_time_is_averaged_over_runs_that_computed_their_training():
         {"run_id": "a3", "method": "a", "wall_seconds": 7.0, "init_reused": True, "train_reused": False},
         {"run_id": "b0", "method": "b", "wall_seconds": 9.0, "train_reused": True},  # nothing computed: kept
     ])
-    cost = {r["method"]: r for r in _cost(view, view)}
-    assert cost["a"]["wall_seconds"] == 200.0 and cost["a"]["runs"] == 4
-    assert cost["b"]["wall_seconds"] == 9.0
+    cost = {r.method: r for r in _cost(view, view)}
+    assert cost["a"].wall_seconds == 200.0 and cost["a"].runs == 4
+    assert cost["b"].wall_seconds == 9.0

@@ -104,20 +104,20 @@ class _Page(HTMLParser):
 def test_the_ranking_is_one_row_per_method_from_the_board(version):
     target, runs = version
     table, curves = read_version(target)
-    entry = leaderboard.build(table, curves)["suites"][0]
-    block = entry["protocols"]["tuned"]
+    entry = leaderboard.build(table, curves).suites[0]
+    block = entry.protocols["tuned"]
     rows = ranking(entry)
-    assert [r["method"] for r in rows] == [r["method"] for r in block["aggregate"]]  # best IQM first
+    assert [r["method"] for r in rows] == [r.method for r in block.aggregate]  # best IQM first
     assert sorted(r["method"] for r in rows) == sorted(set(table["method"].to_pylist()))
     assert [r["rank"] for r in rows if not r["is_reference"]] == [1, 2, 3]
     assert all(r["rank"] is None for r in rows if r["method"] in ("base", "full-ft"))
-    aggregate = {r["method"]: r for r in block["aggregate"]}
-    pairwise = {r["method"]: r for r in block["pairwise"]}
+    aggregate = {r.method: r for r in block.aggregate}
+    pairwise = {r.method: r for r in block.pairwise}
     for r in rows:
-        assert (r["iqm"], r["iqm_low"], r["iqm_high"]) == tuple(aggregate[r["method"]][k]
-                                                               for k in ("iqm", "iqm_low", "iqm_high"))
+        agg = aggregate[r["method"]]
+        assert (r["iqm"], r["iqm_low"], r["iqm_high"]) == (agg.iqm, agg.iqm_low, agg.iqm_high)
         assert r["versus"] == pairwise.get(r["method"])
-        for task, metric in block["primary"].items():
+        for task, metric in block.primary.items():
             values = [x["value"] for x in table.to_pylist() if x["method"] == r["method"] and x["task"] == task
                       and x["metric"] == metric and x["phase"] == "final"
                       and (x["protocol"] == "tuned" or r["method"] == "base")]
@@ -127,7 +127,7 @@ def test_the_ranking_is_one_row_per_method_from_the_board(version):
     assert by["base"]["learning_rates"] == {}
     assert by["milora"]["trainable_params"] == 4608 and by["milora"]["calibration_examples"] == 8
     assert by["lora"]["forgetting_kl"] == pytest.approx(0.012) and by["base"]["forgetting_kl"] is None
-    assert by["lora"]["versus"] is None and by["pissa"]["versus"]["poi"] == 1.0  # pissa beats lora on every pair
+    assert by["lora"]["versus"] is None and by["pissa"]["versus"].poi == 1.0  # pissa beats lora on every pair
     readme = (target / "README.md").read_text()
     ranking_text = readme.split("## Ranking")[1].split("## Suite")[0]
     lines = [line for line in ranking_text.splitlines() if line.startswith("| ") and "method" not in line]
@@ -143,7 +143,7 @@ def test_the_page_leads_with_the_ranking_and_shows_only_plots_with_data(version)
     assert first["id"] == "ranking-1" and "ranking" in first["class"] and "sortable" in first["class"]
     rows = page.body_rows(first)
     methods = [r[1]["text"] for r in rows]
-    assert methods == [r["method"] for r in ranking(leaderboard.build(*read_version(target))["suites"][0])]
+    assert methods == [r["method"] for r in ranking(leaderboard.build(*read_version(target)).suites[0])]
     assert len(set(methods)) == len(methods) == 5
     assert first["keys"][:3] == ["rank", "method", "iqm"]
     assert {"task-0", "task-1", "versus", "lr", "params", "init", "forgetting", "paper", "code"} <= set(first["keys"])

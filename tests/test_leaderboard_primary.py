@@ -9,6 +9,7 @@ import yaml
 
 from initbench import leaderboard
 from initbench.evaluation import primary_metric, task_primary_metric
+from initbench.leaderboard_text import render_board
 from initbench.results import RESULTS_SCHEMA
 from initbench.suite import SuiteError, load_suite
 
@@ -43,29 +44,29 @@ def test_the_default_primary_metric_is_the_first_metric_under_the_first_filter()
 def test_mean_over_tasks_uses_one_primary_metric_per_task():
     values = {("lora", "g1", STRICT): 0.2, ("lora", "g1", FLEXIBLE): 0.6,
               ("lora", "g2", STRICT): 0.4, ("lora", "g2", FLEXIBLE): 0.8}
-    text = leaderboard.render_board(leaderboard.build(_table(values)))
+    text = render_board(leaderboard.build(_table(values)))
     assert _mean_over_tasks(text, "lora") == pytest.approx(0.3)  # strict-match of g1 and g2, not 0.5 over all four cells
     assert "strict-match, primary" in text and "mean over tasks (primary metrics)" in text
     recorded = leaderboard.build(_table(values, recorded=FLEXIBLE))  # a suite that chose flexible-extract
-    assert recorded["suites"][0]["protocols"]["fixed"]["primary"] == {"g1": FLEXIBLE, "g2": FLEXIBLE}
-    assert _mean_over_tasks(leaderboard.render_board(recorded), "lora") == pytest.approx(0.7)
+    assert recorded.suites[0].protocols["fixed"].primary == {"g1": FLEXIBLE, "g2": FLEXIBLE}
+    assert _mean_over_tasks(render_board(recorded), "lora") == pytest.approx(0.7)
 
 
 def test_a_ceiling_at_or_below_the_floor_does_not_normalize():
     values = {("base", "t1", "acc"): 0.5, ("lora", "t1", "acc"): 0.3,  # lora below base on t1
               ("base", "t2", "acc"): 0.2, ("lora", "t2", "acc"): 0.6}
     board = leaderboard.build(_table(values, lm_eval_task="initbench_compare_sums"))
-    block = board["suites"][0]["protocols"]["fixed"]
-    assert block["normalization"]["not_normalizable"] == ["t1"]
-    assert block["normalization"]["ceiling"] == {"t2": "lora"}
-    aggregate = {r["method"]: r for r in block["aggregate"]}
-    assert aggregate["lora"]["tasks"] == 1 and aggregate["lora"]["iqm"] == pytest.approx(1.0)
-    assert aggregate["base"]["iqm"] == pytest.approx(0.0)
-    assert "t1: not normalizable" in leaderboard.render_board(board)
+    block = board.suites[0].protocols["fixed"]
+    assert block.normalization.not_normalizable == ["t1"]
+    assert block.normalization.ceiling == {"t2": "lora"}
+    aggregate = {r.method: r for r in block.aggregate}
+    assert aggregate["lora"].tasks == 1 and aggregate["lora"].iqm == pytest.approx(1.0)
+    assert aggregate["base"].iqm == pytest.approx(0.0)
+    assert "t1: not normalizable" in render_board(board)
     equal = leaderboard.build(_table({("base", "t1", "acc"): 0.5, ("lora", "t1", "acc"): 0.5},
                                      lm_eval_task="initbench_compare_sums"))
-    block = equal["suites"][0]["protocols"]["fixed"]
-    assert block["normalization"]["not_normalizable"] == ["t1"] and block["aggregate"] == []
+    block = equal.suites[0].protocols["fixed"]
+    assert block.normalization.not_normalizable == ["t1"] and block.aggregate == []
 
 
 def _suite_with_primary(tmp_path, primary: str):

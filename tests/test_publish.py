@@ -16,6 +16,7 @@ from initbench import leaderboard, stats
 from initbench.cli import main
 from initbench.compare import compare
 from initbench.counted import read_results
+from initbench.leaderboard_text import render_board
 from initbench.publish import PublishError, publish
 from initbench.reproduce import reproduce
 from initbench.results import RESULTS_SCHEMA
@@ -149,20 +150,20 @@ def _synthetic() -> pa.Table:
 def test_statistics_in_the_rendered_table():
     table = _synthetic()
     board = leaderboard.build(table)
-    block = board["suites"][0]["protocols"]["fixed"]
-    cell = next(c for c in block["cells"] if c["method"] == "lora" and c["task"] == "t1")
+    block = board.suites[0].protocols["fixed"]
+    cell = next(c for c in block.cells if c.method == "lora" and c.task == "t1")
     values = [r["value"] for r in table.to_pylist() if r["method"] == "lora" and r["task"] == "t1"]
-    assert cell["mean"] == pytest.approx(np.mean(values)) and cell["std"] == pytest.approx(np.std(values, ddof=1))
+    assert cell.mean == pytest.approx(np.mean(values)) and cell.std == pytest.approx(np.std(values, ddof=1))
     lo, hi = stats.bootstrap_ci(values, method="percentile")
-    assert cell["ci_low"] == pytest.approx(lo, abs=0.004) and cell["ci_high"] == pytest.approx(hi, abs=0.004)
-    aggregate = {r["method"]: r for r in block["aggregate"]}
-    assert aggregate["base"]["iqm"] == pytest.approx(0.0)  # the floor
-    assert aggregate["better"]["iqm"] == pytest.approx(1.0, abs=0.01)  # the best method is the ceiling
-    assert aggregate["better"]["iqm_low"] <= aggregate["better"]["iqm"] <= aggregate["better"]["iqm_high"]
-    pairwise = {r["method"]: r for r in block["pairwise"]}
-    assert pairwise["better"]["significant"] and pairwise["better"]["poi"] == 1.0
-    assert not pairwise["same"]["significant"]
-    text = leaderboard.render_board(board)
+    assert cell.ci_low == pytest.approx(lo, abs=0.004) and cell.ci_high == pytest.approx(hi, abs=0.004)
+    aggregate = {r.method: r for r in block.aggregate}
+    assert aggregate["base"].iqm == pytest.approx(0.0)  # the floor
+    assert aggregate["better"].iqm == pytest.approx(1.0, abs=0.01)  # the best method is the ceiling
+    assert aggregate["better"].iqm_low <= aggregate["better"].iqm <= aggregate["better"].iqm_high
+    pairwise = {r.method: r for r in block.pairwise}
+    assert pairwise["better"].significant and pairwise["better"].poi == 1.0
+    assert not pairwise["same"].significant
+    text = render_board(board)
     assert "[" in text and "(n=5)" in text and "IQM" in text and "ceiling = t1: better" in text
     better_line = next(line for line in text.splitlines() if line.startswith("| better") and "*" in line)
     assert "1.000" in better_line
@@ -188,16 +189,16 @@ def test_index_html_renders_in_headless_chromium(published, tmp_path):
 
 def test_diagnostics_table_appears_only_with_diagnostics():
     table = _synthetic()
-    assert "Rich or lazy" not in leaderboard.render_board(leaderboard.build(table))
+    assert "Rich or lazy" not in render_board(leaderboard.build(table))
     rows = table.to_pylist()
     for r in rows:
         if r["method"] == "lora":
             r.update(trainable_params=1000, base_weights_modified=False, init_update_erank=0.0,
                      final_update_erank=2.0 + r["seed"], relative_weight_change=0.01)
     board = leaderboard.build(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA))
-    (diag,) = board["suites"][0]["diagnostics"]
-    assert diag["method"] == "lora" and diag["runs"] == 10 and diag["final_update_erank"] == pytest.approx(4.0)
-    text = leaderboard.render_board(board)
+    (diag,) = board.suites[0].diagnostics
+    assert diag.method == "lora" and diag.runs == 10 and diag.final_update_erank == pytest.approx(4.0)
+    text = render_board(board)
     assert "Rich or lazy" in text and "| lora " in text.split("Rich or lazy")[1]
 
 

@@ -14,7 +14,7 @@ import pytest
 from _trees import tuned_tree, write_curvature
 
 from initbench.cli import main
-from initbench.leaderboard import render
+from initbench.leaderboard_text import render
 from initbench.publish import CURVATURE_FILE, PublishError, file_sha256, publish, verify_version
 
 CHOSEN = {"lora": 0.01, "pissa": 0.001, "olora": 0.001, "milora": 0.1}  # on the grid 0.001, 0.01, 0.1

@@ -1,0 +1,245 @@
+"""Issue 15, items 3 and 6: the typed board, and its fast statistics held to plain loops.
+
+The leaderboard computes its intervals faster than one resample at a time
+(``mean_quantiles.quantiles_of_means``, ``stats._iqm_intervals``, ``stats._poi_intervals``); the published
+numbers must not move, so each is compared here with the straightforward computation, bit for bit,
+and a small board's rendered tables with numbers computed here from the values themselves.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import tabulate as tabulate_module
+
+from initbench import leaderboard, mean_quantiles, stats
+from initbench.board import Board, Cell, Pairwise
+from initbench.leaderboard_text import _table, render_board
+from initbench.results import RESULTS_SCHEMA
+
+Q = np.array([0.025, 0.975])
+
+
+def _rows(kind: str, count: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted rows of ``n`` values: the shapes the tails have to cope with."""
+    if kind == "normal":
+        x = rng.normal(0.5, 0.05, (count, n))
+    elif kind == "quarters":  # heavy ties among the means
+        x = rng.integers(0, 5, (count, n)) / 4
+    elif kind == "binary":
+        x = rng.integers(0, 2, (count, n)).astype(float)
+    elif kind == "outliers":
+        x = rng.normal(0.5, 0.01, (count, n))
+        x[::2, 0], x[1::2, 0] = 5.0, -5.0
+    elif kind == "constant":
+        x = np.full((count, n), 0.3)
+    else:  # "nan": np.quantile gives NaN for those rows
+        x = rng.uniform(0, 1, (count, n))
+        x[::7, 0] = np.nan
+    return np.sort(x, axis=1)
+
+
+@pytest.mark.parametrize("kind", ["normal", "quarters", "binary", "outliers", "constant", "nan"])
+@pytest.mark.parametrize("proxy_order", [True, False])
+def test_quantiles_of_means_are_numpy_quantiles_of_the_chunk_products(kind, proxy_order, monkeypatch):
+    """Per chunk of rows, ``np.quantile(x @ weights, q, axis=1)``: the computation the published
+    intervals were first made with; also when block products in another column order are refused."""
+    monkeypatch.setattr(mean_quantiles, "_CHUNK_ELEMENTS", 2_000 * 300)  # several chunks of 300 rows
+    monkeypatch.setattr(mean_quantiles, "_BLOCK", 64)
+    if not proxy_order:
+        monkeypatch.setattr(mean_quantiles, "_same_means", lambda m, reference: False)
+    rng = np.random.default_rng(3)
+    n, reps = 10, 2_000
+    x = _rows(kind, 701, n, rng)  # 701: the last chunk is a single row
+    counts = np.random.default_rng([0, n]).multinomial(n, np.full(n, 1.0 / n), size=reps)
+    weights = counts.T / n
+    chunk = mean_quantiles._CHUNK_ELEMENTS // reps
+    with np.errstate(invalid="ignore"):
+        expected = np.concatenate([np.quantile(x[s:s + chunk] @ weights, Q, axis=1) for s in range(0, len(x), chunk)],
+                                  axis=1)
+        low, high = mean_quantiles.quantiles_of_means(x, counts, Q)
+    assert np.array_equal(low, expected[0], equal_nan=True) and np.array_equal(high, expected[1], equal_nan=True)
+
+
+@pytest.mark.parametrize("t", [0.025, 0.3, 0.5, 0.7, 0.975])
+def test_lerp_is_numpys_interpolation(t):
+    """np.quantile of [a, b] at t interpolates a -> b by t: ``_lerp`` gives its very bits."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=20_000)
+    b = a + rng.exponential(size=20_000) * 10.0 ** rng.integers(-8, 2, 20_000)
+    assert np.array_equal(mean_quantiles._lerp(a, b, np.float64(t)), np.quantile(np.stack([a, b], axis=1), t, axis=1))
+
+
+def _percentile_loop(values: list[float], reps: int = leaderboard.BOOTSTRAP_REPS) -> tuple[float, float]:
+    """A cell's 95% percentile-bootstrap interval, one resample at a time: the leaderboard's draws (a
+    generator seeded (0, n) per number of values n, multinomial counts of the sorted values)."""
+    x = sorted(values)
+    n = len(x)
+    counts = np.random.default_rng([stats.DEFAULT_SEED, n]).multinomial(n, np.full(n, 1.0 / n), size=reps)
+    means = [sum(c * v for c, v in zip(row, x)) / n for row in counts]
+    low, high = np.quantile(means, Q)
+    return float(low), float(high)
+
+
+def test_bootstrap_cells_matches_a_loop_over_cells():
+    rng = np.random.default_rng(5)
+    cells = [list(rng.normal(0.4, 0.1, size)) for size in (1, 2, 3, 5, 5, 10, 10, 10)] + [[0.2] * 4]
+    low, high = leaderboard.bootstrap_cells(pa.array(cells, pa.list_(pa.float64())))
+    for values, lo, hi in zip(cells, low, high):
+        if len(values) < 2:
+            assert np.isnan(lo) and np.isnan(hi)
+        elif len(set(values)) == 1:
+            assert lo == hi == values[0]
+        else:  # the same means up to the order of a sum's terms
+            assert (lo, hi) == pytest.approx(_percentile_loop(values), rel=1e-12, abs=1e-15)
+
+
+def test_iqm_intervals_equal_the_replication_loop(monkeypatch):
+    """``stratified_bootstrap_iqm_cis`` is ``stratified_bootstrap_ci`` with its generic loop (one
+    ``aggregate_iqm`` per replication), number for number; also over several chunks of draws and
+    when they are drawn again from the generator's saved state."""
+    rng = np.random.default_rng(7)
+    matrices = [rng.normal(0.6, 0.2, (10, 20)), rng.normal(0.3, 0.2, (10, 20)), rng.integers(0, 3, (10, 20)) / 2,
+                rng.normal(0, 1, (4, 3)), np.full((3, 2), 0.25)]
+    for chunk_elements in (stats._CHUNK_ELEMENTS, 50_000):
+        monkeypatch.setattr(stats, "_CHUNK_ELEMENTS", chunk_elements)
+        fast = stats.stratified_bootstrap_iqm_cis(matrices, reps=800)
+        loop = [stats.stratified_bootstrap_ci(m, stats.aggregate_iqm, reps=800, vectorized=False) for m in matrices]
+        assert fast == loop
+    assert stats.stratified_bootstrap_ci(matrices[0], stats.aggregate_iqm, reps=800) == loop[0]
+
+
+def test_probability_of_improvement_intervals_equal_the_replication_loop():
+    rng = np.random.default_rng(11)
+    y = rng.normal(0.5, 0.1, (6, 4))
+    xs = [rng.normal(0.55, 0.1, (6, 4)), np.round(rng.normal(0.5, 0.1, (6, 4)), 1), y.copy(), rng.normal(0, 1, (3, 4))]
+    y = np.round(y, 1)  # ties with the rounded x
+    reps = 500
+    for x, (low, high) in zip(xs, stats.probability_of_improvement_cis(xs, y, reps=reps)):
+        gen = np.random.default_rng(stats.DEFAULT_SEED)  # one chunk: x's draws, then y's
+        idx_x = gen.integers(0, len(x), size=(reps, len(x), 4))
+        idx_y = gen.integers(0, len(y), size=(reps, len(y), 4))
+        tasks = np.arange(4)
+        values = [stats.probability_of_improvement(x[idx_x[r], tasks], y[idx_y[r], tasks]) for r in range(reps)]
+        alpha = 1 - 0.95  # a 95% interval, as stats computes its ends: 100 alpha / 2 is 2.5000000000000022
+        assert (low, high) == tuple(float(v) for v in np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
+        assert (low, high) == stats.probability_of_improvement_ci(x, y, reps=reps)
+
+
+def _results(values: dict[tuple[str, str, int], float]) -> pa.Table:
+    rows = []
+    for (method, task, seed), value in values.items():
+        row = {f.name: None for f in RESULTS_SCHEMA}
+        row.update(run_id=f"s/{method}/{task}/seed{seed}/h", suite="s", suite_hash="h", method=method, task=task,
+                   seed=seed, config_hash="c", status="ok", metric="acc", value=value, is_reference=method == "base",
+                   protocol="fixed", phase="final", eval_split="test")
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
+
+
+def _markdown_table(text: str, first_header: str) -> dict[str, list[str]]:
+    """The Markdown table whose header starts with ``first_header``: first column -> the other cells."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} "))
+    out = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[cells[0]] = cells[1:]
+    return out
+
+
+def _shown(text: str, value: float) -> bool:
+    """Whether a table shows ``value`` to its 4 decimals (tabulate prints a numeric column its own way)."""
+    return abs(float(text) - value) <= 0.5e-4 + 1e-12
+
+
+def _iqm(scores: np.ndarray) -> float:
+    """Interquartile mean: drop a quarter (rounded down) of the sorted scores at each end, average the rest."""
+    flat = sorted(scores.ravel())
+    cut = len(flat) // 4
+    return statistics.fmean(flat[cut:len(flat) - cut])
+
+
+def test_a_small_board_renders_the_numbers_of_its_values():
+    """Every number of the per-task, aggregate and pairwise tables of a small board, from the values:
+    means, sample std, percentile-bootstrap intervals, normalized scores (base = 0, the best method =
+    1), their IQM with a stratified-bootstrap interval, and P(X > lora)."""
+    tasks, seeds = ["t1", "t2"], [0, 1, 2, 3]
+    level = {"base": 0.11, "lora": 0.47, "pissa": 0.53, "olora": 0.41}
+    values = {(m, t, s): level[m] + 0.0731 * j + 0.0137 * s * (1 + k) - 0.0091 * (s % 2) * k
+              for k, m in enumerate(level) for j, t in enumerate(tasks) for s in seeds}
+    board = leaderboard.build(_results(values))
+    assert isinstance(board, Board) and all(isinstance(c, Cell) for c in board.suites[0].protocols["fixed"].cells)
+    json.dumps(asdict(board))  # plain data all the way down
+    text = render_board(board)
+
+    cells = _markdown_table(text, "method")
+    means = {}
+    for method in level:
+        row = cells[method + (" (reference)" if method == "base" else "")]
+        for i, task in enumerate(tasks):
+            x = [values[(method, task, s)] for s in seeds]
+            means[(method, task)] = statistics.fmean(x)
+            low, high = _percentile_loop(x)
+            assert row[i] == (f"{statistics.fmean(x):.4f} ± {statistics.stdev(x):.4f} [{low:.4f}, {high:.4f}] "
+                              f"(n={len(seeds)})")
+        assert _shown(row[-1], statistics.fmean([means[(method, t)] for t in tasks]))
+
+    floor = {t: means[("base", t)] for t in tasks}
+    ceiling = {t: max(means[(m, t)] for m in level if m != "base") for t in tasks}
+    normalized = {m: np.array([[(values[(m, t, s)] - floor[t]) / (ceiling[t] - floor[t]) for t in tasks]
+                               for s in seeds]) for m in level}
+    draws = np.random.default_rng(stats.DEFAULT_SEED).integers(0, len(seeds), size=(leaderboard.IQM_REPS, 4, 2))
+    aggregate = _markdown_table(text.split("Across tasks")[1], "method")
+    for method, scores in normalized.items():
+        replications = [_iqm(scores[d, np.arange(2)]) for d in draws]  # seeds resampled within each task
+        low, high = np.percentile(replications, [2.5, 97.5])
+        iqm, interval, mean, seen = aggregate[method + (" (reference)" if method == "base" else "")][:4]
+        assert _shown(iqm, _iqm(scores)) and _shown(mean, scores.mean()) and seen == "4"
+        assert all(_shown(a, b) for a, b in zip(interval.strip("[]").split(", "), (low, high)))
+
+    versus = _markdown_table(text.split("Versus `lora`")[1], "method")
+    for method in ("olora", "pissa", "base"):
+        x, y = normalized[method], normalized["lora"]
+        poi = statistics.fmean((np.mean(x[:, j][:, None] > y[:, j][None, :])
+                                + 0.5 * np.mean(x[:, j][:, None] == y[:, j][None, :])) for j in range(2))
+        assert versus[method][0].startswith(f"{poi:.3f} [")
+        assert _shown(versus[method][1], (x - y).mean())
+    assert all(isinstance(p, Pairwise) for p in board.suites[0].protocols["fixed"].pairwise)
+
+
+def test_the_faster_table_is_tabulates_own():
+    lines = [["lora", "0.5000 ± 0.0100 [0.4900, 0.5100] (n=3)", "0.5"], ["pissa", "", "1.0000"]]
+    headers = ["method", "t1 (acc)", "mean over tasks"]
+    for fmt in ("github", "simple", "html", "grid"):
+        assert _table(lines, headers, tablefmt=fmt) == tabulate_module.tabulate(lines, headers, tablefmt=fmt)
+    wide = [["方法", "0.5000 ± 0.0100 (n=3)", "0.5"]]  # two columns wide each: wcwidth measures it
+    assert _table(wide, headers, tablefmt="github") == tabulate_module.tabulate(wide, headers, tablefmt="github")
+    assert tabulate_module.WIDE_CHARS_MODE is (tabulate_module.wcwidth is not None)  # put back as it was
+
+
+PIPELINE = ["board", "mean_quantiles", "leaderboard", "leaderboard_text", "leaderboard_page", "publish"]
+
+
+@pytest.mark.parametrize("position", range(len(PIPELINE)))
+def test_a_leaderboard_module_imports_no_later_one(position):
+    """compute -> text -> page -> publish: no import of a later stage, not even inside a function."""
+    path = Path(__file__).resolve().parents[1] / "initbench" / f"{PIPELINE[position]}.py"
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+            imported.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    later = {f"initbench.{m}" for m in PIPELINE[position + 1:]}
+    assert not imported & later, f"{path.name} imports {sorted(imported & later)}"
