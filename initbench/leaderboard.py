@@ -56,11 +56,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from initbench import stats
-from initbench.board import (AggregateRow, Board, Cell, ConvergenceRow, CostRow, DiagnosticsRow, Failure,
-                             ForgettingRow, Normalization, Pairwise, ProtocolBlock, SuiteBoard, TuningRow)
-from initbench.counted import read_results, rows_where
+from initbench.board import (
+    AggregateRow,
+    Board,
+    Cell,
+    ConvergenceRow,
+    CostRow,
+    DiagnosticsRow,
+    Failure,
+    ForgettingRow,
+    Normalization,
+    Pairwise,
+    ProtocolBlock,
+    SuiteBoard,
+    TuningRow,
+)
+from initbench.counted import rows_where
 from initbench.mean_quantiles import quantiles_of_means
-from initbench.results import CURVE_SUFFIX
 
 BOOTSTRAP_REPS = 2_000
 IQM_REPS = 5_000
