@@ -72,8 +72,9 @@ def nq_open_questions() -> tuple[list[str], str]:
         raise InitError(str(err)) from None
 
 
-def knowledge_windows(questions: list[str], tokenizer, count: int, length: int,
-                      generator: torch.Generator) -> list[list[int]]:
+def knowledge_windows(
+    questions: list[str], tokenizer, count: int, length: int, generator: torch.Generator
+) -> list[list[int]]:
     """``count`` windows of ``length`` token ids: BOS (if the tokenizer has one), then ``length - 1``
     (or ``length``) consecutive tokens of the questions joined by blank lines, from uniform offsets."""
     ids = tokenizer("\n\n".join(questions), add_special_tokens=False, verbose=False)["input_ids"]
@@ -125,8 +126,13 @@ class CorDA(InitMethod):
 
         # Target the frozen nn.Linear inside each attached LoRA layer ("...q_proj.base_layer"), the
         # modules peft's preprocess_corda would have hooked before get_peft_model.
-        config = LoraConfig(r=ranks.pop(), lora_alpha=ctx.lora.alpha, target_modules=["base_layer"],
-                            init_lora_weights="corda", corda_config=CordaConfig(corda_method=self.corda_method))
+        config = LoraConfig(
+            r=ranks.pop(),
+            lora_alpha=ctx.lora.alpha,
+            target_modules=["base_layer"],
+            init_lora_weights="corda",
+            corda_config=CordaConfig(corda_method=self.corda_method),
+        )
         preprocess_corda(model, config, run_model=run_model)
         for layer in layers:  # peft's own per-layer init: the view's module and adapter are for this
             layer.module.corda_init(layer.adapter, "corda")

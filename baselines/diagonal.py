@@ -33,8 +33,9 @@ import torch
 from initbench.api import InitError, LayerInit, LayerwiseInit
 
 
-def loldu_factors(weight: torch.Tensor, rank: int, scale: float
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def loldu_factors(
+    weight: torch.Tensor, rank: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A = U_r (r, in), B = P L_r (out, r), D_r (r,), residual W - scale * B diag(D_r) A) of LoLDU."""
     if rank > min(weight.shape):
         raise InitError(f"LoLDU needs r <= min(out, in) = {min(weight.shape)}, got {rank}")
@@ -47,8 +48,9 @@ def loldu_factors(weight: torch.Tensor, rank: int, scale: float
     return A, B, d, weight - scale * (B * d) @ A
 
 
-def svfit_factors(weight: torch.Tensor, rank: int, scale: float
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def svfit_factors(
+    weight: torch.Tensor, rank: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A = V_r^T, B = U_r, singular values S_r / scale, residual W_e) of SVFit."""
     if rank > min(weight.shape):
         raise InitError(f"SVFit needs r <= min(out, in) = {min(weight.shape)}, got {rank}")

@@ -48,8 +48,16 @@ class EVA(InitMethod):
     code = "https://github.com/huggingface/peft (init_lora_weights='eva', initialize_lora_eva_weights)"
     peft_init = "eva"
 
-    def __init__(self, rho: float = 2.0, use_label_mask: bool = True, whiten: bool = False,
-                 adjust_scaling_factors: bool = True, lowrank: bool = True, alpha: float = 1.0, tau: float = 0.99):
+    def __init__(
+        self,
+        rho: float = 2.0,
+        use_label_mask: bool = True,
+        whiten: bool = False,
+        adjust_scaling_factors: bool = True,
+        lowrank: bool = True,
+        alpha: float = 1.0,
+        tau: float = 0.99,
+    ):
         self.rho = rho
         self.tau = tau
         self.use_label_mask = use_label_mask
@@ -64,8 +72,13 @@ class EVA(InitMethod):
     def lora_config_kwargs(self, lora: LoraSettings) -> dict:
         from peft import EvaConfig
 
-        config = EvaConfig(rho=self.rho, tau=self.tau, use_label_mask=self.use_label_mask, whiten=self.whiten,
-                           adjust_scaling_factors=self.adjust_scaling_factors)
+        config = EvaConfig(
+            rho=self.rho,
+            tau=self.tau,
+            use_label_mask=self.use_label_mask,
+            whiten=self.whiten,
+            adjust_scaling_factors=self.adjust_scaling_factors,
+        )
         return {"init_lora_weights": self.peft_init, "eva_config": config}
 
     def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None:
@@ -97,9 +110,13 @@ class EVA(InitMethod):
                     max_components[name] = max_components[rep]
                 rank_dist = dict(max_components)
                 hook_of = {name: same_as.get(name, name) for name in ranks}
-                pcas = {name: IncrementalPCA(n_components=max_components[name], copy=True, lowrank=self.lowrank,
-                                             lowrank_seed=42)
-                        for name in captured if name not in same_as}
+                pcas = {
+                    name: IncrementalPCA(
+                        n_components=max_components[name], copy=True, lowrank=self.lowrank, lowrank_seed=42
+                    )
+                    for name in captured
+                    if name not in same_as
+                }
                 converged = {name: torch.zeros(pca.n_components, dtype=torch.bool) for name, pca in pcas.items()}
                 active = {name: True for name in pcas}
             n_batches += 1
@@ -120,11 +137,14 @@ class EVA(InitMethod):
                 break
         missing = [name for name, pca in pcas.items() if not hasattr(pca, "components_")]
         if missing or not pcas:
-            raise InitError(f"EVA saw fewer calibration tokens than components for {missing or 'every layer'}; "
-                            "raise budget.calibration.examples or lower rho")
+            raise InitError(
+                f"EVA saw fewer calibration tokens than components for {missing or 'every layer'}; "
+                "raise budget.calibration.examples or lower rho"
+            )
         done = sum(not flag for flag in active.values())
-        ctx.info.update(eva_converged=done == len(pcas), eva_batches=n_batches, eva_layers_converged=done,
-                        eva_layers=len(pcas))
+        ctx.info.update(
+            eva_converged=done == len(pcas), eva_batches=n_batches, eva_layers_converged=done, eva_layers=len(pcas)
+        )
         state = {}
         for name, rank in rank_dist.items():
             pca = pcas[hook_of[name]]

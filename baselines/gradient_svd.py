@@ -44,8 +44,9 @@ import torch
 from initbench.api import InitError, LayerwiseInit
 
 
-def lora_one_factors(grad: torch.Tensor, rank: int, gamma: float = 128.0, q: int = 512, niter: int = 16
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def lora_one_factors(
+    grad: torch.Tensor, rank: int, gamma: float = 128.0, q: int = 512, niter: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(A (r, in), B (out, r)) of LoRA-One from the mean gradient (out, in).  Draws from torch's RNG."""
     q = min(q, min(grad.shape))
     if rank > q:
@@ -57,8 +58,9 @@ def lora_one_factors(grad: torch.Tensor, rank: int, gamma: float = 128.0, q: int
     return (A / gamma**0.5).contiguous(), (B / gamma**0.5).contiguous()
 
 
-def fwsvd_factors(weight: torch.Tensor, fisher: torch.Tensor, rank: int, scale: float, floor: float = 1e-6
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fwsvd_factors(
+    weight: torch.Tensor, fisher: torch.Tensor, rank: int, scale: float, floor: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A, B, residual) of FWSVD (rows weighted by sqrt of the row-summed diagonal Fisher) for one (out, in) weight."""
     if rank > min(weight.shape):
         raise InitError(f"fwsvd needs r <= min(out, in) = {min(weight.shape)}, got {rank}")

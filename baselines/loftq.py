@@ -27,8 +27,9 @@ from initbench_baselines.nf4 import nf4_round_trip
 from initbench.api import LayerwiseInit
 
 
-def loftq_factors(weight: torch.Tensor, rank: int, iterations: int = 1
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loftq_factors(
+    weight: torch.Tensor, rank: int, iterations: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """LoftQ's alternation on one (out, in) weight: the dequantized base Q, A (rank, in), B (out, rank)."""
     if iterations < 1:
         raise ValueError(f"LoftQ needs at least one alternating step, got iterations={iterations}")

@@ -114,8 +114,9 @@ def summed_batch_gradients(batches: Iterable[tuple[int, dict[str, torch.Tensor]]
     return total
 
 
-def lora_sb_factors(grad_sum: torch.Tensor, rank: int, eff_lr: float, niter: int = 10
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def lora_sb_factors(
+    grad_sum: torch.Tensor, rank: int, eff_lr: float, niter: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A (r, in), B (out, r), R (r, r)) of LoRA-SB from the summed (or mean) gradient (out, in).
     Draws from torch's global RNG (``torch.svd_lowrank``); seed it first."""
     return lora_sb_step_factors(simulated_step(grad_sum, eff_lr), rank, niter)
@@ -126,8 +127,9 @@ def simulated_step(grad_sum: torch.Tensor, eff_lr: float) -> torch.Tensor:
     return -eff_lr * torch.sign(grad_sum.float())
 
 
-def lora_sb_step_factors(step: torch.Tensor, rank: int, niter: int = 10
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def lora_sb_step_factors(
+    step: torch.Tensor, rank: int, niter: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A (r, in), B (out, r), R (r, r)) of LoRA-SB from its simulated step dW (out, in): the rank-r
     randomized SVD of dW^T.  Draws from torch's global RNG (``torch.svd_lowrank``); seed it first."""
     if rank > min(step.shape):
@@ -136,8 +138,9 @@ def lora_sb_step_factors(step: torch.Tensor, rank: int, niter: int = 10
     return U.T.contiguous(), V.contiguous(), torch.diag(S)
 
 
-def lora_xs_factors(weight: torch.Tensor, rank: int, generator: torch.Generator, sigma: float = 1e-5
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def lora_xs_factors(
+    weight: torch.Tensor, rank: int, generator: torch.Generator, sigma: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A (r, in), B (out, r), R (r, r)) of LoRA-XS for one (out, in) weight."""
     U, S, Vh = torch.linalg.svd(weight.float(), full_matrices=False)
     A = S[:rank, None] * Vh[:rank]

@@ -27,8 +27,12 @@ def nf4_code() -> torch.Tensor:
     """The 16 NF4 values, ascending, float32, from -1 to 1 with an exact zero."""
     positive = torch.linspace(OFFSET, 0.5, 9)[:-1].double()  # float32 grid, as the references build it
     negative = torch.linspace(OFFSET, 0.5, 8)[:-1].double()
-    values = torch.cat([torch.special.ndtri(positive), torch.zeros(1, dtype=torch.float64),
-                        -torch.special.ndtri(negative)]).float().sort().values
+    values = (
+        torch.cat([torch.special.ndtri(positive), torch.zeros(1, dtype=torch.float64), -torch.special.ndtri(negative)])
+        .float()
+        .sort()
+        .values
+    )
     return values / values.max()
 
 

@@ -35,8 +35,9 @@ def nlora_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
     return weight[:rank, :].clone(), weight[:, :rank].clone(), weight[:rank, :rank].clone()
 
 
-def slora_factors(weight: torch.Tensor, rank: int, generator: torch.Generator
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def slora_factors(
+    weight: torch.Tensor, rank: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A, B, N) of SLoRA: A and N Kaiming-uniform (a = sqrt(5)), B = 0."""
     A = torch.empty(rank, weight.shape[1])
     N = torch.empty(rank, rank)

@@ -108,21 +108,46 @@ def tokens_child(suite_path: str, steps: int) -> None:
     suite, device, method = load_suite(suite_path), pick_device(), get_method("lora")
     loaded = base_model(suite, device)
     task = suite.tasks[0]
-    examples = task_data.tokenize_records(task_data.materialize(task, suite.path).records("train"),
-                                          loaded.tokenizer, suite.budget.max_length)
+    examples = task_data.tokenize_records(
+        task_data.materialize(task, suite.path).records("train"), loaded.tokenizer, suite.budget.max_length
+    )
     base_params = linear_params(loaded.model)
     seed_everything(0)
-    model, _ = attach_and_initialize(loaded.model, loaded.tokenizer, method, lora_settings(suite.lora, method),
-                                     seed=0, examples=examples, budget=suite.budget, lr=suite.budget.optimizer.lr,
-                                     spend=Spend(), base_params=base_params, device=device)
+    model, _ = attach_and_initialize(
+        loaded.model,
+        loaded.tokenizer,
+        method,
+        lora_settings(suite.lora, method),
+        seed=0,
+        examples=examples,
+        budget=suite.budget,
+        lr=suite.budget.optimizer.lr,
+        spend=Spend(),
+        base_params=base_params,
+        device=device,
+    )
     measured = []
     for n in (1, steps):
-        result = train(model, examples, replace(suite.budget, steps=n), lr=suite.budget.optimizer.lr, seed=0,
-                       pad_id=loaded.tokenizer.pad_token_id, device=device, spend=Spend(), base_params=base_params)
+        result = train(
+            model,
+            examples,
+            replace(suite.budget, steps=n),
+            lr=suite.budget.optimizer.lr,
+            seed=0,
+            pad_id=loaded.tokenizer.pad_token_id,
+            device=device,
+            spend=Spend(),
+            base_params=base_params,
+        )
         measured.append((sum(p["tokens"] for p in result.curve), result.seconds))
     (_, warmup), (tokens, seconds) = measured
-    print(MARK + json.dumps({"tokens": tokens, "seconds": seconds, "warmup_seconds": warmup,
-                             "threads": execution.apply_threads()}), flush=True)
+    print(
+        MARK
+        + json.dumps(
+            {"tokens": tokens, "seconds": seconds, "warmup_seconds": warmup, "threads": execution.apply_threads()}
+        ),
+        flush=True,
+    )
 
 
 def tokens_per_second(mode: Mode, suite_path: str, steps: int, cores: int) -> dict[str, float]:
@@ -135,20 +160,31 @@ def tokens_per_second(mode: Mode, suite_path: str, steps: int, cores: int) -> di
         line = next((text for text in done.stdout.splitlines() if text.startswith(MARK)), None)
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"tokens/s child failed ({done.returncode}): {done.stderr[-1500:]}")
-        return json.loads(line[len(MARK):])
+        return json.loads(line[len(MARK) :])
 
     with ThreadPoolExecutor(processes) as pool:
         results = list(pool.map(one, range(processes)))
-    return {"tokens_per_second": sum(r["tokens"] / r["seconds"] for r in results),
-            "warmup_seconds": max(r["warmup_seconds"] for r in results), "processes": processes,
-            "threads": threads}
+    return {
+        "tokens_per_second": sum(r["tokens"] / r["seconds"] for r in results),
+        "warmup_seconds": max(r["warmup_seconds"] for r in results),
+        "processes": processes,
+        "threads": threads,
+    }
 
 
 # --------------------------------------------------------------------------- 2. grid throughput
 
 
-def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: str, work: Path,
-             cores: int, protocol: str = "fixed") -> dict[str, float]:
+def run_grid(
+    name: str,
+    mode: Mode,
+    suite_path: str,
+    methods: list[str],
+    seeds: str,
+    work: Path,
+    cores: int,
+    protocol: str = "fixed",
+) -> dict[str, float]:
     """``initbench sweep`` of the grid in ``mode`` (resumed: a finished mode's time is kept)."""
     record = work / name / "grid.json"
     if record.exists():
@@ -157,9 +193,27 @@ def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: 
     processes, threads = mode.processes(cores)
     out = work / name / "runs"
     shutil.rmtree(out, ignore_errors=True)  # an unfinished mode starts over: its time covers the whole grid
-    command = [sys.executable, "-m", "initbench.cli", "sweep", "--suite", suite_path, "--seeds", seeds,
-               "--out", str(out), "--workers", str(processes), "--threads-per-run", str(threads),
-               "--protocol", protocol, "--precision", mode.precision, *(["--compile"] if mode.compile else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "initbench.cli",
+        "sweep",
+        "--suite",
+        suite_path,
+        "--seeds",
+        seeds,
+        "--out",
+        str(out),
+        "--workers",
+        str(processes),
+        "--threads-per-run",
+        str(threads),
+        "--protocol",
+        protocol,
+        "--precision",
+        mode.precision,
+        *(["--compile"] if mode.compile else []),
+    ]
     for method in methods:
         command += ["--method", method]
     print(f"[grid] {name}: {' '.join(command[2:])}", file=sys.stderr, flush=True)
@@ -171,8 +225,12 @@ def run_grid(name: str, mode: Mode, suite_path: str, methods: list[str], seeds: 
     from initbench.counted import read_results
 
     rows = {r["run_id"]: r for r in read_results(out).to_pylist()}
-    result = {"seconds": seconds, "runs": len(rows), "runs_per_hour": len(rows) / seconds * 3600,
-              "init_reused": sum(bool(r["init_reused"]) for r in rows.values())}
+    result = {
+        "seconds": seconds,
+        "runs": len(rows),
+        "runs_per_hour": len(rows) / seconds * 3600,
+        "init_reused": sum(bool(r["init_reused"]) for r in rows.values()),
+    }
     record.write_text(json.dumps(result))
     return result
 
@@ -186,8 +244,12 @@ def scores(out: Path) -> dict[tuple[str, str, str], dict[int, float]]:
 
     found: dict[tuple[str, str, str], dict[int, float]] = {}
     for row in read_results(out).to_pylist():
-        if row["status"] == "ok" and row["protocol"] == "fixed" and row["metric"] is not None \
-                and row["value"] is not None:
+        if (
+            row["status"] == "ok"
+            and row["protocol"] == "fixed"
+            and row["metric"] is not None
+            and row["value"] is not None
+        ):
             found.setdefault((row["method"], row["task"], row["metric"]), {})[row["seed"]] = row["value"]
     return found
 
@@ -205,10 +267,19 @@ def agreement(baseline: dict, other: dict, name: str) -> list[list]:
         se = sd * math.sqrt(2 / len(seeds))
         paired = [y - x for x, y in zip(a, b)]
         z = diff / se if se > 0 else (0.0 if diff == 0 else math.inf)
-        rows.append([*key, name, len(seeds), f"{statistics.mean(a):.4f} ± {sd:.4f}",
-                     f"{statistics.mean(b):.4f} ± {statistics.stdev(b):.4f}", f"{diff:+.4f}", f"{z:+.2f}",
-                     "yes" if abs(z) <= 2 else "NO",
-                     f"{statistics.mean(paired):+.4f} ± {statistics.stdev(paired):.4f}"])
+        rows.append(
+            [
+                *key,
+                name,
+                len(seeds),
+                f"{statistics.mean(a):.4f} ± {sd:.4f}",
+                f"{statistics.mean(b):.4f} ± {statistics.stdev(b):.4f}",
+                f"{diff:+.4f}",
+                f"{z:+.2f}",
+                "yes" if abs(z) <= 2 else "NO",
+                f"{statistics.mean(paired):+.4f} ± {statistics.stdev(paired):.4f}",
+            ]
+        )
     return rows
 
 
@@ -238,8 +309,12 @@ def main() -> int:
     parser.add_argument("--methods", default="lora,pissa")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--modes", default="float32,bf16,bf16-2x1,bf16-compile")
-    parser.add_argument("--protocol", choices=["fixed", "tuned"], default="fixed",
-                        help="tuned: the grid includes the suite's rate trials (and reuses their inits)")
+    parser.add_argument(
+        "--protocol",
+        choices=["fixed", "tuned"],
+        default="fixed",
+        help="tuned: the grid includes the suite's rate trials (and reuses their inits)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="cut the suite's training steps (quick look)")
     parser.add_argument("--eval-limit", type=int, default=None, help="cut the suite's test examples (quick look)")
     parser.add_argument("--token-steps", type=int, default=20, help="timed training steps for tokens/s")
@@ -265,28 +340,40 @@ def main() -> int:
     suite_path = suite_copy(args, work)
     methods = [m for m in args.methods.split(",") if m]
     cpu = provenance.cpu_identity()
-    header = (f"CPU fast path, suite {args.suite}, {args.protocol} protocol, methods {args.methods}, seeds {args.seeds}" + (f" cut to {args.steps} steps" if args.steps else "")
-              + (f", eval limit {args.eval_limit}" if args.eval_limit else "")
-              + f"; {cpu['cpu_model']} ({cores} cores; {cpu['cpu_flags']}; torch {cpu['cpu_capability']}); "
-              f"code {provenance.code_identity()}; baseline mode {names[0]}")
+    header = (
+        f"CPU fast path, suite {args.suite}, {args.protocol} protocol, methods {args.methods}, seeds {args.seeds}"
+        + (f" cut to {args.steps} steps" if args.steps else "")
+        + (f", eval limit {args.eval_limit}" if args.eval_limit else "")
+        + f"; {cpu['cpu_model']} ({cores} cores; {cpu['cpu_flags']}; torch {cpu['cpu_capability']}); "
+        f"code {provenance.code_identity()}; baseline mode {names[0]}"
+    )
     print(header, file=sys.stderr, flush=True)
 
     tokens, grids = {}, {}
     if "tokens" not in skip:
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         for r in range(args.repeats):
-            for name in (names if r % 2 == 0 else names[::-1]):
+            for name in names if r % 2 == 0 else names[::-1]:
                 rounds[name].append(tokens_per_second(MODES[name], suite_path, args.token_steps, cores))
-                print(f"[tokens/s] round {r + 1}/{args.repeats} {name}: "
-                      f"{rounds[name][-1]['tokens_per_second']:.1f} (warm-up step "
-                      f"{rounds[name][-1]['warmup_seconds']:.1f} s)", file=sys.stderr, flush=True)
-        tokens = {name: {key: statistics.median(m[key] for m in measured) for key in measured[0]}
-                  for name, measured in rounds.items()}
+                print(
+                    f"[tokens/s] round {r + 1}/{args.repeats} {name}: "
+                    f"{rounds[name][-1]['tokens_per_second']:.1f} (warm-up step "
+                    f"{rounds[name][-1]['warmup_seconds']:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        tokens = {
+            name: {key: statistics.median(m[key] for m in measured) for key in measured[0]}
+            for name, measured in rounds.items()
+        }
     if "grid" not in skip:
         for name in names:
             grids[name] = run_grid(name, MODES[name], suite_path, methods, args.seeds, work, cores, args.protocol)
-            print(f"[grid] {name}: {grids[name]['runs']} runs in {grids[name]['seconds']:.0f} s", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[grid] {name}: {grids[name]['runs']} runs in {grids[name]['seconds']:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     base = names[0]
     rows = []
@@ -294,22 +381,72 @@ def main() -> int:
         mode = MODES[name]
         processes, threads = mode.processes(cores)
         t, g = tokens.get(name), grids.get(name)
-        rows.append([name, mode.precision, "yes" if mode.compile else "no", f"{processes} x {threads}",
-                     f"{t['tokens_per_second']:.1f}" if t else "", f"{t['tokens_per_second'] / tokens[base]['tokens_per_second']:.2f}x" if t and base in tokens else "",
-                     f"{t['warmup_seconds']:.1f}" if t else "",
-                     f"{g['runs']} in {g['seconds']:.0f} s ({g.get('init_reused', 0)} inits reused)" if g else "", f"{g['runs_per_hour']:.2f}" if g else "",
-                     f"{g['runs_per_hour'] / grids[base]['runs_per_hour']:.2f}x" if g and base in grids else ""])
-    report = [header, "", tabulate(rows, ["mode", "precision", "compile", "processes x threads", "train tok/s (median)",
-                                          "vs base", "warm-up step s", "grid", "runs/hour", "vs base"],
-                                   tablefmt="github", disable_numparse=True)]
+        rows.append(
+            [
+                name,
+                mode.precision,
+                "yes" if mode.compile else "no",
+                f"{processes} x {threads}",
+                f"{t['tokens_per_second']:.1f}" if t else "",
+                f"{t['tokens_per_second'] / tokens[base]['tokens_per_second']:.2f}x" if t and base in tokens else "",
+                f"{t['warmup_seconds']:.1f}" if t else "",
+                f"{g['runs']} in {g['seconds']:.0f} s ({g.get('init_reused', 0)} inits reused)" if g else "",
+                f"{g['runs_per_hour']:.2f}" if g else "",
+                f"{g['runs_per_hour'] / grids[base]['runs_per_hour']:.2f}x" if g and base in grids else "",
+            ]
+        )
+    report = [
+        header,
+        "",
+        tabulate(
+            rows,
+            [
+                "mode",
+                "precision",
+                "compile",
+                "processes x threads",
+                "train tok/s (median)",
+                "vs base",
+                "warm-up step s",
+                "grid",
+                "runs/hour",
+                "vs base",
+            ],
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+    ]
     if grids and base in grids:
         reference = scores(work / base / "runs")
-        agree = [row for name in names[1:] if name in grids for row in agreement(reference, scores(work / name / "runs"), name)]
-        report += ["", f"score agreement against {base} (z = difference / (seed s.d. x sqrt(2/n)); |z| <= 2: "
-                       "within seed noise)", "",
-                   tabulate(agree, ["method", "task", "metric", "mode", "seeds", f"{base} mean ± sd", "mode mean ± sd",
-                                    "difference", "z", "within noise", "paired difference"],
-                            tablefmt="github", disable_numparse=True)]
+        agree = [
+            row
+            for name in names[1:]
+            if name in grids
+            for row in agreement(reference, scores(work / name / "runs"), name)
+        ]
+        report += [
+            "",
+            f"score agreement against {base} (z = difference / (seed s.d. x sqrt(2/n)); |z| <= 2: within seed noise)",
+            "",
+            tabulate(
+                agree,
+                [
+                    "method",
+                    "task",
+                    "metric",
+                    "mode",
+                    "seeds",
+                    f"{base} mean ± sd",
+                    "mode mean ± sd",
+                    "difference",
+                    "z",
+                    "within noise",
+                    "paired difference",
+                ],
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+        ]
     text = "\n".join(report)
     print(text)
     work.mkdir(parents=True, exist_ok=True)

@@ -146,8 +146,13 @@ def harness_child(args: argparse.Namespace, phase: str) -> dict[str, Any]:
             raise SystemExit(f"harness run {outcome.status}: {outcome.error}")
         row = pq.read_table(outcome.path).to_pylist()[0]
         curve = pq.read_table(str(outcome.path).removesuffix(RESULTS_SUFFIX) + CURVE_SUFFIX).column("loss")
-    result = {"load_s": load.seconds, "load_rss_mib": load.rss_mib, "total_s": wall - load.seconds,
-              "device": row["device_name"], "peak_rss_mib": peak_rss_mib()}
+    result = {
+        "load_s": load.seconds,
+        "load_rss_mib": load.rss_mib,
+        "total_s": wall - load.seconds,
+        "device": row["device_name"],
+        "peak_rss_mib": peak_rss_mib(),
+    }
     if phase == "train":
         return {**result, "attach_s": row["init_seconds"], "loop_s": row["train_seconds"], "losses": curve.to_pylist()}
     return {**result, "lm_eval_s": row["eval_seconds"], "scores": outcome.scores}
@@ -174,10 +179,15 @@ def bare_loop(
 
     spec = budget.optimizer
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps,
-                                  weight_decay=spec.weight_decay)
-    schedule = get_scheduler(budget.schedule.name, optimizer, num_training_steps=budget.steps,
-                             num_warmup_steps=int(budget.schedule.warmup_ratio * budget.steps))
+    optimizer = torch.optim.AdamW(
+        params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay
+    )
+    schedule = get_scheduler(
+        budget.schedule.name,
+        optimizer,
+        num_training_steps=budget.steps,
+        num_warmup_steps=int(budget.schedule.warmup_ratio * budget.steps),
+    )
     losses, start = [], time.perf_counter()
     model.train()
     for batch in batches(examples, budget.batch_size, budget.steps, seed, pad_id):
@@ -207,13 +217,25 @@ def bare_train_child(args: argparse.Namespace) -> dict[str, Any]:
     examples = tokenize_records(materialize(task, suite.path).records("train"), tokenizer, suite.budget.max_length)
     attach_start = time.perf_counter()
     torch.manual_seed(args.seed)
-    config = LoraConfig(r=suite.lora.rank, lora_alpha=suite.lora.alpha, target_modules=list(suite.lora.target_modules),
-                        lora_dropout=suite.lora.dropout, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=suite.lora.rank,
+        lora_alpha=suite.lora.alpha,
+        target_modules=list(suite.lora.target_modules),
+        lora_dropout=suite.lora.dropout,
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, config)
     attach_s = time.perf_counter() - attach_start
     losses, loop_s = bare_loop(model, examples, suite.budget, args.seed, tokenizer.pad_token_id)
-    return {"load_s": load_s, "load_rss_mib": load_rss, "total_s": time.perf_counter() - start,
-            "attach_s": attach_s, "loop_s": loop_s, "losses": losses, "peak_rss_mib": peak_rss_mib()}
+    return {
+        "load_s": load_s,
+        "load_rss_mib": load_rss,
+        "total_s": time.perf_counter() - start,
+        "attach_s": attach_s,
+        "loop_s": loop_s,
+        "losses": losses,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def bare_eval_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -233,15 +255,27 @@ def bare_eval_child(args: argparse.Namespace) -> dict[str, Any]:
     eval_start = time.perf_counter()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=suite.eval.batch_size)
     output = lm_eval.simple_evaluate(
-        model=lm, tasks=[config], limit=suite.eval.limit, log_samples=False, bootstrap_iters=1000,
+        model=lm,
+        tasks=[config],
+        limit=suite.eval.limit,
+        log_samples=False,
+        bootstrap_iters=1000,
         task_manager=TaskManager(include_path=str(builtin_suite_dir() / "lm_eval"), include_defaults=False),
-        random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed,
+        random_seed=args.seed,
+        numpy_random_seed=args.seed,
+        torch_random_seed=args.seed,
         fewshot_random_seed=args.seed,
     )
     end = time.perf_counter()
     scores = {s.metric: s.value for s in parse_scores(output["results"][task.lm_eval_task])}
-    return {"load_s": load_s, "load_rss_mib": load_rss, "total_s": end - start, "lm_eval_s": end - eval_start,
-            "scores": scores, "peak_rss_mib": peak_rss_mib()}
+    return {
+        "load_s": load_s,
+        "load_rss_mib": load_rss,
+        "total_s": end - start,
+        "lm_eval_s": end - eval_start,
+        "scores": scores,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -260,15 +294,28 @@ def child_main(args: argparse.Namespace) -> None:
 
 def run_child(args: argparse.Namespace, kind: str, phase: str, profile_out: str | None = None) -> dict[str, Any]:
     """One variant in a fresh interpreter; returns the JSON line it printed."""
-    command = [sys.executable, os.path.abspath(__file__), "--child", f"{kind}-{phase}", "--suite", args.suite,
-               "--task", args.task, "--steps", str(args.steps), "--eval-limit", str(args.eval_limit),
-               "--seed", str(args.seed)] + (["--profile-out", profile_out] if profile_out else [])
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        f"{kind}-{phase}",
+        "--suite",
+        args.suite,
+        "--task",
+        args.task,
+        "--steps",
+        str(args.steps),
+        "--eval-limit",
+        str(args.eval_limit),
+        "--seed",
+        str(args.seed),
+    ] + (["--profile-out", profile_out] if profile_out else [])
     env = {**os.environ, **({"INITBENCH_FAST": "1"} if args.fast and kind == "harness" else {})}
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode or not lines:
         raise SystemExit(f"{kind} {phase} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len(MARK):])
+    return json.loads(lines[-1][len(MARK) :])
 
 
 def measure(args: argparse.Namespace) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -279,8 +326,11 @@ def measure(args: argparse.Namespace) -> dict[tuple[str, str], list[dict[str, An
             for kind in KINDS if round_ % 2 == 0 else KINDS[::-1]:
                 result = run_child(args, kind, phase)
                 runs[kind, phase].append(result)
-                print(f"  round {round_ + 1} {phase:5} {kind:7}: {result['total_s']:7.2f} s, "
-                      f"peak RSS {result['peak_rss_mib']:6.0f} MiB, load {result['load_s']:.2f} s", flush=True)
+                print(
+                    f"  round {round_ + 1} {phase:5} {kind:7}: {result['total_s']:7.2f} s, "
+                    f"peak RSS {result['peak_rss_mib']:6.0f} MiB, load {result['load_s']:.2f} s",
+                    flush=True,
+                )
     return runs
 
 
@@ -297,8 +347,10 @@ def loss_agreement(harness: list[dict[str, Any]], bare: list[dict[str, Any]], rt
     reference = harness[0]["losses"]
     gap = max(abs(a - b) for run in harness + bare for a, b in zip(reference, run["losses"], strict=True))
     rel = max(abs(a - b) / abs(a) for run in harness + bare for a, b in zip(reference, run["losses"], strict=True))
-    return (f"final loss {reference[-1]:.6f} vs {bare[0]['losses'][-1]:.6f} (max step Δ {gap:.1e}, relative {rel:.1e})",
-            gap <= 1e-6 or rel <= rtol)
+    return (
+        f"final loss {reference[-1]:.6f} vs {bare[0]['losses'][-1]:.6f} (max step Δ {gap:.1e}, relative {rel:.1e})",
+        gap <= 1e-6 or rel <= rtol,
+    )
 
 
 def score_agreement(harness: list[dict[str, Any]], bare: list[dict[str, Any]]) -> tuple[str, bool]:
@@ -317,8 +369,10 @@ def time_row(label: str, h: list[dict[str, Any]], b: list[dict[str, Any]], key: 
     return [label, h_s, b_s, ratio(h_s, b_s), None, None, None, ""]
 
 
-def table_rows(runs: dict[tuple[str, str], list[dict[str, Any]]], fast: bool = False,
-               ) -> tuple[list[list[Any]], dict[str, float], bool]:
+def table_rows(
+    runs: dict[tuple[str, str], list[dict[str, Any]]],
+    fast: bool = False,
+) -> tuple[list[list[Any]], dict[str, float], bool]:
     """The table, the ratios the goal is judged on, and whether losses and scores agree."""
     rows, ratios, agree = [], {}, True
     train_check = (lambda h, b: loss_agreement(h, b, rtol=1e-5)) if fast else loss_agreement
@@ -344,17 +398,32 @@ def print_report(args: argparse.Namespace, runs: dict[tuple[str, str], list[dict
     rows, ratios, agree = table_rows(runs, args.fast)
     if args.fast:
         print("\nharness runs with INITBENCH_FAST=1 (fast path); bare is the plain loop")
-    headers = ["phase", "harness s", "bare s", "ratio", "harness peak RSS MiB", "bare peak RSS MiB", "ratio",
-               "agreement"]
+    headers = [
+        "phase",
+        "harness s",
+        "bare s",
+        "ratio",
+        "harness peak RSS MiB",
+        "bare peak RSS MiB",
+        "ratio",
+        "agreement",
+    ]
     print()
-    print(tabulate(rows, headers, tablefmt="github", floatfmt=("", ".2f", ".2f", ".3f", ".0f", ".0f", ".3f", ""),
-                   missingval=""))
-    print(f"\nmedians of {args.repeats} round(s); ratio = harness / bare; losses and scores "
-          + ("agree" if agree else "DISAGREE (see the agreement column)"))
+    print(
+        tabulate(
+            rows, headers, tablefmt="github", floatfmt=("", ".2f", ".2f", ".3f", ".0f", ".0f", ".3f", ""), missingval=""
+        )
+    )
+    print(
+        f"\nmedians of {args.repeats} round(s); ratio = harness / bare; losses and scores "
+        + ("agree" if agree else "DISAGREE (see the agreement column)")
+    )
     verdicts = [f"{name} {value:.3f} {'ok' if value <= 1 + GOAL else 'OVER'}" for name, value in ratios.items()]
     met = all(value <= 1 + GOAL for value in ratios.values())
-    print(f"goal: harness within {GOAL:.0%} of bare in training and evaluation (time and peak RSS): "
-          f"{'MET' if met else 'NOT MET'} ({'; '.join(verdicts)})")
+    print(
+        f"goal: harness within {GOAL:.0%} of bare in training and evaluation (time and peak RSS): "
+        f"{'MET' if met else 'NOT MET'} ({'; '.join(verdicts)})"
+    )
 
 
 def profile(args: argparse.Namespace, lines: int = 40) -> None:
@@ -366,7 +435,7 @@ def profile(args: argparse.Namespace, lines: int = 40) -> None:
         run_child(args, "harness", phase, profile_out=stem)
         tree = Path(stem + ".txt").read_text().strip().splitlines()
         print(f"\npyinstrument, harness {phase} (also {stem}.flat.txt: self time; {stem}.html):")
-        print("\n".join(tree[tree.index("") + 1:][:lines] if "" in tree else tree[:lines]))
+        print("\n".join(tree[tree.index("") + 1 :][:lines] if "" in tree else tree[:lines]))
 
 
 def parse_args() -> argparse.Namespace:
@@ -378,9 +447,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-limit", type=int, default=100, help="examples lm-eval scores (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="profile the harness variants with pyinstrument")
-    parser.add_argument("--fast", action="store_true",
-                        help="run the harness with INITBENCH_FAST=1 (initbench.train's fast path); losses then agree "
-                             "to float32 rounding (relative 1e-5), not bit for bit")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="run the harness with INITBENCH_FAST=1 (initbench.train's fast path); losses then agree "
+        "to float32 rounding (relative 1e-5), not bit for bit",
+    )
     parser.add_argument("--profile-dir", default="runs/harness_tax", help="where --profile writes its files")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
@@ -393,8 +465,10 @@ def main() -> None:
         child_main(args)
         return
     print("command: " + shlex.join(["python", *sys.argv]))
-    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
     runs = measure(args)
     print(f"machine: {runs['harness', 'train'][0]['device']}, load average {os.getloadavg()[0]:.2f} at end")
     print_report(args, runs)

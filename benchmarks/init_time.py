@@ -71,9 +71,19 @@ def time_init(name, pristine, tokenizer, examples, rank, calib, device):
     with PeakRSS() as mem:
         start = time.perf_counter()
         try:
-            attach_and_initialize(model, tokenizer, method, lora, seed=0, examples=examples,
-                                  budget=Budget(steps=100, batch_size=16, max_length=64, calibration=calib), lr=1e-3,
-                                  spend=spend, base_params=linear_params(pristine), device=device)
+            attach_and_initialize(
+                model,
+                tokenizer,
+                method,
+                lora,
+                seed=0,
+                examples=examples,
+                budget=Budget(steps=100, batch_size=16, max_length=64, calibration=calib),
+                lr=1e-3,
+                spend=spend,
+                base_params=linear_params(pristine),
+                device=device,
+            )
         except Exception as err:  # a method that cannot init here (missing data, ...)
             error = str(err).split(": ", 1)[-1][:60]
         seconds = time.perf_counter() - start
@@ -92,27 +102,45 @@ def main():
     data = addition(digits=3, n_train=256, n_validation=8, n_test=8)
     examples = tokenize_records(data["train"], loaded.tokenizer, 64)
     calib = CalibrationSpec(examples=args.calibration_examples, batch_size=8)
-    print(f"model {loaded.label}, {torch.get_num_threads()} threads, targets {','.join(TARGETS)}, "
-          f"calibration {calib.examples} examples x batch {calib.batch_size}")
+    print(
+        f"model {loaded.label}, {torch.get_num_threads()} threads, targets {','.join(TARGETS)}, "
+        f"calibration {calib.examples} examples x batch {calib.batch_size}"
+    )
     time_init("lora", loaded.model, loaded.tokenizer, examples, 8, calib, device)  # warm-up, not reported
     for rank in [int(r) for r in args.ranks.split(",")]:
         rows, lora_seconds = [], None
-        for name in (args.methods.split(",") if args.methods else builtin_lora_methods()):
+        for name in args.methods.split(",") if args.methods else builtin_lora_methods():
             seconds, peak, spend, error = time_init(name, loaded.model, loaded.tokenizer, examples, rank, calib, device)
             if name == "lora":
                 lora_seconds = seconds
             ratio = f"{seconds / lora_seconds:.1f}x" if lora_seconds and not error else ""
             passes = f"{spend.calibration_forward_passes}F/{spend.calibration_backward_passes}B"
-            rows.append([name, f"{seconds:.2f}" if not error else "-", f"{peak / 2**20:.0f}" if not error else "-",
-                         passes, spend.calibration_examples, ratio, error])
+            rows.append(
+                [
+                    name,
+                    f"{seconds:.2f}" if not error else "-",
+                    f"{peak / 2**20:.0f}" if not error else "-",
+                    passes,
+                    spend.calibration_examples,
+                    ratio,
+                    error,
+                ]
+            )
             print(f"  r={rank} {name}: {seconds:.2f}s {error}", flush=True)
         print(f"\nrank {rank}")
-        print(tabulate(rows, ["method", "init s", "peak +MiB", "calib passes (fwd/bwd)", "calib examples",
-                              "vs lora", "note"], tablefmt="github"))
+        print(
+            tabulate(
+                rows,
+                ["method", "init s", "peak +MiB", "calib passes (fwd/bwd)", "calib examples", "vs lora", "note"],
+                tablefmt="github",
+            )
+        )
         times = {r[0]: r[1] for r in rows}
         if "pissa" in times and "pissa-niter-4" in times:
-            print(f"PiSSA exact / randomized SVD (niter=4) init time: "
-                  f"{float(times['pissa']) / float(times['pissa-niter-4']):.1f}x\n")
+            print(
+                f"PiSSA exact / randomized SVD (niter=4) init time: "
+                f"{float(times['pissa']) / float(times['pissa-niter-4']):.1f}x\n"
+            )
 
 
 if __name__ == "__main__":

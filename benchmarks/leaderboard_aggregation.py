@@ -92,13 +92,16 @@ def main() -> None:
     from initbench.leaderboard_text import render_board
 
     table, (t_make, _) = timed(synthetic, args.methods, args.tasks, args.seeds, args.metrics)
-    print(f"synthetic table: {table.num_rows:,} rows ({args.methods} methods x {args.tasks} tasks x {args.seeds} seeds "
-          f"x {args.metrics} metrics), built in {t_make:.2f} s")
+    print(
+        f"synthetic table: {table.num_rows:,} rows ({args.methods} methods x {args.tasks} tasks x {args.seeds} seeds "
+        f"x {args.metrics} metrics), built in {t_make:.2f} s"
+    )
 
     keys = ["suite", "suite_hash", "method", "is_reference", "task", "metric"]
     df = table.select(keys + ["seed", "value", "status"]).to_pandas()
-    _, t_pandas = timed(lambda: df[df["status"] == "ok"].groupby(keys, sort=True)["value"].agg(["mean", "std", "count"]),
-                        repeats=r)
+    _, t_pandas = timed(
+        lambda: df[df["status"] == "ok"].groupby(keys, sort=True)["value"].agg(["mean", "std", "count"]), repeats=r
+    )
 
     cells, t_plain = timed(leaderboard.aggregate, table, ci=False, repeats=r)
     _, t_agg = timed(leaderboard.aggregate, table, repeats=r)

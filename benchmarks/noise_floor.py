@@ -29,8 +29,11 @@ from initbench.stats import minimum_detectable_difference
 
 
 def noise_table(results: Path, method: str, seeds_for_mdd: int = 3) -> list[dict[str, object]]:
-    rows = [r for r in read_results(results).to_pylist() if r["status"] == "ok" and r["phase"] == "final"
-            and r["protocol"] == "fixed" and r["metric"] is not None]
+    rows = [
+        r
+        for r in read_results(results).to_pylist()
+        if r["status"] == "ok" and r["phase"] == "final" and r["protocol"] == "fixed" and r["metric"] is not None
+    ]
     base = {(r["task"], r["metric"]): r["value"] for r in rows if r["method"] == "base"}
     values: dict[tuple[str, str, str], dict[int, float]] = {}
     for r in rows:
@@ -42,15 +45,20 @@ def noise_table(results: Path, method: str, seeds_for_mdd: int = 3) -> list[dict
         xs = [100 * by_seed[s] for s in seeds]
         sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
         floor = base.get((task, metric))
-        table.append({
-            "task": task, "metric": metric + (" (primary)" if metric == primary_metric(lm_eval_task)[0] else ""),
-            "seeds": len(seeds), "mean": statistics.fmean(xs), "s.d.": sd,
-            f"MDD {seeds_for_mdd} seeds": minimum_detectable_difference(sd, seeds_for_mdd),
-            f"MDD {len(seeds)} seeds": minimum_detectable_difference(sd, len(seeds)),
-            "base": None if floor is None else 100 * floor,
-            "gain": None if floor is None else statistics.fmean(xs) - 100 * floor,
-            "values": " ".join(f"{x:.1f}" for x in xs),
-        })
+        table.append(
+            {
+                "task": task,
+                "metric": metric + (" (primary)" if metric == primary_metric(lm_eval_task)[0] else ""),
+                "seeds": len(seeds),
+                "mean": statistics.fmean(xs),
+                "s.d.": sd,
+                f"MDD {seeds_for_mdd} seeds": minimum_detectable_difference(sd, seeds_for_mdd),
+                f"MDD {len(seeds)} seeds": minimum_detectable_difference(sd, len(seeds)),
+                "base": None if floor is None else 100 * floor,
+                "gain": None if floor is None else statistics.fmean(xs) - 100 * floor,
+                "values": " ".join(f"{x:.1f}" for x in xs),
+            }
+        )
     return table
 
 

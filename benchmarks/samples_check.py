@@ -48,8 +48,10 @@ def main() -> None:
     limit = args.limit if args.limit is not None else suite.eval.limit
     loaded = load_model(suite.model, torch.device("cpu"))
     folder = Path(tempfile.mkdtemp(prefix="initbench-samples-"))
-    print(f"suite {suite.name} ({loaded.label}), limit {limit}, seed {args.seed}, torch threads "
-          f"{torch.get_num_threads()}\n")
+    print(
+        f"suite {suite.name} ({loaded.label}), limit {limit}, seed {args.seed}, torch threads "
+        f"{torch.get_num_threads()}\n"
+    )
     for task in suite.tasks:
         data = task_data.run_data(task, suite.path, "test")
         primary = task_primary_metric(task, suite.path)[0]
@@ -57,10 +59,17 @@ def main() -> None:
         for variant in variants:
             kept: list[dict] = []
             start = time.perf_counter()
-            scores, _ = evaluate(loaded.model, loaded.tokenizer, task.lm_eval_task, data,
-                                 batch_size=suite.eval.batch_size, limit=limit, seed=args.seed,
-                                 chat_template=variant == "template",
-                                 keep_samples=None if variant == "plain" else kept.extend)
+            scores, _ = evaluate(
+                loaded.model,
+                loaded.tokenizer,
+                task.lm_eval_task,
+                data,
+                batch_size=suite.eval.batch_size,
+                limit=limit,
+                seed=args.seed,
+                chat_template=variant == "template",
+                keep_samples=None if variant == "plain" else kept.extend,
+            )
             rows = [record(s) for s in kept]
             found[variant] = (scores, rows, time.perf_counter() - start)
         print(f"## {task.name} ({task.lm_eval_task}), primary {primary}")
@@ -69,9 +78,11 @@ def main() -> None:
             line = f"- {variant}: {primary} = {value!r}, {seconds:.0f} s"
             if rows:
                 path = write_samples(samples_path(folder / f"{task.name}-{variant}"), "check", rows)
-                docs = len({r['doc_id'] for r in rows})
-                line += (f"; sidecar {path.stat().st_size:,} bytes for {docs} documents ({len(rows)} rows), "
-                         f"{path.stat().st_size / docs:.0f} bytes per document")
+                docs = len({r["doc_id"] for r in rows})
+                line += (
+                    f"; sidecar {path.stat().st_size:,} bytes for {docs} documents ({len(rows)} rows), "
+                    f"{path.stat().st_size / docs:.0f} bytes per document"
+                )
                 generated = [r for r in rows if r["output"] is not None and not r["continuations"]]
                 if generated:
                     empty = len({r["doc_id"] for r in generated if not r["output"].strip()})

@@ -8,8 +8,16 @@ that only read results (``stats``, ``results``, ``leaderboard``, ``status``) do 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["InitContext", "InitError", "InitMethod", "LayerInit", "LayerView", "LayerwiseInit", "LoraSettings",
-           "__version__"]
+__all__ = [
+    "InitContext",
+    "InitError",
+    "InitMethod",
+    "LayerInit",
+    "LayerView",
+    "LayerwiseInit",
+    "LoraSettings",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

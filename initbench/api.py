@@ -129,9 +129,7 @@ class InitMethod:
         Override to pass e.g. ``corda_config`` or ``eva_config``."""
         return {"init_lora_weights": self.peft_init}
 
-    def build_optimizer(
-        self, model: torch.nn.Module, lr: float, spec: OptimizerSpec
-    ) -> torch.optim.Optimizer | None:
+    def build_optimizer(self, model: torch.nn.Module, lr: float, spec: OptimizerSpec) -> torch.optim.Optimizer | None:
         """An optimizer of the method's own (e.g. LoRA+'s per-matrix rates) built with the suite's
         settings ``spec`` (betas, eps, weight decay), or None for the suite's plain optimizer."""
         return None
@@ -280,8 +278,16 @@ class InitContext:
     """
 
     def __init__(
-        self, model: torch.nn.Module, lora: LoraSettings, seed: int, calibration: Calibrator, tokenizer: Any, *,
-        budget: Budget, lr: float, family: str = "",
+        self,
+        model: torch.nn.Module,
+        lora: LoraSettings,
+        seed: int,
+        calibration: Calibrator,
+        tokenizer: Any,
+        *,
+        budget: Budget,
+        lr: float,
+        family: str = "",
     ):
         self._model = model
         self.lora: LoraSettings = lora
@@ -297,8 +303,9 @@ class InitContext:
     @property
     def model(self) -> torch.nn.Module:
         """Deprecated: the model ``initialize`` was handed as its first argument (the same object)."""
-        warnings.warn("ctx.model is deprecated: use the model initialize(model, ctx) receives",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "ctx.model is deprecated: use the model initialize(model, ctx) receives", DeprecationWarning, stacklevel=2
+        )
         return self._model
 
     def layers(self) -> list[LayerView]:
@@ -326,8 +333,11 @@ class InitContext:
 
 Statistic = Literal["none", "activation_covariance", "weight_gradient", "weight_gradient_squares"]
 #: the ``Calibrator`` method that computes each statistic
-_CALIBRATOR_METHOD = {"activation_covariance": "activation_covariance", "weight_gradient": "weight_gradients",
-                      "weight_gradient_squares": "weight_gradient_squares"}
+_CALIBRATOR_METHOD = {
+    "activation_covariance": "activation_covariance",
+    "weight_gradient": "weight_gradients",
+    "weight_gradient_squares": "weight_gradient_squares",
+}
 
 
 @dataclass
@@ -367,8 +377,10 @@ class LayerwiseInit(InitMethod):
         if self.statistic == "none":
             return {}
         if self.statistic not in _CALIBRATOR_METHOD:
-            raise InitError(f"{type(self).__name__}.statistic is {self.statistic!r}; use one of "
-                            f"{', '.join(repr(s) for s in get_args(Statistic))}")
+            raise InitError(
+                f"{type(self).__name__}.statistic is {self.statistic!r}; use one of "
+                f"{', '.join(repr(s) for s in get_args(Statistic))}"
+            )
         return getattr(ctx.calibration, _CALIBRATOR_METHOD[self.statistic])()
 
     def init_layer(
@@ -389,16 +401,19 @@ class LayerwiseInit(InitMethod):
         stats = self.statistics(ctx)
         with seeded_torch_rng(ctx.generator) if self.seed_torch_rng else nullcontext():
             for layer in ctx.layers():
-                result = self.init_layer(layer.base_weight(), layer.rank, layer.scale, stats.get(layer.name),
-                                         ctx.generator)
+                result = self.init_layer(
+                    layer.base_weight(), layer.rank, layer.scale, stats.get(layer.name), ctx.generator
+                )
                 self._write(layer, result)
 
     def _write(self, layer: LayerView, result: tuple | LayerInit) -> None:
         """Write what ``init_layer`` returned into ``layer``, then freeze the parts that do not train."""
         if not isinstance(result, LayerInit):
             if not isinstance(result, tuple) or len(result) != 3:
-                raise InitError(f"init_layer returned {type(result).__name__} for {layer.name}; "
-                                "return (A, B, new_base_or_None) or a LayerInit")
+                raise InitError(
+                    f"init_layer returned {type(result).__name__} for {layer.name}; "
+                    "return (A, B, new_base_or_None) or a LayerInit"
+                )
             result = LayerInit(*result)
         layer.set_lora(result.A, result.B)
         if result.base is not None:

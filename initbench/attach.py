@@ -93,14 +93,27 @@ def attach_and_initialize(
         if restored is not None:
             return model, restored
         reuse.watch(model, method)
-    ctx = init_context(model, tokenizer, method, lora, seed=seed, examples=examples, budget=budget, lr=lr,
-                       spend=spend, base_params=base_params, device=device, family=family,
-                       context_class=InitContext if reuse is None else WatchedContext)
+    ctx = init_context(
+        model,
+        tokenizer,
+        method,
+        lora,
+        seed=seed,
+        examples=examples,
+        budget=budget,
+        lr=lr,
+        spend=spend,
+        base_params=base_params,
+        device=device,
+        family=family,
+        context_class=InitContext if reuse is None else WatchedContext,
+    )
     call_hook(method, "initialize", model, ctx)
     reference = call_hook(method, "reference_calibration_examples", family)
     if reference is not None or spend.calibration_examples:
-        spend.method_info.update(calibration_reference_examples=reference,
-                                 calibration_granted_examples=ctx.calibration.allowance.examples)
+        spend.method_info.update(
+            calibration_reference_examples=reference, calibration_granted_examples=ctx.calibration.allowance.examples
+        )
     spend.method_info.update(ctx.info)
     after = fingerprints(model.get_base_model(), lora.target_modules)
     modified = sorted(name for name in before if before[name] != after.get(name))
@@ -115,21 +128,47 @@ def attach_lora(model: torch.nn.Module, method: InitMethod, lora: LoraSettings, 
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=lora.rank, lora_alpha=lora.alpha, target_modules=list(lora.target_modules), lora_dropout=lora.dropout,
-        use_rslora=lora.use_rslora, task_type="CAUSAL_LM", **call_hook(method, "lora_config_kwargs", lora),
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        target_modules=list(lora.target_modules),
+        lora_dropout=lora.dropout,
+        use_rslora=lora.use_rslora,
+        task_type="CAUSAL_LM",
+        **call_hook(method, "lora_config_kwargs", lora),
     )
     torch.manual_seed(seed)
     return get_peft_model(model, config)
 
 
 def init_context(
-    model: torch.nn.Module, tokenizer, method: InitMethod, lora: LoraSettings, *, seed: int,
-    examples: list[dict[str, list[int]]], budget: Budget, lr: float, spend: Spend, base_params: int,
-    device: torch.device, family: str = "", context_class: type[InitContext] = InitContext,
+    model: torch.nn.Module,
+    tokenizer,
+    method: InitMethod,
+    lora: LoraSettings,
+    *,
+    seed: int,
+    examples: list[dict[str, list[int]]],
+    budget: Budget,
+    lr: float,
+    spend: Spend,
+    base_params: int,
+    device: torch.device,
+    family: str = "",
+    context_class: type[InitContext] = InitContext,
 ) -> InitContext:
     """The ``InitContext`` a run hands ``initialize``: its calibrator over ``examples`` grants
     min(the method's reference amount, the suite's allowance) and charges ``spend``."""
     granted = budget.granted_calibration(call_hook(method, "reference_calibration_examples", family))
-    calibrator = Calibrator(model, examples, granted, spend, base_params, seed, tokenizer.pad_token_id, device,
-                            tokenizer=tokenizer, max_length=budget.max_length)
+    calibrator = Calibrator(
+        model,
+        examples,
+        granted,
+        spend,
+        base_params,
+        seed,
+        tokenizer.pad_token_id,
+        device,
+        tokenizer=tokenizer,
+        max_length=budget.max_length,
+    )
     return context_class(model, lora, seed, calibrator, tokenizer, budget=budget, lr=lr, family=family)

@@ -71,8 +71,15 @@ class Budget:
             return self.calibration
         return CalibrationSpec(min(reference, self.calibration.examples), self.calibration.batch_size)
 
-    def spent_problems(self, steps: int | None, tokens: int | None, calibration_examples: int | None, *,
-                       status: str, trains: bool = True) -> list[str]:
+    def spent_problems(
+        self,
+        steps: int | None,
+        tokens: int | None,
+        calibration_examples: int | None,
+        *,
+        status: str,
+        trains: bool = True,
+    ) -> list[str]:
         """Why what a run spent is not what this budget grants ([] when it is): a finished run of a
         training method took exactly ``steps`` optimizer steps (a diverged one at most that), at least
         one and at most ``max_train_tokens`` training tokens, and no more calibration examples than
@@ -80,17 +87,23 @@ class Budget:
         if status == "failed":
             return []
         if not trains:
-            return [f"{steps} optimizer steps, {tokens} training tokens for a method that does not train"] \
-                if steps or tokens else []
+            return (
+                [f"{steps} optimizer steps, {tokens} training tokens for a method that does not train"]
+                if steps or tokens
+                else []
+            )
         out = []
         if steps is None or (steps != self.steps if status == "ok" else not 0 <= steps <= self.steps):
             out.append(f"{steps} optimizer steps, the suite grants budget.steps {self.steps}")
         if tokens is None or not 0 < tokens <= self.max_train_tokens:
-            out.append(f"{tokens} training tokens, the suite grants at most {self.max_train_tokens:,} "
-                       f"(steps x batch_size x max_length)")
+            out.append(
+                f"{tokens} training tokens, the suite grants at most {self.max_train_tokens:,} "
+                f"(steps x batch_size x max_length)"
+            )
         if calibration_examples is not None and not 0 <= calibration_examples <= self.calibration.examples:
-            out.append(f"{calibration_examples} calibration examples, the suite grants at most "
-                       f"{self.calibration.examples}")
+            out.append(
+                f"{calibration_examples} calibration examples, the suite grants at most {self.calibration.examples}"
+            )
         return out
 
     def validate(self, where: str) -> None:
@@ -106,8 +119,12 @@ class Budget:
                 raise ValueError(f"{where}: key '{key}' must be positive and finite, got {value}")
         spec = self.optimizer
         if not (math.isfinite(spec.weight_decay) and spec.weight_decay >= 0):
-            raise ValueError(f"{where}: key 'budget.optimizer.weight_decay' must be >= 0 and finite, got {spec.weight_decay}")
-        if not (math.isfinite(spec.eps) and spec.eps > 0) or not (math.isfinite(spec.max_grad_norm) and spec.max_grad_norm > 0):
+            raise ValueError(
+                f"{where}: key 'budget.optimizer.weight_decay' must be >= 0 and finite, got {spec.weight_decay}"
+            )
+        if not (math.isfinite(spec.eps) and spec.eps > 0) or not (
+            math.isfinite(spec.max_grad_norm) and spec.max_grad_norm > 0
+        ):
             raise ValueError(f"{where}: keys 'budget.optimizer.eps' and 'max_grad_norm' must be positive and finite")
         if len(spec.betas) != 2 or not all(0 <= b < 1 for b in spec.betas):
             raise ValueError(f"{where}: key 'budget.optimizer.betas' must be two numbers in [0, 1), got {spec.betas}")

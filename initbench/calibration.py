@@ -93,17 +93,16 @@ class Calibrator:
                 f"{self.allowance.examples} remain (budget.calibration.examples)"
             )
 
-    def _charged(self, examples: Iterable[dict[str, list[int]]], count: int, backward: bool,
-                 batch_size: int | None) -> Iterator[dict[str, torch.Tensor]]:
+    def _charged(
+        self, examples: Iterable[dict[str, list[int]]], count: int, backward: bool, batch_size: int | None
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """Collate ``count`` tokenized examples into batches on the model's device, charging each batch."""
         size = batch_size or self.allowance.batch_size
         examples = iter(examples)
         for start in range(0, count, size):
             chunk = [next(examples) for _ in range(start, min(start + size, count))]
             batch = {k: v.to(self.device) for k, v in collate(chunk, self.pad_id).items()}
-            self.spend.add_calibration_batch(
-                len(chunk), int(batch["attention_mask"].sum()), self.base_params, backward
-            )
+            self.spend.add_calibration_batch(len(chunk), int(batch["attention_mask"].sum()), self.base_params, backward)
             yield batch
 
     def charge(self, examples: int, tokens: int, backward: bool = False) -> None:
@@ -129,7 +128,9 @@ class Calibrator:
 
                 return capture
 
-            handles = [layer.get_base_layer().register_forward_hook(hook(name, captured, mask)) for name, layer in layers]
+            handles = [
+                layer.get_base_layer().register_forward_hook(hook(name, captured, mask)) for name, layer in layers
+            ]
             try:
                 with torch.no_grad(), self.model.disable_adapter():
                     self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])

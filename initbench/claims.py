@@ -157,8 +157,13 @@ def _break(path: Path, seen: Holder | None) -> None:
 
 
 def _me() -> Holder:
-    return Holder(os.getpid(), socket.gethostname(), datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  _proc_stat(os.getpid())[1], secrets.token_hex(8))
+    return Holder(
+        os.getpid(),
+        socket.gethostname(),
+        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        _proc_stat(os.getpid())[1],
+        secrets.token_hex(8),
+    )
 
 
 def _read(path: Path) -> Holder | None:

@@ -34,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if err.errno not in WRITE_ERRNOS:
             raise
-        print(f"initbench: error: {err.filename or 'a results file'}: {err.strerror} while writing; everything "
-              "finished before is on disk: free space (or fix permissions) and rerun the same command to resume "
-              "(finished runs are skipped)", file=sys.stderr)
+        print(
+            f"initbench: error: {err.filename or 'a results file'}: {err.strerror} while writing; everything "
+            "finished before is on disk: free space (or fix permissions) and rerun the same command to resume "
+            "(finished runs are skipped)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("initbench: interrupted; finished runs are on disk, rerun to resume", file=sys.stderr)
@@ -54,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("suites", help="list every built-in suite")
     p.set_defaults(handler=cmd_suites)
 
-    p = sub.add_parser("check", help="preflight a suite: everything checkable before compute is spent (exit 2 on a problem)")
+    p = sub.add_parser(
+        "check", help="preflight a suite: everything checkable before compute is spent (exit 2 on a problem)"
+    )
     p.add_argument("suite", help="built-in suite name or path to a suite YAML")
     p.add_argument("--data-dir", type=Path, default=None, help="as for evaluate: check the local copies under it")
     p.set_defaults(handler=cmd_check)
@@ -65,32 +70,56 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="like evaluate, each run in its own process or on a cluster (--executor)")
     _grid_arguments(p)
-    p.add_argument("--executor", default="local",
-                   help="local: one process per run, one after another (default); ray: one Ray task per run "
-                        "(--address); slurm: one SLURM job array through submitit; or the name of an executor a "
-                        "plugin registers (entry-point group initbench.executors)")
-    p.add_argument("--address", default=None, help="ray: cluster address (auto, ray://host:port); default: a local "
-                                                   "cluster for this sweep")
+    p.add_argument(
+        "--executor",
+        default="local",
+        help="local: one process per run, one after another (default); ray: one Ray task per run "
+        "(--address); slurm: one SLURM job array through submitit; or the name of an executor a "
+        "plugin registers (entry-point group initbench.executors)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="ray: cluster address (auto, ray://host:port); default: a local cluster for this sweep",
+    )
     p.add_argument("--partition", default=None, help="slurm: the partition")
-    p.add_argument("--slurm-cluster", default="slurm", choices=["slurm", "local"],
-                   help="slurm: 'local' runs the job array as local processes through submitit (testing)")
+    p.add_argument(
+        "--slurm-cluster",
+        default="slurm",
+        choices=["slurm", "local"],
+        help="slurm: 'local' runs the job array as local processes through submitit (testing)",
+    )
     p.add_argument("--gpus-per-run", type=int, default=1, help="slurm: GPUs per job (default 1)")
     p.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per run (ray default 1, slurm default 4)")
     p.add_argument("--timeout-min", type=int, default=240, help="slurm: time limit per job in minutes")
     # issue 13: parallel local workers, threads per run, and a plan before running
     p.add_argument("--workers", type=int, default=1, help="local: runs at a time, each its own process (default 1)")
-    p.add_argument("--threads-per-run", type=int, default=None,
-                   help="local: torch/OpenMP threads of each run (default: the cores divided by --workers; "
-                        "workers x threads may not exceed the cores)")
-    p.add_argument("--plan", action="store_true",
-                   help="print the number of runs and an estimate of the machine-hours, run nothing")
+    p.add_argument(
+        "--threads-per-run",
+        type=int,
+        default=None,
+        help="local: torch/OpenMP threads of each run (default: the cores divided by --workers; "
+        "workers x threads may not exceed the cores)",
+    )
+    p.add_argument(
+        "--plan", action="store_true", help="print the number of runs and an estimate of the machine-hours, run nothing"
+    )
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("show", help="one run: its key columns, scores, and what the model said on N test documents")
-    p.add_argument("run", type=Path, metavar="RUN",
-                   help="a run's results file (or its curve or samples file, or their common stem)")
-    p.add_argument("--samples", type=int, default=3, metavar="N",
-                   help="test documents to show from the run's samples (default 3; 0: none)")
+    p.add_argument(
+        "run",
+        type=Path,
+        metavar="RUN",
+        help="a run's results file (or its curve or samples file, or their common stem)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=3,
+        metavar="N",
+        help="test documents to show from the run's samples (default 3; 0: none)",
+    )
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("status", help="the grid of a results folder: done / failed / missing per suite and method")
@@ -98,18 +127,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="github", help="tabulate format")
     p.set_defaults(handler=cmd_status)
 
-    p = sub.add_parser("leaderboard", help="print the table of the results under a folder; "
-                                           "`leaderboard publish RESULTS --version vN`; `leaderboard compare vA vB`",
-                       usage="initbench leaderboard RESULTS [--format F]\n"
-                             "       initbench leaderboard publish RESULTS --version vN [--root leaderboard] "
-                             "[--command CMD ...]\n"
-                             "       initbench leaderboard compare vA vB [--root leaderboard]")
+    p = sub.add_parser(
+        "leaderboard",
+        help="print the table of the results under a folder; "
+        "`leaderboard publish RESULTS --version vN`; `leaderboard compare vA vB`",
+        usage="initbench leaderboard RESULTS [--format F]\n"
+        "       initbench leaderboard publish RESULTS --version vN [--root leaderboard] "
+        "[--command CMD ...]\n"
+        "       initbench leaderboard compare vA vB [--root leaderboard]",
+    )
     p.add_argument("results", nargs="+", metavar="RESULTS")
     p.add_argument("--format", default="github", help="tabulate format (github, plain, latex, html, ...)")
     p.add_argument("--version", dest="board_version", help="publish: the version folder to write, e.g. v1")
     p.add_argument("--root", type=Path, default=Path("leaderboard"), help="publish/compare: versions folder")
-    p.add_argument("--command", dest="commands", action="append", default=None,
-                   help="publish: a command that produced the results (repeat); default: reconstructed from the rows")
+    p.add_argument(
+        "--command",
+        dest="commands",
+        action="append",
+        default=None,
+        help="publish: a command that produced the results (repeat); default: reconstructed from the rows",
+    )
     p.set_defaults(handler=cmd_leaderboard)
 
     p = sub.add_parser("reproduce", help="re-run K randomly drawn runs of a published version and compare values")
@@ -118,8 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
     p.set_defaults(handler=cmd_reproduce)
 
-    p = sub.add_parser("curvature", help="top Hessian eigenvalue of the training loss at init per method, task and "
-                                         "seed (initbench.curvature), written beside the runs in --out")
+    p = sub.add_parser(
+        "curvature",
+        help="top Hessian eigenvalue of the training loss at init per method, task and "
+        "seed (initbench.curvature), written beside the runs in --out",
+    )
     p.add_argument("--suite", required=True, help="built-in suite name or path to a suite YAML")
     p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
@@ -130,39 +170,60 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="measure again what is already in --out")
     p.set_defaults(handler=cmd_curvature)
 
-    p = sub.add_parser("lr-prior", help="the learning rate each method's curvature predicts, calibrated on the "
-                                        "reference's tuned rate, and the grid centred on it (initbench.lr_prior)")
+    p = sub.add_parser(
+        "lr-prior",
+        help="the learning rate each method's curvature predicts, calibrated on the "
+        "reference's tuned rate, and the grid centred on it (initbench.lr_prior)",
+    )
     p.add_argument("--suite", required=True, help="built-in suite name or path to a suite YAML")
     p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
-    p.add_argument("--results", type=Path, default=Path("initbench-runs"),
-                   help="folder with the curvature measurements and the reference's tuning (default ./initbench-runs)")
-    p.add_argument("--reference", default="lora", help="the method whose tuned rate calibrates the prior (default lora)")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("initbench-runs"),
+        help="folder with the curvature measurements and the reference's tuning (default ./initbench-runs)",
+    )
+    p.add_argument(
+        "--reference", default="lora", help="the method whose tuned rate calibrates the prior (default lora)"
+    )
     p.add_argument("--points", type=int, default=None, help="grid size (default: the suite's tuning grid's)")
     p.set_defaults(handler=cmd_lr_prior)
 
     p = sub.add_parser("validate", help="check results files against the schema")
     p.add_argument("results", type=Path)
-    p.add_argument("--contributed", action="store_true",
-                   help="also require what the leaderboard requires of contributed results: a built-in suite's "
-                        "current spec hash, no missing seeds or tuning trials, every row possible under "
-                        "its suite (initbench.contributed), and the suite's contamination report (written by "
-                        "every sweep) under 1%% near-duplicate test records unless the suite's contamination_ok "
-                        "says why")
+    p.add_argument(
+        "--contributed",
+        action="store_true",
+        help="also require what the leaderboard requires of contributed results: a built-in suite's "
+        "current spec hash, no missing seeds or tuning trials, every row possible under "
+        "its suite (initbench.contributed), and the suite's contamination report (written by "
+        "every sweep) under 1%% near-duplicate test records unless the suite's contamination_ok "
+        "says why",
+    )
     p.set_defaults(handler=cmd_validate)
 
     # issue 16: adapters out (initbench.export, initbench.share)
-    p = sub.add_parser("export", help="copy a run's saved adapter into a folder stock peft and lm-eval load, with its "
-                                      "lm-eval task, data and a README holding the exact lm_eval command")
+    p = sub.add_parser(
+        "export",
+        help="copy a run's saved adapter into a folder stock peft and lm-eval load, with its "
+        "lm-eval task, data and a README holding the exact lm_eval command",
+    )
     p.add_argument("run_file", type=Path, metavar="RUN_FILE", help="the run's .results.parquet file")
     p.add_argument("--to", type=Path, default=None, metavar="DIR", help="the export folder (new or empty)")
     p.add_argument("--suite", default=None, help="the suite the run used, when not where it was (a path or name)")
-    p.add_argument("--push-to-hub", default=None, metavar="REPO",
-                   help="also upload the export folder to this Hugging Face hub model repository (needs a token)")
+    p.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="REPO",
+        help="also upload the export folder to this Hugging Face hub model repository (needs a token)",
+    )
     p.add_argument("--private", action="store_true", help="--push-to-hub: create the repository private")
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("model-path", help="print the local Hugging Face folder of a suite's base model "
-                                          "(pretrained=... for stock tools)")
+    p = sub.add_parser(
+        "model-path",
+        help="print the local Hugging Face folder of a suite's base model (pretrained=... for stock tools)",
+    )
     p.add_argument("suite", help="built-in suite name or path to a suite YAML")
     p.set_defaults(handler=cmd_model_path)
     return parser
@@ -179,8 +240,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = args.to or Path(tempfile.mkdtemp(prefix="initbench-export-"))
     try:
         done = export_run(args.run_file, target, suite=args.suite)
-        print(f"exported {done.record['run_id']} to {done.folder} ({done.record['export']['bytes'] / 2**20:.2f} MiB "
-              f"saved by the run); README.md there holds the stock command:\n{done.command}")
+        print(
+            f"exported {done.record['run_id']} to {done.folder} ({done.record['export']['bytes'] / 2**20:.2f} MiB "
+            f"saved by the run); README.md there holds the stock command:\n{done.command}"
+        )
         if args.push_to_hub:
             print(f"pushed to {push(target, args.push_to_hub, private=args.private)}")
     except ShareError as err:
@@ -220,11 +283,22 @@ def cmd_curvature(args: argparse.Namespace) -> int:
     for method in methods:
         for task in suite.tasks:
             for seed in seeds:
-                row, measured = measure_and_write(args.out, suite, method, task, seed, force=args.force,
-                                                  batches=args.batches, max_iterations=args.iterations, tol=args.tol)
+                row, measured = measure_and_write(
+                    args.out,
+                    suite,
+                    method,
+                    task,
+                    seed,
+                    force=args.force,
+                    batches=args.batches,
+                    max_iterations=args.iterations,
+                    tol=args.tol,
+                )
                 state = "measured" if measured else "already there"
-                print(f"{method.name} | {task.name} | seed {seed}: lambda_max={row['lambda_max']:.4g} "
-                      f"({row['iterations']} iterations, converged={row['converged']}, {row['seconds']:.0f} s; {state})")
+                print(
+                    f"{method.name} | {task.name} | seed {seed}: lambda_max={row['lambda_max']:.4g} "
+                    f"({row['iterations']} iterations, converged={row['converged']}, {row['seconds']:.0f} s; {state})"
+                )
     return 0
 
 
@@ -238,10 +312,24 @@ def cmd_lr_prior(args: argparse.Namespace) -> int:
         found = priors(args.results, suite, args.method, args.reference, args.points)
     except ValueError as err:  # a SuiteError too
         raise UsageError(str(err)) from None
-    rows = [[p.method, p.task, f"{p.lambda_max:.4g}", f"{p.reference_lr:.3g} ({p.reference_lr_source})",
-             f"{p.predicted_lr:.3g}", ", ".join(f"{lr:.3g}" for lr in p.grid)] for p in found]
-    print(tabulate(rows, ["method", "task", "lambda_max", f"{args.reference} rate", "predicted rate",
-                          "centred grid"], tablefmt="github"))
+    rows = [
+        [
+            p.method,
+            p.task,
+            f"{p.lambda_max:.4g}",
+            f"{p.reference_lr:.3g} ({p.reference_lr_source})",
+            f"{p.predicted_lr:.3g}",
+            ", ".join(f"{lr:.3g}" for lr in p.grid),
+        ]
+        for p in found
+    ]
+    print(
+        tabulate(
+            rows,
+            ["method", "task", "lambda_max", f"{args.reference} rate", "predicted rate", "centred grid"],
+            tablefmt="github",
+        )
+    )
     return 0
 
 
@@ -252,31 +340,58 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     p.add_argument("--out", type=Path, default=Path("initbench-runs"), help="results folder (default ./initbench-runs)")
     p.add_argument("--force", action="store_true", help="rerun runs already in --out")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="read public data sets from local copies under this folder, never the hub "
-                        "(overrides $INITBENCH_DATA_DIR); tasks with no local copy are skipped")
-    p.add_argument("--protocol", choices=["fixed", "tuned"], default="fixed",
-                   help="fixed: every method at the suite's learning rate (default); tuned: pick the rate per "
-                        "method and task from the suite's tuning grid on validation, then run it (and the default "
-                        "rate) on test (initbench.protocol)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="read public data sets from local copies under this folder, never the hub "
+        "(overrides $INITBENCH_DATA_DIR); tasks with no local copy are skipped",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["fixed", "tuned"],
+        default="fixed",
+        help="fixed: every method at the suite's learning rate (default); tuned: pick the rate per "
+        "method and task from the suite's tuning grid on validation, then run it (and the default "
+        "rate) on test (initbench.protocol)",
+    )
     # issue 13: the execution mode, recorded in every row's execution column (initbench.execution)
-    p.add_argument("--precision", choices=["float32", "bf16-autocast"], default=None,
-                   help="training precision (sets $INITBENCH_PRECISION; default: that, else bf16-autocast on CUDA "
-                        "and float32 on CPU)")
-    p.add_argument("--compile", action="store_true",
-                   help="train through torch.compile (sets $INITBENCH_COMPILE=1; pays only for long runs: "
-                        "~97 s to compile per run for SmolLM2-135M on a CPU)")
+    p.add_argument(
+        "--precision",
+        choices=["float32", "bf16-autocast"],
+        default=None,
+        help="training precision (sets $INITBENCH_PRECISION; default: that, else bf16-autocast on CUDA "
+        "and float32 on CPU)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="train through torch.compile (sets $INITBENCH_COMPILE=1; pays only for long runs: "
+        "~97 s to compile per run for SmolLM2-135M on a CPU)",
+    )
     # issue 16: what the model said (initbench.samples) and experiment trackers (initbench.trackers)
-    p.add_argument("--no-samples", dest="samples", action="store_false",
-                   help="keep no per-sample records beside final runs (sets $INITBENCH_SAMPLES=0; default: keep "
-                        "them, <stem>.samples.parquet, shown by `initbench show RUN`)")
-    p.add_argument("--report-to", nargs="+", default=["none"], metavar="TRACKER",
-                   help="log each run's loss curve, metadata and scores to wandb, trackio and/or tensorboard "
-                        "(several allowed; default none); needs the extra, e.g. pip install 'initbench[wandb]'")
-    p.add_argument("--save-adapters", action="store_true",
-                   help="keep each final run's trained adapter beside its results file (<run>.adapter/, a plain "
-                        "peft LoRA on the original base model; full-ft: a full checkpoint); `initbench export` "
-                        "takes it from there (also the suite's save_adapters: true)")
+    p.add_argument(
+        "--no-samples",
+        dest="samples",
+        action="store_false",
+        help="keep no per-sample records beside final runs (sets $INITBENCH_SAMPLES=0; default: keep "
+        "them, <stem>.samples.parquet, shown by `initbench show RUN`)",
+    )
+    p.add_argument(
+        "--report-to",
+        nargs="+",
+        default=["none"],
+        metavar="TRACKER",
+        help="log each run's loss curve, metadata and scores to wandb, trackio and/or tensorboard "
+        "(several allowed; default none); needs the extra, e.g. pip install 'initbench[wandb]'",
+    )
+    p.add_argument(
+        "--save-adapters",
+        action="store_true",
+        help="keep each final run's trained adapter beside its results file (<run>.adapter/, a plain "
+        "peft LoRA on the original base model; full-ft: a full checkpoint); `initbench export` "
+        "takes it from there (also the suite's save_adapters: true)",
+    )
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -298,9 +413,11 @@ def cmd_suites(args: argparse.Namespace) -> int:
             rows.append([path.stem, f"invalid: {err}", "", ""])
             continue
         b = s.budget
-        budget = (f"{b.steps} steps x {b.batch_size} x <={b.max_length} tok (<={b.max_train_tokens:,} tokens), "
-                  f"lr {b.optimizer.lr:g}, calib {b.calibration.examples} ex"
-                  + (f", eval limit {s.eval.limit}" if s.eval.limit else ""))
+        budget = (
+            f"{b.steps} steps x {b.batch_size} x <={b.max_length} tok (<={b.max_train_tokens:,} tokens), "
+            f"lr {b.optimizer.lr:g}, calib {b.calibration.examples} ex"
+            + (f", eval limit {s.eval.limit}" if s.eval.limit else "")
+        )
         model = f"{s.model.source}:{s.model.id}" + (f"@{s.model.revision}" if s.model.source != "tiny" else "")
         rows.append([s.name, ", ".join(t.name for t in s.tasks), model, _data_summary(s), budget])
     print(tabulate(rows, ["suite", "tasks", "model", "data", "budget"], tablefmt="github"))
@@ -336,8 +453,16 @@ def _data_summary(suite) -> str:
     return "; ".join(parts)
 
 
-EXECUTOR_OPTIONS = ("address", "partition", "slurm_cluster", "gpus_per_run", "cpus_per_run", "timeout_min", "workers",
-                    "threads_per_run")
+EXECUTOR_OPTIONS = (
+    "address",
+    "partition",
+    "slurm_cluster",
+    "gpus_per_run",
+    "cpus_per_run",
+    "timeout_min",
+    "workers",
+    "threads_per_run",
+)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -355,8 +480,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (SuiteError, PluginError) as err:
         raise UsageError(str(err)) from None
     if args.executor not in executor_names():  # before the preflight: a typo costs nothing
-        raise UsageError(f"--executor {args.executor}: unknown; one of {', '.join(executor_names())} (a plugin adds "
-                         "one through the initbench.executors entry-point group)")
+        raise UsageError(
+            f"--executor {args.executor}: unknown; one of {', '.join(executor_names())} (a plugin adds "
+            "one through the initbench.executors entry-point group)"
+        )
     tasks = _offline_tasks(suite, args.data_dir)
     _preflight(suite, tasks)  # bad input is exit 2 before anything is written
     if not getattr(args, "plan", False):  # a plan writes nothing, not even --out
@@ -368,8 +495,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from initbench.planning import render_plan
 
         try:
-            print(render_plan(suite, methods, seeds, args.out, protocol=args.protocol, tasks=tasks,
-                              workers=args.workers if args.executor == "local" else 1))
+            print(
+                render_plan(
+                    suite,
+                    methods,
+                    seeds,
+                    args.out,
+                    protocol=args.protocol,
+                    tasks=tasks,
+                    workers=args.workers if args.executor == "local" else 1,
+                )
+            )
         except ProtocolError as err:  # a curvature-centred grid without its inputs
             raise UsageError(str(err)) from None
         return 0
@@ -382,9 +518,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         executor = TrackedExecutor(executor, suite, make_trackers(trackers, args.out))
     try:
-        outcomes = run_sweep(suite, methods, seeds, args.out, executor, protocol=args.protocol, tasks=tasks,
-                             data_dir=_resolved_data_dir(), force=args.force, report=_report,
-                             save_adapters=args.save_adapters)
+        outcomes = run_sweep(
+            suite,
+            methods,
+            seeds,
+            args.out,
+            executor,
+            protocol=args.protocol,
+            tasks=tasks,
+            data_dir=_resolved_data_dir(),
+            force=args.force,
+            report=_report,
+            save_adapters=args.save_adapters,
+        )
     except ProtocolError as err:
         raise UsageError(str(err)) from None
     if args.save_adapters or suite.save_adapters:
@@ -400,8 +546,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"initbench: {DEBUG_ENV}=1 prints each failed run's traceback", file=sys.stderr)
     claimed = [o for o in outcomes if o.status == "claimed"]
     if claimed:
-        print(f"initbench: {len(claimed)} run(s) left to the process computing them ({claimed[0].error}); "
-              "`initbench status` shows when they are done", file=sys.stderr)
+        print(
+            f"initbench: {len(claimed)} run(s) left to the process computing them ({claimed[0].error}); "
+            "`initbench status` shows when they are done",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
@@ -411,8 +560,11 @@ def _report_unsaved(outcomes) -> None:
 
     missing = unsaved_finals([o.path for o in outcomes if o.status == "skipped" and o.path is not None])
     if missing:
-        print(f"initbench: {len(missing)} final run(s) finished before adapters were saved have none (e.g. "
-              f"{missing[0]}); rerun with --save-adapters --force to save them", file=sys.stderr)
+        print(
+            f"initbench: {len(missing)} final run(s) finished before adapters were saved have none (e.g. "
+            f"{missing[0]}); rerun with --save-adapters --force to save them",
+            file=sys.stderr,
+        )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -455,7 +607,9 @@ def _preflight(suite, tasks) -> None:
 
     problems = check_suite(suite, tasks, note=_report)
     if problems:
-        more = f" (and {len(problems) - 1} more; `initbench check {suite.path}` lists them)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more; `initbench check {suite.path}` lists them)" if len(problems) > 1 else ""
+        )
         raise UsageError(problems[0] + more)
 
 
@@ -570,14 +724,19 @@ def _offline_tasks(suite, option: Path | None):
             continue
         missing = missing_local_files(task.data.splits, directory)
         if missing:
-            raise UsageError(f"{suite.path}: key 'tasks[{i}].data' ({task.name}): no local copy of "
-                             f"{', '.join(missing)} under {given}; pass --data-dir (or set "
-                             f"INITBENCH_DATA_DIR) to a folder holding {'them' if len(missing) > 1 else 'it'}, "
-                             f"or run online without one")
+            raise UsageError(
+                f"{suite.path}: key 'tasks[{i}].data' ({task.name}): no local copy of "
+                f"{', '.join(missing)} under {given}; pass --data-dir (or set "
+                f"INITBENCH_DATA_DIR) to a folder holding {'them' if len(missing) > 1 else 'it'}, "
+                f"or run online without one"
+            )
         reason = offline_unavailable(task.data.splits)
         if reason:
-            print(f"initbench: skipping task {task.name!r} offline ({given}): {reason}; "
-                  f"run without a data directory, online, to include it", file=sys.stderr)
+            print(
+                f"initbench: skipping task {task.name!r} offline ({given}): {reason}; "
+                f"run without a data directory, online, to include it",
+                file=sys.stderr,
+            )
             continue
         tasks.append(task)
     if not tasks:
@@ -627,8 +786,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         curvature, edges = read_curvature(version)
     except PublishError as err:
         raise UsageError(str(err)) from None
-    print(render_board(build(table, curves, curvature), args.format)
-          + ("\n\n" + render_edges(edges, args.format) if edges else ""))
+    print(
+        render_board(build(table, curves, curvature), args.format)
+        + ("\n\n" + render_edges(edges, args.format) if edges else "")
+    )
     return 0
 
 
@@ -638,8 +799,11 @@ def _report_set_aside(results: Path) -> None:
 
     stale = superseded(results) if results.is_dir() else {}
     if stale:
-        print(f"initbench: {len(stale)} tuned final(s) superseded by a later selection set aside (kept, not "
-              f"counted); `initbench status {results}` lists them", file=sys.stderr)
+        print(
+            f"initbench: {len(stale)} tuned final(s) superseded by a later selection set aside (kept, not "
+            f"counted); `initbench status {results}` lists them",
+            file=sys.stderr,
+        )
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -56,13 +56,14 @@ def tokens(text: str) -> tuple[str, ...]:
 
 def ngrams(toks: tuple[str, ...], n: int = NGRAM) -> set[int]:
     """Hashes of the token ``n``-grams of ``toks`` (none for a sequence shorter than ``n``)."""
-    return {hash(toks[i:i + n]) for i in range(len(toks) - n + 1)}
+    return {hash(toks[i : i + n]) for i in range(len(toks) - n + 1)}
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, ...]:
     """The normalized tokens exact duplicates are found by: the prompt's, then the sorted choices'."""
-    return tokens(record["prompt"]) + tuple(t for c in sorted(str(c) for c in record.get("choices") or [])
-                                            for t in ("\0", *tokens(c)))
+    return tokens(record["prompt"]) + tuple(
+        t for c in sorted(str(c) for c in record.get("choices") or []) for t in ("\0", *tokens(c))
+    )
 
 
 class TrainingIndex:
@@ -125,18 +126,30 @@ class ContaminationReport:
         return [o for o in self.overlaps if o.near_fraction > threshold]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "suite_hash": self.suite_hash, "ngram": NGRAM,
-                "near_containment": NEAR_CONTAINMENT, "threshold": SUITE_THRESHOLD, "accepted": self.accepted,
-                "overlaps": [{**asdict(o), "exact_fraction": o.exact_fraction, "near_fraction": o.near_fraction}
-                             for o in self.overlaps],
-                "unchecked": self.unchecked}
+        return {
+            "suite": self.suite,
+            "suite_hash": self.suite_hash,
+            "ngram": NGRAM,
+            "near_containment": NEAR_CONTAINMENT,
+            "threshold": SUITE_THRESHOLD,
+            "accepted": self.accepted,
+            "overlaps": [
+                {**asdict(o), "exact_fraction": o.exact_fraction, "near_fraction": o.near_fraction}
+                for o in self.overlaps
+            ],
+            "unchecked": self.unchecked,
+        }
 
     def render(self) -> str:
-        lines = [f"contamination of suite {self.suite!r} (spec {self.suite_hash}): test/validation prompts against "
-                 f"the task's training prompts; near = >= {NEAR_CONTAINMENT:.0%} of {NGRAM}-grams in training"]
+        lines = [
+            f"contamination of suite {self.suite!r} (spec {self.suite_hash}): test/validation prompts against "
+            f"the task's training prompts; near = >= {NEAR_CONTAINMENT:.0%} of {NGRAM}-grams in training"
+        ]
         for o in self.overlaps:
-            lines.append(f"  {o.task} {o.split}: {o.records} records vs {o.train_records} training: exact {o.exact} "
-                         f"({o.exact_fraction:.1%}), near {o.near} ({o.near_fraction:.1%})")
+            lines.append(
+                f"  {o.task} {o.split}: {o.records} records vs {o.train_records} training: exact {o.exact} "
+                f"({o.exact_fraction:.1%}), near {o.near} ({o.near_fraction:.1%})"
+            )
         lines += [f"  {task}: not checked: {why}" for task, why in self.unchecked.items()]
         return "\n".join(lines)
 
@@ -155,8 +168,9 @@ def split_overlap(task: str, split: str, index: TrainingIndex, evaluated: list[d
     return SplitOverlap(task, split, len(evaluated), index.size, exact, near, examples)
 
 
-def contamination_report(suite: Suite, data_dir: Path | str | None = None,
-                         tasks: list[TaskSpec] | None = None) -> ContaminationReport:
+def contamination_report(
+    suite: Suite, data_dir: Path | str | None = None, tasks: list[TaskSpec] | None = None
+) -> ContaminationReport:
     """The overlap of every task's test and validation split with its training split, on the data
     ``data_dir`` (else the data directory in effect, else the hub) gives: the same records the runs
     read (``data.materialize``).  Seconds for thousands of records; one index per distinct training split."""
@@ -204,9 +218,11 @@ def refusal(suite: Suite, report: ContaminationReport) -> str | None:
     if not over or suite.contamination_ok:
         return None
     shown = ", ".join(f"{o.task} {o.split} {o.near_fraction:.1%} ({o.near}/{o.records})" for o in over)
-    return (f"{suite.path}: suite {suite.name!r}: test data overlaps its training data above {SUITE_THRESHOLD:.0%} "
-            f"(near duplicates, >= {NEAR_CONTAINMENT:.0%} of {NGRAM}-grams): {shown}; fix the splits or say why "
-            "it is acceptable with the suite key contamination_ok: \"reason\"")
+    return (
+        f"{suite.path}: suite {suite.name!r}: test data overlaps its training data above {SUITE_THRESHOLD:.0%} "
+        f"(near duplicates, >= {NEAR_CONTAINMENT:.0%} of {NGRAM}-grams): {shown}; fix the splits or say why "
+        'it is acceptable with the suite key contamination_ok: "reason"'
+    )
 
 
 def check_results(results: Path, suites: Iterable[tuple[str, str]]) -> list[str]:
@@ -226,15 +242,19 @@ def check_results(results: Path, suites: Iterable[tuple[str, str]]) -> list[str]
             continue  # check_contributed says so
         found = sorted(root.rglob(f"{REPORT_PREFIX}{spec_hash}.json"))
         if not found:
-            problems.append(f"{root}: no {REPORT_PREFIX}{spec_hash}.json for suite {name!r}: the contamination "
-                            f"report a sweep writes beside its results (or: python -m initbench.contamination "
-                            f"{name} --data-dir DIR --out {root})")
+            problems.append(
+                f"{root}: no {REPORT_PREFIX}{spec_hash}.json for suite {name!r}: the contamination "
+                f"report a sweep writes beside its results (or: python -m initbench.contamination "
+                f"{name} --data-dir DIR --out {root})"
+            )
             continue
         try:
             report = _read_report(found[0])
         except (OSError, ValueError, KeyError, TypeError) as err:
-            problems.append(f"{found[0]}: unreadable contamination report ({err}); rerun python -m "
-                            f"initbench.contamination {name} --out {root}")
+            problems.append(
+                f"{found[0]}: unreadable contamination report ({err}); rerun python -m "
+                f"initbench.contamination {name} --out {root}"
+            )
             continue
         why = refusal(suite, report)
         if why:
@@ -246,8 +266,9 @@ def _read_report(path: Path) -> ContaminationReport:
     raw = json.loads(path.read_text())
     names = {f for f in SplitOverlap.__dataclass_fields__}
     overlaps = [SplitOverlap(**{k: v for k, v in o.items() if k in names}) for o in raw["overlaps"]]
-    return ContaminationReport(raw["suite"], raw["suite_hash"], overlaps, dict(raw.get("unchecked") or {}),
-                               raw.get("accepted") or "")
+    return ContaminationReport(
+        raw["suite"], raw["suite_hash"], overlaps, dict(raw.get("unchecked") or {}), raw.get("accepted") or ""
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

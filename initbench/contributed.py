@@ -31,8 +31,9 @@ def check_contributed(table: pa.Table) -> list[str]:
     the suite with every seed that appears for any method of it (per protocol), and (tuned
     protocol) every trial of the grid; :func:`check_rows` checks each row's values."""
     problems = []
-    rows = table.select(["suite", "suite_hash", "method", "task", "seed", "protocol", "phase",
-                         "learning_rate", "eval_split"]).to_pylist()
+    rows = table.select(
+        ["suite", "suite_hash", "method", "task", "seed", "protocol", "phase", "learning_rate", "eval_split"]
+    ).to_pylist()
     by_suite: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         by_suite[(r["suite"], r["suite_hash"])].append(r)
@@ -40,21 +41,26 @@ def check_contributed(table: pa.Table) -> list[str]:
         try:
             suite = load_builtin_suite(name)  # a name only: a row's "suite" is never read as a path
         except SuiteError:
-            problems.append(f"suite {name!r} (spec {spec_hash}): not a built-in suite, so its spec hash cannot be "
-                            "checked; contribute results of a built-in suite")
+            problems.append(
+                f"suite {name!r} (spec {spec_hash}): not a built-in suite, so its spec hash cannot be "
+                "checked; contribute results of a built-in suite"
+            )
             continue
         problems += contributed_problems(suite)  # the trust model: own generators and lm-eval tasks only
         if suite.spec_hash != spec_hash:
-            problems.append(f"suite {name!r}: spec hash {spec_hash} does not match the built-in suite's current "
-                            f"spec hash {suite.spec_hash}; rerun with this initbench version")
+            problems.append(
+                f"suite {name!r}: spec hash {spec_hash} does not match the built-in suite's current "
+                f"spec hash {suite.spec_hash}; rerun with this initbench version"
+            )
             continue
         tasks = [t.name for t in suite.tasks]
         by_method: dict[str, list[dict]] = defaultdict(list)
         for r in suite_rows:
             by_method[r["method"]].append(r)
         # every method has every evaluation seed any method of the suite has (per protocol)
-        suite_seeds = {p: {r["seed"] for r in suite_rows if r["phase"] == "final" and r["protocol"] == p}
-                       for p in PROTOCOLS}
+        suite_seeds = {
+            p: {r["seed"] for r in suite_rows if r["phase"] == "final" and r["protocol"] == p} for p in PROTOCOLS
+        }
         for method, mrows in sorted(by_method.items()):
             missing = []
             for protocol in PROTOCOLS:
@@ -69,12 +75,20 @@ def check_contributed(table: pa.Table) -> list[str]:
             tuned_finals = any(r["protocol"] == "tuned" and r["phase"] == "final" for r in mrows)
             if trials or tuned_finals:
                 if suite.tuning is None:
-                    problems.append(f"suite {name!r}, method {method!r}: tuned results but the suite has no tuning grid")
+                    problems.append(
+                        f"suite {name!r}, method {method!r}: tuned results but the suite has no tuning grid"
+                    )
                     continue
-                gaps = [f"{t} lr {lr:g} seed {s}" for t in tasks for lr in suite.tuning.lr_grid
-                        for s in suite.tuning.seeds if not any(
-                            tt == t and ss == s and tl is not None and math.isclose(tl, lr, rel_tol=1e-12)
-                            for tt, tl, ss in trials)]
+                gaps = [
+                    f"{t} lr {lr:g} seed {s}"
+                    for t in tasks
+                    for lr in suite.tuning.lr_grid
+                    for s in suite.tuning.seeds
+                    if not any(
+                        tt == t and ss == s and tl is not None and math.isclose(tl, lr, rel_tol=1e-12)
+                        for tt, tl, ss in trials
+                    )
+                ]
                 if gaps:
                     missing.append(f"tuning trials (task, lr, seed): {', '.join(gaps)}")
             if missing:
@@ -137,7 +151,9 @@ def row_problems(suite: Suite, row: dict[str, Any]) -> list[str]:
         return [why]
     task = next((t for t in suite.tasks if t.name == row["task"]), None)
     if task is None:
-        return [f"task {row['task']!r} is not a task of suite {suite.name!r} ({', '.join(t.name for t in suite.tasks)})"]
+        return [
+            f"task {row['task']!r} is not a task of suite {suite.name!r} ({', '.join(t.name for t in suite.tasks)})"
+        ]
     out = []
     where = f"{row['method']} | {row['task']} | seed {row['seed']}"
     if row["status"] == "ok":
@@ -147,12 +163,16 @@ def row_problems(suite: Suite, row: dict[str, Any]) -> list[str]:
     lora = lora_settings(suite.lora, method)
     expected_rank = lora.rank if trains and method.attaches_lora else None
     if row["lora_rank"] != expected_rank:
-        out.append(f"{where}: lora_rank {row['lora_rank']}, the suite grants {expected_rank} "
-                   f"(lora.rank of {suite.path})")
+        out.append(
+            f"{where}: lora_rank {row['lora_rank']}, the suite grants {expected_rank} (lora.rank of {suite.path})"
+        )
     out += _lr_problems(suite, row, where, trains)
     out += _budget_problems(suite, row, where, trains)
-    for column, granted in (("eval_batch_size", suite.eval.batch_size), ("eval_limit", suite.eval.limit),
-                            ("lm_eval_task", task.lm_eval_task)):
+    for column, granted in (
+        ("eval_batch_size", suite.eval.batch_size),
+        ("eval_limit", suite.eval.limit),
+        ("lm_eval_task", task.lm_eval_task),
+    ):
         if row[column] != granted:
             out.append(f"{where}: {column} {row[column]!r}, the suite says {granted!r}")
     return out
@@ -165,7 +185,9 @@ def _value_problems(lm_eval_task: str, row: dict[str, Any], where: str) -> list[
     out = []
     defined = _task_metrics(lm_eval_task)
     if metric not in defined:
-        out.append(f"{where}: metric {metric!r} is not one task {lm_eval_task!r} defines ({', '.join(sorted(defined))})")
+        out.append(
+            f"{where}: metric {metric!r} is not one task {lm_eval_task!r} defines ({', '.join(sorted(defined))})"
+        )
     if stderr is not None and not (math.isfinite(stderr) and stderr >= 0):
         out.append(f"{where}: {metric} stderr {stderr!r}; a standard error is finite and >= 0")
     return out
@@ -202,6 +224,7 @@ def _lr_problems(suite: Suite, row: dict[str, Any], where: str, trains: bool) ->
 def _budget_problems(suite: Suite, row: dict[str, Any], where: str, trains: bool) -> list[str]:
     """Budget spent = budget granted: every optimizer step of a finished run, no more tokens or
     calibration examples than allowed (a diverged run may stop early)."""
-    problems = suite.budget.spent_problems(row["optimizer_steps"], row["train_tokens"], row["calibration_examples"],
-                                           status=row["status"], trains=trains)
+    problems = suite.budget.spent_problems(
+        row["optimizer_steps"], row["train_tokens"], row["calibration_examples"], status=row["status"], trains=trains
+    )
     return [f"{where}: {problem}" for problem in problems]

@@ -57,7 +57,9 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def hessian_vector_product(
-    model: torch.nn.Module, params: Sequence[torch.nn.Parameter], batches: Sequence[dict[str, torch.Tensor]],
+    model: torch.nn.Module,
+    params: Sequence[torch.nn.Parameter],
+    batches: Sequence[dict[str, torch.Tensor]],
     vector: Sequence[torch.Tensor],
 ) -> list[torch.Tensor]:
     """``H v`` of the mean over ``batches`` of ``model(**batch).loss`` (exact, by double backward),
@@ -126,8 +128,9 @@ def top_hessian_eigenvalues(
                 ritz = _tridiagonal_eigenvalues(alphas, betas)
                 history.append(ritz[:k])
                 if len(history) > 1 and len(history[-2]) == len(history[-1]):
-                    relative_change = max(abs(new - old) / max(abs(new), 1e-30)
-                                          for new, old in zip(history[-1], history[-2]))
+                    relative_change = max(
+                        abs(new - old) / max(abs(new), 1e-30) for new, old in zip(history[-1], history[-2])
+                    )
                 beta = float(w.norm())
                 exhausted = beta <= 1e-10 * max(abs(ritz[0]), 1.0)
                 if exhausted or (m >= k and relative_change < tol):
@@ -140,9 +143,15 @@ def top_hessian_eigenvalues(
         model.train(was_training)
     ritz = _tridiagonal_eigenvalues(alphas, betas[: len(alphas) - 1])
     return CurvatureEstimate(
-        eigenvalues=ritz[:k], iterations=len(alphas), hvps=hvps, batches=len(batches),
-        passes=hvps * len(batches), seconds=time.perf_counter() - start, relative_change=relative_change,
-        converged=relative_change < tol, trainable_params=n,
+        eigenvalues=ritz[:k],
+        iterations=len(alphas),
+        hvps=hvps,
+        batches=len(batches),
+        passes=hvps * len(batches),
+        seconds=time.perf_counter() - start,
+        relative_change=relative_change,
+        converged=relative_change < tol,
+        trainable_params=n,
     )
 
 

@@ -37,15 +37,26 @@ def curvature_cells(suite_rows: pa.Table, curvature: pa.Table | None) -> list[Cu
     lambdas = {key: sum(r["lambda_max"] for r in rows) / len(rows) for key, rows in measured.items()}
     cells = []
     for (method, task), rows in sorted(measured.items(), key=lambda item: (item[0][1], item[0][0])):
-        reference_lr, source = ((chosen[(REFERENCE, task)], "tuned") if (REFERENCE, task) in chosen
-                                else (default_lr, "suite default"))
+        reference_lr, source = (
+            (chosen[(REFERENCE, task)], "tuned") if (REFERENCE, task) in chosen else (default_lr, "suite default")
+        )
         grid = sorted(tried.get((method, task), ()))
         pick = chosen.get((method, task))
-        cells.append(CurvatureCell(
-            method=method, task=task, lambda_max=lambdas[(method, task)], seeds=len(rows),
-            converged=sum(bool(r["converged"]) for r in rows),
-            predicted_lr=_predicted(reference_lr, lambdas.get((REFERENCE, task)), lambdas[(method, task)]),
-            reference=REFERENCE, reference_lr_source=source, chosen_lr=pick, grid=grid, edge=_edge(pick, grid)))
+        cells.append(
+            CurvatureCell(
+                method=method,
+                task=task,
+                lambda_max=lambdas[(method, task)],
+                seeds=len(rows),
+                converged=sum(bool(r["converged"]) for r in rows),
+                predicted_lr=_predicted(reference_lr, lambdas.get((REFERENCE, task)), lambdas[(method, task)]),
+                reference=REFERENCE,
+                reference_lr_source=source,
+                chosen_lr=pick,
+                grid=grid,
+                edge=_edge(pick, grid),
+            )
+        )
     return cells
 
 
@@ -60,19 +71,29 @@ def curvature_fits(cells: list[CurvatureCell]) -> dict[str, PriorFit | None]:
     return {task: fit(*zip(*pairs)) if len(pairs) >= 3 else None for task, pairs in sorted(points.items())}
 
 
-def _tuning_of(suite_rows: pa.Table) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], set[float]],
-                                               float | None]:
+def _tuning_of(
+    suite_rows: pa.Table,
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], set[float]], float | None]:
     """(method, task) -> the chosen rate (tuned finals' ``selected_lr``), -> the rates of its trials;
     and the suite's default rate (the rate of the fixed protocol's training runs), None without one."""
     rows = suite_rows.select(["method", "task", "protocol", "phase", "learning_rate", "selected_lr"]).to_pylist()
-    chosen = {(r["method"], r["task"]): r["selected_lr"] for r in rows
-              if r["protocol"] == "tuned" and r["phase"] == "final" and r["selected_lr"] is not None}
+    chosen = {
+        (r["method"], r["task"]): r["selected_lr"]
+        for r in rows
+        if r["protocol"] == "tuned" and r["phase"] == "final" and r["selected_lr"] is not None
+    }
     tried: dict[tuple[str, str], set[float]] = defaultdict(set)
     for r in rows:
         if r["phase"] == "trial" and r["learning_rate"] is not None:
             tried[(r["method"], r["task"])].add(r["learning_rate"])
-    default_lr = next((r["learning_rate"] for r in rows if r["protocol"] == "fixed" and r["phase"] == "final"
-                       and r["learning_rate"] is not None), None)
+    default_lr = next(
+        (
+            r["learning_rate"]
+            for r in rows
+            if r["protocol"] == "fixed" and r["phase"] == "final" and r["learning_rate"] is not None
+        ),
+        None,
+    )
     return chosen, tried, default_lr
 
 

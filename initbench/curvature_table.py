@@ -25,33 +25,35 @@ if TYPE_CHECKING:  # measuring needs torch; reading the table (leaderboard, lr-p
 
 SUFFIX = ".curvature.parquet"
 
-SCHEMA = pa.schema([
-    pa.field("suite", pa.string(), nullable=False),
-    pa.field("suite_hash", pa.string(), nullable=False),
-    pa.field("method", pa.string(), nullable=False),
-    pa.field("task", pa.string(), nullable=False),
-    pa.field("seed", pa.int64(), nullable=False),
-    pa.field("learning_rate", pa.float64()),  # the rate ctx.lr carried into initialize
-    pa.field("lambda_max", pa.float64()),
-    pa.field("eigenvalues", pa.string()),  # JSON list, descending
-    pa.field("iterations", pa.int64()),
-    pa.field("hvps", pa.int64()),
-    pa.field("batches", pa.int64()),
-    pa.field("forward_passes", pa.int64()),
-    pa.field("seconds", pa.float64()),
-    pa.field("relative_change", pa.float64()),
-    pa.field("converged", pa.bool_()),
-    pa.field("trainable_params", pa.int64()),
-    pa.field("data_hash", pa.string()),
-    # which code and machine measured it (initbench.provenance, as in the results rows)
-    pa.field("code_commit", pa.string()),
-    pa.field("code_dirty", pa.bool_()),
-    pa.field("code_hash", pa.string()),
-    pa.field("torch_threads", pa.int64()),
-    pa.field("cpu_model", pa.string()),
-    pa.field("cpu_flags", pa.string()),
-    pa.field("cpu_capability", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("suite", pa.string(), nullable=False),
+        pa.field("suite_hash", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("learning_rate", pa.float64()),  # the rate ctx.lr carried into initialize
+        pa.field("lambda_max", pa.float64()),
+        pa.field("eigenvalues", pa.string()),  # JSON list, descending
+        pa.field("iterations", pa.int64()),
+        pa.field("hvps", pa.int64()),
+        pa.field("batches", pa.int64()),
+        pa.field("forward_passes", pa.int64()),
+        pa.field("seconds", pa.float64()),
+        pa.field("relative_change", pa.float64()),
+        pa.field("converged", pa.bool_()),
+        pa.field("trainable_params", pa.int64()),
+        pa.field("data_hash", pa.string()),
+        # which code and machine measured it (initbench.provenance, as in the results rows)
+        pa.field("code_commit", pa.string()),
+        pa.field("code_dirty", pa.bool_()),
+        pa.field("code_hash", pa.string()),
+        pa.field("torch_threads", pa.int64()),
+        pa.field("cpu_model", pa.string()),
+        pa.field("cpu_flags", pa.string()),
+        pa.field("cpu_capability", pa.string()),
+    ]
+)
 
 
 def curvature_path(out: Path, suite: Suite, method: str, task: str, seed: int) -> Path:
@@ -59,8 +61,16 @@ def curvature_path(out: Path, suite: Suite, method: str, task: str, seed: int) -
 
 
 def measure(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, *, batches: int = 4, k: int = 1,
-    max_iterations: int = 20, tol: float = 1e-2, lr: float | None = None,
+    suite: Suite,
+    method: InitMethod,
+    task: TaskSpec,
+    seed: int,
+    *,
+    batches: int = 4,
+    k: int = 1,
+    max_iterations: int = 20,
+    tol: float = 1e-2,
+    lr: float | None = None,
 ) -> dict[str, Any]:
     """Initialize ``method`` as a run of (task, seed) at rate ``lr`` (default: the suite's) starts and
     estimate the top-``k`` Hessian eigenvalues of the training loss on its first ``batches`` batches."""
@@ -87,27 +97,51 @@ def measure(
         examples = task_data.tokenize_records(data.records("train"), loaded.tokenizer, suite.budget.max_length)
         lora = lora_settings(suite.lora, method, suite.family)
         model, _ = attach_and_initialize(
-            model, loaded.tokenizer, method, lora, seed=seed, examples=examples, budget=suite.budget, lr=lr,
-            spend=Spend(), base_params=linear_params(model), device=device, family=suite.family,
+            model,
+            loaded.tokenizer,
+            method,
+            lora,
+            seed=seed,
+            examples=examples,
+            budget=suite.budget,
+            lr=lr,
+            spend=Spend(),
+            base_params=linear_params(model),
+            device=device,
+            family=suite.family,
         )
         stream = task_data.batches(examples, suite.budget.batch_size, batches, seed, loaded.tokenizer.pad_token_id)
         measured = [{key: value.to(device) for key, value in batch.items()} for batch in stream]
-        estimate = top_hessian_eigenvalues(model, measured, k=k, max_iterations=max_iterations, tol=tol,
-                                           generator=torch.Generator().manual_seed(seed))
+        estimate = top_hessian_eigenvalues(
+            model, measured, k=k, max_iterations=max_iterations, tol=tol, generator=torch.Generator().manual_seed(seed)
+        )
     finally:
         return_base_model(loaded, model)
     return {
-        "suite": suite.name, "suite_hash": suite.spec_hash, "method": method.name, "task": task.name, "seed": seed,
-        "learning_rate": lr, "lambda_max": estimate.lambda_max, "eigenvalues": json.dumps(estimate.eigenvalues),
-        "iterations": estimate.iterations, "hvps": estimate.hvps, "batches": estimate.batches,
-        "forward_passes": estimate.passes, "seconds": estimate.seconds, "relative_change": estimate.relative_change,
-        "converged": estimate.converged, "trainable_params": estimate.trainable_params, "data_hash": data.content_hash,
+        "suite": suite.name,
+        "suite_hash": suite.spec_hash,
+        "method": method.name,
+        "task": task.name,
+        "seed": seed,
+        "learning_rate": lr,
+        "lambda_max": estimate.lambda_max,
+        "eigenvalues": json.dumps(estimate.eigenvalues),
+        "iterations": estimate.iterations,
+        "hvps": estimate.hvps,
+        "batches": estimate.batches,
+        "forward_passes": estimate.passes,
+        "seconds": estimate.seconds,
+        "relative_change": estimate.relative_change,
+        "converged": estimate.converged,
+        "trainable_params": estimate.trainable_params,
+        "data_hash": data.content_hash,
         **provenance.columns(),
     }
 
 
-def measure_and_write(out: Path, suite: Suite, method: InitMethod, task: TaskSpec, seed: int, *, force: bool = False,
-                      **options: Any) -> tuple[dict[str, Any], bool]:
+def measure_and_write(
+    out: Path, suite: Suite, method: InitMethod, task: TaskSpec, seed: int, *, force: bool = False, **options: Any
+) -> tuple[dict[str, Any], bool]:
     """Measure unless the file is already there; returns (its row, whether it was measured now)."""
     path = curvature_path(out, suite, method.name, task.name, seed)
     if path.exists() and not force:
@@ -134,4 +168,3 @@ def mean_lambda(table: pa.Table, suite_hash: str | None = None) -> dict[tuple[st
         if suite_hash is None or row["suite_hash"] == suite_hash:
             sums.setdefault((row["method"], row["task"]), []).append(row["lambda_max"])
     return {key: sum(v) / len(v) for key, v in sums.items()}
-

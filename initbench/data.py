@@ -71,7 +71,9 @@ def materialize(task: TaskSpec, where: str = "") -> TaskData:
     else:
         splits, read_hash = _call_generator(task, where), ""
     payload = {split: "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows) for split, rows in splits.items()}
-    digest = hashlib.sha256((read_hash + "".join(f"{s}\n{payload[s]}" for s in sorted(payload))).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((read_hash + "".join(f"{s}\n{payload[s]}" for s in sorted(payload))).encode()).hexdigest()[
+        :16
+    ]
     folder = cache_dir() / "data" / task.name / digest
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -104,7 +106,9 @@ def _call_generator(task: TaskSpec, where: str) -> dict[str, list[dict[str, Any]
     try:
         splits = function(**task.data.args)
     except TypeError as err:
-        raise SuiteError(f"{where}: key 'tasks.{task.name}.data.args' does not fit {task.data.generator}: {err}") from err
+        raise SuiteError(
+            f"{where}: key 'tasks.{task.name}.data.args' does not fit {task.data.generator}: {err}"
+        ) from err
     for split in ("train", "test"):
         if split not in splits:
             raise SuiteError(f"{where}: generator {task.data.generator} returned no {split!r} split")
@@ -174,14 +178,18 @@ def with_validation(data: TaskData) -> TaskData:
     records = data.records("train")
     if len(records) < 2:
         raise ValueError(f"cannot carve a validation split from {len(records)} training record(s)")
-    keyed = sorted((hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest(), i) for i, r in enumerate(records))
+    keyed = sorted(
+        (hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest(), i) for i, r in enumerate(records)
+    )
     held = {i for _, i in keyed[: max(1, round(VALIDATION_FRACTION * len(records)))]}
     digest = hashlib.sha256(f"{data.content_hash}/carved-validation/{VALIDATION_FRACTION}".encode()).hexdigest()[:16]
     folder = cache_dir() / "data" / "carved" / digest
     folder.mkdir(parents=True, exist_ok=True)
     files = dict(data.files)
-    for split, rows in (("train", [r for i, r in enumerate(records) if i not in held]),
-                        ("validation", [r for i, r in enumerate(records) if i in held])):
+    for split, rows in (
+        ("train", [r for i, r in enumerate(records) if i not in held]),
+        ("validation", [r for i, r in enumerate(records) if i in held]),
+    ):
         path = folder / f"{split}.jsonl"
         if not path.exists():
             atomic.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))

@@ -21,8 +21,13 @@ SPLIT = "train"
 
 def size_category(rows: int) -> str:
     """The hub's size bucket for ``rows`` rows (``n<1K``, ``1K<n<10K``, ...)."""
-    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+    for bound, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
         if rows < bound:
             return name
     return "10M<n<100M" if rows < 100_000_000 else "n>100M"
@@ -37,7 +42,13 @@ def front_matter(version: str, tables: dict[str, str], rows: int) -> str:
         "tags": TAGS,
         "task_categories": TASK_CATEGORIES,
         "size_categories": [size_category(rows)],
-        "configs": [{"config_name": name, "data_files": [{"split": SPLIT, "path": path}],
-                     **({"default": True} if i == 0 else {})} for i, (name, path) in enumerate(tables.items())],
+        "configs": [
+            {
+                "config_name": name,
+                "data_files": [{"split": SPLIT, "path": path}],
+                **({"default": True} if i == 0 else {}),
+            }
+            for i, (name, path) in enumerate(tables.items())
+        ],
     }
     return "---\n" + yaml.safe_dump(card, sort_keys=False, allow_unicode=True) + "---\n\n"

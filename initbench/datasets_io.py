@@ -119,8 +119,9 @@ def load_splits(
                     )
                 raw = path.read_bytes()
                 digest.update(f"{split}\0{local.path}\0".encode() + hashlib.sha256(raw).digest())
-                rows += _format(_parse(raw, path, f"{split_key}.local[{i}]", where), local.formatter,
-                                f"{where}: {path}")
+                rows += _format(
+                    _parse(raw, path, f"{split_key}.local[{i}]", where), local.formatter, f"{where}: {path}"
+                )
         else:
             hub = source.hub
             if hub is None:
@@ -129,11 +130,19 @@ def load_splits(
                     f"({', '.join(s.path for s in source.local)}) and no data directory was given; "
                     f"pass --data-dir (or set {ENV_DATA_DIR}) to the folder holding them"
                 )
-            raw_rows = load_hub_rows(hub.id, hub.revision, hub.config, hub.split, where=f"{where}: key '{split_key}.hub'",
-                                     local=[s.path for s in source.local])
+            raw_rows = load_hub_rows(
+                hub.id,
+                hub.revision,
+                hub.config,
+                hub.split,
+                where=f"{where}: key '{split_key}.hub'",
+                local=[s.path for s in source.local],
+            )
             canonical = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in raw_rows).encode()
-            digest.update(f"{split}\0{hub.id}@{hub.revision}/{hub.config}/{hub.split}\0".encode()
-                          + hashlib.sha256(canonical).digest())
+            digest.update(
+                f"{split}\0{hub.id}@{hub.revision}/{hub.config}/{hub.split}\0".encode()
+                + hashlib.sha256(canonical).digest()
+            )
             rows = _format(raw_rows, hub.formatter, f"{where}: {hub.id}")
         if source.limit is not None:
             rows = rows[: source.limit]
@@ -171,14 +180,17 @@ def nq_open_questions(hub_split: str, who: str) -> tuple[list[str], str]:
     errors (a missing or malformed file names the file, the line and the fix)."""
     directory, given = data_dir()
     if directory is None:
-        rows = load_hub_rows(NQ_OPEN_HUB, "main", "", hub_split, where=f"{who} (NQ-open questions)",
-                             local=[NQ_OPEN_LOCAL])
+        rows = load_hub_rows(
+            NQ_OPEN_HUB, "main", "", hub_split, where=f"{who} (NQ-open questions)", local=[NQ_OPEN_LOCAL]
+        )
         return [str(row["question"]) for row in rows], f"hub:{NQ_OPEN_HUB}@main/{hub_split}"
     path = Path(directory) / NQ_OPEN_LOCAL
     if not path.is_file():
-        raise DataUnavailable(f"{who}: no NQ-open questions at {path} ({given}); put NQ-open's dev split there "
-                              f"as {NQ_OPEN_LOCAL} (JSON lines with a 'question' field), or run without a data "
-                              "directory, online, to read them from the hub")
+        raise DataUnavailable(
+            f"{who}: no NQ-open questions at {path} ({given}); put NQ-open's dev split there "
+            f"as {NQ_OPEN_LOCAL} (JSON lines with a 'question' field), or run without a data "
+            "directory, online, to read them from the hub"
+        )
     questions = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -186,8 +198,10 @@ def nq_open_questions(hub_split: str, who: str) -> tuple[list[str], str]:
         try:
             question = json.loads(line)["question"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DataUnavailable(f"{who}: {path} line {number}: expected a JSON object with a 'question' field "
-                                  f"({type(err).__name__}: {err}); fix or replace that line") from None
+            raise DataUnavailable(
+                f"{who}: {path} line {number}: expected a JSON object with a 'question' field "
+                f"({type(err).__name__}: {err}); fix or replace that line"
+            ) from None
         questions.append(str(question))
     return questions, f"local:{NQ_OPEN_LOCAL}"
 
@@ -210,7 +224,9 @@ def _parse(raw: bytes, path: Path, key: str, where: str) -> list[dict[str, Any]]
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         rows = json.loads(text)
     except json.JSONDecodeError as err:
-        raise SuiteError(f"{where}: key '{key}': {path} is not valid JSON{' lines' if path.suffix == '.jsonl' else ''}: {err}") from err
+        raise SuiteError(
+            f"{where}: key '{key}': {path} is not valid JSON{' lines' if path.suffix == '.jsonl' else ''}: {err}"
+        ) from err
     if not isinstance(rows, list):
         raise SuiteError(f"{where}: key '{key}': {path} must hold a JSON list of rows (or be .jsonl)")
     return rows

@@ -55,11 +55,15 @@ def load_task_yaml(task_name: str, folder: Path | None = None) -> dict:
         raise SuiteError(f"{path}: lm-eval cannot read this task file: {type(err).__name__}: {err}") from None
     declared = config.get("task")
     if declared is None:
-        raise SuiteError(f"{path}: no 'task:' key (a template other task files include?); lm_eval_task must name "
-                         f"a task file, one that sets task: {task_name}")
+        raise SuiteError(
+            f"{path}: no 'task:' key (a template other task files include?); lm_eval_task must name "
+            f"a task file, one that sets task: {task_name}"
+        )
     if declared != task_name:
-        raise SuiteError(f"{path}: declares task: {declared!r}, not {task_name!r}; initbench finds a task by its "
-                         f"file name, so set task: {task_name} or rename the file {declared}.yaml")
+        raise SuiteError(
+            f"{path}: declares task: {declared!r}, not {task_name!r}; initbench finds a task by its "
+            f"file name, so set task: {task_name} or rename the file {declared}.yaml"
+        )
     return config
 
 
@@ -115,8 +119,10 @@ def task_primary_metric(task: TaskSpec, where: str = "", folder: Path | None = N
         return primary_metric(task.lm_eval_task, folder)
     keys = metric_keys(task.lm_eval_task, folder)
     if task.primary_metric not in keys:
-        raise SuiteError(f"{where}: key 'tasks.{task.name}.primary_metric' is {task.primary_metric!r}, not a metric "
-                         f"{task.lm_eval_task} records; one of {', '.join(keys)}")
+        raise SuiteError(
+            f"{where}: key 'tasks.{task.name}.primary_metric' is {task.primary_metric!r}, not a metric "
+            f"{task.lm_eval_task} records; one of {', '.join(keys)}"
+        )
     return task.primary_metric, keys[task.primary_metric]
 
 
@@ -133,8 +139,17 @@ def task_manager(folder: Path | None = None):
 
 
 def evaluate(
-    model: torch.nn.Module, tokenizer, task_name: str, data: TaskData, *, batch_size: int, limit: int | None, seed: int,
-    split: str = "test", chat_template: bool = False, keep_samples: Callable[[list[dict]], None] | None = None,
+    model: torch.nn.Module,
+    tokenizer,
+    task_name: str,
+    data: TaskData,
+    *,
+    batch_size: int,
+    limit: int | None,
+    seed: int,
+    split: str = "test",
+    chat_template: bool = False,
+    keep_samples: Callable[[list[dict]], None] | None = None,
     folder: Path | None = None,
 ) -> tuple[list[Score], float]:
     """Run lm-eval on one task's ``split``; returns its scores and the wall seconds it took.
@@ -148,8 +163,10 @@ def evaluate(
     from lm_eval.models.huggingface import HFLM
 
     if chat_template and not getattr(tokenizer, "chat_template", None):
-        raise SuiteError("the suite's eval.chat_template is true but the model's tokenizer has no chat template; "
-                         "set eval.chat_template: false, or use a model that has one")
+        raise SuiteError(
+            "the suite's eval.chat_template is true but the model's tokenizer has no chat template; "
+            "set eval.chat_template: false, or use a model that has one"
+        )
     start = time.perf_counter()
     datasets.disable_progress_bars()
     logging.getLogger("lm_eval").setLevel(logging.ERROR)

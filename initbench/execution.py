@@ -89,8 +89,10 @@ def bf16_warning(device: torch.device) -> str | None:
     flags = set(provenance.cpu_identity()["cpu_flags"].split(","))
     if flags & set(BF16_CPU_FLAGS):
         return None
-    return (f"this CPU has none of {', '.join(BF16_CPU_FLAGS)}: bf16 autocast runs emulated and is likely "
-            "slower than float32 here")
+    return (
+        f"this CPU has none of {', '.join(BF16_CPU_FLAGS)}: bf16 autocast runs emulated and is likely "
+        "slower than float32 here"
+    )
 
 
 def compile_enabled() -> bool:
@@ -107,10 +109,12 @@ def execution_settings(device: torch.device, optimizer: torch.optim.Optimizer | 
     """How the training loop computes (for the results' ``execution`` column); ``fused_adamw`` is read
     from the optimizer that ran (a method's own, e.g. LoRA+, may not be fused).  ``autocast`` is the
     precision (``bf16`` or None for float32), ``compile`` whether the loss ran through torch.compile."""
-    return {"loss": "labelled-positions" if fast_path() else "full-logits",
-            "fused_adamw": bool(optimizer is not None and optimizer.defaults.get("fused")),
-            "autocast": "bf16" if precision(device) == "bf16-autocast" else None,
-            "compile": compile_enabled()}
+    return {
+        "loss": "labelled-positions" if fast_path() else "full-logits",
+        "fused_adamw": bool(optimizer is not None and optimizer.defaults.get("fused")),
+        "autocast": "bf16" if precision(device) == "bf16-autocast" else None,
+        "compile": compile_enabled(),
+    }
 
 
 def init_reuse_enabled() -> bool:
@@ -154,8 +158,10 @@ def worker_threads(workers: int, threads_per_run: int | None) -> int:
     if threads < 1:
         raise ExecutionError(f"--threads-per-run must be at least 1, got {threads}")
     if workers * threads > cores:
-        raise ExecutionError(f"--workers {workers} x --threads-per-run {threads} = {workers * threads} threads "
-                             f"oversubscribes the {cores} cores this process may use")
+        raise ExecutionError(
+            f"--workers {workers} x --threads-per-run {threads} = {workers * threads} threads "
+            f"oversubscribes the {cores} cores this process may use"
+        )
     return threads
 
 

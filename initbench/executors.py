@@ -83,8 +83,10 @@ class LocalExecutor:
             while scheduler.pending or running:
                 while scheduler.pending and len(running) < self.workers:
                     spec = scheduler.take()
-                    report(f"[{len(specs) - len(scheduler.pending)}/{len(specs)}] {spec.label} "
-                           f"(own process, {threads} thread(s))")
+                    report(
+                        f"[{len(specs) - len(scheduler.pending)}/{len(specs)}] {spec.label} "
+                        f"(own process, {threads} thread(s))"
+                    )
                     command = worker_command(spec.to_json())
                     running[pool.submit(_run_process, command, env)] = spec
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -151,6 +153,7 @@ def die_with_driver() -> None:
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
     else:
+
         def watch() -> None:
             while os.getppid() == int(expected):
                 time.sleep(1.0)
@@ -185,8 +188,9 @@ class InitAwareOrder:
         return *cls.group(spec), _suite_rate(spec.suite) if spec.lr is None else spec.lr
 
     def _waits(self, spec: RunSpec) -> bool:
-        return self.group(spec) in self._computing or \
-            any(self.training(spec) == self.training(other) for other in self._running)
+        return self.group(spec) in self._computing or any(
+            self.training(spec) == self.training(other) for other in self._running
+        )
 
     def take(self) -> RunSpec:
         spec = next((s for s in self.pending if not self._waits(s)), self.pending[0])
@@ -216,8 +220,9 @@ def _suite_rate(path: str) -> float | None:
 def _run_process(command: list[str], env: dict[str, str] | None = None) -> str | None:
     """Run ``command`` (a worker that dies with this process; ``env``: its environment, default this
     process's), echoing its stderr; None if it exited 0, else why it did not."""
-    process = subprocess.Popen(command, stderr=subprocess.PIPE,
-                               env={**(os.environ if env is None else env), DRIVER_PID: str(os.getpid())})
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, env={**(os.environ if env is None else env), DRIVER_PID: str(os.getpid())}
+    )
     tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def pump() -> None:
@@ -261,7 +266,8 @@ class RayExecutor:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
             settings = {k: v for k, v in os.environ.items() if k.startswith("INITBENCH_")}  # diagnostics, fast path
             remote = ray.remote(remote_worker(os.getcwd())).options(
-                num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0, runtime_env={"env_vars": settings})
+                num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=0, runtime_env={"env_vars": settings}
+            )
             report(f"ray: {len(specs)} runs submitted ({gpus} GPU, {self.cpus_per_run:g} CPU each)")
             refs = {remote.remote(spec.to_json()): spec for spec in specs}
             pending = list(refs)
@@ -294,16 +300,23 @@ class SlurmExecutor:
         import submitit
 
         executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster)
-        params = {"name": "initbench", "timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_run,
-                  "slurm_array_parallelism": self.max_parallel}
+        params = {
+            "name": "initbench",
+            "timeout_min": self.timeout_min,
+            "cpus_per_task": self.cpus_per_run,
+            "slurm_array_parallelism": self.max_parallel,
+        }
         if self.cluster != "local":
             params["gpus_per_node"] = self.gpus_per_run
         if self.partition:
             params["slurm_partition"] = self.partition
         executor.update_parameters(**params)
         jobs = executor.map_array(remote_worker(os.getcwd()), [spec.to_json() for spec in specs])
-        report(f"submitit ({self.cluster}): {len(jobs)} jobs submitted"
-               + (f", array {jobs[0].job_id.split('_')[0]}" if jobs else "") + f"; logs in {self.folder}")
+        report(
+            f"submitit ({self.cluster}): {len(jobs)} jobs submitted"
+            + (f", array {jobs[0].job_id.split('_')[0]}" if jobs else "")
+            + f"; logs in {self.folder}"
+        )
         for job, spec in zip(jobs, specs):
             try:
                 job.result()
@@ -335,9 +348,14 @@ BUILTIN: dict[str, ExecutorFactory] = {
     "inline": lambda o: InlineExecutor(),
     "local": lambda o: LocalExecutor(workers=o.workers, threads_per_run=o.threads_per_run),
     "ray": lambda o: RayExecutor(address=o.address, cpus_per_run=o.cpus_per_run or 1),
-    "slurm": lambda o: SlurmExecutor(Path(o.out) / ".submitit", cluster=o.slurm_cluster, partition=o.partition,
-                                     gpus_per_run=o.gpus_per_run, cpus_per_run=o.cpus_per_run or 4,
-                                     timeout_min=o.timeout_min),
+    "slurm": lambda o: SlurmExecutor(
+        Path(o.out) / ".submitit",
+        cluster=o.slurm_cluster,
+        partition=o.partition,
+        gpus_per_run=o.gpus_per_run,
+        cpus_per_run=o.cpus_per_run or 4,
+        timeout_min=o.timeout_min,
+    ),
 }
 EXECUTORS = tuple(BUILTIN)
 #: the entry-point group a package registers an executor in: ``name = "module:factory"``, where
@@ -362,16 +380,20 @@ def make_executor(name: str, *, out: Path, **options) -> Executor:
     settings = ExecutorOptions(out=Path(out), **options)
     registered = entry_points_by_name(GROUP).get(name, [])
     if name in BUILTIN and registered:
-        raise PluginError(f"executor {name!r} is built into initbench and also registered by "
-                          f"{', '.join(f'{package(ep)} ({ep.value})' for ep in registered)}; a name must mean one "
-                          f"executor, so uninstall the plugin (pip uninstall {package(registered[0])})")
+        raise PluginError(
+            f"executor {name!r} is built into initbench and also registered by "
+            f"{', '.join(f'{package(ep)} ({ep.value})' for ep in registered)}; a name must mean one "
+            f"executor, so uninstall the plugin (pip uninstall {package(registered[0])})"
+        )
     if len(registered) > 1:
         raise PluginError(conflict("executor", name, registered))
     if name in BUILTIN:
         return BUILTIN[name](settings)
     if not registered:
-        raise PluginError(f"unknown executor {name!r}; one of {', '.join(executor_names())} (a plugin adds one "
-                          f"through the {GROUP!r} entry-point group)")
+        raise PluginError(
+            f"unknown executor {name!r}; one of {', '.join(executor_names())} (a plugin adds one "
+            f"through the {GROUP!r} entry-point group)"
+        )
     ep = registered[0]
     where = f"executor {name!r} ({ep.value}, package {package(ep)})"
     try:
@@ -379,6 +401,8 @@ def make_executor(name: str, *, out: Path, **options) -> Executor:
     except Exception as err:  # a broken plugin is named, and the CLI exits 2
         raise PluginError(f"{where} failed to load: {type(err).__name__}: {err}") from err
     if not callable(getattr(executor, "run", None)):
-        raise PluginError(f"{where} returned {type(executor).__name__}, not an executor (an object with "
-                          "run(specs, report) yielding (spec, crash) pairs; see initbench.executors.Executor)")
+        raise PluginError(
+            f"{where} returned {type(executor).__name__}, not an executor (an object with "
+            "run(specs, report) yielding (spec, crash) pairs; see initbench.executors.Executor)"
+        )
     return executor

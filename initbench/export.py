@@ -83,11 +83,39 @@ UNSUPPORTED = ("use_dora", "lora_bias", "modules_to_save", "trainable_token_indi
 
 
 #: the results columns a saved folder's ``initbench_run.json`` copies: the run's key and what scores it
-RUN_KEYS = ("run_id", "suite", "suite_hash", "method", "method_version", "task", "lm_eval_task", "seed",
-            "learning_rate", "protocol", "selected_lr", "config_hash", "data_hash", "code_commit", "code_dirty",
-            "code_hash", "model", "model_revision", "dtype", "lora_rank", "lora_alpha", "lora_scale", "use_rslora",
-            "eval_batch_size", "eval_limit", "primary_metric", "device", "start_time", "initbench_version",
-            "peft_version", "lm_eval_version")
+RUN_KEYS = (
+    "run_id",
+    "suite",
+    "suite_hash",
+    "method",
+    "method_version",
+    "task",
+    "lm_eval_task",
+    "seed",
+    "learning_rate",
+    "protocol",
+    "selected_lr",
+    "config_hash",
+    "data_hash",
+    "code_commit",
+    "code_dirty",
+    "code_hash",
+    "model",
+    "model_revision",
+    "dtype",
+    "lora_rank",
+    "lora_alpha",
+    "lora_scale",
+    "use_rslora",
+    "eval_batch_size",
+    "eval_limit",
+    "primary_metric",
+    "device",
+    "start_time",
+    "initbench_version",
+    "peft_version",
+    "lm_eval_version",
+)
 
 
 class ExportError(RuntimeError):
@@ -120,8 +148,10 @@ def describe(export: dict[str, Any]) -> str:
     size = f"{export['bytes'] / 2**20:.2f} MiB"
     if export["format"] != "peft-lora":
         return f"full checkpoint ({size})"
-    return (f"adapter ({export['layers']} LoRA layers, {export['layers_svd']} by SVD of the update, max rank "
-            f"{export['max_rank']}; {size})")
+    return (
+        f"adapter ({export['layers']} LoRA layers, {export['layers_svd']} by SVD of the update, max rank "
+        f"{export['max_rank']}; {size})"
+    )
 
 
 def folder_bytes(folder: Path) -> int:
@@ -152,7 +182,9 @@ def layer_update(name: str, layer: torch.nn.Module, adapter: str, w0: torch.Tens
         raise ExportError(f"{name}: fan_in_fan_out layers (Conv1D) are not supported by the export")
     weight = layer.get_base_layer().weight.detach()
     if weight.shape != w0.shape:
-        raise ExportError(f"{name}: base weight {tuple(weight.shape)} differs in shape from the original {tuple(w0.shape)}")
+        raise ExportError(
+            f"{name}: base weight {tuple(weight.shape)} differs in shape from the original {tuple(w0.shape)}"
+        )
     w0 = w0.detach().to(weight.device)
     with torch.no_grad():
         B = layer.lora_B[adapter].weight.detach()
@@ -173,15 +205,20 @@ def layer_update(name: str, layer: torch.nn.Module, adapter: str, w0: torch.Tens
 def check_rest_unchanged(model: torch.nn.Module, original: torch.nn.Module, layers: set[str]) -> None:
     """Every parameter and buffer of ``model`` outside its LoRA factors and the targeted weights equals
     ``original``'s (what a plain LoRA adapter cannot carry); an ``ExportError`` names the first that differs."""
-    trained = {key.removeprefix(PEFT_PREFIX).replace(".base_layer.", "."): value
-               for key, value in model.state_dict().items() if ".lora_" not in key}
+    trained = {
+        key.removeprefix(PEFT_PREFIX).replace(".base_layer.", "."): value
+        for key, value in model.state_dict().items()
+        if ".lora_" not in key
+    }
     for key, value in original.state_dict().items():
         if key.removesuffix(".weight") in layers and key.endswith(".weight"):
             continue
         other = trained.get(key)
         if other is None or other.shape != value.shape or not torch.equal(other, value.to(other.device)):
-            raise ExportError(f"{key} differs from the original base model: a LoRA adapter cannot carry a change "
-                              "outside the targeted layers' weights")
+            raise ExportError(
+                f"{key} differs from the original base model: a LoRA adapter cannot carry a change "
+                "outside the targeted layers' weights"
+            )
 
 
 def check_supported(model: torch.nn.Module) -> None:
@@ -191,8 +228,10 @@ def check_supported(model: torch.nn.Module) -> None:
         raise ExportError(f"the export takes one LoRA adapter, the model has {[type(c).__name__ for c in configs]}")
     for option in UNSUPPORTED:
         if getattr(configs[0], option, None):
-            raise ExportError(f"the run's LoRA uses {option}={getattr(configs[0], option)!r}, which the plain-LoRA "
-                              "export cannot carry")
+            raise ExportError(
+                f"the run's LoRA uses {option}={getattr(configs[0], option)!r}, which the plain-LoRA "
+                "export cannot carry"
+            )
 
 
 def export_config(model: torch.nn.Module, updates: list[LayerUpdate]):
@@ -207,10 +246,16 @@ def export_config(model: torch.nn.Module, updates: list[LayerUpdate]):
     alphas = {u.name: math.sqrt(u.rank) if config.use_rslora else float(u.rank) for u in svd}
     targets = config.target_modules
     return LoraConfig(
-        r=config.r, lora_alpha=config.lora_alpha, use_rslora=config.use_rslora, lora_dropout=config.lora_dropout,
+        r=config.r,
+        lora_alpha=config.lora_alpha,
+        use_rslora=config.use_rslora,
+        lora_dropout=config.lora_dropout,
         target_modules=sorted(targets) if isinstance(targets, (set, list, tuple)) else targets,
-        exclude_modules=config.exclude_modules, layers_to_transform=config.layers_to_transform,
-        layers_pattern=config.layers_pattern, bias=config.bias, task_type=config.task_type,
+        exclude_modules=config.exclude_modules,
+        layers_to_transform=config.layers_to_transform,
+        layers_pattern=config.layers_pattern,
+        bias=config.bias,
+        task_type=config.task_type,
         rank_pattern={**ranks, **dict(config.rank_pattern or {})},
         alpha_pattern={**alphas, **dict(config.alpha_pattern or {})},
         init_lora_weights=True,
@@ -227,15 +272,19 @@ def build_export(original: torch.nn.Module, config, updates: list[LayerUpdate]):
     exported = get_peft_model(original, config)
     layers = {name.removeprefix(PEFT_PREFIX): layer for name, layer in lora_layers(exported)}
     if layers.keys() != {u.name for u in updates}:
-        raise ExportError(f"the exported config targets other layers than the run: "
-                          f"{sorted(layers.keys() ^ {u.name for u in updates})[:3]}")
+        raise ExportError(
+            f"the exported config targets other layers than the run: "
+            f"{sorted(layers.keys() ^ {u.name for u in updates})[:3]}"
+        )
     with torch.no_grad():
         for update in updates:
             layer = layers[update.name]
             adapter = active_adapter(layer)
             if layer.r[adapter] != update.rank or layer.scaling[adapter] != update.scale:
-                raise ExportError(f"{update.name}: peft built rank {layer.r[adapter]} scale {layer.scaling[adapter]}, "
-                                  f"the export needs rank {update.rank} scale {update.scale}")
+                raise ExportError(
+                    f"{update.name}: peft built rank {layer.r[adapter]} scale {layer.scaling[adapter]}, "
+                    f"the export needs rank {update.rank} scale {update.scale}"
+                )
             layer.lora_A[adapter].weight.copy_(update.A)
             layer.lora_B[adapter].weight.copy_(update.B)
     return exported.eval()
@@ -249,8 +298,16 @@ def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, probe: dict[str
     return float((left - right).abs().max()), float(left.abs().max())
 
 
-def save_run(stem: Path, suite: Suite, loaded: LoadedModel, model: torch.nn.Module,
-             examples: list[dict[str, list[int]]], record: dict[str, Any], scores: dict[str, float], label: str) -> Path:
+def save_run(
+    stem: Path,
+    suite: Suite,
+    loaded: LoadedModel,
+    model: torch.nn.Module,
+    examples: list[dict[str, list[int]]],
+    record: dict[str, Any],
+    scores: dict[str, float],
+    label: str,
+) -> Path:
     """Keep a final run's trained ``model`` (on the base model lent as ``loaded``) beside its results
     file as a plain adapter on the original base (:func:`save_trained`), checked on a probe of its first
     training ``examples``; says where and how big on stderr and returns the folder."""
@@ -268,8 +325,12 @@ def save_run(stem: Path, suite: Suite, loaded: LoadedModel, model: torch.nn.Modu
 
 
 def save_trained(
-    folder: Path, model: torch.nn.Module, tokenizer, original: Callable[[], torch.nn.Module],
-    probe: dict[str, torch.Tensor], run: dict[str, Any],
+    folder: Path,
+    model: torch.nn.Module,
+    tokenizer,
+    original: Callable[[], torch.nn.Module],
+    probe: dict[str, torch.Tensor],
+    run: dict[str, Any],
 ) -> dict[str, Any]:
     """Save the trained ``model`` at ``folder`` (replacing what is there, atomically): a plain LoRA adapter
     on the original base model for a peft model (``original`` loads that model: called only then), else a
@@ -301,8 +362,9 @@ def save_trained(
     return record
 
 
-def _save_adapter(tmp: Path, model: torch.nn.Module, original: torch.nn.Module,
-                  probe: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _save_adapter(
+    tmp: Path, model: torch.nn.Module, original: torch.nn.Module, probe: dict[str, torch.Tensor]
+) -> dict[str, Any]:
     """Convert, check against the trained model on ``probe``, and write peft's files into ``tmp``."""
     updates = plain_updates(model, original)
     exported = build_export(original, export_config(model, updates), updates)
@@ -310,8 +372,10 @@ def _save_adapter(tmp: Path, model: torch.nn.Module, original: torch.nn.Module,
     full_precision = next(original.parameters()).dtype == torch.float32
     allowed = (VERIFY_RTOL if full_precision else VERIFY_RTOL_16BIT) * max(top, 1.0)
     if not diff <= allowed:
-        raise ExportError(f"the exported adapter's logits differ from the trained model's by {diff:.3g} on the probe "
-                          f"(largest logit {top:.3g}, allowed {allowed:.3g})")
+        raise ExportError(
+            f"the exported adapter's logits differ from the trained model's by {diff:.3g} on the probe "
+            f"(largest logit {top:.3g}, allowed {allowed:.3g})"
+        )
     exported.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
     (tmp / "README.md").unlink(missing_ok=True)  # peft's blank model card; `initbench export` writes the real one
     svd = [u for u in updates if u.how == "svd"]

@@ -17,8 +17,9 @@ import torch
 Print = tuple[float, float]
 
 
-def fingerprints(model: torch.nn.Module, targets: Sequence[str] | None = None,
-                 known: dict[str, Print] | None = None) -> dict[str, Print]:
+def fingerprints(
+    model: torch.nn.Module, targets: Sequence[str] | None = None, known: dict[str, Print] | None = None
+) -> dict[str, Print]:
     """The fingerprint of every parameter and buffer of ``model``, by state-dict name; with ``targets``
     (module names such as ``q_proj``), of the weight of every targeted linear layer only, by layer
     name (peft's ``.base_layer`` left out).  ``known``: the state-dict fingerprints of this model

@@ -47,7 +47,7 @@ def tokenize_texts(texts: Sequence[str], tokenizer, max_length: int, batch_size:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad)
+        batch = collate(examples[start : start + batch_size], pad)
         out.append({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
     return out
 
@@ -66,8 +66,15 @@ def next_token_log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor])
     return torch.log_softmax(logits.float(), dim=-1).cpu()
 
 
-def held_set(name: str, texts: Sequence[str], base_model: torch.nn.Module, tokenizer, *, max_length: int = 64,
-             batch_size: int = 16) -> HeldSet:
+def held_set(
+    name: str,
+    texts: Sequence[str],
+    base_model: torch.nn.Module,
+    tokenizer,
+    *,
+    max_length: int = 64,
+    batch_size: int = 16,
+) -> HeldSet:
     """Tokenize ``texts`` and record the base model's log-probabilities on them (call before attaching)."""
     batches = tokenize_texts(texts, tokenizer, max_length, batch_size)
     return HeldSet(name, batches, [next_token_log_probs(base_model, b) for b in batches])
@@ -116,8 +123,9 @@ def base_held_set(model_key: str, base_model: torch.nn.Module, tokenizer) -> Hel
     return _HELD[model_key]
 
 
-def run_held_set(suite: Suite, method: InitMethod, split: str, loaded: LoadedModel,
-                 device: torch.device) -> HeldSet | None:
+def run_held_set(
+    suite: Suite, method: InitMethod, split: str, loaded: LoadedModel, device: torch.device
+) -> HeldSet | None:
     """The held set of one run, taken from the base model as loaded (before anything is attached),
     for a final run of a method that trains; None for trials and ``base``, and when the held text
     cannot be read here: the run goes on and its forgetting is null.  The hub is asked only by suites
@@ -126,8 +134,10 @@ def run_held_set(suite: Suite, method: InitMethod, split: str, loaded: LoadedMod
     if split != "test" or not method.trains:
         return None
     if data_dir()[0] is None and suite.model.source != "hub":  # an offline suite: never wait on the hub
-        _warn_once("forgetting not measured: no data directory; pass --data-dir (or set INITBENCH_DATA_DIR) "
-                   "to a folder holding nq_open/NQ-open.dev.jsonl")
+        _warn_once(
+            "forgetting not measured: no data directory; pass --data-dir (or set INITBENCH_DATA_DIR) "
+            "to a folder holding nq_open/NQ-open.dev.jsonl"
+        )
         return None
     try:
         return base_held_set(model_key(suite, device), loaded.model, loaded.tokenizer)

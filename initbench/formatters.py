@@ -54,23 +54,32 @@ def gsm8k(row: dict[str, Any]) -> Record:
     answer = row["answer"]
     if "####" not in answer:
         raise ValueError("answer has no '#### <number>' line")
-    return {"prompt": _qa(row["question"]), "completion": " " + _CALCULATOR.sub("", answer).strip(),
-            "target": number(answer.split("####")[-1])}
+    return {
+        "prompt": _qa(row["question"]),
+        "completion": " " + _CALCULATOR.sub("", answer).strip(),
+        "target": number(answer.split("####")[-1]),
+    }
 
 
 def metamathqa(row: dict[str, Any]) -> Record:
     """meta-math/MetaMathQA (``query``, ``response`` ending ``The answer is: <x>``)."""
     response = row["response"].strip()
-    return {"prompt": _qa(row["query"]), "completion": " " + response,
-            "target": number(response.rsplit("The answer is:", 1)[-1])}
+    return {
+        "prompt": _qa(row["query"]),
+        "completion": " " + response,
+        "target": number(response.rsplit("The answer is:", 1)[-1]),
+    }
 
 
 def llm_adapters_math(row: dict[str, Any]) -> Record:
     """LLM-Adapters math fine-tuning sets (``instruction``, ``output`` = worked answer ending
     ``The answer is <x>.``, ``answer``); the leading ``A: `` of ``output`` is dropped."""
     output = row["output"].strip().removeprefix("A:").strip()
-    return {"prompt": _qa(row["instruction"] + (" " + row["input"] if row.get("input") else "")),
-            "completion": " " + output, "target": number(str(row["answer"]))}
+    return {
+        "prompt": _qa(row["instruction"] + (" " + row["input"] if row.get("input") else "")),
+        "completion": " " + output,
+        "target": number(str(row["answer"])),
+    }
 
 
 _HEADER = re.compile(r"^Please (?:choose|answer) .*?(?:question|sentence): ", re.S)
@@ -115,7 +124,7 @@ def llm_adapters_commonsense(row: dict[str, Any]) -> Record:
         starts.append(at)
     question = body[: starts[0]]
     ends = starts[1:] + [len(body)]
-    choices = [body[s + len(m): e] for s, m, e in zip(starts, markers, ends)]
+    choices = [body[s + len(m) : e] for s, m, e in zip(starts, markers, ends)]
     if any(not c.strip() for c in choices):
         raise ValueError("an option is empty")
     return _mc(question, choices, keys.index(answer))
@@ -136,8 +145,11 @@ def piqa(row: dict[str, Any]) -> Record:
 
 def siqa(row: dict[str, Any]) -> Record:
     """lighteval/siqa (``context``, ``question``, ``answerA..C``, ``label`` "1".."3")."""
-    return _mc(f"{row['context'].strip()} {row['question'].strip()}",
-               [row["answerA"], row["answerB"], row["answerC"]], int(row["label"]) - 1)
+    return _mc(
+        f"{row['context'].strip()} {row['question'].strip()}",
+        [row["answerA"], row["answerB"], row["answerC"]],
+        int(row["label"]) - 1,
+    )
 
 
 def ai2_arc(row: dict[str, Any]) -> Record:
@@ -147,7 +159,9 @@ def ai2_arc(row: dict[str, Any]) -> Record:
 
 def openbookqa(row: dict[str, Any]) -> Record:
     """allenai/openbookqa ``main`` (``question_stem``, ``choices`` {text, label}, ``answerKey``)."""
-    return _mc(row["question_stem"], list(row["choices"]["text"]), list(row["choices"]["label"]).index(row["answerKey"]))
+    return _mc(
+        row["question_stem"], list(row["choices"]["text"]), list(row["choices"]["label"]).index(row["answerKey"])
+    )
 
 
 def winogrande(row: dict[str, Any]) -> Record:

@@ -81,8 +81,17 @@ class _Run:
 
 
 def run_one(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, *, force: bool = False,
-    lr: float | None = None, split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
+    suite: Suite,
+    method: InitMethod,
+    task: TaskSpec,
+    seed: int,
+    out: Path,
+    *,
+    force: bool = False,
+    lr: float | None = None,
+    split: str = "test",
+    protocol: str | None = None,
+    selected_lr: float | None = None,
     save_adapters: bool = False,
 ) -> RunOutcome:
     """Run (method, task, seed) of ``suite`` and write its files under ``out`` (skipped if already there
@@ -109,14 +118,36 @@ def run_one(
     with claim:
         if not force and finished_status(stem, data_hash) in DONE:
             return RunOutcome(method.name, task.name, seed, "skipped", stem)  # finished while we claimed it
-        return _compute(suite, method, task, seed, out, stem, data, lr=lr, split=split, protocol=protocol,
-                        selected_lr=selected_lr, save_adapters=save_adapters or suite.save_adapters)
+        return _compute(
+            suite,
+            method,
+            task,
+            seed,
+            out,
+            stem,
+            data,
+            lr=lr,
+            split=split,
+            protocol=protocol,
+            selected_lr=selected_lr,
+            save_adapters=save_adapters or suite.save_adapters,
+        )
 
 
 def _compute(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, stem: Path,
-    data: task_data.TaskData | Exception, *,
-    lr: float | None, split: str, protocol: str | None, selected_lr: float | None, save_adapters: bool = False,
+    suite: Suite,
+    method: InitMethod,
+    task: TaskSpec,
+    seed: int,
+    out: Path,
+    stem: Path,
+    data: task_data.TaskData | Exception,
+    *,
+    lr: float | None,
+    split: str,
+    protocol: str | None,
+    selected_lr: float | None,
+    save_adapters: bool = False,
 ) -> RunOutcome:
     """The run itself, under its claim: load, attach + init, train, forgetting, evaluate, [save,] write.
     Forgetting is measured before lm-eval, on the trained model exactly as training left it."""
@@ -134,8 +165,9 @@ def _compute(
         run.record["data_hash"] = data.content_hash
         loaded = base_model(suite, run.device)
         model, tokenizer, base_params = loaded.model, loaded.tokenizer, linear_params(loaded.model)
-        run.record.update(model=loaded.label, model_revision=loaded.revision,
-                          total_params=sum(p.numel() for p in model.parameters()))
+        run.record.update(
+            model=loaded.label, model_revision=loaded.revision, total_params=sum(p.numel() for p in model.parameters())
+        )
         seed_everything(seed)
         held = forgetting.run_held_set(suite, method, split, loaded, run.device)  # the untouched base model's side
         if method.trains:
@@ -151,9 +183,17 @@ def _compute(
             run.record["forgetting_kl"], run.record["forgetting_set"] = forgetting.mean_token_kl(model, held), held.name
         if run.status == "ok":
             run.scores, run.record["eval_seconds"] = evaluate(
-                model, tokenizer, task.lm_eval_task, data, batch_size=suite.eval.batch_size,
-                limit=suite.eval.limit, seed=seed, split=split, chat_template=suite.eval.chat_template,
-                keep_samples=samples.sink(stem, run.record["run_id"], split), folder=own_tasks,
+                model,
+                tokenizer,
+                task.lm_eval_task,
+                data,
+                batch_size=suite.eval.batch_size,
+                limit=suite.eval.limit,
+                seed=seed,
+                split=split,
+                chat_template=suite.eval.chat_template,
+                keep_samples=samples.sink(stem, run.record["run_id"], split),
+                folder=own_tasks,
             )
         if run.status == "ok" and save_adapters and split == "test" and method.trains:
             export.save_run(stem, suite, loaded, model, examples, run.record, _by_metric(run.scores), run.label)
@@ -166,13 +206,20 @@ def _compute(
     if loaded is not None:
         return_base_model(loaded, model)
     path = run_record.write(stem, run.record, run.spend, run.status, run.scores, run.curve, run.device, wall_start)
-    return RunOutcome(method.name, task.name, seed, run.status, path, run.record.get("error", ""),
-                      _by_metric(run.scores))
+    return RunOutcome(
+        method.name, task.name, seed, run.status, path, run.record.get("error", ""), _by_metric(run.scores)
+    )
 
 
 def _start(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, lr: float | None, split: str,
-    protocol: str | None, selected_lr: float | None,
+    suite: Suite,
+    method: InitMethod,
+    task: TaskSpec,
+    seed: int,
+    lr: float | None,
+    split: str,
+    protocol: str | None,
+    selected_lr: float | None,
 ) -> tuple[_Run, Exception | None]:
     """Threads, device and determinism for the run, its LoRA settings and the columns known before it
     computes; and the failure of the method's alpha convention, if it raised (``run_lora_settings``)."""
@@ -188,7 +235,12 @@ def _start(
 
 
 def _initialize(
-    run: _Run, model: torch.nn.Module, tokenizer, examples: list[dict[str, list[int]]], base_params: int, out: Path,
+    run: _Run,
+    model: torch.nn.Module,
+    tokenizer,
+    examples: list[dict[str, list[int]]],
+    base_params: int,
+    out: Path,
     tracker: diagnostics.Tracker | None,
 ) -> tuple[torch.nn.Module, TrainReuse | None]:
     """Attach LoRA and run the method's init (an earlier trial's identical init restored where there is
@@ -201,8 +253,18 @@ def _initialize(
             reuse = InitReuse.for_run(out, key, started=start)
             train_reuse = TrainReuse.for_run(out, key, run.lr, run.device)
         model, modified = attach_and_initialize(
-            model, tokenizer, run.method, run.lora, seed=run.seed, examples=examples, budget=run.suite.budget,
-            lr=run.lr, spend=run.spend, base_params=base_params, device=run.device, family=run.suite.family,
+            model,
+            tokenizer,
+            run.method,
+            run.lora,
+            seed=run.seed,
+            examples=examples,
+            budget=run.suite.budget,
+            lr=run.lr,
+            spend=run.spend,
+            base_params=base_params,
+            device=run.device,
+            family=run.suite.family,
             reuse=reuse,
         )
         if tracker is not None:
@@ -212,15 +274,21 @@ def _initialize(
     run.record.update(
         init_seconds=time.perf_counter() - start if reuse is None else reuse.init_seconds,
         init_reused=reuse is not None and reuse.reused,
-        base_weights_modified=bool(modified), modified_layers=len(modified),
+        base_weights_modified=bool(modified),
+        modified_layers=len(modified),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
     return model, train_reuse
 
 
 def _train(
-    run: _Run, model: torch.nn.Module, tokenizer, examples: list[dict[str, list[int]]], base_params: int,
-    train_reuse: TrainReuse | None, tracker: diagnostics.Tracker | None,
+    run: _Run,
+    model: torch.nn.Module,
+    tokenizer,
+    examples: list[dict[str, list[int]]],
+    base_params: int,
+    train_reuse: TrainReuse | None,
+    tracker: diagnostics.Tracker | None,
 ) -> None:
     """Train exactly the budget (or restore the identical training an earlier run did), refuse a run
     that spent other than its budget (``Budget.spent_problems``) and record what training produced."""
@@ -228,21 +296,35 @@ def _train(
     flops_before = spend.flops
     trained = None if train_reuse is None else train_reuse.restore(model, spend)
     if trained is None:
-        trained = train(model, examples, budget, lr=run.lr, seed=run.seed, pad_id=tokenizer.pad_token_id,
-                        device=run.device, spend=spend, base_params=base_params, label=run.label,
-                        optimizer=call_hook(run.method, "build_optimizer", model, run.lr, budget.optimizer))
+        trained = train(
+            model,
+            examples,
+            budget,
+            lr=run.lr,
+            seed=run.seed,
+            pad_id=tokenizer.pad_token_id,
+            device=run.device,
+            spend=spend,
+            base_params=base_params,
+            label=run.label,
+            optimizer=call_hook(run.method, "build_optimizer", model, run.lr, budget.optimizer),
+        )
         if train_reuse is not None:
             train_reuse.store(model, trained, spend)
     record["train_reused"] = train_reuse is not None and train_reuse.reused
     run.status, run.curve = trained.status, trained.curve
-    spent = budget.spent_problems(spend.optimizer_steps, spend.train_tokens, spend.calibration_examples,
-                                  status=run.status)
+    spent = budget.spent_problems(
+        spend.optimizer_steps, spend.train_tokens, spend.calibration_examples, status=run.status
+    )
     if spent:  # never publish a run that spent other than its budget
         raise BudgetMismatch(f"the run spent other than its budget: {'; '.join(spent)}")
     record["train_seconds"] = trained.seconds
     record["execution"] = json.dumps(trained.execution, sort_keys=True)
-    record.update(training_throughput(spend.flops - flops_before, spend.train_tokens, trained.seconds,
-                                      run.device.type, record["device_name"]))
+    record.update(
+        training_throughput(
+            spend.flops - flops_before, spend.train_tokens, trained.seconds, run.device.type, record["device_name"]
+        )
+    )
     record["final_train_loss"] = run.curve[-1]["loss"] if run.curve else None
     if tracker is not None:
         record.update(tracker.summary(model))

@@ -64,7 +64,11 @@ def cache_folder(out: Path) -> Path:
 
 
 def cache_key(
-    suite_hash: str, method: InitMethod, lora: LoraSettings, seed: int, examples: list[dict[str, list[int]]],
+    suite_hash: str,
+    method: InitMethod,
+    lora: LoraSettings,
+    seed: int,
+    examples: list[dict[str, list[int]]],
     device: torch.device,
 ) -> str:
     """SHA-256 (24 hex) of everything an init depends on except the learning rate."""
@@ -78,10 +82,23 @@ def cache_key(
     except (OSError, TypeError):
         source = ""
     cpu = provenance.cpu_identity()
-    payload = [suite_hash, method.name, method.version, cls.__module__, cls.__qualname__, source, lora.__dict__,
-               seed, hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest(), str(device),
-               torch.__version__, version("peft"), torch.get_num_threads(), cpu["cpu_capability"],
-               provenance.code_identity()["code_hash"]]
+    payload = [
+        suite_hash,
+        method.name,
+        method.version,
+        cls.__module__,
+        cls.__qualname__,
+        source,
+        lora.__dict__,
+        seed,
+        hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest(),
+        str(device),
+        torch.__version__,
+        version("peft"),
+        torch.get_num_threads(),
+        cpu["cpu_capability"],
+        provenance.code_identity()["code_hash"],
+    ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -154,20 +171,36 @@ class InitReuse:
         self._structure, self._method_state = structure(model), dict(vars(method))
 
     def store(
-        self, model: torch.nn.Module, method: InitMethod, ctx: WatchedContext, spend: Spend, modified: list[str],
+        self,
+        model: torch.nn.Module,
+        method: InitMethod,
+        ctx: WatchedContext,
+        spend: Spend,
+        modified: list[str],
         base_prints: dict[str, tuple[float, float]] | None,
     ) -> bool:
         """Write this run's init (atomically) if it may be reused; returns whether it was written."""
         self.init_seconds = time.perf_counter() - self.started
         state = dict(vars(method))
-        if (ctx.lr_read or base_prints is None or structure(model) != self._structure
-                or state.keys() != self._method_state.keys()
-                or any(state[k] is not self._method_state[k] for k in state)):
+        if (
+            ctx.lr_read
+            or base_prints is None
+            or structure(model) != self._structure
+            or state.keys() != self._method_state.keys()
+            or any(state[k] is not self._method_state[k] for k in state)
+        ):
             return False
         adapter = {n: t.detach().clone() for n, t in model.state_dict().items() if "lora_" in n}
         now = {n: p for n, p in fingerprints(model).items() if "lora_" not in n}
         changed = [n for n, p in now.items() if base_prints.get(_base_key(n)) != p]
         base = {n: t.detach().clone() for n, t in model.state_dict().items() if n in changed}
-        entry = {"structure": self._structure, "adapter": adapter, "base": base, "modified": modified,
-                 "spend": dict(spend.__dict__), "init_seconds": self.init_seconds, "rng": rng_states()}
+        entry = {
+            "structure": self._structure,
+            "adapter": adapter,
+            "base": base,
+            "modified": modified,
+            "spend": dict(spend.__dict__),
+            "init_seconds": self.init_seconds,
+            "rng": rng_states(),
+        }
         return save_entry(entry, self.path)

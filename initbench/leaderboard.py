@@ -105,13 +105,20 @@ def aggregate(table: pa.Table, ci: bool = True) -> pa.Table:
     grouped = grouped.set_column(grouped.column_names.index("seed_list"), "seeds", _distinct(grouped["seed_list"]))
     if ci:
         low, high = bootstrap_cells(grouped["values"])
-        grouped = grouped.drop_columns(["values"]).append_column("ci_low", pa.array(low)).append_column(
-            "ci_high", pa.array(high))
+        grouped = (
+            grouped.drop_columns(["values"])
+            .append_column("ci_low", pa.array(low))
+            .append_column("ci_high", pa.array(high))
+        )
     return grouped.sort_by([(k, "ascending") for k in ("suite", "suite_hash", "task", "metric", "method")])
 
 
-def bootstrap_cells(values: pa.ChunkedArray | pa.Array, reps: int = BOOTSTRAP_REPS, confidence: float = CONFIDENCE,
-                    seed: int = stats.DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_cells(
+    values: pa.ChunkedArray | pa.Array,
+    reps: int = BOOTSTRAP_REPS,
+    confidence: float = CONFIDENCE,
+    seed: int = stats.DEFAULT_SEED,
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile-bootstrap interval of the mean of every list in ``values`` (one per cell).
 
     Cells with the same number of values n share one draw of ``reps`` multinomial weight
@@ -161,8 +168,11 @@ def _distinct(lists: pa.ChunkedArray) -> pa.Array:
 def failures(table: pa.Table) -> list[Failure]:
     """Runs that did not finish ok, one per run, with their reason."""
     bad = table.filter(pc.not_equal(table["status"], "ok"))
-    rows = bad.select(["suite", "method", "task", "seed", "status", "error"]).group_by(
-        ["suite", "method", "task", "seed", "status", "error"]).aggregate([])
+    rows = (
+        bad.select(["suite", "method", "task", "seed", "status", "error"])
+        .group_by(["suite", "method", "task", "seed", "status", "error"])
+        .aggregate([])
+    )
     return [Failure(**r) for r in rows.to_pylist()]
 
 
@@ -189,9 +199,22 @@ def _primary(recorded: str | None, lm_eval_task: str | None, metrics: list[str])
 
 
 #: every column ``build`` reads; selected first, so that each filter copies only these
-BOARD_COLUMNS = (KEYS + ["run_id", "seed", "value", "status", "error", "protocol", "phase", "learning_rate",
-                         "selected_lr", "lm_eval_task", "primary_metric", "base_weights_modified", "forgetting_kl",
-                         "forgetting_set"])
+BOARD_COLUMNS = KEYS + [
+    "run_id",
+    "seed",
+    "value",
+    "status",
+    "error",
+    "protocol",
+    "phase",
+    "learning_rate",
+    "selected_lr",
+    "lm_eval_task",
+    "primary_metric",
+    "base_weights_modified",
+    "forgetting_kl",
+    "forgetting_set",
+]
 
 
 def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table | None = None) -> Board:
@@ -211,8 +234,11 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
     suites = []
     suite_keys = _suite_keys(table)
     for suite, suite_hash in suite_keys:
-        st = table if len(suite_keys) == 1 else table.filter(
-            pc.and_(pc.equal(table["suite"], suite), pc.equal(table["suite_hash"], suite_hash)))
+        st = (
+            table
+            if len(suite_keys) == 1
+            else table.filter(pc.and_(pc.equal(table["suite"], suite), pc.equal(table["suite_hash"], suite_hash)))
+        )
         blocks: dict[str, ProtocolBlock] = {}
         views: dict[str, pa.Table] = {}
         for protocol in protocols:
@@ -227,12 +253,23 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
             continue
         view = views[main]
         curvature_rows = curvature_cells(st, curvature)
-        suites.append(SuiteBoard(
-            suite, suite_hash, blocks, main=main, run_ids=sorted(pc.unique(view["run_id"]).to_pylist()),
-            convergence=_convergence(view, curves), cost=_cost(view, st), diagnostics=_diagnostics(view),
-            forgetting=_forgetting(view), learning_rates=_learning_rates(view),
-            tuning=_tuning(st, blocks[main].primary), curvature=curvature_rows,
-            curvature_fits=curvature_fits(curvature_rows)))
+        suites.append(
+            SuiteBoard(
+                suite,
+                suite_hash,
+                blocks,
+                main=main,
+                run_ids=sorted(pc.unique(view["run_id"]).to_pylist()),
+                convergence=_convergence(view, curves),
+                cost=_cost(view, st),
+                diagnostics=_diagnostics(view),
+                forgetting=_forgetting(view),
+                learning_rates=_learning_rates(view),
+                tuning=_tuning(st, blocks[main].primary),
+                curvature=curvature_rows,
+                curvature_fits=curvature_fits(curvature_rows),
+            )
+        )
     return Board(suites, failures(table))
 
 
@@ -267,10 +304,13 @@ def _last_per_task(view: pa.Table) -> tuple[dict[str, str | None], dict[str, str
     recorded = pc.if_else(pc.equal(recorded, ""), pa.scalar(None, recorded.type), recorded)
     rows = pa.table({"task": view["task"], "lm_eval_task": view["lm_eval_task"], "recorded": recorded})
     last = rows.group_by(["task"], use_threads=False).aggregate(
-        [("lm_eval_task", "last", pc.ScalarAggregateOptions(skip_nulls=False)), ("recorded", "last")])
+        [("lm_eval_task", "last", pc.ScalarAggregateOptions(skip_nulls=False)), ("recorded", "last")]
+    )
     tasks = last["task"].to_pylist()
-    return (dict(zip(tasks, last["lm_eval_task_last"].to_pylist())),
-            {t: p for t, p in zip(tasks, last["recorded_last"].to_pylist()) if p is not None})
+    return (
+        dict(zip(tasks, last["lm_eval_task_last"].to_pylist())),
+        {t: p for t, p in zip(tasks, last["recorded_last"].to_pylist()) if p is not None},
+    )
 
 
 def _across_tasks(view: pa.Table, cells: list[Cell]) -> ProtocolBlock:
@@ -322,22 +362,41 @@ def _across_tasks(view: pa.Table, cells: list[Cell]) -> ProtocolBlock:
                     continue
         matrices[method] = (m, seeds)
     aggregate_rows = []
-    intervals = stats.stratified_bootstrap_iqm_cis([m for m, _ in matrices.values()], reps=IQM_REPS,
-                                                   confidence=CONFIDENCE)  # each as stratified_bootstrap_ci
+    intervals = stats.stratified_bootstrap_iqm_cis(
+        [m for m, _ in matrices.values()], reps=IQM_REPS, confidence=CONFIDENCE
+    )  # each as stratified_bootstrap_ci
     for (method, (m, seeds)), (low, high) in zip(matrices.items(), intervals):
-        aggregate_rows.append(AggregateRow(method, reference.get(method, False), float(stats.aggregate_iqm(m)),
-                                           float(low), float(high), float(stats.aggregate_mean(m)), len(seeds),
-                                           m.shape[1]))
+        aggregate_rows.append(
+            AggregateRow(
+                method,
+                reference.get(method, False),
+                float(stats.aggregate_iqm(m)),
+                float(low),
+                float(high),
+                float(stats.aggregate_mean(m)),
+                len(seeds),
+                m.shape[1],
+            )
+        )
     aggregate_rows.sort(key=lambda r: -r.iqm)
     return ProtocolBlock(
-        cells=cells, tasks=tasks, primary={t: primary[t][0] for t in tasks},
-        normalization=(Normalization(
-            floor=FLOOR_METHOD,
-            ceiling={t: c for t, c in zip(tasks, ceiling_from) if t not in not_normalizable},
-            floor_values=dict(zip(tasks, floor.tolist())),
-            ceiling_values={t: c for t, c in zip(tasks, ceiling.tolist()) if t not in not_normalizable},
-            not_normalizable=not_normalizable) if normalized else None),
-        aggregate=aggregate_rows, pairwise=_pairwise(matrices))
+        cells=cells,
+        tasks=tasks,
+        primary={t: primary[t][0] for t in tasks},
+        normalization=(
+            Normalization(
+                floor=FLOOR_METHOD,
+                ceiling={t: c for t, c in zip(tasks, ceiling_from) if t not in not_normalizable},
+                floor_values=dict(zip(tasks, floor.tolist())),
+                ceiling_values={t: c for t, c in zip(tasks, ceiling.tolist()) if t not in not_normalizable},
+                not_normalizable=not_normalizable,
+            )
+            if normalized
+            else None
+        ),
+        aggregate=aggregate_rows,
+        pairwise=_pairwise(matrices),
+    )
 
 
 def _pairwise(matrices: dict[str, tuple[np.ndarray, list[int]]]) -> list[Pairwise]:
@@ -346,10 +405,14 @@ def _pairwise(matrices: dict[str, tuple[np.ndarray, list[int]]]) -> list[Pairwis
     if REFERENCE_METHOD not in matrices:
         return []
     ref, ref_seeds = matrices[REFERENCE_METHOD]
-    others = [(method, m, seeds) for method, (m, seeds) in sorted(matrices.items())
-              if method != REFERENCE_METHOD and m.shape[1] == ref.shape[1]]
-    intervals = stats.probability_of_improvement_cis([m for _, m, _ in others], ref, reps=POI_REPS,
-                                                     confidence=CONFIDENCE)  # each as probability_of_improvement_ci
+    others = [
+        (method, m, seeds)
+        for method, (m, seeds) in sorted(matrices.items())
+        if method != REFERENCE_METHOD and m.shape[1] == ref.shape[1]
+    ]
+    intervals = stats.probability_of_improvement_cis(
+        [m for _, m, _ in others], ref, reps=POI_REPS, confidence=CONFIDENCE
+    )  # each as probability_of_improvement_ci
     rows = []
     for (method, m, seeds), (poi_low, poi_high) in zip(others, intervals):
         poi = float(stats.probability_of_improvement(m, ref))
@@ -360,9 +423,22 @@ def _pairwise(matrices: dict[str, tuple[np.ndarray, list[int]]]) -> list[Pairwis
     p_values = [test.wilcoxon_pvalue for *_, test in rows]
     adjusted = stats.holm(p_values)
     marks = stats.significant(p_values, ALPHA)
-    return [Pairwise(method, poi, low, high, test.n_pairs, test.mean_diff, test.wilcoxon_pvalue, test.t_pvalue,
-                     test.min_wilcoxon_pvalue, float(adj), bool(mark))
-            for (method, poi, low, high, test), adj, mark in zip(rows, adjusted, marks)]
+    return [
+        Pairwise(
+            method,
+            poi,
+            low,
+            high,
+            test.n_pairs,
+            test.mean_diff,
+            test.wilcoxon_pvalue,
+            test.t_pvalue,
+            test.min_wilcoxon_pvalue,
+            float(adj),
+            bool(mark),
+        )
+        for (method, poi, low, high, test), adj, mark in zip(rows, adjusted, marks)
+    ]
 
 
 def _curves_by_run(curves: pa.Table | None, run_ids: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -395,17 +471,28 @@ def _convergence(view: pa.Table, curves: pa.Table | None) -> list[ConvergenceRow
         if rid not in by_run:
             continue
         steps, losses = by_run[rid]
-        row = rows.setdefault((method, task), {"method": method, "task": task, "auc": [], "reached": [], "n": 0,
-                                               "target": target.get(task)})
+        row = rows.setdefault(
+            (method, task),
+            {"method": method, "task": task, "auc": [], "reached": [], "n": 0, "target": target.get(task)},
+        )
         row["n"] += 1
         row["auc"].append(stats.auc(losses, steps))
         if task in target:
             hit = stats.steps_to_reach(losses, steps, target[task], alpha=CONVERGENCE_EMA)
             if hit is not None:
                 row["reached"].append(hit)
-    out = [ConvergenceRow(row["method"], row["task"], float(np.mean(row["auc"])),
-                          float(np.mean(row["reached"])) if row["reached"] else None, len(row["reached"]), row["n"],
-                          row["target"]) for row in rows.values()]
+    out = [
+        ConvergenceRow(
+            row["method"],
+            row["task"],
+            float(np.mean(row["auc"])),
+            float(np.mean(row["reached"])) if row["reached"] else None,
+            len(row["reached"]),
+            row["n"],
+            row["target"],
+        )
+        for row in rows.values()
+    ]
     return sorted(out, key=lambda r: (r.task, r.method))
 
 
@@ -431,10 +518,21 @@ def _diagnostics(view: pa.Table) -> list[DiagnosticsRow]:
     runs = runs.append_column("modified", pc.cast(runs["base_weights_modified"], pa.int64()))
     agg = runs.group_by(["method"], use_threads=False).aggregate(
         [("run_id", "count"), ("trainable_params", "mean"), ("modified", "max")]
-        + [(c, "mean") for c in DIAGNOSTIC_COLUMNS])
-    return sorted((DiagnosticsRow(r["method"], r["run_id_count"], r["trainable_params_mean"], bool(r["modified_max"]),
-                                  *(r[f"{c}_mean"] for c in DIAGNOSTIC_COLUMNS)) for r in agg.to_pylist()),
-                  key=lambda r: r.method)
+        + [(c, "mean") for c in DIAGNOSTIC_COLUMNS]
+    )
+    return sorted(
+        (
+            DiagnosticsRow(
+                r["method"],
+                r["run_id_count"],
+                r["trainable_params_mean"],
+                bool(r["modified_max"]),
+                *(r[f"{c}_mean"] for c in DIAGNOSTIC_COLUMNS),
+            )
+            for r in agg.to_pylist()
+        ),
+        key=lambda r: r.method,
+    )
 
 
 def _forgetting(view: pa.Table) -> list[ForgettingRow]:
@@ -448,11 +546,24 @@ def _forgetting(view: pa.Table) -> list[ForgettingRow]:
     if runs.num_rows == 0:
         return []
     cells = runs.group_by(["method", "task", "forgetting_set"], use_threads=False).aggregate(
-        [("forgetting_kl", "list"), ("forgetting_kl", "mean")])
+        [("forgetting_kl", "list"), ("forgetting_kl", "mean")]
+    )
     low, high = bootstrap_cells(cells["forgetting_kl_list"])
-    return sorted((ForgettingRow(r["method"], r["task"], r["forgetting_set"], len(r["forgetting_kl_list"]),
-                                 r["forgetting_kl_mean"], float(lo), float(hi))
-                   for r, lo, hi in zip(cells.to_pylist(), low, high)), key=lambda r: (r.task, r.method))
+    return sorted(
+        (
+            ForgettingRow(
+                r["method"],
+                r["task"],
+                r["forgetting_set"],
+                len(r["forgetting_kl_list"]),
+                r["forgetting_kl_mean"],
+                float(lo),
+                float(hi),
+            )
+            for r, lo, hi in zip(cells.to_pylist(), low, high)
+        ),
+        key=lambda r: (r.task, r.method),
+    )
 
 
 def forgetting_by_method(rows: list[ForgettingRow]) -> dict[str, float]:
@@ -475,8 +586,18 @@ def _learning_rates(view: pa.Table) -> dict[str, dict[str, list[float]]]:
 
 
 REUSE_COLUMNS = ["init_reused", "train_reused"]  # the run restored its init / training from an earlier run
-COST_COLUMNS = ["trainable_params", "init_seconds", "train_seconds", "wall_seconds", "peak_memory_bytes",
-                "train_tokens", "calibration_examples", "flops", "train_tokens_per_second", "mfu"]
+COST_COLUMNS = [
+    "trainable_params",
+    "init_seconds",
+    "train_seconds",
+    "wall_seconds",
+    "peak_memory_bytes",
+    "train_tokens",
+    "calibration_examples",
+    "flops",
+    "train_tokens_per_second",
+    "mfu",
+]
 MEAN_COST_COLUMNS = [c for c in COST_COLUMNS if c != "peak_memory_bytes"]  # peak memory: the max
 
 
@@ -493,35 +614,56 @@ def _cost(view: pa.Table, suite_table: pa.Table) -> list[CostRow]:
         wall = pc.if_else(keep, runs["wall_seconds"], pa.scalar(None, pa.float64()))
         runs = runs.set_column(runs.column_names.index("wall_seconds"), "wall_seconds", wall)
     agg = runs.group_by(["method"], use_threads=False).aggregate(
-        [(c, "mean") for c in MEAN_COST_COLUMNS] + [("peak_memory_bytes", "max"), ("flops", "sum"), ("run_id", "count")])
+        [(c, "mean") for c in MEAN_COST_COLUMNS] + [("peak_memory_bytes", "max"), ("flops", "sum"), ("run_id", "count")]
+    )
     trials = suite_table.filter(pc.equal(suite_table["phase"], "trial"))
     tuning: dict[str, dict] = {}
     if trials.num_rows:
-        tr = _per_run(trials).group_by(["method"], use_threads=False).aggregate(
-            [("run_id", "count"), ("wall_seconds", "sum"), ("flops", "sum")])
+        tr = (
+            _per_run(trials)
+            .group_by(["method"], use_threads=False)
+            .aggregate([("run_id", "count"), ("wall_seconds", "sum"), ("flops", "sum")])
+        )
         tuning = {r["method"]: r for r in tr.to_pylist()}
     out = []
     for r in agg.to_pylist():
         t = tuning.get(r["method"], {})
-        out.append(CostRow(method=r["method"], runs=r["run_id_count"],
-                           **{c: r[f"{c}_mean"] for c in MEAN_COST_COLUMNS},
-                           peak_memory_bytes=r["peak_memory_bytes_max"], tuning_trials=t.get("run_id_count", 0),
-                           tuning_seconds=t.get("wall_seconds_sum") or 0.0, tuning_flops=t.get("flops_sum") or 0.0,
-                           total_flops=(r["flops_sum"] or 0.0) + (t.get("flops_sum") or 0.0)))
+        out.append(
+            CostRow(
+                method=r["method"],
+                runs=r["run_id_count"],
+                **{c: r[f"{c}_mean"] for c in MEAN_COST_COLUMNS},
+                peak_memory_bytes=r["peak_memory_bytes_max"],
+                tuning_trials=t.get("run_id_count", 0),
+                tuning_seconds=t.get("wall_seconds_sum") or 0.0,
+                tuning_flops=t.get("flops_sum") or 0.0,
+                total_flops=(r["flops_sum"] or 0.0) + (t.get("flops_sum") or 0.0),
+            )
+        )
     return sorted(out, key=lambda r: r.method)
 
 
 def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[TuningRow]:
     """Per (method, task): the validation mean of the primary metric per trial rate, and the chosen rate."""
     trials = suite_table.filter(pc.and_(pc.equal(suite_table["phase"], "trial"), pc.equal(suite_table["status"], "ok")))
-    chosen = suite_table.filter(pc.and_(pc.equal(suite_table["protocol"], "tuned"), pc.equal(suite_table["phase"], "final")))
-    picked = {(m, t): lr for m, t, lr in zip(chosen["method"].to_pylist(), chosen["task"].to_pylist(),
-                                             chosen["selected_lr"].to_pylist())}
+    chosen = suite_table.filter(
+        pc.and_(pc.equal(suite_table["protocol"], "tuned"), pc.equal(suite_table["phase"], "final"))
+    )
+    picked = {
+        (m, t): lr
+        for m, t, lr in zip(chosen["method"].to_pylist(), chosen["task"].to_pylist(), chosen["selected_lr"].to_pylist())
+    }
     rows: dict[tuple[str, str, float], list[float]] = defaultdict(list)
-    for m, t, metric, lr, v in zip(trials["method"].to_pylist(), trials["task"].to_pylist(),
-                                   trials["metric"].to_pylist(), trials["learning_rate"].to_pylist(),
-                                   trials["value"].to_pylist()):
+    for m, t, metric, lr, v in zip(
+        trials["method"].to_pylist(),
+        trials["task"].to_pylist(),
+        trials["metric"].to_pylist(),
+        trials["learning_rate"].to_pylist(),
+        trials["value"].to_pylist(),
+    ):
         if metric == primary.get(t):
             rows[(m, t, lr)].append(v)
-    return [TuningRow(m, t, lr, primary.get(t), float(np.mean(v)), len(v), picked.get((m, t)) == lr)
-            for (m, t, lr), v in sorted(rows.items())]
+    return [
+        TuningRow(m, t, lr, primary.get(t), float(np.mean(v)), len(v), picked.get((m, t)) == lr)
+        for (m, t, lr), v in sorted(rows.items())
+    ]

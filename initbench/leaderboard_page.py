@@ -89,8 +89,15 @@ def _cell(text: str = "", v: Any = None, **extra: Any) -> dict[str, Any]:
     (``sub``: a second, smaller line; ``title``; ``href``; ``cls``; ``bar``: a CI bar)."""
     if isinstance(v, float) and not math.isfinite(v):
         v = None
-    cell = {"text": text, "v": "" if v is None else (repr(v) if isinstance(v, float) else v), "sub": "", "title": "",
-            "href": "", "cls": "", "bar": None}
+    cell = {
+        "text": text,
+        "v": "" if v is None else (repr(v) if isinstance(v, float) else v),
+        "sub": "",
+        "title": "",
+        "href": "",
+        "cls": "",
+        "bar": None,
+    }
     unknown = set(extra) - set(cell)
     if unknown:
         raise TypeError(f"unknown cell fields {sorted(unknown)}")
@@ -98,7 +105,7 @@ def _cell(text: str = "", v: Any = None, **extra: Any) -> dict[str, Any]:
 
 
 def _interval(low: float | None, high: float | None, spec: str = ".3f") -> str:
-    """"[low, high]", or "" without an interval (fewer than two seeds)."""
+    """ "[low, high]", or "" without an interval (fewer than two seeds)."""
     return f"[{number(low, spec)}, {number(high, spec)}]" if number(low, spec) and number(high, spec) else ""
 
 
@@ -129,51 +136,103 @@ def _ranking_table(entry: SuiteBoard, notes: dict[str, dict[str, str]]) -> dict[
     rows = ranking(entry)
     block = entry.protocols[entry.main]
     tasks = block.tasks
-    has = {key: any(r[key] is not None for r in rows) for key in
-           ("versus", "trainable_params", "init_seconds", "forgetting_kl")}
+    has = {
+        key: any(r[key] is not None for r in rows)
+        for key in ("versus", "trainable_params", "init_seconds", "forgetting_kl")
+    }
     has["learning_rates"] = any(r["learning_rates"] for r in rows)
     bounds = [x for r in rows for x in (r["iqm_low"], r["iqm_high"], r["iqm"]) if x is not None and not math.isnan(x)]
     lo, hi = (min(bounds + [0.0]), max(bounds + [1.0])) if bounds else (0.0, 1.0)
     tuned = entry.main == "tuned"
-    columns = [_column("rank", "#", "rank by IQM (reference rows: ref)"),
-               _column("method", "method", "the method's name (hover: its summary)", numeric=False),
-               _column("iqm", "IQM", "interquartile mean of normalized scores over seeds x tasks, with its 95% "
-                                     "stratified-bootstrap CI", sub="95% CI")]
-    columns += [_column(f"task-{i}", task, f"{task}: {block.primary[task]}, mean over seeds with the 95% "
-                                           "percentile-bootstrap CI", sub=block.primary[task])
-                for i, task in enumerate(tasks)]
+    columns = [
+        _column("rank", "#", "rank by IQM (reference rows: ref)"),
+        _column("method", "method", "the method's name (hover: its summary)", numeric=False),
+        _column(
+            "iqm",
+            "IQM",
+            "interquartile mean of normalized scores over seeds x tasks, with its 95% stratified-bootstrap CI",
+            sub="95% CI",
+        ),
+    ]
+    columns += [
+        _column(
+            f"task-{i}",
+            task,
+            f"{task}: {block.primary[task]}, mean over seeds with the 95% percentile-bootstrap CI",
+            sub=block.primary[task],
+        )
+        for i, task in enumerate(tasks)
+    ]
     if has["versus"]:
-        columns.append(_column("versus", f"vs {REFERENCE_METHOD}",
-                               f"P(method > {REFERENCE_METHOD}) over (seed, task) pairs; p: Wilcoxon signed-rank, "
-                               "Holm-adjusted; a coloured arrow marks a significant difference",
-                               sub="P(better), p"))
+        columns.append(
+            _column(
+                "versus",
+                f"vs {REFERENCE_METHOD}",
+                f"P(method > {REFERENCE_METHOD}) over (seed, task) pairs; p: Wilcoxon signed-rank, "
+                "Holm-adjusted; a coloured arrow marks a significant difference",
+                sub="P(better), p",
+            )
+        )
     if has["learning_rates"]:
-        columns.append(_column("lr", "tuned lr" if tuned else "lr",
-                               "the learning rate tuning chose, per task" if tuned else
-                               "the suite's learning rate (fixed protocol)"))
+        columns.append(
+            _column(
+                "lr",
+                "tuned lr" if tuned else "lr",
+                "the learning rate tuning chose, per task" if tuned else "the suite's learning rate (fixed protocol)",
+            )
+        )
     if has["trainable_params"]:
         columns.append(_column("params", "params", "trainable parameters of a run"))
     if has["init_seconds"]:
-        columns.append(_column("init", "init s", "init cost: seconds to initialize (calibration included), mean "
-                                                 "per run; below, the calibration examples it used"))
+        columns.append(
+            _column(
+                "init",
+                "init s",
+                "init cost: seconds to initialize (calibration included), mean "
+                "per run; below, the calibration examples it used",
+            )
+        )
     if has["forgetting_kl"]:
-        columns.append(_column("forgetting", "forgetting", "mean KL from the base model on held general text "
-                                                           "(nats, mean over tasks); lower moved less"))
+        columns.append(
+            _column(
+                "forgetting",
+                "forgetting",
+                "mean KL from the base model on held general text (nats, mean over tasks); lower moved less",
+            )
+        )
     columns += [_column("paper", "paper", numeric=False), _column("code", "code", numeric=False)]
     out = []
     for position, r in enumerate(rows):
         note = notes.get(r["method"], {})
-        cells = [_cell(str(r["rank"]) if r["rank"] else ("ref" if r["is_reference"] else "–"), position),
-                 _cell(r["method"], r["method"].lower(), title=note.get("summary", ""),
-                       sub="reference" if r["is_reference"] else "", cls="name"),
-                 _cell(number(r["iqm"]), r["iqm"], sub=_interval(r["iqm_low"], r["iqm_high"]),
-                       bar=_ci_bar(r["iqm_low"], r["iqm"], r["iqm_high"], lo, hi),
-                       title=f"{r['seeds']} seeds" if r["seeds"] else "no aggregate: a task or common seed missing")]
+        cells = [
+            _cell(str(r["rank"]) if r["rank"] else ("ref" if r["is_reference"] else "–"), position),
+            _cell(
+                r["method"],
+                r["method"].lower(),
+                title=note.get("summary", ""),
+                sub="reference" if r["is_reference"] else "",
+                cls="name",
+            ),
+            _cell(
+                number(r["iqm"]),
+                r["iqm"],
+                sub=_interval(r["iqm_low"], r["iqm_high"]),
+                bar=_ci_bar(r["iqm_low"], r["iqm"], r["iqm_high"], lo, hi),
+                title=f"{r['seeds']} seeds" if r["seeds"] else "no aggregate: a task or common seed missing",
+            ),
+        ]
         for task in tasks:
             s = r["scores"].get(task)
-            cells.append(_cell() if s is None else _cell(number(s["mean"]), s["mean"],
-                                                         sub=_interval(s["ci_low"], s["ci_high"]),
-                                                         title=f"{s['metric']}, n = {s['seeds']} seeds"))
+            cells.append(
+                _cell()
+                if s is None
+                else _cell(
+                    number(s["mean"]),
+                    s["mean"],
+                    sub=_interval(s["ci_low"], s["ci_high"]),
+                    title=f"{s['metric']}, n = {s['seeds']} seeds",
+                )
+            )
         if has["versus"]:
             v = r["versus"]
             if v is None:
@@ -181,22 +240,36 @@ def _ranking_table(entry: SuiteBoard, notes: dict[str, dict[str, str]]) -> dict[
             else:
                 better = v.mean_diff is not None and v.mean_diff > 0
                 arrow = ("▲ " if better else "▼ ") if v.significant else ""
-                cells.append(_cell(f"{v.poi:.2f}", v.poi, sub=f"{arrow}p {number(v.p_holm, '.2g')}",
-                                   cls=("better" if better else "worse") if v.significant else "",
-                                   title=f"P(better) 95% CI [{v.poi_low:.2f}, {v.poi_high:.2f}]; mean difference "
-                                         f"{number(v.mean_diff, '+.4f')} over {v.pairs} pairs"))
+                cells.append(
+                    _cell(
+                        f"{v.poi:.2f}",
+                        v.poi,
+                        sub=f"{arrow}p {number(v.p_holm, '.2g')}",
+                        cls=("better" if better else "worse") if v.significant else "",
+                        title=f"P(better) 95% CI [{v.poi_low:.2f}, {v.poi_high:.2f}]; mean difference "
+                        f"{number(v.mean_diff, '+.4f')} over {v.pairs} pairs",
+                    )
+                )
         if has["learning_rates"]:
             lrs = r["learning_rates"]
             every = sorted({x for v in lrs.values() for x in v})
-            cells.append(_cell(" · ".join(f"{x:g}" for x in every), every[len(every) // 2] if every else None,
-                               title="; ".join(f"{t}: {', '.join(f'{x:g}' for x in v)}" for t, v in lrs.items())))
+            cells.append(
+                _cell(
+                    " · ".join(f"{x:g}" for x in every),
+                    every[len(every) // 2] if every else None,
+                    title="; ".join(f"{t}: {', '.join(f'{x:g}' for x in v)}" for t, v in lrs.items()),
+                )
+            )
         if has["trainable_params"]:
             p = r["trainable_params"]
             cells.append(_cell(_si(p), p, title=number(p, ",.0f")))
         if has["init_seconds"]:
             calib = r["calibration_examples"]
-            cells.append(_cell(number(r["init_seconds"], ".2f"), r["init_seconds"],
-                               sub=f"{calib:,.0f} calib. ex." if calib else ""))
+            cells.append(
+                _cell(
+                    number(r["init_seconds"], ".2f"), r["init_seconds"], sub=f"{calib:,.0f} calib. ex." if calib else ""
+                )
+            )
         if has["forgetting_kl"]:
             cells.append(_cell(number(r["forgetting_kl"], ".4f"), r["forgetting_kl"]))
         cells.append(_link_cell(note.get("paper", ""), paper_url(note.get("paper", ""))))
@@ -208,10 +281,14 @@ def _ranking_table(entry: SuiteBoard, notes: dict[str, dict[str, str]]) -> dict[
 def _cells_table(board: Board) -> dict[str, Any]:
     """The long table: one row per (suite, protocol, method, task, metric)."""
     columns = [_column(k, k, numeric=False) for k in ("suite", "protocol", "method", "task", "metric")]
-    columns += [_column("primary", "primary", "the task's primary metric (the one ranked)", numeric=False),
-                _column("mean", "mean"), _column("std", "std"), _column("ci", "95% CI", "percentile bootstrap of the "
-                                                                                      "mean over seeds"),
-                _column("seeds", "seeds"), _column("iqm", "IQM", "the method's aggregate on this protocol")]
+    columns += [
+        _column("primary", "primary", "the task's primary metric (the one ranked)", numeric=False),
+        _column("mean", "mean"),
+        _column("std", "std"),
+        _column("ci", "95% CI", "percentile bootstrap of the mean over seeds"),
+        _column("seeds", "seeds"),
+        _column("iqm", "IQM", "the method's aggregate on this protocol"),
+    ]
     rows = []
     for entry in board.suites:
         for protocol, block in entry.protocols.items():
@@ -219,13 +296,24 @@ def _cells_table(board: Board) -> dict[str, Any]:
             for c in block.cells:
                 primary = block.primary.get(c.task) == c.metric
                 aggregate = iqm.get(c.method)
-                rows.append({"reference": c.is_reference, "cells": [
-                    _cell(entry.suite, entry.suite, title=f"spec {entry.suite_hash}"),
-                    _cell(protocol, protocol), _cell(c.method, c.method.lower()), _cell(c.task, c.task),
-                    _cell(c.metric, c.metric), _cell("yes" if primary else "", "yes" if primary else None),
-                    _cell(number(c.mean, ".4f"), c.mean), _cell(number(c.std, ".4f"), c.std),
-                    _cell(_interval(c.ci_low, c.ci_high, ".4f"), c.ci_low), _cell(str(c.seeds), c.seeds),
-                    _cell(number(aggregate, ".4f"), aggregate)]})
+                rows.append(
+                    {
+                        "reference": c.is_reference,
+                        "cells": [
+                            _cell(entry.suite, entry.suite, title=f"spec {entry.suite_hash}"),
+                            _cell(protocol, protocol),
+                            _cell(c.method, c.method.lower()),
+                            _cell(c.task, c.task),
+                            _cell(c.metric, c.metric),
+                            _cell("yes" if primary else "", "yes" if primary else None),
+                            _cell(number(c.mean, ".4f"), c.mean),
+                            _cell(number(c.std, ".4f"), c.std),
+                            _cell(_interval(c.ci_low, c.ci_high, ".4f"), c.ci_low),
+                            _cell(str(c.seeds), c.seeds),
+                            _cell(number(aggregate, ".4f"), aggregate),
+                        ],
+                    }
+                )
     return {"columns": columns, "rows": rows}
 
 
@@ -233,8 +321,9 @@ def _normalization(block: ProtocolBlock) -> str:
     norm = block.normalization
     if not norm:
         return "the raw primary metric (no base run, so not normalized)"
-    text = ("each task's score normalized as (score − base) / (ceiling − base), ceiling: "
-            + (", ".join(f"{t}: {m}" for t, m in norm.ceiling.items()) or "none"))
+    text = "each task's score normalized as (score − base) / (ceiling − base), ceiling: " + (
+        ", ".join(f"{t}: {m}" for t, m in norm.ceiling.items()) or "none"
+    )
     skipped = norm.not_normalizable
     return text + (f"; not normalizable (no row better than base), left out: {', '.join(skipped)}" if skipped else "")
 
@@ -252,18 +341,32 @@ def render_page(manifest: dict[str, Any], board: Board, files: list[tuple[str, s
             continue
         block = entry.protocols[entry.main]
         others = [p for p in entry.protocols if p != entry.main]
-        suites.append({
-            "id": f"ranking-{i}", "name": entry.suite, "spec": entry.suite_hash,
-            "protocol": PROTOCOL_TITLES[entry.main], "others": others,
-            "normalization": _normalization(block),
-            "table": _ranking_table(entry, notes),
-            "plots": [{"src": f"plots/{entry.suite}-{kind}.png", "title": title}
-                      for kind, title in PLOT_KINDS.items() if f"plots/{entry.suite}-{kind}.png" in plots],
-        })
+        suites.append(
+            {
+                "id": f"ranking-{i}",
+                "name": entry.suite,
+                "spec": entry.suite_hash,
+                "protocol": PROTOCOL_TITLES[entry.main],
+                "others": others,
+                "normalization": _normalization(block),
+                "table": _ranking_table(entry, notes),
+                "plots": [
+                    {"src": f"plots/{entry.suite}-{kind}.png", "title": title}
+                    for kind, title in PLOT_KINDS.items()
+                    if f"plots/{entry.suite}-{kind}.png" in plots
+                ],
+            }
+        )
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = env.from_string(resources.files("initbench").joinpath("templates/leaderboard.html").read_text())
     return template.render(
-        title=f"initbench leaderboard {manifest['version']}", manifest=manifest,
-        commit=(manifest.get("git_commit") or "")[:12], suites=suites, cells=_cells_table(board),
-        failures=board.failures, files=files, statistics=manifest.get("statistics") or {},
-        version_dir=Path(manifest["version"]).name)
+        title=f"initbench leaderboard {manifest['version']}",
+        manifest=manifest,
+        commit=(manifest.get("git_commit") or "")[:12],
+        suites=suites,
+        cells=_cells_table(board),
+        failures=board.failures,
+        files=files,
+        statistics=manifest.get("statistics") or {},
+        version_dir=Path(manifest["version"]).name,
+    )

@@ -53,8 +53,10 @@ def _table(lines: list[list], headers: list[str], tablefmt: str, **options) -> s
         tabulate_module.WIDE_CHARS_MODE = wide
 
 
-PROTOCOL_TITLES = {"tuned": "Tuned protocol: learning rate chosen per method and task on validation, scored on test",
-                   "fixed": "At the suite's default learning rate (fixed protocol)"}
+PROTOCOL_TITLES = {
+    "tuned": "Tuned protocol: learning rate chosen per method and task on validation, scored on test",
+    "fixed": "At the suite's default learning rate (fixed protocol)",
+}
 
 
 def render(path: Path, fmt: str = "github") -> str:
@@ -97,8 +99,10 @@ def render_board(board: Board, fmt: str = "github", level: int = 2) -> str:
         sections.append("\n\n".join(parts))
     if board.failures:
         lines = [[r.suite, r.method, r.task, r.seed, r.status, r.error or ""] for r in board.failures]
-        sections.append(f"{h} Runs not ok\n\n" + _table(lines, ["suite", "method", "task", "seed", "status", "reason"],
-                                                          tablefmt=fmt))
+        sections.append(
+            f"{h} Runs not ok\n\n"
+            + _table(lines, ["suite", "method", "task", "seed", "status", "reason"], tablefmt=fmt)
+        )
     return "\n\n".join(sections)
 
 
@@ -116,13 +120,21 @@ def _suite_table(rows: list[Cell], primary: dict[str, str], fmt: str) -> str:
     for not_reference, method in methods:
         cells = by_method[method]
         task_means = [cells[i].mean for i in primary_columns if cells[i] is not None]
-        lines.append([method + ("" if not_reference else " (reference)")] + [_fmt(r) if r else "" for r in cells]
-                     + [f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(primary) else ""])
+        lines.append(
+            [method + ("" if not_reference else " (reference)")]
+            + [_fmt(r) if r else "" for r in cells]
+            + [f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(primary) else ""]
+        )
     per_task = Counter(task for task, _ in columns)
-    headers = (["method"] + [f"{task} ({metric}{', primary' if per_task[task] > 1 and primary.get(task) == metric else ''})"
-                             for task, metric in columns] + ["mean over tasks (primary metrics)"])
-    note = (f"\n\nCells: mean ± std [95% percentile-bootstrap CI of the mean, {BOOTSTRAP_REPS:,} resamples] "
-            "(n = seeds).")
+    headers = (
+        ["method"]
+        + [
+            f"{task} ({metric}{', primary' if per_task[task] > 1 and primary.get(task) == metric else ''})"
+            for task, metric in columns
+        ]
+        + ["mean over tasks (primary metrics)"]
+    )
+    note = f"\n\nCells: mean ± std [95% percentile-bootstrap CI of the mean, {BOOTSTRAP_REPS:,} resamples] (n = seeds)."
     # a cell, "mean ± std [CI] (n=k)" or blank, never reads as a number: no need to try each (same table)
     return _table(lines, headers, tablefmt=fmt, disable_numparse=list(range(1, len(columns) + 1))) + note
 
@@ -140,26 +152,47 @@ def _fmt(r: Cell) -> str:
 
 def _aggregate_table(block: ProtocolBlock, fmt: str) -> str:
     norm = block.normalization
-    lines = [[r.method + (" (reference)" if r.is_reference else ""), f"{r.iqm:.4f}",
-              f"[{r.iqm_low:.4f}, {r.iqm_high:.4f}]", f"{r.mean:.4f}", r.seeds, r.tasks]
-             for r in block.aggregate]
-    what = ("normalized score, per task (score - base) / (ceiling - base), ceiling = "
-            + (", ".join(f"{t}: {c}" for t, c in norm.ceiling.items()) or "none")
-            + "".join(f"; {t}: not normalizable (no row better than base), left out" for t in norm.not_normalizable)
-            if norm else "raw primary metric (no `base` run, so not normalized)")
+    lines = [
+        [
+            r.method + (" (reference)" if r.is_reference else ""),
+            f"{r.iqm:.4f}",
+            f"[{r.iqm_low:.4f}, {r.iqm_high:.4f}]",
+            f"{r.mean:.4f}",
+            r.seeds,
+            r.tasks,
+        ]
+        for r in block.aggregate
+    ]
+    what = (
+        "normalized score, per task (score - base) / (ceiling - base), ceiling = "
+        + (", ".join(f"{t}: {c}" for t, c in norm.ceiling.items()) or "none")
+        + "".join(f"; {t}: not normalizable (no row better than base), left out" for t in norm.not_normalizable)
+        if norm
+        else "raw primary metric (no `base` run, so not normalized)"
+    )
     primary = ", ".join(f"{t}: {m}" for t, m in block.primary.items())
-    return (f"Across tasks ({what}; primary metrics {primary}):\n\n"
-            + _table(lines, ["method", "IQM", f"95% CI (stratified bootstrap, {IQM_REPS:,})", "mean", "seeds", "tasks"],
-                       tablefmt=fmt))
+    return f"Across tasks ({what}; primary metrics {primary}):\n\n" + _table(
+        lines, ["method", "IQM", f"95% CI (stratified bootstrap, {IQM_REPS:,})", "mean", "seeds", "tasks"], tablefmt=fmt
+    )
 
 
 def _pairwise_table(rows: list[Pairwise], fmt: str) -> str:
-    lines = [[r.method, f"{r.poi:.3f} [{r.poi_low:.3f}, {r.poi_high:.3f}]", _num(r.mean_diff, "+.4f"),
-              r.pairs, _num(r.p_wilcoxon, ".3g"), _num(r.p_holm, ".3g") + (" *" if r.significant else "")]
-             for r in rows]
-    return (f"Versus `{REFERENCE_METHOD}` (P(X > lora) with 95% stratified-bootstrap CI; Wilcoxon signed-rank paired by "
-            f"(seed, task), Holm-adjusted; * = significant at {ALPHA}):\n\n"
-            + _table(lines, ["method", "P(X > lora)", "mean diff", "pairs", "p", "p (Holm)"], tablefmt=fmt))
+    lines = [
+        [
+            r.method,
+            f"{r.poi:.3f} [{r.poi_low:.3f}, {r.poi_high:.3f}]",
+            _num(r.mean_diff, "+.4f"),
+            r.pairs,
+            _num(r.p_wilcoxon, ".3g"),
+            _num(r.p_holm, ".3g") + (" *" if r.significant else ""),
+        ]
+        for r in rows
+    ]
+    return (
+        f"Versus `{REFERENCE_METHOD}` (P(X > lora) with 95% stratified-bootstrap CI; Wilcoxon signed-rank paired by "
+        f"(seed, task), Holm-adjusted; * = significant at {ALPHA}):\n\n"
+        + _table(lines, ["method", "P(X > lora)", "mean diff", "pairs", "p", "p (Holm)"], tablefmt=fmt)
+    )
 
 
 def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
@@ -170,40 +203,78 @@ def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
     lines = []
     for (method, task), by_lr in sorted(cells.items()):
         chosen = next((lr for lr, r in by_lr.items() if r.selected), None)
-        lines.append([method, task, next(iter(by_lr.values())).metric, _num(chosen, "g")]
-                     + [(f"**{by_lr[lr].validation_mean:.4f}**" if by_lr[lr].selected else
-                         f"{by_lr[lr].validation_mean:.4f}") if lr in by_lr else "" for lr in lrs])
-    return ("Tuning trials (validation mean of the primary metric over tuning seeds; chosen rate in bold):\n\n"
-            + _table(lines, ["method", "task", "metric", "selected lr"] + [f"lr {lr:g}" for lr in lrs], tablefmt=fmt))
+        lines.append(
+            [method, task, next(iter(by_lr.values())).metric, _num(chosen, "g")]
+            + [
+                (f"**{by_lr[lr].validation_mean:.4f}**" if by_lr[lr].selected else f"{by_lr[lr].validation_mean:.4f}")
+                if lr in by_lr
+                else ""
+                for lr in lrs
+            ]
+        )
+    return "Tuning trials (validation mean of the primary metric over tuning seeds; chosen rate in bold):\n\n" + _table(
+        lines, ["method", "task", "metric", "selected lr"] + [f"lr {lr:g}" for lr in lrs], tablefmt=fmt
+    )
 
 
 def _convergence_table(rows: list[ConvergenceRow], fmt: str) -> str:
-    lines = [[r.method, r.task, f"{r.auc:.4f}", (_num(r.steps_to_target, ".1f") or "never") + f" ({r.reached}/{r.runs})",
-              _num(r.target_loss)] for r in rows]
-    return (f"Convergence (training loss: area under the curve = time-averaged loss; steps until the EMA(0.1) loss "
-            f"reaches {CONVERGENCE_FRACTION}x {REFERENCE_METHOD}'s mean final EMA loss):\n\n"
-            + _table(lines, ["method", "task", "loss AUC", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
-                       tablefmt=fmt))
+    lines = [
+        [
+            r.method,
+            r.task,
+            f"{r.auc:.4f}",
+            (_num(r.steps_to_target, ".1f") or "never") + f" ({r.reached}/{r.runs})",
+            _num(r.target_loss),
+        ]
+        for r in rows
+    ]
+    return (
+        f"Convergence (training loss: area under the curve = time-averaged loss; steps until the EMA(0.1) loss "
+        f"reaches {CONVERGENCE_FRACTION}x {REFERENCE_METHOD}'s mean final EMA loss):\n\n"
+        + _table(
+            lines,
+            ["method", "task", "loss AUC", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
+            tablefmt=fmt,
+        )
+    )
 
 
 def _diagnostics_table(rows: list[DiagnosticsRow], fmt: str) -> str:
-    lines = [[r.method, r.runs, _num(r.trainable_params, ",.0f"), "yes" if r.base_weights_modified else "no",
-              _num(r.init_update_erank, ".2f"), _num(r.final_update_erank, ".2f"),
-              _num(r.relative_weight_change, ".2e")] for r in rows]
-    return ("Rich or lazy (runs with INITBENCH_DIAGNOSTICS=1; initbench.diagnostics): entropy effective rank of the "
-            "update scale*B[M]A after init and after training, mean over adapted layers (at most the LoRA rank); "
-            "relative change ||W_final - W0||_F / ||W0||_F of the adapted weights, mean over layers:\n\n"
-            + _table(lines, ["method", "runs", "trainable params", "base offset", "erank at init", "erank final",
-                               "rel. weight change"], tablefmt=fmt))
+    lines = [
+        [
+            r.method,
+            r.runs,
+            _num(r.trainable_params, ",.0f"),
+            "yes" if r.base_weights_modified else "no",
+            _num(r.init_update_erank, ".2f"),
+            _num(r.final_update_erank, ".2f"),
+            _num(r.relative_weight_change, ".2e"),
+        ]
+        for r in rows
+    ]
+    return (
+        "Rich or lazy (runs with INITBENCH_DIAGNOSTICS=1; initbench.diagnostics): entropy effective rank of the "
+        "update scale*B[M]A after init and after training, mean over adapted layers (at most the LoRA rank); "
+        "relative change ||W_final - W0||_F / ||W0||_F of the adapted weights, mean over layers:\n\n"
+        + _table(
+            lines,
+            ["method", "runs", "trainable params", "base offset", "erank at init", "erank final", "rel. weight change"],
+            tablefmt=fmt,
+        )
+    )
 
 
 def _forgetting_table(rows: list[ForgettingRow], fmt: str) -> str:
-    lines = [[r.method, r.task, r.seeds, _num(r.mean, ".4f"), f"[{_num(r.ci_low, '.4f')}, {_num(r.ci_high, '.4f')}]"]
-             for r in rows]
+    lines = [
+        [r.method, r.task, r.seeds, _num(r.mean, ".4f"), f"[{_num(r.ci_low, '.4f')}, {_num(r.ci_high, '.4f')}]"]
+        for r in rows
+    ]
     sets = sorted({r.held_set for r in rows})
-    return ("Forgetting (initbench.forgetting): mean per-token KL(p_base || p_trained) in nats on held general text "
-            f"({'; '.join(sets)}), mean over seeds with a 95% bootstrap interval; lower moved less:\n\n"
-            + _table(lines, ["method", "task", "seeds", "KL from base", "95% CI"], tablefmt=fmt))
+    return (
+        "Forgetting (initbench.forgetting): mean per-token KL(p_base || p_trained) in nats on held general text "
+        f"({'; '.join(sets)}), mean over seeds with a 95% bootstrap interval; lower moved less:\n\n"
+        + _table(lines, ["method", "task", "seeds", "KL from base", "95% CI"], tablefmt=fmt)
+    )
 
 
 def _curvature_tables(cells: list[CurvatureCell], fits: dict[str, PriorFit | None], fmt: str) -> str:
@@ -212,50 +283,129 @@ def _curvature_tables(cells: list[CurvatureCell], fits: dict[str, PriorFit | Non
     parts = []
     for task, fitted in fits.items():
         rows = [c for c in cells if c.task == task]
-        lines = [[c.method, f"{c.lambda_max:.4g} ("
-                  + ("yes" if c.converged == c.seeds else f"no: {c.converged}/{c.seeds} seeds") + ")",
-                  _num(c.predicted_lr, ".3g"), _num(c.chosen_lr, ".3g"),
-                  c.edge + (f" ({len(c.grid)} rates {c.grid[0]:.3g}-{c.grid[-1]:.3g})" if c.grid else "")]
-                 for c in rows]
+        lines = [
+            [
+                c.method,
+                f"{c.lambda_max:.4g} ("
+                + ("yes" if c.converged == c.seeds else f"no: {c.converged}/{c.seeds} seeds")
+                + ")",
+                _num(c.predicted_lr, ".3g"),
+                _num(c.chosen_lr, ".3g"),
+                c.edge + (f" ({len(c.grid)} rates {c.grid[0]:.3g}-{c.grid[-1]:.3g})" if c.grid else ""),
+            ]
+            for c in rows
+        ]
         sources = sorted({c.reference_lr_source for c in rows})
-        line = ("fit of log(chosen rate) on log(1 / lambda_max): " + (
+        line = "fit of log(chosen rate) on log(1 / lambda_max): " + (
             f"slope {fitted.slope:.3f}, R^2 {fitted.r_squared:.3f}, r {fitted.pearson_r:.3f} "
-            + (f"[95% CI {fitted.r_ci[0]:.3f}, {fitted.r_ci[1]:.3f}]" if _num(fitted.r_ci[0]) else
-               "(no Fisher-z interval with n <= 3)") + f", n = {fitted.n}"
-            if fitted else "fewer than three methods with a chosen rate, no fit"))
-        parts.append(f"Curvature at init, task `{task}` (lambda_max: top Hessian eigenvalue of the training loss "
-                     f"after init, mean over seeds, initbench.curvature; predicted: lr-prior, calibrated on "
-                     f"{rows[0].reference}'s {' / '.join(sources)} rate; edge: the chosen rate is the lowest or "
-                     f"highest rate tried):\n\n"
-                     + _table(lines, ["method", "lambda_max (converged?)", "predicted rate (lr-prior)",
-                                        "tuned (chosen) rate", "on the grid's edge"], tablefmt=fmt,
-                                disable_numparse=True)
-                     + f"\n\n{line}")
+            + (
+                f"[95% CI {fitted.r_ci[0]:.3f}, {fitted.r_ci[1]:.3f}]"
+                if _num(fitted.r_ci[0])
+                else "(no Fisher-z interval with n <= 3)"
+            )
+            + f", n = {fitted.n}"
+            if fitted
+            else "fewer than three methods with a chosen rate, no fit"
+        )
+        parts.append(
+            f"Curvature at init, task `{task}` (lambda_max: top Hessian eigenvalue of the training loss "
+            f"after init, mean over seeds, initbench.curvature; predicted: lr-prior, calibrated on "
+            f"{rows[0].reference}'s {' / '.join(sources)} rate; edge: the chosen rate is the lowest or "
+            f"highest rate tried):\n\n"
+            + _table(
+                lines,
+                [
+                    "method",
+                    "lambda_max (converged?)",
+                    "predicted rate (lr-prior)",
+                    "tuned (chosen) rate",
+                    "on the grid's edge",
+                ],
+                tablefmt=fmt,
+                disable_numparse=True,
+            )
+            + f"\n\n{line}"
+        )
     return "\n\n".join(parts)
 
 
 def render_edges(rows: list[dict], fmt: str = "github") -> str:
     """How often the chosen rate was the lowest or highest of its grid, per suite and grid kind
     (``initbench.tuning_grid.edge_report``)."""
-    lines = [[r["suite"], r["kind"], r["selections"], r["lowest"], r["highest"],
-              f"{r['lowest'] + r['highest']}/{r['selections']}"
-              + (f" ({(r['lowest'] + r['highest']) / r['selections']:.0%})" if r["selections"] else ""),
-              r["not_from_grid"]] for r in rows]
-    return ("Chosen learning rate on the edge of its tuning grid, per grid kind (selection files; on the edge, the "
-            "best rate may lie outside the grid):\n\n"
-            + _table(lines, ["suite", "grid", "selections", "lowest rate", "highest rate", "on the edge",
-                               "not from the grid (every trial failed)"], tablefmt=fmt, disable_numparse=True))
+    lines = [
+        [
+            r["suite"],
+            r["kind"],
+            r["selections"],
+            r["lowest"],
+            r["highest"],
+            f"{r['lowest'] + r['highest']}/{r['selections']}"
+            + (f" ({(r['lowest'] + r['highest']) / r['selections']:.0%})" if r["selections"] else ""),
+            r["not_from_grid"],
+        ]
+        for r in rows
+    ]
+    return (
+        "Chosen learning rate on the edge of its tuning grid, per grid kind (selection files; on the edge, the "
+        "best rate may lie outside the grid):\n\n"
+        + _table(
+            lines,
+            [
+                "suite",
+                "grid",
+                "selections",
+                "lowest rate",
+                "highest rate",
+                "on the edge",
+                "not from the grid (every trial failed)",
+            ],
+            tablefmt=fmt,
+            disable_numparse=True,
+        )
+    )
 
 
 def _cost_table(rows: list[CostRow], fmt: str) -> str:
-    lines = [[r.method, _num(r.trainable_params, ",.0f"), _num(r.init_seconds, ".3f"),
-              _num(r.train_seconds, ".2f"), _num(r.train_tokens_per_second, ",.0f"), _num(r.mfu, ".1%"),
-              _num((r.peak_memory_bytes or 0) / 2**20, ",.0f"),
-              _num(r.train_tokens, ",.0f"), _num(r.calibration_examples, ",.0f"), _num(r.flops, ".3g"),
-              r.tuning_trials, _num(r.tuning_seconds, ".1f"), _num(r.tuning_flops, ".3g"),
-              _num(r.total_flops, ".3g")] for r in rows]
-    return ("Cost (mean per final run; peak memory: max; tuning: sum over the method's trials; total FLOPs: finals + "
-            "tuning; MFU: initbench.throughput, GPU only):\n\n" + _table(lines, ["method", "trainable params", "init s",
-                                              "train s", "train tok/s", "MFU", "peak MiB",
-                                              "train tokens", "calib examples", "FLOPs/run", "trials", "tuning s",
-                                              "tuning FLOPs", "total FLOPs"], tablefmt=fmt))
+    lines = [
+        [
+            r.method,
+            _num(r.trainable_params, ",.0f"),
+            _num(r.init_seconds, ".3f"),
+            _num(r.train_seconds, ".2f"),
+            _num(r.train_tokens_per_second, ",.0f"),
+            _num(r.mfu, ".1%"),
+            _num((r.peak_memory_bytes or 0) / 2**20, ",.0f"),
+            _num(r.train_tokens, ",.0f"),
+            _num(r.calibration_examples, ",.0f"),
+            _num(r.flops, ".3g"),
+            r.tuning_trials,
+            _num(r.tuning_seconds, ".1f"),
+            _num(r.tuning_flops, ".3g"),
+            _num(r.total_flops, ".3g"),
+        ]
+        for r in rows
+    ]
+    return (
+        "Cost (mean per final run; peak memory: max; tuning: sum over the method's trials; total FLOPs: finals + "
+        "tuning; MFU: initbench.throughput, GPU only):\n\n"
+        + _table(
+            lines,
+            [
+                "method",
+                "trainable params",
+                "init s",
+                "train s",
+                "train tok/s",
+                "MFU",
+                "peak MiB",
+                "train tokens",
+                "calib examples",
+                "FLOPs/run",
+                "trials",
+                "tuning s",
+                "tuning FLOPs",
+                "total FLOPs",
+            ],
+            tablefmt=fmt,
+        )
+    )

@@ -81,6 +81,8 @@ def pristine_base(suite: Suite, loaded: LoadedModel) -> torch.nn.Module:
     prints = lent_fingerprints(loaded.model)
     fresh = load_model(suite.model, next(loaded.model.parameters()).device).model
     if prints is None or fingerprints(fresh) != prints:
-        raise RuntimeError("the base model loaded again differs from the one this run borrowed (a changed model "
-                           "cache?); its adapter cannot be exported against it")
+        raise RuntimeError(
+            "the base model loaded again differs from the one this run borrowed (a changed model "
+            "cache?); its adapter cannot be exported against it"
+        )
     return fresh

@@ -36,8 +36,11 @@ CURVATURE_CENTRED = TUNING_GRIDS[1]
 
 def predicted_lr(lr_reference: float, lambda_reference: float, lambda_method: float) -> float:
     """The rate curvature predicts for a method: ``lr_ref * lambda_ref / lambda_method``."""
-    for name, value in (("lr_reference", lr_reference), ("lambda_reference", lambda_reference),
-                        ("lambda_method", lambda_method)):
+    for name, value in (
+        ("lr_reference", lr_reference),
+        ("lambda_reference", lambda_reference),
+        ("lambda_method", lambda_method),
+    ):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"lr prior: {name} must be a positive finite number, got {value}")
     return lr_reference * lambda_reference / lambda_method
@@ -49,7 +52,7 @@ def centred_grid(centre: float, points: int, ratio: float) -> list[float]:
     if points < 1 or ratio <= 1 or centre <= 0:
         raise ValueError(f"centred grid: need points >= 1, ratio > 1, centre > 0; got {points}, {ratio}, {centre}")
     offsets = [i - (points - 1) / 2 for i in range(points)]
-    return [float(f"{centre * ratio ** k:.6g}") for k in offsets]
+    return [float(f"{centre * ratio**k:.6g}") for k in offsets]
 
 
 def grid_shape(grid: Sequence[float]) -> tuple[int, float]:
@@ -157,9 +160,16 @@ def suite_argument(suite: Suite) -> str:
     return suite.name if builtin.exists() and Path(suite.path).resolve() == builtin.resolve() else suite.path
 
 
-def priors(results: Path, suite: Suite, methods: Sequence[str], reference: str = "lora",
-           points: int | None = None, *, tasks: Sequence[str] | None = None,
-           require_tuned: bool = False) -> list[Prior]:
+def priors(
+    results: Path,
+    suite: Suite,
+    methods: Sequence[str],
+    reference: str = "lora",
+    points: int | None = None,
+    *,
+    tasks: Sequence[str] | None = None,
+    require_tuned: bool = False,
+) -> list[Prior]:
     """For each method and task of ``suite`` (or of ``tasks``) with curvature measured under ``results``
     (``initbench.curvature_table``): the predicted rate, calibrated on ``reference``'s tuned rate
     (:func:`calibration_rate` of its selection file) or, when it was not tuned and ``require_tuned`` is
@@ -177,20 +187,23 @@ def priors(results: Path, suite: Suite, methods: Sequence[str], reference: str =
     for task in names:
         missing = [m for m in dict.fromkeys([reference, *methods]) if (m, task) not in lambdas]
         if missing:
-            raise ValueError(f"lr prior: no curvature of {', '.join(map(repr, missing))} on task {task!r} under "
-                             f"{results}; run `initbench curvature {where} "
-                             + " ".join(f"--method {m}" for m in missing) + "` first")
+            raise ValueError(
+                f"lr prior: no curvature of {', '.join(map(repr, missing))} on task {task!r} under "
+                f"{results}; run `initbench curvature {where} " + " ".join(f"--method {m}" for m in missing) + "` first"
+            )
         ref_lr, source = suite.budget.optimizer.lr, "suite default"
         tuned = calibration_rate(selection_path(results, suite.name, reference, task, suite.spec_hash))
         if tuned is not None:
             ref_lr, source = tuned, "tuned"
         elif require_tuned:
-            raise ValueError(f"lr prior: no tuned selection of {reference!r} on task {task!r} under {results} to "
-                             f"calibrate the curvature-centred grid on; tune {reference} on a fixed grid first: "
-                             f"`initbench evaluate --suite COPY --method {reference} --protocol tuned --out {results}`"
-                             f", COPY being {suite_argument(suite)} with tuning: {{lr_grid: [...]}} instead of "
-                             "grid: curvature-centred (the grid is not part of the spec hash, so that selection "
-                             "serves this suite)")
+            raise ValueError(
+                f"lr prior: no tuned selection of {reference!r} on task {task!r} under {results} to "
+                f"calibrate the curvature-centred grid on; tune {reference} on a fixed grid first: "
+                f"`initbench evaluate --suite COPY --method {reference} --protocol tuned --out {results}`"
+                f", COPY being {suite_argument(suite)} with tuning: {{lr_grid: [...]}} instead of "
+                "grid: curvature-centred (the grid is not part of the spec hash, so that selection "
+                "serves this suite)"
+            )
         for method in methods:
             lam, ref_lam = lambdas[(method, task)], lambdas[(reference, task)]
             try:

@@ -48,7 +48,7 @@ def quantiles_of_means(x: np.ndarray, counts: np.ndarray, q: np.ndarray) -> tupl
     means = np.empty((min(_BLOCK + 1, len(x)), reps))  # a block's means, reused
     blockwise, checked = True, False
     for start in range(0, len(x), chunk):
-        rows = x[start:start + chunk]
+        rows = x[start : start + chunk]
         at = slice(start, start + len(rows))
         if len(rows) == 1:  # a one-row product is another BLAS routine (gemv): as drawn
             low[at], high[at] = _chunked_quantiles(rows, weights, q, chunk)
@@ -60,11 +60,11 @@ def quantiles_of_means(x: np.ndarray, counts: np.ndarray, q: np.ndarray) -> tupl
             unusual = ~(np.abs(rows).max(axis=1) < 1e300)  # a NaN, an infinity, or a value that could overflow
             redo: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # rows not settled: where, means, which tail
             for a, b in _blocks(len(rows)):
-                m = np.matmul(rows[a:b], ordered, out=means[:b - a])
+                m = np.matmul(rows[a:b], ordered, out=means[: b - a])
                 if plain is not None and not _same_means(m, plain[a:b][:, order]):
                     blockwise = False
                     break
-                low[start + a:start + b], high[start + a:start + b], settled = tails.ordered(m)
+                low[start + a : start + b], high[start + a : start + b], settled = tails.ordered(m)
                 settled[unusual[a:b]] = False
                 unsettled = np.flatnonzero(~settled.all(axis=1))
                 if unsettled.size:
@@ -74,7 +74,7 @@ def quantiles_of_means(x: np.ndarray, counts: np.ndarray, q: np.ndarray) -> tupl
                 where = np.concatenate([r for r, _, _ in redo])
                 m = np.concatenate([m for _, m, _ in redo])
                 sides = np.concatenate([s for _, _, s in redo])
-                lo, hi = tails.sampled(m, m[:, ::reps // _SAMPLE + 1], sides)  # proxy order: sample it evenly
+                lo, hi = tails.sampled(m, m[:, :: reps // _SAMPLE + 1], sides)  # proxy order: sample it evenly
                 lo = np.where(sides[:, 0], lo, low[start + where])
                 hi = np.where(sides[:, 1], hi, high[start + where])
                 low[start + where], high[start + where] = tails.checked(rows[where], m, lo, hi)
@@ -122,11 +122,18 @@ class _Tails:
         first = np.sort(m[:, :_CANDIDATES], axis=1)
         last = np.sort(m[:, -_CANDIDATES:], axis=1)
         top = _CANDIDATES - self.need[1]  # the upper quantile's lower neighbour in ``last``
-        settled = np.stack([m[:, _CANDIDATES:].min(axis=1) >= first[:, self.need[0] - 1],
-                            m[:, :-_CANDIDATES].max(axis=1) <= last[:, top]], axis=1)
+        settled = np.stack(
+            [
+                m[:, _CANDIDATES:].min(axis=1) >= first[:, self.need[0] - 1],
+                m[:, :-_CANDIDATES].max(axis=1) <= last[:, top],
+            ],
+            axis=1,
+        )
         return *self._interpolate(first, last[:, top:]), settled
 
-    def sampled(self, m: np.ndarray, sample: np.ndarray, sides: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sampled(
+        self, m: np.ndarray, sample: np.ndarray, sides: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Through ``_tail``, with thresholds at low and high order statistics of a random ``sample`` of
         each row's means (where about 2.5 times the means needed lie beyond them); ``sides`` (rows, 2):
         the tails to read (default both; the others come back NaN, as do those ``_tail`` cannot read)."""
@@ -136,7 +143,10 @@ class _Tails:
         sides = np.ones((len(m), 2), bool) if sides is None else sides
         lowest = np.full((len(m), self.need[0]), np.nan)
         highest = np.full((len(m), self.need[1]), np.nan)
-        for rows, out, top in ((np.flatnonzero(sides[:, 0]), lowest, False), (np.flatnonzero(sides[:, 1]), highest, True)):
+        for rows, out, top in (
+            (np.flatnonzero(sides[:, 0]), lowest, False),
+            (np.flatnonzero(sides[:, 1]), highest, True),
+        ):
             if rows.size:
                 threshold = sample[rows, size - 1 - pick[1]] if top else sample[rows, pick[0]]
                 out[rows] = _tail(m[rows], threshold, out.shape[1], top=top)
@@ -146,8 +156,10 @@ class _Tails:
         """``lowest``: each row's lowest means, ascending, from its first; ``highest``: its ``need[1]``
         highest, ascending."""
         with np.errstate(invalid="ignore"):  # inf - inf in a row that goes to np.quantile
-            return (_lerp(lowest[:, self.below[0]], lowest[:, self.below[0] + 1], self.gamma[0]),
-                    _lerp(highest[:, 0], highest[:, 1], self.gamma[1]))
+            return (
+                _lerp(lowest[:, self.below[0]], lowest[:, self.below[0] + 1], self.gamma[0]),
+                _lerp(highest[:, 0], highest[:, 1], self.gamma[1]),
+            )
 
     def checked(self, x: np.ndarray, m: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """np.quantile itself for the rows not read off their tails, and for rows with a NaN mean (its
@@ -178,14 +190,14 @@ def _tail(m: np.ndarray, threshold: np.ndarray, k: int, *, top: bool) -> np.ndar
     padded = np.repeat(threshold[:, None], width, axis=1)  # the values beyond it, then copies of it
     padded.ravel()[place] = m.ravel()[flat]
     padded.sort(axis=1)
-    out = padded[:, width - k:] if top else padded[:, :k]
+    out = padded[:, width - k :] if top else padded[:, :k]
     out[~fits] = np.nan
     return out
 
 
 def _chunked_quantiles(x: np.ndarray, weights: np.ndarray, q: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.quantile(x @ weights, q, axis=1)`` in chunks of rows."""
-    out = [np.quantile(x[start:start + chunk] @ weights, q, axis=1) for start in range(0, len(x), chunk)]
+    out = [np.quantile(x[start : start + chunk] @ weights, q, axis=1) for start in range(0, len(x), chunk)]
     return np.concatenate([lo for lo, _ in out]), np.concatenate([hi for _, hi in out])
 
 

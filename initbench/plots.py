@@ -138,8 +138,11 @@ def _drawers(plt, entry: SuiteBoard, curves: pa.Table | None) -> dict[str, Calla
 
 def _curvature_points(cells: list[CurvatureCell], task: str | None) -> list[tuple[float, float, str]]:
     """(1 / lambda_max, chosen rate, method) of the cells (of ``task``) with a positive lambda_max and a choice."""
-    return [(1.0 / c.lambda_max, c.chosen_lr, c.method) for c in cells
-            if (task is None or c.task == task) and c.chosen_lr and c.lambda_max > 0]
+    return [
+        (1.0 / c.lambda_max, c.chosen_lr, c.method)
+        for c in cells
+        if (task is None or c.task == task) and c.chosen_lr and c.lambda_max > 0
+    ]
 
 
 def _curvature_lr(plt, entry):
@@ -159,8 +162,13 @@ def _curvature_lr(plt, entry):
         fitted = entry.curvature_fits[task]
         if fitted:
             line = np.geomspace(min(xs), max(xs), 50)
-            ax.plot(line, np.exp(fitted.intercept) * line ** fitted.slope, color="tab:red", alpha=0.7,
-                    label=f"fit: slope {fitted.slope:.2f}, R^2 {fitted.r_squared:.2f} (n={fitted.n})")
+            ax.plot(
+                line,
+                np.exp(fitted.intercept) * line**fitted.slope,
+                color="tab:red",
+                alpha=0.7,
+                label=f"fit: slope {fitted.slope:.2f}, R^2 {fitted.r_squared:.2f} (n={fitted.n})",
+            )
             ax.legend(fontsize=7)
         _log_axes(ax, "x", "y")
         ax.set_xlabel("1 / lambda_max at init", fontsize=8)
@@ -184,8 +192,9 @@ def _scores(plt, block: ProtocolBlock, protocol: str):
         rows = sorted((c for c in block.cells if c.task == task and c.metric == metric), key=lambda c: c.method)
         means = np.array([c.mean for c in rows])
         low = np.array([c.mean - c.ci_low if c.ci_low is not None and not math.isnan(c.ci_low) else 0 for c in rows])
-        high = np.array([c.ci_high - c.mean if c.ci_high is not None and not math.isnan(c.ci_high) else 0
-                         for c in rows])
+        high = np.array(
+            [c.ci_high - c.mean if c.ci_high is not None and not math.isnan(c.ci_high) else 0 for c in rows]
+        )
         ax.bar(range(len(rows)), means, yerr=_error_bars(low, high), capsize=3, color="tab:blue", alpha=0.8)
         ax.set_xticks(range(len(rows)), [c.method for c in rows], rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{task} ({metric})", fontsize=9)
@@ -200,8 +209,9 @@ def _aggregate(plt, block: ProtocolBlock, protocol: str):
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.5))
     y = np.arange(len(rows))
     iqm = np.array([r.iqm for r in rows])
-    ax.errorbar(iqm, y, xerr=_error_bars(iqm - [r.iqm_low for r in rows], [r.iqm_high for r in rows] - iqm),
-                fmt="o", capsize=3)
+    ax.errorbar(
+        iqm, y, xerr=_error_bars(iqm - [r.iqm_low for r in rows], [r.iqm_high for r in rows] - iqm), fmt="o", capsize=3
+    )
     ax.set_yticks(y, [r.method for r in rows], fontsize=8)
     label = "normalized score" if block.normalization else "raw primary metric"
     ax.set_xlabel(f"IQM of {label} (95% stratified-bootstrap CI)")
@@ -223,11 +233,10 @@ def _lr_sensitivity(plt, entry: SuiteBoard):
                 by_method[t.method].append(t)
         for method, rows in sorted(by_method.items()):
             rows.sort(key=lambda r: r.lr)
-            line, = ax.plot([r.lr for r in rows], [r.validation_mean for r in rows], marker="o", label=method)
+            (line,) = ax.plot([r.lr for r in rows], [r.validation_mean for r in rows], marker="o", label=method)
             chosen = [r for r in rows if r.selected]
             if chosen:
-                ax.plot([chosen[0].lr], [chosen[0].validation_mean], marker="*", markersize=14,
-                        color=line.get_color())
+                ax.plot([chosen[0].lr], [chosen[0].validation_mean], marker="*", markersize=14, color=line.get_color())
         _log_axes(ax, "x")
         ax.legend(fontsize=7)
         ax.set_ylabel(f"validation {rows[0].metric}", fontsize=8)
@@ -283,8 +292,9 @@ def _pareto(plt, block: ProtocolBlock, cost: dict[str, float | None], label: str
     (reference rows, ``base`` and ``full-ft``, are drawn in grey for scale but are not on it) as a staircase
     over the plot's width, its points ringed; None unless at least two methods recorded the cost and they
     differ in it (one cost for all: no trade-off to draw)."""
-    points = [(cost[r.method], r.iqm, r.method, r.is_reference) for r in block.aggregate
-              if cost.get(r.method) is not None]
+    points = [
+        (cost[r.method], r.iqm, r.method, r.is_reference) for r in block.aggregate if cost.get(r.method) is not None
+    ]
     methods = [(x, y) for x, y, _, reference in points if not reference]
     if len({x for x, _ in methods}) < 2:
         return None
@@ -292,13 +302,25 @@ def _pareto(plt, block: ProtocolBlock, cost: dict[str, float | None], label: str
     fig, ax = plt.subplots(figsize=(6, 4))
     for x, y, name, reference in points:
         ax.scatter([x], [y], color="tab:gray" if reference else "tab:blue", zorder=3)
-        ax.annotate(name + (" (reference)" if reference else ""), (x, y), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points", color="tab:gray" if reference else "black")
+        ax.annotate(
+            name + (" (reference)" if reference else ""),
+            (x, y),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+            color="tab:gray" if reference else "black",
+        )
     front = pareto_front(methods)
     fx = [p[0] for p in front] + [max(x for x, _ in methods)]
     fy = [p[1] for p in front] + [front[-1][1]]
-    ax.step(fx, fy, where="post", color="tab:red", alpha=0.6,
-            label=f"Pareto front of the methods ({len(front)} of {len(methods)})")
+    ax.step(
+        fx,
+        fy,
+        where="post",
+        color="tab:red",
+        alpha=0.6,
+        label=f"Pareto front of the methods ({len(front)} of {len(methods)})",
+    )
     ax.scatter(fx[:-1], fy[:-1], s=110, facecolors="none", edgecolors="tab:red", zorder=4)
     if min(xs) > 0 and max(xs) / min(xs) > 100:
         _log_axes(ax, "x")

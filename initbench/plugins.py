@@ -27,8 +27,10 @@ def entry_points_by_name(group: str) -> dict[str, list[EntryPoint]]:
 def conflict(kind: str, name: str, eps: list[EntryPoint]) -> str:
     """The error for a ``kind`` (``method``, ``executor``) name that several distributions register."""
     who = " and ".join(f"{package(ep)}{' ' + ep.dist.version if ep.dist else ''} ({ep.value})" for ep in eps)
-    return (f"{kind} {name!r} is registered by more than one distribution: {who}; a name must mean one "
-            f"{kind}, so uninstall one of them (pip uninstall {package(eps[-1])})")
+    return (
+        f"{kind} {name!r} is registered by more than one distribution: {who}; a name must mean one "
+        f"{kind}, so uninstall one of them (pip uninstall {package(eps[-1])})"
+    )
 
 
 def package(ep: EntryPoint) -> str:

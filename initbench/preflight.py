@@ -55,14 +55,20 @@ def check_schedule(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]
     budget = suite.budget
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=budget.optimizer.lr)
     try:
-        schedule = get_scheduler(budget.schedule.name, optimizer, num_training_steps=budget.steps,
-                                 num_warmup_steps=int(budget.schedule.warmup_ratio * budget.steps))
+        schedule = get_scheduler(
+            budget.schedule.name,
+            optimizer,
+            num_training_steps=budget.steps,
+            num_warmup_steps=int(budget.schedule.warmup_ratio * budget.steps),
+        )
         optimizer.step()
         schedule.step()  # as the loop calls it, with no metric (reduce_lr_on_plateau needs one)
     except Exception as err:  # an unknown name (ValueError), or one that needs arguments the loop does not pass
-        return [f"{suite.path}: key 'budget.schedule.name': {budget.schedule.name!r} is not a schedule the training "
-                f"loop can build ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); use "
-                "linear, cosine, constant or constant_with_warmup"]
+        return [
+            f"{suite.path}: key 'budget.schedule.name': {budget.schedule.name!r} is not a schedule the training "
+            f"loop can build ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); use "
+            "linear, cosine, constant or constant_with_warmup"
+        ]
     return []
 
 
@@ -74,8 +80,10 @@ def check_tasks(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]:
 
     own = suite_lm_eval_dir(suite)  # trusted: load_suite has checked it
     if own is not None and not own.is_dir():
-        return [f"{suite.path}: key 'lm_eval_include_path' ({suite.lm_eval_include_path!r}): no folder at {own} "
-                "(a relative path is read from the suite file's folder)"]
+        return [
+            f"{suite.path}: key 'lm_eval_include_path' ({suite.lm_eval_include_path!r}): no folder at {own} "
+            "(a relative path is read from the suite file's folder)"
+        ]
     problems = []
     for task in tasks:
         key = f"tasks[{suite.tasks.index(task)}]"
@@ -101,8 +109,10 @@ def check_tasks(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]:
         for split, path in task.data.files.items():
             resolved = data_file(path, suite.path)
             if not resolved.is_file():
-                problems.append(f"{suite.path}: key '{key}.data.files.{split}': no file at {resolved} "
-                                f"(relative paths are read from the suite file's folder)")
+                problems.append(
+                    f"{suite.path}: key '{key}.data.files.{split}': no file at {resolved} "
+                    f"(relative paths are read from the suite file's folder)"
+                )
     return problems
 
 
@@ -117,8 +127,10 @@ def check_model(suite: Suite, tasks: list[TaskSpec], note: Note) -> list[str]:
         config = model_config(suite.model)
     except ModelError as err:
         if suite.model.source == "hub":  # not in the local cache yet: the first run downloads it
-            note(f"initbench: {suite.path}: key 'model.id': {err}; target_modules and rank are checked "
-                 "when the model is loaded")
+            note(
+                f"initbench: {suite.path}: key 'model.id': {err}; target_modules and rank are checked "
+                "when the model is loaded"
+            )
             return []
         return [f"{suite.path}: key 'model.id': {err}"]
     return _targets(suite, _meta_model(config))
@@ -136,11 +148,15 @@ def _tiny_shape(suite: Suite) -> list[str]:
         return [f"{where}: key 'model.tiny.{small[0]}' must be positive, got {shape[small[0]]}"]
     hidden, heads, kv = shape["hidden_size"], shape["num_attention_heads"], shape["num_key_value_heads"]
     if hidden % heads:
-        return [f"{where}: key 'model.tiny.hidden_size' ({hidden}) must be divisible by "
-                f"'model.tiny.num_attention_heads' ({heads})"]
+        return [
+            f"{where}: key 'model.tiny.hidden_size' ({hidden}) must be divisible by "
+            f"'model.tiny.num_attention_heads' ({heads})"
+        ]
     if heads % kv:
-        return [f"{where}: key 'model.tiny.num_attention_heads' ({heads}) must be divisible by "
-                f"'model.tiny.num_key_value_heads' ({kv})"]
+        return [
+            f"{where}: key 'model.tiny.num_attention_heads' ({heads}) must be divisible by "
+            f"'model.tiny.num_key_value_heads' ({kv})"
+        ]
     return []
 
 
@@ -172,16 +188,20 @@ def _targets(suite: Suite, model: torch.nn.Module) -> list[str]:
             continue
         if not usable:
             name, module = next(iter(matched.items()))
-            problems.append(f"{key}: {target!r} matches {name} ({type(module).__name__}), which LoRA cannot wrap; "
-                            "target Linear, Embedding or Conv layers")
+            problems.append(
+                f"{key}: {target!r} matches {name} ({type(module).__name__}), which LoRA cannot wrap; "
+                "target Linear, Embedding or Conv layers"
+            )
             continue
         usable_all.update(usable)
     if usable_all:
         name, module = min(usable_all.items(), key=lambda item: min(item[1].weight.shape[:2]))
         smallest, rank = min(module.weight.shape[:2]), suite.lora.rank
         if rank > smallest:
-            problems.append(f"{suite.path}: key 'lora.rank' ({rank}) is above the smaller dimension ({smallest}) of "
-                            f"targeted {name} (weight {tuple(module.weight.shape)}); use a rank of at most {smallest}")
+            problems.append(
+                f"{suite.path}: key 'lora.rank' ({rank}) is above the smaller dimension ({smallest}) of "
+                f"targeted {name} (weight {tuple(module.weight.shape)}); use a rank of at most {smallest}"
+            )
     return problems
 
 
@@ -199,8 +219,10 @@ def check_chat_template(suite: Suite, tasks: list[TaskSpec], note: Note) -> list
         return []
     if template:
         return []
-    return [f"{suite.path}: key 'eval.chat_template' is true, but the {suite.model.source} model's tokenizer has no "
-            "chat template; set eval.chat_template: false (or leave it out)"]
+    return [
+        f"{suite.path}: key 'eval.chat_template' is true, but the {suite.model.source} model's tokenizer has no "
+        "chat template; set eval.chat_template: false (or leave it out)"
+    ]
 
 
 # The preflight, in order.  Plug another check in with one line here: a function

@@ -92,8 +92,10 @@ def choose_lr(selection: Selection, default_lr: float) -> float:
     tied = [lr for lr in finite if sign * selection.mean(lr) == best]
     chosen = min(tied, key=lambda lr: (abs(math.log(lr / default_lr)), lr))
     selection.chosen = chosen
-    selection.reason = (f"best mean validation {selection.metric} over {len(selection.trials[chosen])} tuning seed(s)"
-                        + (f"; tie among {sorted(tied)} broken towards the default rate" if len(tied) > 1 else ""))
+    selection.reason = (
+        f"best mean validation {selection.metric} over {len(selection.trials[chosen])} tuning seed(s)"
+        + (f"; tie among {sorted(tied)} broken towards the default rate" if len(tied) > 1 else "")
+    )
     return chosen
 
 
@@ -134,12 +136,22 @@ def _write_selection(out: Path, suite: Suite, selection: Selection, grid: TrialG
     path = selection_path(out, suite.name, selection.method, selection.task, suite.spec_hash)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "suite": suite.name, "suite_hash": suite.spec_hash, "method": selection.method, "task": selection.task,
-        "metric": selection.metric, "higher_is_better": selection.higher_is_better, "split": "validation",
-        "default_lr": suite.budget.optimizer.lr, "tuning_seeds": list(suite.tuning.seeds),
-        "trials": [{"lr": lr, "scores": scores, "mean": selection.mean(lr) if math.isfinite(selection.mean(lr)) else None}
-                   for lr, scores in sorted(selection.trials.items())],
-        "selected_lr": selection.chosen, "reason": selection.reason, "grid": grid.as_record(),
+        "suite": suite.name,
+        "suite_hash": suite.spec_hash,
+        "method": selection.method,
+        "task": selection.task,
+        "metric": selection.metric,
+        "higher_is_better": selection.higher_is_better,
+        "split": "validation",
+        "default_lr": suite.budget.optimizer.lr,
+        "tuning_seeds": list(suite.tuning.seeds),
+        "trials": [
+            {"lr": lr, "scores": scores, "mean": selection.mean(lr) if math.isfinite(selection.mean(lr)) else None}
+            for lr, scores in sorted(selection.trials.items())
+        ],
+        "selected_lr": selection.chosen,
+        "reason": selection.reason,
+        "grid": grid.as_record(),
     }
     write_json_atomic(payload, path)
     return path
@@ -160,10 +172,13 @@ def superseded(out: Path) -> dict[str, str]:
         row = rows[0]
         selection = path.parent / selection_name(row["suite_hash"])
         chosen = _selected_lr(selection)
-        if chosen is not None and (row["selected_lr"] is None
-                                   or not math.isclose(row["selected_lr"], chosen, rel_tol=1e-12)):
-            stale[row["run_id"]] = (f"{path}: a tuned final at lr {row['selected_lr']!r}, superseded by the selection "
-                                    f"of lr {chosen!r} ({selection})")
+        if chosen is not None and (
+            row["selected_lr"] is None or not math.isclose(row["selected_lr"], chosen, rel_tol=1e-12)
+        ):
+            stale[row["run_id"]] = (
+                f"{path}: a tuned final at lr {row['selected_lr']!r}, superseded by the selection "
+                f"of lr {chosen!r} ({selection})"
+            )
     return stale
 
 
@@ -173,8 +188,11 @@ def stale_selection(path: Path) -> str | None:
     or None.  A rerun of the sweep selects again."""
     try:
         payload = json.loads(path.read_text())
-        trials = [(float(t["lr"]), seed, score) for t in payload["trials"]
-                  for seed, score in zip(payload["tuning_seeds"], t["scores"])]
+        trials = [
+            (float(t["lr"]), seed, score)
+            for t in payload["trials"]
+            for seed, score in zip(payload["tuning_seeds"], t["scores"])
+        ]
         names = (payload["suite"], payload["method"], payload["task"], payload["suite_hash"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"{path}: unreadable selection ({err}); rerun the sweep to select again"
@@ -182,8 +200,10 @@ def stale_selection(path: Path) -> str | None:
         stem = run_stem(path.parent, *names[:3], seed, names[3], lr=lr, split="validation")
         current = _trial_score(path.parent / stem.name, payload["metric"])
         if current != recorded:
-            return (f"{path}: chose lr {payload['selected_lr']!r} with the lr {lr!r} seed {seed} trial at {recorded!r}, "
-                    f"now {current!r}; rerun the sweep to select again")
+            return (
+                f"{path}: chose lr {payload['selected_lr']!r} with the lr {lr!r} seed {seed} trial at {recorded!r}, "
+                f"now {current!r}; rerun the sweep to select again"
+            )
     return None
 
 

@@ -36,17 +36,48 @@ import torch
 
 #: instruction-set flags that choose CPU kernels (x86 from ``flags``, Arm from ``Features``)
 KERNEL_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-    "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
-    "asimd", "asimdhp", "asimddp", "sve", "sve2", "bf16", "i8mm", "sme",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512dq",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+    "asimd",
+    "asimdhp",
+    "asimddp",
+    "sve",
+    "sve2",
+    "bf16",
+    "i8mm",
+    "sme",
 )
 PACKAGES = ("initbench", "initbench_baselines", "initbench_tasks")
 SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
 #: the v6 columns this module fills, in schema order
 COLUMNS = ("code_commit", "code_dirty", "code_hash", "torch_threads", "cpu_model", "cpu_flags", "cpu_capability")
 #: columns compared by :func:`differences` beside ``COLUMNS`` (versions, device, execution mode)
-COMPARED = COLUMNS + ("initbench_version", "torch_version", "transformers_version", "peft_version",
-                      "lm_eval_version", "python_version", "device", "determinism", "data_hash")
+COMPARED = COLUMNS + (
+    "initbench_version",
+    "torch_version",
+    "transformers_version",
+    "peft_version",
+    "lm_eval_version",
+    "python_version",
+    "device",
+    "determinism",
+    "data_hash",
+)
 
 
 def columns() -> dict[str, Any]:
@@ -69,8 +100,11 @@ def source_hash(dirs: dict[str, Path]) -> str:
     """SHA-256 (16 hex) over every source file of the packages, named ``<package>/<relative path>``."""
     digest = hashlib.sha256()
     for name in sorted(dirs):
-        files = sorted(p for p in dirs[name].rglob("*")
-                       if p.suffix in SOURCE_SUFFIXES and p.is_file() and "__pycache__" not in p.parts)
+        files = sorted(
+            p
+            for p in dirs[name].rglob("*")
+            if p.suffix in SOURCE_SUFFIXES and p.is_file() and "__pycache__" not in p.parts
+        )
         for path in files:
             digest.update(f"{name}/{path.relative_to(dirs[name]).as_posix()}\0".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -135,8 +169,11 @@ def cpu_identity() -> dict[str, str]:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # torch < 2.1
         capability = ""
-    return {"cpu_model": model, "cpu_flags": ",".join(f for f in KERNEL_FLAGS if f in present),
-            "cpu_capability": capability}
+    return {
+        "cpu_model": model,
+        "cpu_flags": ",".join(f for f in KERNEL_FLAGS if f in present),
+        "cpu_capability": capability,
+    }
 
 
 def differences(published: dict[str, Any], reproduced: dict[str, Any]) -> list[str]:
@@ -145,8 +182,12 @@ def differences(published: dict[str, Any], reproduced: dict[str, Any]) -> list[s
     the rows lacks (an older schema) are not compared."""
     found = []
     for name in COMPARED:
-        if name in published and name in reproduced and published[name] is not None \
-                and published[name] != reproduced[name]:
+        if (
+            name in published
+            and name in reproduced
+            and published[name] is not None
+            and published[name] != reproduced[name]
+        ):
             found.append(f"{name}: {published[name]!r} -> {reproduced[name]!r}")
     old, new = json_object(published.get("execution")), json_object(reproduced.get("execution"))
     for key in sorted(set(old) & set(new)):

@@ -93,8 +93,13 @@ def results_digest(table: pa.Table) -> str:
 
 def _git_commit() -> str | None:
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent)
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
@@ -105,8 +110,12 @@ def reconstruct_commands(table: pa.Table) -> list[str]:
     groups: dict[tuple[str, str, tuple[int, ...]], list[str]] = defaultdict(list)
     finals = table.filter(pc.equal(table["phase"], "final"))
     runs: dict[tuple[str, str, str], set[int]] = defaultdict(set)
-    for suite, method, protocol, seed in zip(finals["suite"].to_pylist(), finals["method"].to_pylist(),
-                                             finals["protocol"].to_pylist(), finals["seed"].to_pylist()):
+    for suite, method, protocol, seed in zip(
+        finals["suite"].to_pylist(),
+        finals["method"].to_pylist(),
+        finals["protocol"].to_pylist(),
+        finals["seed"].to_pylist(),
+    ):
         runs[(suite, method, protocol)].add(seed)
     tuned = {(s, m) for s, m, p in runs if p == "tuned"}
     for (suite, method, protocol), seeds in sorted(runs.items()):
@@ -142,8 +151,9 @@ def _suites_manifest(table: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
-def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
-            commands: list[str] | None = None) -> Path:
+def publish(
+    results: Path, version: str, *, root: Path = Path("leaderboard"), commands: list[str] | None = None
+) -> Path:
     """Publish the results under ``results`` as ``root/version`` (see the module docstring)."""
     results, root = Path(results), Path(root)
     if not _VERSION.match(version or ""):
@@ -163,9 +173,11 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
         existing = _published_digest(target)
         if existing == digest:
             return target  # the same contents: nothing to do
-        raise PublishError(f"{target} is already published with other contents (results sha256 "
-                           f"{(existing or 'unknown')[:12]} != {digest[:12]}); published versions are immutable: "
-                           f"publish as a new version")
+        raise PublishError(
+            f"{target} is already published with other contents (results sha256 "
+            f"{(existing or 'unknown')[:12]} != {digest[:12]}); published versions are immutable: "
+            f"publish as a new version"
+        )
     curvature = _curvature_rows(results, table)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
@@ -188,25 +200,31 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             "commands_source": "given" if commands else "reconstructed from the rows",
             "suites": _suites_manifest(table),
             "hardware": {
-                "publisher": {"machine": platform.machine(), "system": platform.platform(),
-                              "python": platform.python_version()},
-                "runs": sorted(set(zip(table["device"].to_pylist(), table["device_name"].to_pylist())),
-                               key=str),
+                "publisher": {
+                    "machine": platform.machine(),
+                    "system": platform.platform(),
+                    "python": platform.python_version(),
+                },
+                "runs": sorted(set(zip(table["device"].to_pylist(), table["device_name"].to_pylist())), key=str),
             },
-            "results": {"file": RESULTS_FILE, "rows": table.num_rows, "runs": len(set(table["run_id"].to_pylist())),
-                        "sha256": digest},
+            "results": {
+                "file": RESULTS_FILE,
+                "rows": table.num_rows,
+                "runs": len(set(table["run_id"].to_pylist())),
+                "sha256": digest,
+            },
             "curves": {"file": CURVES_FILE, "rows": curves.num_rows},
             "set_aside": _set_aside(results),
             "statistics": {
                 "per_task_interval": f"95% percentile bootstrap of the mean over seeds, {leaderboard.BOOTSTRAP_REPS} "
-                                     "resamples, seeded",
+                "resamples, seeded",
                 "normalization": f"floor = {leaderboard.FLOOR_METHOD} mean; ceiling = the best mean of any other row "
-                                 "(full-ft included), per task (primary metric)",
+                "(full-ft included), per task (primary metric)",
                 "aggregate": f"IQM with 95% stratified bootstrap CI, {leaderboard.IQM_REPS} resamples",
                 "pairwise": f"vs {leaderboard.REFERENCE_METHOD}: probability of improvement; Wilcoxon signed-rank paired "
-                            f"by (seed, task), Holm-corrected, alpha {leaderboard.ALPHA}",
+                f"by (seed, task), Holm-corrected, alpha {leaderboard.ALPHA}",
                 "convergence": f"loss AUC; steps until EMA(0.1) loss <= {leaderboard.CONVERGENCE_FRACTION} x "
-                               f"{leaderboard.REFERENCE_METHOD}'s mean final EMA loss",
+                f"{leaderboard.REFERENCE_METHOD}'s mean final EMA loss",
             },
             "plots": plots,
             "methods": method_notes(sorted(set(table["method"].to_pylist()))),
@@ -221,12 +239,16 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
                 tables += "\n\n" + render_edges(edges)
         from initbench.ranking import render_ranking
 
-        ranking = "\n\n".join(f"## Ranking: suite `{e.suite}` (spec {e.suite_hash})\n\n{render_ranking(e)}"
-                                for e in board.suites if e.main)
+        ranking = "\n\n".join(
+            f"## Ranking: suite `{e.suite}` (spec {e.suite_hash})\n\n{render_ranking(e)}"
+            for e in board.suites
+            if e.main
+        )
         (staging / "README.md").write_text(_version_readme(manifest, tables, ranking))
         (staging / "index.html").write_text(_index_html(manifest, board))
-        manifest["files"] = {p.relative_to(staging).as_posix(): file_sha256(p)
-                             for p in sorted(staging.rglob("*")) if p.is_file()}
+        manifest["files"] = {
+            p.relative_to(staging).as_posix(): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()
+        }
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         with _root_lock(root):
             try:
@@ -234,8 +256,10 @@ def publish(results: Path, version: str, *, root: Path = Path("leaderboard"),
             except OSError:  # another publish of this version won the race
                 if target.exists() and _published_digest(target) == digest:
                     return target
-                raise PublishError(f"{target} was published by another process meanwhile, with other contents; "
-                                   "published versions are immutable: publish as a new version") from None
+                raise PublishError(
+                    f"{target} was published by another process meanwhile, with other contents; "
+                    "published versions are immutable: publish as a new version"
+                ) from None
             _record_manifest(root, version, file_sha256(target / MANIFEST_FILE))
             write_index(root)
     finally:
@@ -254,7 +278,8 @@ def _curvature_rows(results: Path, table: pa.Table) -> pa.Table:
     published = set(zip(table["suite"].to_pylist(), table["suite_hash"].to_pylist()))
     keep = [(s, h) in published for s, h in zip(measured["suite"].to_pylist(), measured["suite_hash"].to_pylist())]
     return measured.filter(pa.array(keep, pa.bool_())).sort_by(
-        [(k, "ascending") for k in ("suite", "suite_hash", "task", "method", "seed")])
+        [(k, "ascending") for k in ("suite", "suite_hash", "task", "method", "seed")]
+    )
 
 
 def read_curvature(path: Path) -> tuple[pa.Table | None, list[dict[str, Any]]]:
@@ -265,8 +290,10 @@ def read_curvature(path: Path) -> tuple[pa.Table | None, list[dict[str, Any]]]:
     manifest = verify_version(Path(path))
     if CURVATURE_FILE not in manifest["files"]:
         return None, []
-    return (pq.read_table(Path(path) / CURVATURE_FILE, schema=SCHEMA),
-            (manifest.get("curvature") or {}).get("edges") or [])
+    return (
+        pq.read_table(Path(path) / CURVATURE_FILE, schema=SCHEMA),
+        (manifest.get("curvature") or {}).get("edges") or [],
+    )
 
 
 def _set_aside(results: Path) -> list[dict[str, str]]:
@@ -331,24 +358,35 @@ def verify_version(path: Path) -> dict[str, Any]:
     anchor = path.parent / MANIFESTS_FILE
     recorded = json.loads(anchor.read_text()).get(path.name) if anchor.exists() else None
     if recorded is not None and recorded != file_sha256(manifest_path):
-        raise PublishError(f"{manifest_path}: sha256 {file_sha256(manifest_path)[:16]} differs from the one recorded "
-                           f"at publish time in {anchor} ({recorded[:16]}): the manifest was edited; {fix}")
+        raise PublishError(
+            f"{manifest_path}: sha256 {file_sha256(manifest_path)[:16]} differs from the one recorded "
+            f"at publish time in {anchor} ({recorded[:16]}): the manifest was edited; {fix}"
+        )
     files = manifest.get("files")
     if not isinstance(files, dict) or not {RESULTS_FILE, CURVES_FILE} <= set(files):
-        raise PublishError(f"{manifest_path}: no 'files' with the SHA-256 of {RESULTS_FILE} and {CURVES_FILE} "
-                           f"(published before versions were hashed, or edited); republish it as a new version")
-    extra = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()
-                   and p.relative_to(path).as_posix() not in files and p.name != MANIFEST_FILE)
+        raise PublishError(
+            f"{manifest_path}: no 'files' with the SHA-256 of {RESULTS_FILE} and {CURVES_FILE} "
+            f"(published before versions were hashed, or edited); republish it as a new version"
+        )
+    extra = sorted(
+        p.relative_to(path).as_posix()
+        for p in path.rglob("*")
+        if p.is_file() and p.relative_to(path).as_posix() not in files and p.name != MANIFEST_FILE
+    )
     if extra:
-        raise PublishError(f"{path / extra[0]}: not a file of the published version (not in {manifest_path}); "
-                           f"remove it ({len(extra)} such file(s))")
+        raise PublishError(
+            f"{path / extra[0]}: not a file of the published version (not in {manifest_path}); "
+            f"remove it ({len(extra)} such file(s))"
+        )
     for name, expected in sorted(files.items()):
         file = path / name
         if not file.is_file():
             raise PublishError(f"{file}: listed in {manifest_path} but missing; {fix}")
         if file_sha256(file) != expected:
-            raise PublishError(f"{file}: sha256 {file_sha256(file)[:16]} differs from {expected[:16]} recorded in "
-                               f"{manifest_path}: the file was edited; {fix}")
+            raise PublishError(
+                f"{file}: sha256 {file_sha256(file)[:16]} differs from {expected[:16]} recorded in "
+                f"{manifest_path}: the file was edited; {fix}"
+            )
     return manifest
 
 
@@ -356,8 +394,10 @@ def read_version(path: Path) -> tuple[pa.Table, pa.Table]:
     """The results and curves of a published version, after :func:`verify_version`."""
     path = Path(path)
     verify_version(path)
-    return (upgrade(pq.read_table(path / RESULTS_FILE), RESULTS_SCHEMA),
-            upgrade(pq.read_table(path / CURVES_FILE), CURVE_SCHEMA))
+    return (
+        upgrade(pq.read_table(path / RESULTS_FILE), RESULTS_SCHEMA),
+        upgrade(pq.read_table(path / CURVES_FILE), CURVE_SCHEMA),
+    )
 
 
 def is_version(path: Path) -> bool:
@@ -376,29 +416,38 @@ def _version_readme(manifest: dict, tables: str, ranking: str) -> str:
     configs = {"results": RESULTS_FILE, "curves": CURVES_FILE}
     if manifest.get("curvature"):
         configs["curvature"] = CURVATURE_FILE
-    return (front_matter(manifest["version"], configs, manifest["results"]["rows"])
-            + f"# initbench leaderboard {manifest['version']}\n\n"
-            f"Published {manifest['date']} with initbench {manifest['initbench_version']}"
-            f"{' at commit ' + manifest['git_commit'] if manifest['git_commit'] else ''}. Suites: {suites}. "
-            f"{manifest['results']['runs']} runs, {manifest['results']['rows']} rows "
-            f"(`{RESULTS_FILE}`, sha256 `{manifest['results']['sha256'][:16]}`).\n\n"
-            f"Produced by ({manifest['commands_source']}):\n\n```\n{commands}\n```\n\n"
-            f"Reproduce a sample: `initbench reproduce leaderboard/{manifest['version']} --runs 3 --seed 0`. "
-            f"Load the rows: `datasets.load_dataset(\"leaderboard/{manifest['version']}\")` (this folder, or the "
-            f"hub id it is pushed to; `results` by default, `name=` one of {', '.join(f'`{c}`' for c in configs)}).\n\n"
-            + (f"{ranking}\n\n" if ranking else "")
-            + f"{tables}\n" + (f"\n## Plots\n\n{plots}\n" if plots else ""))
+    return (
+        front_matter(manifest["version"], configs, manifest["results"]["rows"])
+        + f"# initbench leaderboard {manifest['version']}\n\n"
+        f"Published {manifest['date']} with initbench {manifest['initbench_version']}"
+        f"{' at commit ' + manifest['git_commit'] if manifest['git_commit'] else ''}. Suites: {suites}. "
+        f"{manifest['results']['runs']} runs, {manifest['results']['rows']} rows "
+        f"(`{RESULTS_FILE}`, sha256 `{manifest['results']['sha256'][:16]}`).\n\n"
+        f"Produced by ({manifest['commands_source']}):\n\n```\n{commands}\n```\n\n"
+        f"Reproduce a sample: `initbench reproduce leaderboard/{manifest['version']} --runs 3 --seed 0`. "
+        f'Load the rows: `datasets.load_dataset("leaderboard/{manifest["version"]}")` (this folder, or the '
+        f"hub id it is pushed to; `results` by default, `name=` one of {', '.join(f'`{c}`' for c in configs)}).\n\n"
+        + (f"{ranking}\n\n" if ranking else "")
+        + f"{tables}\n"
+        + (f"\n## Plots\n\n{plots}\n" if plots else "")
+    )
 
 
 def _index_html(manifest: dict, board: Board) -> str:
     """The version's ``index.html`` (``initbench.leaderboard_page``), listing the version's files."""
-    files = [(RESULTS_FILE, f"{manifest['results']['rows']:,} rows, {manifest['results']['runs']:,} runs: every "
-                            "metric of every run"),
-             (CURVES_FILE, f"{manifest['curves']['rows']:,} rows: training-loss curves")]
+    files = [
+        (
+            RESULTS_FILE,
+            f"{manifest['results']['rows']:,} rows, {manifest['results']['runs']:,} runs: every metric of every run",
+        ),
+        (CURVES_FILE, f"{manifest['curves']['rows']:,} rows: training-loss curves"),
+    ]
     if manifest.get("curvature"):
         files.append((CURVATURE_FILE, f"{manifest['curvature']['rows']:,} rows: curvature at init"))
-    files += [(MANIFEST_FILE, "how it was made: specs, commands, hardware, SHA-256 of every file"),
-              ("README.md", "every table as Markdown (the dataset card)")]
+    files += [
+        (MANIFEST_FILE, "how it was made: specs, commands, hardware, SHA-256 of every file"),
+        ("README.md", "every table as Markdown (the dataset card)"),
+    ]
     return render_page(manifest, board, files)
 
 
@@ -407,14 +456,26 @@ def write_index(root: Path) -> Path:
     lines = []
     for manifest_path in sorted(Path(root).glob(f"*/{MANIFEST_FILE}")):
         m = json.loads(manifest_path.read_text())
-        lines.append([f"[{m['version']}]({m['version']}/README.md)", m["date"],
-                      ", ".join(f"{s['name']} ({s['spec_hash']})" for s in m["suites"]), m["results"]["runs"],
-                      m["initbench_version"], (m.get("git_commit") or "")[:12], m["results"]["sha256"][:16]])
+        lines.append(
+            [
+                f"[{m['version']}]({m['version']}/README.md)",
+                m["date"],
+                ", ".join(f"{s['name']} ({s['spec_hash']})" for s in m["suites"]),
+                m["results"]["runs"],
+                m["initbench_version"],
+                (m.get("git_commit") or "")[:12],
+                m["results"]["sha256"][:16],
+            ]
+        )
     lines.sort(key=lambda line: line[1], reverse=True)
-    text = ("# initbench leaderboards\n\nEvery published version (immutable; regenerated by "
-            "`initbench leaderboard publish`). Compare two with `initbench leaderboard compare vA vB`.\n\n"
-            + tabulate(lines, ["version", "date", "suites", "runs", "initbench", "commit", "results sha256"],
-                       tablefmt="github") + "\n")
+    text = (
+        "# initbench leaderboards\n\nEvery published version (immutable; regenerated by "
+        "`initbench leaderboard publish`). Compare two with `initbench leaderboard compare vA vB`.\n\n"
+        + tabulate(
+            lines, ["version", "date", "suites", "runs", "initbench", "commit", "results sha256"], tablefmt="github"
+        )
+        + "\n"
+    )
     path = Path(root) / "README.md"
     path.write_text(text)
     return path

@@ -37,8 +37,13 @@ def ranking(entry: SuiteBoard) -> list[dict[str, Any]]:
     scores: dict[str, dict[str, dict]] = {}
     for c in block.cells:
         if block.primary.get(c.task) == c.metric:
-            scores.setdefault(c.method, {})[c.task] = {"metric": c.metric, "mean": c.mean, "ci_low": c.ci_low,
-                                                       "ci_high": c.ci_high, "seeds": c.seeds}
+            scores.setdefault(c.method, {})[c.task] = {
+                "metric": c.metric,
+                "mean": c.mean,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "seeds": c.seeds,
+            }
     ranked = [r.method for r in block.aggregate]  # sorted by IQM, best first
     methods = ranked + sorted(set(reference) - set(ranked))
     rows, rank = [], 0
@@ -46,22 +51,26 @@ def ranking(entry: SuiteBoard) -> list[dict[str, Any]]:
         agg, spent = aggregate.get(method), cost.get(method)
         if agg is not None and not reference[method]:
             rank += 1
-        rows.append({
-            "rank": rank if agg is not None and not reference[method] else None,
-            "method": method, "is_reference": reference[method], "protocol": main,
-            "iqm": agg.iqm if agg else None, "iqm_low": agg.iqm_low if agg else None,
-            "iqm_high": agg.iqm_high if agg else None, "seeds": agg.seeds if agg else None,
-            "scores": scores.get(method, {}),
-            "versus": pairwise.get(method),
-            "learning_rates": entry.learning_rates.get(method, {}),
-            "trainable_params": spent.trainable_params if spent else None,
-            "init_seconds": spent.init_seconds if spent else None,
-            "calibration_examples": spent.calibration_examples if spent else None,
-            "forgetting_kl": forgetting.get(method),
-        })
+        rows.append(
+            {
+                "rank": rank if agg is not None and not reference[method] else None,
+                "method": method,
+                "is_reference": reference[method],
+                "protocol": main,
+                "iqm": agg.iqm if agg else None,
+                "iqm_low": agg.iqm_low if agg else None,
+                "iqm_high": agg.iqm_high if agg else None,
+                "seeds": agg.seeds if agg else None,
+                "scores": scores.get(method, {}),
+                "versus": pairwise.get(method),
+                "learning_rates": entry.learning_rates.get(method, {}),
+                "trainable_params": spent.trainable_params if spent else None,
+                "init_seconds": spent.init_seconds if spent else None,
+                "calibration_examples": spent.calibration_examples if spent else None,
+                "forgetting_kl": forgetting.get(method),
+            }
+        )
     return rows
-
-
 
 
 def number(x: float | None, spec: str = ".3f") -> str:
@@ -82,26 +91,45 @@ def render_ranking(entry: SuiteBoard, fmt: str = "github") -> str:
     lines = []
     for r in rows:
         versus = r["versus"]
-        line = [r["rank"] or ("ref" if r["is_reference"] else ""), r["method"],
-                f"{number(r['iqm'], '.3f')} [{number(r['iqm_low'], '.3f')}, {number(r['iqm_high'], '.3f')}]"
-                if r["iqm"] is not None else ""]
+        line = [
+            r["rank"] or ("ref" if r["is_reference"] else ""),
+            r["method"],
+            f"{number(r['iqm'], '.3f')} [{number(r['iqm_low'], '.3f')}, {number(r['iqm_high'], '.3f')}]"
+            if r["iqm"] is not None
+            else "",
+        ]
         for task in tasks:
             s = r["scores"].get(task)
-            line.append("" if s is None else number(s["mean"], ".3f")
-                        + (f" [{number(s['ci_low'], '.3f')}, {number(s['ci_high'], '.3f')}]" if number(s["ci_low"], "g")
-                           else ""))
-        line.append("" if versus is None else f"{versus.poi:.2f}, p {number(versus.p_holm, '.2g')}"
-                    + (" *" if versus.significant else ""))
+            line.append(
+                ""
+                if s is None
+                else number(s["mean"], ".3f")
+                + (
+                    f" [{number(s['ci_low'], '.3f')}, {number(s['ci_high'], '.3f')}]"
+                    if number(s["ci_low"], "g")
+                    else ""
+                )
+            )
+        line.append(
+            ""
+            if versus is None
+            else f"{versus.poi:.2f}, p {number(versus.p_holm, '.2g')}" + (" *" if versus.significant else "")
+        )
         line.append(", ".join(f"{lr:g}" for lr in sorted({x for v in r["learning_rates"].values() for x in v})))
         line += [number(r["trainable_params"], ",.0f"), number(r["init_seconds"], ".2f")]
         if forgetting:
             line.append(number(r["forgetting_kl"], ".4f"))
         lines.append(line)
-    headers = (["rank", "method", "IQM [95% CI]"] + [f"{t} [95% CI]" for t in tasks]
-               + [f"vs {REFERENCE_METHOD}: P(better), p (Holm)", "learning rate", "trainable params", "init s"]
-               + (["forgetting (KL)"] if forgetting else []))
+    headers = (
+        ["rank", "method", "IQM [95% CI]"]
+        + [f"{t} [95% CI]" for t in tasks]
+        + [f"vs {REFERENCE_METHOD}: P(better), p (Holm)", "learning rate", "trainable params", "init s"]
+        + (["forgetting (KL)"] if forgetting else [])
+    )
     rate = "tuned rate (per task)" if entry.main == "tuned" else "the suite's rate"
-    return (f"Ranking ({entry.main} protocol): IQM of normalized scores across tasks; per task the primary "
-            f"metric's mean over seeds; learning rate: the {rate}; * = significantly different from "
-            f"{REFERENCE_METHOD} (Holm-adjusted Wilcoxon, see below).\n\n"
-            + tabulate(lines, headers, tablefmt=fmt, disable_numparse=True))
+    return (
+        f"Ranking ({entry.main} protocol): IQM of normalized scores across tasks; per task the primary "
+        f"metric's mean over seeds; learning rate: the {rate}; * = significantly different from "
+        f"{REFERENCE_METHOD} (Holm-adjusted Wilcoxon, see below).\n\n"
+        + tabulate(lines, headers, tablefmt=fmt, disable_numparse=True)
+    )

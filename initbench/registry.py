@@ -73,13 +73,19 @@ def get_method(name: str) -> InitMethod:
     eps = _entry_points()
     if name in eps:
         ep = eps[name]
-        where, load, version = f"method {name!r} ({ep.value}, package {package(ep)})", ep.load, ep.dist.version if ep.dist else ""
+        where, load, version = (
+            f"method {name!r} ({ep.value}, package {package(ep)})",
+            ep.load,
+            ep.dist.version if ep.dist else "",
+        )
     elif ":" in name:  # an unregistered method by import path, e.g. while writing a plugin
         where, version = f"method {name!r} (import path)", ""
         load = EntryPoint(name=name, value=name, group=GROUP).load
     else:
-        raise PluginError(f"unknown method {name!r}; registered: {', '.join(eps) or 'none'} "
-                          "(or give an import path, module:ClassName)")
+        raise PluginError(
+            f"unknown method {name!r}; registered: {', '.join(eps) or 'none'} "
+            "(or give an import path, module:ClassName)"
+        )
     try:
         target = load()
     except Exception as err:  # a broken plugin must not take the CLI down

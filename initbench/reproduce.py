@@ -14,8 +14,17 @@ from initbench.publish import MANIFEST_FILE, PublishError, is_version, read_vers
 from initbench.results import read_file
 
 #: the columns a rerun must record exactly as the published run did (besides every metric's value)
-RERUN_COLUMNS = ("status", "data_hash", "lora_rank", "learning_rate", "optimizer_steps", "train_tokens",
-                 "calibration_examples", "trainable_params", "total_params")
+RERUN_COLUMNS = (
+    "status",
+    "data_hash",
+    "lora_rank",
+    "learning_rate",
+    "optimizer_steps",
+    "train_tokens",
+    "calibration_examples",
+    "trainable_params",
+    "total_params",
+)
 
 
 def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None) -> tuple[str, bool]:
@@ -56,15 +65,31 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                 all_match = False
                 continue
             if suite.spec_hash != r["suite_hash"]:
-                lines.append([run_id, "", "", "", f"cannot rerun: suite spec is now {suite.spec_hash}, "
-                                                  f"published {r['suite_hash']}"])
+                lines.append(
+                    [
+                        run_id,
+                        "",
+                        "",
+                        "",
+                        f"cannot rerun: suite spec is now {suite.spec_hash}, published {r['suite_hash']}",
+                    ]
+                )
                 all_match = False
                 continue
             overridden = r["protocol"] == "tuned" or r["phase"] == "trial"
             with execution.rerun_environment(r):  # the published precision, compile and loss path
-                outcome = run_one(suite, method, task, r["seed"], scratch, force=True,
-                                  lr=r["learning_rate"] if overridden else None, split=r["eval_split"] or "test",
-                                  protocol=r["protocol"], selected_lr=r["selected_lr"])
+                outcome = run_one(
+                    suite,
+                    method,
+                    task,
+                    r["seed"],
+                    scratch,
+                    force=True,
+                    lr=r["learning_rate"] if overridden else None,
+                    split=r["eval_split"] or "test",
+                    protocol=r["protocol"],
+                    selected_lr=r["selected_lr"],
+                )
             rerun = read_file(outcome.path).to_pylist()
             new = {x["metric"]: x["value"] for x in rerun}
             first_line = len(lines)
@@ -80,12 +105,16 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                     continue
                 old_v, new_v = row["value"], new.get(row["metric"])
                 same = old_v == new_v or (old_v != old_v and new_v != new_v)
-                verdict = "exact match" if same else ("missing" if new_v is None else f"differs by {new_v - old_v:+.3e}")
+                verdict = (
+                    "exact match" if same else ("missing" if new_v is None else f"differs by {new_v - old_v:+.3e}")
+                )
                 all_match &= same
                 lines.append([run_id, row["metric"], repr(old_v), repr(new_v), verdict])
             if any(line[4] != "exact match" for line in lines[first_line:]):  # issue 13: name what differs
                 lines.append([run_id, "code identity", "", "", provenance.explain(r, rerun[0])])
-    header = (f"reproduced {len(chosen)} of {len(run_ids)} runs of {version_dir} (draw seed {seed}): "
-              + ("every value matches exactly" if all_match else "SOME VALUES DIFFER"))
-    return header + "\n\n" + tabulate(lines, ["run", "metric", "published", "reproduced", "verdict"],
-                                      tablefmt="github", disable_numparse=True), all_match
+    header = f"reproduced {len(chosen)} of {len(run_ids)} runs of {version_dir} (draw seed {seed}): " + (
+        "every value matches exactly" if all_match else "SOME VALUES DIFFER"
+    )
+    return header + "\n\n" + tabulate(
+        lines, ["run", "metric", "published", "reproduced", "verdict"], tablefmt="github", disable_numparse=True
+    ), all_match

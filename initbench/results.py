@@ -185,14 +185,24 @@ V4_DEFAULTS = {"train_flops": None, "train_tokens_per_second": None, "device_pea
 V5_DEFAULTS = {"execution": None}
 #: columns added in schema version 6, null in older files: method_info (issue 14), primary_metric (issue 18),
 #: code identity, init reuse and forgetting (issue 13)
-V6_DEFAULTS = {"method_info": None, "primary_metric": None, "code_commit": None, "code_dirty": None,
-               "code_hash": None, "torch_threads": None, "cpu_model": None, "cpu_flags": None,
-               "cpu_capability": None, "init_reused": None, "forgetting_kl": None, "forgetting_set": None}
+V6_DEFAULTS = {
+    "method_info": None,
+    "primary_metric": None,
+    "code_commit": None,
+    "code_dirty": None,
+    "code_hash": None,
+    "torch_threads": None,
+    "cpu_model": None,
+    "cpu_flags": None,
+    "cpu_capability": None,
+    "init_reused": None,
+    "forgetting_kl": None,
+    "forgetting_set": None,
+}
 #: columns added in schema version 7 (training reuse), null in older files
 V7_DEFAULTS = {"train_reused": None}
 #: the columns each schema version added, for reading and validating older files
-ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS,
-            "7": V7_DEFAULTS}
+ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS, "7": V7_DEFAULTS}
 
 CURVE_SCHEMA = pa.schema(
     KEY_FIELDS
@@ -214,14 +224,24 @@ def _kind_of(schema: pa.Schema) -> str:
 
 
 def run_stem(
-    out: Path, suite: str, method: str, task: str, seed: int, suite_hash: str, *,
-    lr: float | None = None, split: str = "test",
+    out: Path,
+    suite: str,
+    method: str,
+    task: str,
+    seed: int,
+    suite_hash: str,
+    *,
+    lr: float | None = None,
+    split: str = "test",
 ) -> Path:
     """The path (without suffix) of one run's files under ``out``.  A run at the suite's own
     learning rate scored on test keeps the version-1 name ``seed<S>-<hash>``; any other
     (a tuning trial, a tuned final) gets ``seed<S>-lr<lr>-<split>-<hash>``, one file each."""
-    name = f"seed{seed}-{suite_hash}" if lr is None and split == "test" else \
-        f"seed{seed}-lr{format_lr(lr)}-{split}-{suite_hash}"
+    name = (
+        f"seed{seed}-{suite_hash}"
+        if lr is None and split == "test"
+        else f"seed{seed}-lr{format_lr(lr)}-{split}-{suite_hash}"
+    )
     return Path(out) / suite / method / task / name
 
 
@@ -248,15 +268,18 @@ def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]
 def _check_columns(rows: list[dict[str, Any]], schema: pa.Schema, kind: str) -> None:
     unknown = sorted({k for row in rows for k in row} - set(schema.names))
     if unknown:
-        raise ValueError(f"{kind} has key(s) {', '.join(map(repr, unknown))} that the schema (version "
-                         f"{SCHEMA_VERSION}) has no column for: a misspelling, or a column to add to the schema")
+        raise ValueError(
+            f"{kind} has key(s) {', '.join(map(repr, unknown))} that the schema (version "
+            f"{SCHEMA_VERSION}) has no column for: a misspelling, or a column to add to the schema"
+        )
 
 
 def write_atomic(table: pa.Table, path: Path, kind: str, metadata: dict[str, str] | None = None) -> None:
     """Write ``table`` as a ``kind`` (results, curve, samples) file with the schema version, atomically;
     ``metadata`` adds to (or overrides) the file's ``initbench.*`` metadata."""
-    table = table.replace_schema_metadata({"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind,
-                                           **(metadata or {})})
+    table = table.replace_schema_metadata(
+        {"initbench.schema_version": SCHEMA_VERSION, "initbench.table": kind, **(metadata or {})}
+    )
     try:
         with atomic.replacing(path) as tmp:  # a full disk, a kill: no partial file, the old one kept
             pq.write_table(table, tmp)
@@ -337,7 +360,9 @@ def read_file(path: Path, schema: pa.Schema = RESULTS_SCHEMA) -> pa.Table:
     if not problems and (table.schema.metadata or {}).get(b"initbench.table") != _kind_of(schema).encode():
         problems = [f"{path}: a {_kind(table) or 'foreign'} file where a {_kind_of(schema)} file was expected"]
     if problems:
-        more = f" (and {len(problems) - 1} more problem(s); `initbench validate` lists them)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problem(s); `initbench validate` lists them)" if len(problems) > 1 else ""
+        )
         raise ResultsError(f"{problems[0]}{more}; {fix}")
     return upgrade(table, schema)
 
@@ -373,8 +398,10 @@ def read_tree(path: Path, suffix: str = RESULTS_SUFFIX) -> dict[Path, pa.Table]:
         table = read_file(f, schema)
         for run_id in pc.unique(table["run_id"]).to_pylist():
             if run_id in owner:
-                raise ResultsError(f"run {run_id} is in two files: {owner[run_id]} and {f}; one run must have one "
-                                   "result: delete the copy")
+                raise ResultsError(
+                    f"run {run_id} is in two files: {owner[run_id]} and {f}; one run must have one "
+                    "result: delete the copy"
+                )
             owner[run_id] = f
         tables[f] = table
     return tables
@@ -397,7 +424,9 @@ def validate_file(path: Path) -> list[str]:
     try:
         table = pq.read_table(path)
     except Exception as err:
-        return [f"{path}: unreadable: {first_line(err)}" if Path(path).stat().st_size else f"{path}: empty file (0 bytes)"]
+        return [
+            f"{path}: unreadable: {first_line(err)}" if Path(path).stat().st_size else f"{path}: empty file (0 bytes)"
+        ]
     return table_problems(path, table)
 
 
@@ -412,7 +441,9 @@ def table_problems(path: Path, table: pa.Table) -> list[str]:
     version = metadata.get(b"initbench.schema_version", b"").decode()
     problems = []
     if version not in SUPPORTED_VERSIONS:
-        problems.append(f"{path}: schema version {version or 'missing'}, expected one of {', '.join(SUPPORTED_VERSIONS)}")
+        problems.append(
+            f"{path}: schema version {version or 'missing'}, expected one of {', '.join(SUPPORTED_VERSIONS)}"
+        )
     expected = {"results": RESULTS_SCHEMA, "curve": CURVE_SCHEMA}.get(kind)
     if expected is None:
         return problems + [f"{path}: metadata 'initbench.table' is {kind or 'missing'}, expected results or curve"]
@@ -424,7 +455,9 @@ def table_problems(path: Path, table: pa.Table) -> list[str]:
         if field.name not in table.schema.names:
             problems.append(f"{path}: missing column {field.name!r}")
         elif not table.schema.field(field.name).type.equals(field.type):
-            problems.append(f"{path}: column {field.name!r} is {table.schema.field(field.name).type}, expected {field.type}")
+            problems.append(
+                f"{path}: column {field.name!r} is {table.schema.field(field.name).type}, expected {field.type}"
+            )
         elif not field.nullable and table.column(field.name).null_count:
             problems.append(f"{path}: column {field.name!r} has nulls")
     if kind == "results" and "status" in table.schema.names:
@@ -466,7 +499,9 @@ def _value_problems(path: Path, rows: list[dict[str, Any]]) -> list[str]:
     if nonfinite:
         problems.append(f"{path}: status ok with a value that is not a finite number ({', '.join(sorted(nonfinite))})")
     if outside:
-        problems.append(f"{path}: status ok with a value outside its metric's range [0, 1] ({', '.join(sorted(outside))})")
+        problems.append(
+            f"{path}: status ok with a value outside its metric's range [0, 1] ({', '.join(sorted(outside))})"
+        )
     return problems
 
 

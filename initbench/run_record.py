@@ -35,8 +35,17 @@ KEY_COLUMNS = ("run_id", "suite", "suite_hash", "method", "task", "seed")
 
 
 def metadata(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, lora: LoraSettings, lr: float | None, split: str,
-    protocol: str | None, selected_lr: float | None, device: torch.device, determinism: dict[str, object],
+    suite: Suite,
+    method: InitMethod,
+    task: TaskSpec,
+    seed: int,
+    lora: LoraSettings,
+    lr: float | None,
+    split: str,
+    protocol: str | None,
+    selected_lr: float | None,
+    device: torch.device,
+    determinism: dict[str, object],
 ) -> dict[str, Any]:
     """What identifies a run and what is needed to rerun it: the columns known before it starts.
 
@@ -93,6 +102,7 @@ def config_hash(
 
 def versions() -> dict[str, str]:
     """The versions of initbench, torch, transformers, peft, lm-eval and Python ("" where not installed)."""
+
     def get(dist: str) -> str:
         try:
             return version(dist)
@@ -131,8 +141,16 @@ def failure_text(err: Exception) -> str:
     return f"{type(err).__name__}: {err} (at {Path(frame.filename).name}:{frame.lineno})"
 
 
-def write(stem: Path, record: dict[str, Any], spend: Spend, status: str, scores: list[Score],
-          curve: list[dict[str, float]], device: torch.device, wall_start: float) -> Path:
+def write(
+    stem: Path,
+    record: dict[str, Any],
+    spend: Spend,
+    status: str,
+    scores: list[Score],
+    curve: list[dict[str, float]],
+    device: torch.device,
+    wall_start: float,
+) -> Path:
     """Complete ``record`` with what the run spent, its peak memory, wall time and ``status``, and write
     it as one row per score (one row without a metric when there is none) beside its curve."""
     record.update(spend.columns())
@@ -145,8 +163,17 @@ def write(stem: Path, record: dict[str, Any], spend: Spend, status: str, scores:
 
 
 def record_crash(
-    suite: Suite, method: InitMethod, task: TaskSpec, seed: int, out: Path, reason: str, *,
-    lr: float | None = None, split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
+    suite: Suite,
+    method: InitMethod,
+    task: TaskSpec,
+    seed: int,
+    out: Path,
+    reason: str,
+    *,
+    lr: float | None = None,
+    split: str = "test",
+    protocol: str | None = None,
+    selected_lr: float | None = None,
 ) -> Path:
     """Write a ``failed`` result for a run whose process died before it could write one itself
     (killed, out of memory, a segfault): what an executor calls, so the grid shows the failure

@@ -43,18 +43,20 @@ SAMPLES_SUFFIX = ".samples.parquet"
 SAMPLES_VERSION = "1"
 SAMPLES_ENV = "INITBENCH_SAMPLES"
 
-SCHEMA = pa.schema([
-    pa.field("doc_id", pa.int64(), nullable=False),
-    pa.field("filter", pa.string()),
-    pa.field("prompt", pa.string()),
-    pa.field("output", pa.string()),
-    pa.field("answer", pa.string()),
-    pa.field("continuations", pa.list_(pa.string())),
-    pa.field("loglikelihoods", pa.list_(pa.float64())),
-    pa.field("greedy", pa.list_(pa.bool_())),
-    pa.field("target", pa.string()),
-    pa.field("scores", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("doc_id", pa.int64(), nullable=False),
+        pa.field("filter", pa.string()),
+        pa.field("prompt", pa.string()),
+        pa.field("output", pa.string()),
+        pa.field("answer", pa.string()),
+        pa.field("continuations", pa.list_(pa.string())),
+        pa.field("loglikelihoods", pa.list_(pa.float64())),
+        pa.field("greedy", pa.list_(pa.bool_())),
+        pa.field("target", pa.string()),
+        pa.field("scores", pa.string()),
+    ]
+)
 
 
 class SamplesError(ResultsError):
@@ -108,10 +110,18 @@ def record(sample: dict[str, Any]) -> dict[str, Any]:
     continuations = [] if generation else [str(r[1]) for r in requests if len(r) > 1]
     raw = [r[0] if isinstance(r, (list, tuple)) and r else r for r in sample.get("resps") or []]
     filtered = list(sample.get("filtered_resps") or [])
-    row = {"doc_id": int(sample["doc_id"]), "filter": str(sample.get("filter", "none")), "prompt": prompt,
-           "continuations": continuations, "loglikelihoods": [], "greedy": [], "output": None, "answer": None,
-           "target": _target_text(sample.get("target"), continuations),
-           "scores": json.dumps({m: sample.get(m) for m in sample.get("metrics") or []}, default=_plain)}
+    row = {
+        "doc_id": int(sample["doc_id"]),
+        "filter": str(sample.get("filter", "none")),
+        "prompt": prompt,
+        "continuations": continuations,
+        "loglikelihoods": [],
+        "greedy": [],
+        "output": None,
+        "answer": None,
+        "target": _target_text(sample.get("target"), continuations),
+        "scores": json.dumps({m: sample.get(m) for m in sample.get("metrics") or []}, default=_plain),
+    }
     if generation:
         row["output"] = _text(raw[0]) if raw else ""
         row["answer"] = _text(filtered[0]) if filtered else ""
@@ -168,28 +178,37 @@ def read_samples(path: Path, run_id: str | None = None) -> list[dict[str, Any]]:
     path = Path(path)
     fix = "rerun the run (`--force`) to write it again, or delete it"
     if not path.is_file():
-        raise SamplesError(f"{path}: no samples file (a tuning trial, a run that failed or was made with --no-samples, "
-                           "or before samples were kept)")
+        raise SamplesError(
+            f"{path}: no samples file (a tuning trial, a run that failed or was made with --no-samples, "
+            "or before samples were kept)"
+        )
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise SamplesError(f"{path}: not a readable Parquet file ({first_line(err)}); {fix}") from None
     metadata = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if metadata.get("initbench.table") != "samples":
-        raise SamplesError(f"{path}: not an initbench samples file (metadata 'initbench.table' is "
-                           f"{metadata.get('initbench.table', 'missing')!r}); {fix}")
+        raise SamplesError(
+            f"{path}: not an initbench samples file (metadata 'initbench.table' is "
+            f"{metadata.get('initbench.table', 'missing')!r}); {fix}"
+        )
     if metadata.get("initbench.schema_version") != SAMPLES_VERSION:
-        raise SamplesError(f"{path}: samples schema version {metadata.get('initbench.schema_version', 'missing')}, "
-                           f"expected {SAMPLES_VERSION}; {fix}")
+        raise SamplesError(
+            f"{path}: samples schema version {metadata.get('initbench.schema_version', 'missing')}, "
+            f"expected {SAMPLES_VERSION}; {fix}"
+        )
     for field in SCHEMA:
         if field.name not in table.schema.names:
             raise SamplesError(f"{path}: missing column {field.name!r}; {fix}")
         if not table.schema.field(field.name).type.equals(field.type):
-            raise SamplesError(f"{path}: column {field.name!r} is {table.schema.field(field.name).type}, expected "
-                               f"{field.type}; {fix}")
+            raise SamplesError(
+                f"{path}: column {field.name!r} is {table.schema.field(field.name).type}, expected {field.type}; {fix}"
+            )
     if run_id is not None and metadata.get("initbench.run_id") != run_id:
-        raise SamplesError(f"{path}: holds the samples of run {metadata.get('initbench.run_id', '(none named)')}, not "
-                           f"of {run_id} whose results it sits beside (copied or renamed from another run): delete it")
+        raise SamplesError(
+            f"{path}: holds the samples of run {metadata.get('initbench.run_id', '(none named)')}, not "
+            f"of {run_id} whose results it sits beside (copied or renamed from another run): delete it"
+        )
     rows = table.select(SCHEMA.names).to_pylist()
     for row in rows:
         try:
@@ -212,8 +231,10 @@ def format_samples(rows: list[dict[str, Any]], count: int, width: int = 600) -> 
         lines = [f"document {doc_id}", "  prompt:", textwrap.indent(_cut(first["prompt"], width), "    | ")]
         if first["continuations"]:
             lines.append("  continuations (log-likelihood, greedy):")
-            lines += [f"    {_cut(c, width)!r}: {_fmt(ll)}{'' if g is None else ', greedy' if g else ''}"
-                      for c, ll, g in zip(first["continuations"], first["loglikelihoods"], first["greedy"])]
+            lines += [
+                f"    {_cut(c, width)!r}: {_fmt(ll)}{'' if g is None else ', greedy' if g else ''}"
+                for c, ll, g in zip(first["continuations"], first["loglikelihoods"], first["greedy"])
+            ]
         lines.append(f"  target: {_cut(first['target'], width)!r}")
         for row in group:
             said = "" if row["output"] is None else f"output {_cut(row['output'], width)!r}; "

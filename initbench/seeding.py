@@ -48,8 +48,12 @@ def seed_everything(seed: int) -> None:
 
 def rng_states() -> dict[str, Any]:
     """The python, numpy, torch and (where present) CUDA RNG states now, for :func:`set_rng_states`."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_states(states: dict[str, Any]) -> None:

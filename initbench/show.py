@@ -11,10 +11,35 @@ from initbench.results import RESULTS_SUFFIX, ResultsError, read_file
 from initbench.samples import format_samples, read_samples, run_file, samples_path
 
 #: the columns ``show`` prints, in order (null ones are left out)
-KEY_COLUMNS = ("run_id", "status", "error", "method", "method_version", "task", "lm_eval_task", "seed", "model",
-               "protocol", "phase", "eval_split", "learning_rate", "selected_lr", "lora_rank", "lora_alpha",
-               "optimizer_steps", "train_tokens", "final_train_loss", "forgetting_kl", "init_seconds",
-               "train_seconds", "eval_seconds", "wall_seconds", "data_hash", "code_commit", "start_time")
+KEY_COLUMNS = (
+    "run_id",
+    "status",
+    "error",
+    "method",
+    "method_version",
+    "task",
+    "lm_eval_task",
+    "seed",
+    "model",
+    "protocol",
+    "phase",
+    "eval_split",
+    "learning_rate",
+    "selected_lr",
+    "lora_rank",
+    "lora_alpha",
+    "optimizer_steps",
+    "train_tokens",
+    "final_train_loss",
+    "forgetting_kl",
+    "init_seconds",
+    "train_seconds",
+    "eval_seconds",
+    "wall_seconds",
+    "data_hash",
+    "code_commit",
+    "start_time",
+)
 
 
 def render_run(run: Path, samples: int = 3) -> str:
@@ -31,17 +56,23 @@ def render_run(run: Path, samples: int = 3) -> str:
     parts = [tabulate(keys, tablefmt="plain")]
     scored = [r for r in rows if r["metric"] is not None]
     if scored:
-        table = [[r["metric"] + (" (primary)" if r["metric"] == first["primary_metric"] else ""), r["value"],
-                  r["stderr"]] for r in scored]
+        table = [
+            [r["metric"] + (" (primary)" if r["metric"] == first["primary_metric"] else ""), r["value"], r["stderr"]]
+            for r in scored
+        ]
         parts.append(tabulate(table, ["metric", "value", "stderr"], tablefmt="github", floatfmt=".4f"))
     if samples > 0:
         sidecar = samples_path(path)
         if sidecar.exists():
             found = read_samples(sidecar, run_id=first["run_id"])
             documents = len({r["doc_id"] for r in found})
-            parts.append(f"samples: {min(samples, documents)} of {documents} documents ({sidecar})\n\n"
-                         + format_samples(found, samples))
+            parts.append(
+                f"samples: {min(samples, documents)} of {documents} documents ({sidecar})\n\n"
+                + format_samples(found, samples)
+            )
         else:
-            parts.append(f"samples: none kept ({sidecar} is absent: a tuning trial, a run that did not finish "
-                         "evaluating, or one made with --no-samples or before samples were kept)")
+            parts.append(
+                f"samples: none kept ({sidecar} is absent: a tuning trial, a run that did not finish "
+                "evaluating, or one made with --no-samples or before samples were kept)"
+            )
     return "\n\n".join(parts)

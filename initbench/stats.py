@@ -179,13 +179,15 @@ def task_summary(
         if np.all(x == x[0]):
             ci_p[j] = ci_b[j] = x[0]
             continue
-        res = scipy.stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                                    method="percentile", rng=gen)
+        res = scipy.stats.bootstrap(
+            (x,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile", rng=gen
+        )
         ci_p[j] = res.confidence_interval
         with warnings.catch_warnings():  # BCa can be undefined for n == 2-ish samples; nan is the answer then
             warnings.simplefilter("ignore")
-            bca = scipy.stats.bootstrap((x,), np.mean, n_resamples=0, confidence_level=confidence,
-                                        method="BCa", bootstrap_result=res, rng=gen)
+            bca = scipy.stats.bootstrap(
+                (x,), np.mean, n_resamples=0, confidence_level=confidence, method="BCa", bootstrap_result=res, rng=gen
+            )
         ci_b[j] = bca.confidence_interval
     return TaskSummary(n=n, mean=mean, std=std, ci_percentile=ci_p, ci_bca=ci_b)
 
@@ -217,8 +219,12 @@ def normalize(
     span = hi - lo
     bad = ~np.isfinite(span) | (span == 0)
     if np.any(bad):
-        warnings.warn(f"normalize: {int(np.sum(bad))} task(s) with ceiling == floor (or non-finite); "
-                      "their normalized scores are NaN", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"normalize: {int(np.sum(bad))} task(s) with ceiling == floor (or non-finite); "
+            "their normalized scores are NaN",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
         out = (s - lo) / np.where(bad, np.nan, span)
     return out
@@ -239,8 +245,11 @@ def best_reference(
     skip = set(exclude)
     with warnings.catch_warnings():  # a method missing a task has an all-NaN column: its mean is NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        means = [np.nanmean(np.asarray(v, dtype=float).reshape(np.shape(v)[0], -1), axis=0)
-                 for k, v in method_scores.items() if k not in skip]
+        means = [
+            np.nanmean(np.asarray(v, dtype=float).reshape(np.shape(v)[0], -1), axis=0)
+            for k, v in method_scores.items()
+            if k not in skip
+        ]
     if not means:
         raise ValueError("best_reference: no methods left after exclusion")
     stacked = np.vstack(means)
@@ -390,8 +399,9 @@ def _iqm_exact_path(m: np.ndarray) -> bool:
     return bool(np.all(np.abs(m) < 1e300))
 
 
-def _iqm_intervals(matrices: list[np.ndarray], reps: int, confidence: float,
-                   gen: np.random.Generator) -> list[tuple[float, float]]:
+def _iqm_intervals(
+    matrices: list[np.ndarray], reps: int, confidence: float, gen: np.random.Generator
+) -> list[tuple[float, float]]:
     """``stratified_bootstrap_ci(m, aggregate_iqm, reps, confidence, gen)`` for matrices of one shape,
     from one draw of the resampling indices (the generic path's draws, chunk by chunk), with the
     same numbers but without partitioning every replication.
@@ -425,7 +435,7 @@ def _iqm_intervals(matrices: list[np.ndarray], reps: int, confidence: float,
         for j in range(len(matrices)):
             ordered = approx_of[j].take(flat)
             ordered.sort(axis=1)
-            approx[j, done:done + b] = np.mean(ordered[:, cut:size - cut], axis=1)
+            approx[j, done : done + b] = np.mean(ordered[:, cut : size - cut], axis=1)
         done += b
 
     if not 0.0 < confidence < 1.0:
@@ -451,15 +461,21 @@ def _iqm_intervals(matrices: list[np.ndarray], reps: int, confidence: float,
         stand_in = np.empty(reps)  # sorted, with the exact order statistics at ``positions``
         start = 0
         for p, value in zip(positions, values):
-            stand_in[start:p + 1] = value
+            stand_in[start : p + 1] = value
             start = p + 1
         stand_in[start:] = values[-1]
         out.append(_percentile_interval(stand_in, confidence))
     return out
 
 
-def _exact_iqms(matrices: list[np.ndarray], wanted: list[tuple[int, int]], draws: list, chunk: int, reps: int,
-                gen: np.random.Generator) -> dict[tuple[int, int], float]:
+def _exact_iqms(
+    matrices: list[np.ndarray],
+    wanted: list[tuple[int, int]],
+    draws: list,
+    chunk: int,
+    reps: int,
+    gen: np.random.Generator,
+) -> dict[tuple[int, int], float]:
     """``aggregate_iqm`` of replication r of matrix j for each (j, r) in ``wanted``, one call per chunk of
     draws (a replication's value does not depend on the others computed with it)."""
     n, t = matrices[0].shape
@@ -543,8 +559,9 @@ def probability_of_improvement_cis(
     return out  # type: ignore[return-value]
 
 
-def _poi_intervals(xs: list[np.ndarray], y: np.ndarray, reps: int, confidence: float,
-                   gen: np.random.Generator) -> list[tuple[float, float]]:
+def _poi_intervals(
+    xs: list[np.ndarray], y: np.ndarray, reps: int, confidence: float, gen: np.random.Generator
+) -> list[tuple[float, float]]:
     """The stratified-bootstrap interval of ``probability_of_improvement(x, y)`` for each x (all of one
     shape), from one draw of the resampling indices (x's, then y's, per chunk, as drawn one x at a time).
 
@@ -574,7 +591,7 @@ def _poi_intervals(xs: list[np.ndarray], y: np.ndarray, reps: int, confidence: f
         step = max(1, _CHUNK_ELEMENTS // (t * b * 2))  # xs per product, to bound its size
         for first in range(0, len(xs), step):
             k = min(step, len(xs) - first)
-            counted = np.matmul(drawn, outcome[..., np.r_[first:first + k, len(xs) + first:len(xs) + first + k]])
+            counted = np.matmul(drawn, outcome[..., np.r_[first : first + k, len(xs) + first : len(xs) + first + k]])
             counted = counted.astype(np.float64).transpose(2, 1, 0)  # (2k, b, t)
             per_task = np.ascontiguousarray(counted[:k] / pairs + 0.5 * (counted[k:] / pairs))  # (k, b, t)
             for j, scores in enumerate(np.mean(per_task, axis=-1)):
@@ -655,8 +672,9 @@ def paired_test(
         warnings.simplefilter("ignore", RuntimeWarning)  # "catastrophic cancellation" on constant d
         w = scipy.stats.wilcoxon(d, zero_method=zero_method, alternative="two-sided", method="auto")
         t = scipy.stats.ttest_1samp(d, 0.0, alternative="two-sided")  # == ttest_rel(x, y)
-    return PairedTestResult(n, nz, mean_d, med_d, float(w.statistic), float(w.pvalue),
-                            float(t.statistic), float(t.pvalue), min_p)
+    return PairedTestResult(
+        n, nz, mean_d, med_d, float(w.statistic), float(w.pvalue), float(t.statistic), float(t.pvalue), min_p
+    )
 
 
 def minimum_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -703,7 +721,9 @@ def significant(pvalues: Sequence[float] | np.ndarray, alpha: float = 0.05) -> n
 # --------------------------------------------------------------------------- convergence
 
 
-def _curve(losses: Sequence[float] | np.ndarray, steps: Sequence[float] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _curve(
+    losses: Sequence[float] | np.ndarray, steps: Sequence[float] | np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(losses, dtype=float).reshape(-1)
     x = np.arange(y.size, dtype=float) if steps is None else np.asarray(steps, dtype=float).reshape(-1)
     if x.shape != y.shape:

@@ -46,15 +46,23 @@ def _expected_stems(out: Path, plan: dict) -> list[tuple[str, Path]]:
                 continue
             tuning = plan["tuning"] or {"lr_grid": [], "seeds": []}
             rates = tuning.get("rates", {}).get(method, {}).get(task, tuning.get("lr_grid", []))  # centred: per task
-            expected += [(method, run_stem(out, name, method, task, s, spec_hash, lr=lr, split="validation"))
-                         for lr in rates for s in tuning["seeds"]]
+            expected += [
+                (method, run_stem(out, name, method, task, s, spec_hash, lr=lr, split="validation"))
+                for lr in rates
+                for s in tuning["seeds"]
+            ]
             selection = selection_path(out, name, method, task, spec_hash)
             stale = stale_selection(selection) if selection.exists() else "awaiting selection"
             chosen = None if stale else json.loads(selection.read_text())["selected_lr"]
             for s in plan["seeds"]:
-                expected.append((method, run_stem(out, name, method, task, s, spec_hash, lr=chosen)
-                                 if chosen is not None else
-                                 Path(f"{name}/{method}/{task}/seed{s}-tuned-final ({stale})")))
+                expected.append(
+                    (
+                        method,
+                        run_stem(out, name, method, task, s, spec_hash, lr=chosen)
+                        if chosen is not None
+                        else Path(f"{name}/{method}/{task}/seed{s}-tuned-final ({stale})"),
+                    )
+                )
     return expected
 
 
@@ -66,8 +74,11 @@ def grid_status(out: Path) -> GridStatus:
 
     out = Path(out)
     status = GridStatus()
-    runs = {path.with_name(path.name[: -len(RESULTS_SUFFIX)]): table.slice(0, 1).to_pylist()[0]
-            for path, table in read_tree(out).items() if table.num_rows}
+    runs = {
+        path.with_name(path.name[: -len(RESULTS_SUFFIX)]): table.slice(0, 1).to_pylist()[0]
+        for path, table in read_tree(out).items()
+        if table.num_rows
+    }
     read_tree(out, CURVE_SUFFIX)  # an empty or corrupt curve beside a good result is an error too
     stale = superseded(out)
     status.set_aside = sorted(stale.values())
@@ -109,9 +120,21 @@ def render_status(status: GridStatus, fmt: str = "github") -> str:
     """The grid as a table (done / failed / missing per suite and method), then the failures."""
     from tabulate import tabulate
 
-    rows = [[suite, method, c["done"], c["diverged"], c["failed"], c["missing"], sum(c[k] for k in ("done", "failed", "missing"))]
-            for (suite, method), c in sorted(status.counts.items())]
-    lines = [tabulate(rows, ["suite", "method", "done", "of which diverged", "failed", "missing", "runs"], tablefmt=fmt)]
+    rows = [
+        [
+            suite,
+            method,
+            c["done"],
+            c["diverged"],
+            c["failed"],
+            c["missing"],
+            sum(c[k] for k in ("done", "failed", "missing")),
+        ]
+        for (suite, method), c in sorted(status.counts.items())
+    ]
+    lines = [
+        tabulate(rows, ["suite", "method", "done", "of which diverged", "failed", "missing", "runs"], tablefmt=fmt)
+    ]
     if not status.plans:
         lines.append("\n(no sweep plans in this folder: only the runs on disk are counted, nothing can be missing)")
     if status.set_aside:
@@ -121,6 +144,8 @@ def render_status(status: GridStatus, fmt: str = "github") -> str:
         lines.append("\nfailed runs (a rerun of the sweep redoes them):")
         lines += [f"  {where}: {error}" for where, error in status.failures]
     if status.missing:
-        lines.append(f"\nmissing runs: {len(status.missing)}" + (
-            "" if len(status.missing) > 20 else "\n" + "\n".join(f"  {m}" for m in status.missing)))
+        lines.append(
+            f"\nmissing runs: {len(status.missing)}"
+            + ("" if len(status.missing) > 20 else "\n" + "\n".join(f"  {m}" for m in status.missing))
+        )
     return "\n".join(lines)

@@ -206,8 +206,10 @@ class Suite:
         if not spec["lm_eval_include_path"]:  # suites scored by the shipped task files keep their hash
             del spec["lm_eval_include_path"]
         else:  # the suite's own task files score its runs: their contents are part of what a run computes
-            spec["lm_eval_include_path"] = {"path": self.lm_eval_include_path,
-                                            "contents": folder_digest(beside_suite(self.lm_eval_include_path, self.path))}
+            spec["lm_eval_include_path"] = {
+                "path": self.lm_eval_include_path,
+                "contents": folder_digest(beside_suite(self.lm_eval_include_path, self.path)),
+            }
         for task in spec["tasks"]:  # suites without public data sets keep their pre-`splits` hash
             if not task["data"]["splits"]:
                 del task["data"]["splits"]
@@ -291,8 +293,9 @@ def _check_semantics(suite: Suite) -> None:
         if task.data.splits:
             _check_splits(task.data.splits, where, f"tasks[{i}].data.splits")
     if suite.family and suite.family not in FAMILIES:
-        raise SuiteError(f"{where}: key 'family' must be one of {', '.join(FAMILIES)} (or left out), "
-                         f"got {suite.family!r}")
+        raise SuiteError(
+            f"{where}: key 'family' must be one of {', '.join(FAMILIES)} (or left out), got {suite.family!r}"
+        )
     if suite.tuning is not None:
         _check_tuning(suite.tuning, where)
     try:
@@ -308,13 +311,16 @@ def _check_splits(splits: dict[str, SplitSource], where: str, key: str) -> None:
         if source.hub is None and not source.local:
             raise SuiteError(f"{where}: key '{split_key}' must set 'hub', 'local' or both")
         named = ([(f"{split_key}.hub.formatter", source.hub.formatter)] if source.hub else []) + [
-            (f"{split_key}.local[{i}].formatter", s.formatter) for i, s in enumerate(source.local)]
+            (f"{split_key}.local[{i}].formatter", s.formatter) for i, s in enumerate(source.local)
+        ]
         for formatter_key, name in named:
             if name in FORMATTERS:
                 continue
             if ":" not in name:
-                raise SuiteError(f"{where}: key '{formatter_key}': unknown formatter {name!r} (built-in: "
-                                 f"{', '.join(sorted(FORMATTERS))}; or a function of your own, module:function)")
+                raise SuiteError(
+                    f"{where}: key '{formatter_key}': unknown formatter {name!r} (built-in: "
+                    f"{', '.join(sorted(FORMATTERS))}; or a function of your own, module:function)"
+                )
             if problem := generator_problem(name):
                 raise SuiteError(f"{where}: key '{formatter_key}' ({name!r}) {problem}")
         if source.limit is not None and source.limit <= 0:
@@ -340,8 +346,9 @@ def _check_eval(spec: EvalSpec, where: str) -> None:
     if spec.batch_size <= 0:
         raise SuiteError(f"{where}: key 'eval.batch_size' must be a positive integer, got {spec.batch_size}")
     if spec.limit is not None and spec.limit <= 0:
-        raise SuiteError(f"{where}: key 'eval.limit' must be a positive integer, or null for every test example; "
-                         f"got {spec.limit}")
+        raise SuiteError(
+            f"{where}: key 'eval.limit' must be a positive integer, or null for every test example; got {spec.limit}"
+        )
 
 
 def _check_tuning(tuning: TuningSpec, where: str) -> None:
@@ -363,18 +370,25 @@ def _check_centred_grid(tuning: TuningSpec, where: str) -> None:
     """``grid: curvature-centred``: ``points`` >= 2 rates, a ``factor`` > 1 between neighbours when
     given, and no ``lr_grid`` (the rates come from curvature)."""
     if tuning.lr_grid:
-        raise SuiteError(f"{where}: key 'tuning.lr_grid' does not go with grid: curvature-centred (its rates are "
-                         "centred on each method's predicted rate, `initbench lr-prior`); remove lr_grid, "
-                         "or set grid: fixed to tune on it")
+        raise SuiteError(
+            f"{where}: key 'tuning.lr_grid' does not go with grid: curvature-centred (its rates are "
+            "centred on each method's predicted rate, `initbench lr-prior`); remove lr_grid, "
+            "or set grid: fixed to tune on it"
+        )
     if tuning.points is None:
-        raise SuiteError(f"{where}: key 'tuning.points' is required with grid: curvature-centred: how many rates "
-                         "every method gets, e.g. points: 5")
+        raise SuiteError(
+            f"{where}: key 'tuning.points' is required with grid: curvature-centred: how many rates "
+            "every method gets, e.g. points: 5"
+        )
     if tuning.points < 2:
-        raise SuiteError(f"{where}: key 'tuning.points' must be at least 2 (a grid of one rate tunes nothing), "
-                         f"got {tuning.points}")
+        raise SuiteError(
+            f"{where}: key 'tuning.points' must be at least 2 (a grid of one rate tunes nothing), got {tuning.points}"
+        )
     if tuning.factor is not None and not (math.isfinite(tuning.factor) and tuning.factor > 1):
-        raise SuiteError(f"{where}: key 'tuning.factor' (the ratio between neighbouring rates) must be a finite "
-                         f"number above 1, e.g. 3, or left out for the default; got {tuning.factor}")
+        raise SuiteError(
+            f"{where}: key 'tuning.factor' (the ratio between neighbouring rates) must be a finite "
+            f"number above 1, e.g. 3, or left out for the default; got {tuning.factor}"
+        )
 
 
 def _check_fixed_grid(tuning: TuningSpec, where: str) -> None:
@@ -383,20 +397,26 @@ def _check_fixed_grid(tuning: TuningSpec, where: str) -> None:
     ``points`` or ``factor`` (those shape a curvature-centred grid)."""
     for key in ("points", "factor"):
         if getattr(tuning, key) is not None:
-            raise SuiteError(f"{where}: key 'tuning.{key}' applies to grid: curvature-centred only; remove it, "
-                             "or set grid: curvature-centred (without lr_grid)")
+            raise SuiteError(
+                f"{where}: key 'tuning.{key}' applies to grid: curvature-centred only; remove it, "
+                "or set grid: curvature-centred (without lr_grid)"
+            )
     grid = tuning.lr_grid
     if not grid:
-        raise SuiteError(f"{where}: key 'tuning.lr_grid' must list at least one learning rate (or set "
-                         "grid: curvature-centred with points: K)")
+        raise SuiteError(
+            f"{where}: key 'tuning.lr_grid' must list at least one learning rate (or set "
+            "grid: curvature-centred with points: K)"
+        )
     if any(lr <= 0 or not math.isfinite(lr) for lr in grid):
         raise SuiteError(f"{where}: key 'tuning.lr_grid' must hold positive finite rates, got {grid}")
     if any(b <= a for a, b in zip(grid, grid[1:])):
         raise SuiteError(f"{where}: key 'tuning.lr_grid' must be strictly ascending, got {grid}")
     steps = [math.log(b / a) for a, b in zip(grid, grid[1:])]
     if steps and max(steps) > 1.25 * min(steps):
-        raise SuiteError(f"{where}: key 'tuning.lr_grid' must be log-spaced (a constant ratio between "
-                         f"neighbours, within 25%), got ratios {[round(b / a, 3) for a, b in zip(grid, grid[1:])]}")
+        raise SuiteError(
+            f"{where}: key 'tuning.lr_grid' must be log-spaced (a constant ratio between "
+            f"neighbours, within 25%), got ratios {[round(b / a, 3) for a, b in zip(grid, grid[1:])]}"
+        )
 
 
 def _build(cls: type, raw: Any, where: str, key: str) -> Any:

@@ -40,16 +40,19 @@ def read_suite_yaml(path: Path) -> Any:
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise SuiteError(f"{path}: suite file is {size:,} bytes, more than the {MAX_BYTES:,}-byte (1 MiB) "
-                             "limit; a suite names its data (generator, files or splits), it does not hold it")
+            raise SuiteError(
+                f"{path}: suite file is {size:,} bytes, more than the {MAX_BYTES:,}-byte (1 MiB) "
+                "limit; a suite names its data (generator, files or splits), it does not hold it"
+            )
         raw = path.read_bytes()
     except OSError as err:
         raise SuiteError(f"{path}: cannot read the suite file: {err.strerror or err}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise SuiteError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
-                         "save the suite as UTF-8") from None
+        raise SuiteError(
+            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); save the suite as UTF-8"
+        ) from None
     try:
         _check_events(text, path)
     except yaml.YAMLError as err:
@@ -75,13 +78,17 @@ def _check_events(text: str, path: Path) -> None:
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
-                raise SuiteError(f"{path}: line {event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels; "
-                                 "a suite is a shallow mapping")
+                raise SuiteError(
+                    f"{path}: line {event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels; "
+                    "a suite is a shallow mapping"
+                )
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
         if count > MAX_NODES:
-            raise SuiteError(f"{path}: more than {MAX_NODES:,} YAML nodes (line {event.start_mark.line + 1}); a suite "
-                             "names its data (generator, files or splits), it does not hold it")
+            raise SuiteError(
+                f"{path}: more than {MAX_NODES:,} YAML nodes (line {event.start_mark.line + 1}); a suite "
+                "names its data (generator, files or splits), it does not hold it"
+            )
 
 
 def _check_nodes(root: yaml.Node, path: Path) -> None:
@@ -105,16 +112,20 @@ def _check_nodes(root: yaml.Node, path: Path) -> None:
                 _check_duplicate_keys(node, path)
             for child in children:
                 if id(child) in entered and id(child) not in sizes:
-                    raise SuiteError(f"{path}: line {child.start_mark.line + 1}: an alias refers to a node that "
-                                     "contains it (a recursive structure); a suite is a plain tree")
+                    raise SuiteError(
+                        f"{path}: line {child.start_mark.line + 1}: an alias refers to a node that "
+                        "contains it (a recursive structure); a suite is a plain tree"
+                    )
                 if id(child) not in sizes:
                     stack.append(child)
             continue
         stack.pop()
         total = 1 + sum(sizes[id(child)] for child in children)
         if total > MAX_NODES:
-            raise SuiteError(f"{path}: the YAML expands to more than {MAX_NODES:,} nodes (anchors and aliases "
-                             f"repeat what they name; line {node.start_mark.line + 1}); write the suite out plainly")
+            raise SuiteError(
+                f"{path}: the YAML expands to more than {MAX_NODES:,} nodes (anchors and aliases "
+                f"repeat what they name; line {node.start_mark.line + 1}); write the suite out plainly"
+            )
         sizes[ident] = total
 
 
@@ -135,5 +146,7 @@ def _check_duplicate_keys(node: yaml.MappingNode, path: Path) -> None:
         first = seen.get((key.tag, key.value))
         seen.setdefault((key.tag, key.value), line)
         if first is not None:
-            raise SuiteError(f"{path}: line {line}: duplicate key {key.value!r} (first given on line {first}); "
-                             "YAML would keep only the last, so give each key once")
+            raise SuiteError(
+                f"{path}: line {line}: duplicate key {key.value!r} (first given on line {first}); "
+                "YAML would keep only the last, so give each key once"
+            )

@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # torch-free at import: the CLI's parser and ``status`` do no
     from initbench.tuning_grid import TrialGrid
 
 
-
 @dataclass(frozen=True)
 class RunSpec:
     """One run of a sweep, as plain data (JSON- and pickle-able) for a worker anywhere."""
@@ -63,8 +62,9 @@ class RunSpec:
         return f"{self.method} | {self.task} | seed {self.seed}{what}"
 
     def stem(self, suite: Suite) -> Path:
-        return run_stem(Path(self.out), suite.name, self.method, self.task, self.seed, suite.spec_hash,
-                        lr=self.lr, split=self.split)
+        return run_stem(
+            Path(self.out), suite.name, self.method, self.task, self.seed, suite.spec_hash, lr=self.lr, split=self.split
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -86,37 +86,63 @@ def execute_run(spec: RunSpec) -> dict:
         use_data_dir(spec.data_dir)
     suite = load_suite(spec.suite)
     task = suite.task(spec.task)
-    outcome = run_one(suite, get_method(spec.method), task, spec.seed, Path(spec.out), force=spec.force,
-                      lr=spec.lr, split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr,
-                      save_adapters=spec.save_adapters)
+    outcome = run_one(
+        suite,
+        get_method(spec.method),
+        task,
+        spec.seed,
+        Path(spec.out),
+        force=spec.force,
+        lr=spec.lr,
+        split=spec.split,
+        protocol=spec.protocol,
+        selected_lr=spec.selected_lr,
+        save_adapters=spec.save_adapters,
+    )
     return {"status": outcome.status, "error": outcome.error, "scores": outcome.scores}
 
 
 def grid(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, *, protocol: str = "fixed",
-    tasks: list[TaskSpec] | None = None, data_dir: Path | None = None, force: bool = False,
-    grids: dict[tuple[str, str], TrialGrid] | None = None, save_adapters: bool = False,
+    suite: Suite,
+    methods: list[InitMethod],
+    seeds: list[int],
+    out: Path,
+    *,
+    protocol: str = "fixed",
+    tasks: list[TaskSpec] | None = None,
+    data_dir: Path | None = None,
+    force: bool = False,
+    grids: dict[tuple[str, str], TrialGrid] | None = None,
+    save_adapters: bool = False,
 ) -> list[RunSpec]:
     """The first stage of a sweep: every run at the suite's rate and, for ``tuned``, every trial of
     each (method, task)'s grid (``grids``, default :func:`tuning_grids`)."""
     tasks = suite.tasks if tasks is None else tasks
     if protocol == "tuned" and grids is None:
         grids = tuning_grids(suite, methods, tasks, out)
-    common = {"suite": str(Path(suite.path).resolve()), "out": str(Path(out).resolve()),
-              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "force": force,
-              "save_adapters": save_adapters}
+    common = {
+        "suite": str(Path(suite.path).resolve()),
+        "out": str(Path(out).resolve()),
+        "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+        "force": force,
+        "save_adapters": save_adapters,
+    }
     specs = []
     for method in methods:
         for task in tasks:
             if protocol == "tuned" and method.trains:
-                specs += [RunSpec(method=method.name, task=task.name, seed=s, lr=lr, split="validation", **common)
-                          for lr in grids[(method.name, task.name)].rates for s in suite.tuning.seeds]
+                specs += [
+                    RunSpec(method=method.name, task=task.name, seed=s, lr=lr, split="validation", **common)
+                    for lr in grids[(method.name, task.name)].rates
+                    for s in suite.tuning.seeds
+                ]
             specs += [RunSpec(method=method.name, task=task.name, seed=s, **common) for s in seeds]
     return specs
 
 
-def tuning_grids(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec] | None,
-                 out: Path) -> dict[tuple[str, str], TrialGrid]:
+def tuning_grids(
+    suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec] | None, out: Path
+) -> dict[tuple[str, str], TrialGrid]:
     """The tuning grid of every training method and task (``initbench.tuning_grid.trial_grids``): a
     ``ProtocolError`` naming what to run first when a curvature-centred grid lacks its inputs."""
     from initbench.tuning_grid import trial_grids
@@ -126,23 +152,43 @@ def tuning_grids(suite: Suite, methods: list[InitMethod], tasks: list[TaskSpec] 
 
 
 def run_sweep(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, executor: Executor, *,
-    protocol: str = "fixed", tasks: list[TaskSpec] | None = None, data_dir: Path | None = None,
-    force: bool = False, report: Callable[[str], None] = print, save_adapters: bool = False,
+    suite: Suite,
+    methods: list[InitMethod],
+    seeds: list[int],
+    out: Path,
+    executor: Executor,
+    *,
+    protocol: str = "fixed",
+    tasks: list[TaskSpec] | None = None,
+    data_dir: Path | None = None,
+    force: bool = False,
+    report: Callable[[str], None] = print,
+    save_adapters: bool = False,
 ) -> list[RunOutcome]:
     """Run the grid with ``executor``: pending runs only (unless ``force``), crashes recorded,
     and for ``tuned`` the selection and the finals at the chosen rate; returns every run's outcome.
     ``save_adapters`` reaches every worker (``RunSpec``): final runs keep their trained adapters."""
     grids = tuning_grids(suite, methods, tasks, out) if protocol == "tuned" else {}  # before anything runs
-    first = grid(suite, methods, seeds, out, protocol=protocol, tasks=tasks, data_dir=data_dir, force=force,
-                 grids=grids, save_adapters=save_adapters)
+    first = grid(
+        suite,
+        methods,
+        seeds,
+        out,
+        protocol=protocol,
+        tasks=tasks,
+        data_dir=data_dir,
+        force=force,
+        grids=grids,
+        save_adapters=save_adapters,
+    )
     write_plan(suite, methods, seeds, out, protocol, tasks, grids)
     record_contamination(suite, out, report)
     outcomes = _run_batch(suite, methods, first, executor, report)
     if protocol == "tuned":
         await_claims(suite, first, report)  # trials another sweep is computing, before selecting on them
-        outcomes += _run_batch(suite, methods, _tuned_finals(suite, methods, seeds, out, first, grids, report),
-                               executor, report)
+        outcomes += _run_batch(
+            suite, methods, _tuned_finals(suite, methods, seeds, out, first, grids, report), executor, report
+        )
         from initbench.protocol import superseded
 
         for reason in superseded(out).values():
@@ -169,8 +215,13 @@ def await_claims(suite: Suite, specs: list[RunSpec], report: Callable[[str], Non
 
 
 def _tuned_finals(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, first: list[RunSpec],
-    grids: dict[tuple[str, str], TrialGrid], report,
+    suite: Suite,
+    methods: list[InitMethod],
+    seeds: list[int],
+    out: Path,
+    first: list[RunSpec],
+    grids: dict[tuple[str, str], TrialGrid],
+    report,
 ) -> list[RunSpec]:
     from initbench.protocol import select
 
@@ -183,13 +234,21 @@ def _tuned_finals(
             selection = select(suite, method.name, task, out, grids[(method.name, task_name)])
             report(f"selected lr {selection.chosen:g} for {method.name} | {task.name} ({selection.reason})")
             template = next(s for s in first if s.method == method.name and s.task == task_name)
-            finals += [replace(template, seed=s, lr=selection.chosen, split="test", protocol="tuned",
-                               selected_lr=selection.chosen) for s in seeds]
+            finals += [
+                replace(
+                    template, seed=s, lr=selection.chosen, split="test", protocol="tuned", selected_lr=selection.chosen
+                )
+                for s in seeds
+            ]
     return finals
 
 
 def _run_batch(
-    suite: Suite, methods: list[InitMethod], specs: list[RunSpec], executor: Executor, report,
+    suite: Suite,
+    methods: list[InitMethod],
+    specs: list[RunSpec],
+    executor: Executor,
+    report,
 ) -> list[RunOutcome]:
     from initbench.harness import RunOutcome
     from initbench.run_record import record_crash
@@ -199,34 +258,59 @@ def _run_batch(
     todo = [s for s in specs if found[s] not in DONE]
     held = {s: h for s in todo if (h := claims.holder(s.stem(suite))) is not None}
     if held:
-        report(f"{len(held)} of {len(specs)} runs are being computed by another process "
-               f"({next(iter(held.values())).describe()}{', ...' if len(held) > 1 else ''}): left to it")
+        report(
+            f"{len(held)} of {len(specs)} runs are being computed by another process "
+            f"({next(iter(held.values())).describe()}{', ...' if len(held) > 1 else ''}): left to it"
+        )
         todo = [s for s in todo if s not in held]
     pending = set(todo)
-    outcomes = [RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite)) for s in specs
-                if s not in pending and s not in held]
-    outcomes += [RunOutcome(s.method, s.task, s.seed, "claimed", s.stem(suite), f"being computed by {h.describe()}")
-                 for s, h in held.items()]
+    outcomes = [
+        RunOutcome(s.method, s.task, s.seed, "skipped", s.stem(suite))
+        for s in specs
+        if s not in pending and s not in held
+    ]
+    outcomes += [
+        RunOutcome(s.method, s.task, s.seed, "claimed", s.stem(suite), f"being computed by {h.describe()}")
+        for s, h in held.items()
+    ]
     finished = len(specs) - len(todo) - len(held)
     if finished:
         report(f"{finished} of {len(specs)} runs already finished in {specs[0].out}: skipped")
     stale = sum(status == STALE for status in found.values())
     if stale:
-        report(f"{stale} finished run(s) in {specs[0].out} were written on other data (their data_hash differs "
-               "from the data's now): rerun")
+        report(
+            f"{stale} finished run(s) in {specs[0].out} were written on other data (their data_hash differs "
+            "from the data's now): rerun"
+        )
     by_name = {m.name: m for m in methods}
     for i, (spec, crash) in enumerate(executor.run(todo, report), start=1):
         if crash is not None:
             claims.clear_when_gone(spec.stem(suite))  # the dead worker's claim, once it is seen gone
-        if crash is not None and finished_status(spec.stem(suite), hashes.get(spec)) not in DONE \
-                and claims.holder(spec.stem(suite)) is None:  # not if another sweep took the run over meanwhile
+        if (
+            crash is not None
+            and finished_status(spec.stem(suite), hashes.get(spec)) not in DONE
+            and claims.holder(spec.stem(suite)) is None
+        ):  # not if another sweep took the run over meanwhile
             task = suite.task(spec.task)
-            record_crash(suite, by_name[spec.method], task, spec.seed, Path(spec.out), crash, lr=spec.lr,
-                         split=spec.split, protocol=spec.protocol, selected_lr=spec.selected_lr)
+            record_crash(
+                suite,
+                by_name[spec.method],
+                task,
+                spec.seed,
+                Path(spec.out),
+                crash,
+                lr=spec.lr,
+                split=spec.split,
+                protocol=spec.protocol,
+                selected_lr=spec.selected_lr,
+            )
         outcome = read_outcome(suite, spec)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in outcome.scores.items())
-        report(f"[{i}/{len(todo)}] {outcome.status}: {spec.label}" + (f": {shown}" if shown else "")
-               + (f": {outcome.error}" if outcome.error else ""))
+        report(
+            f"[{i}/{len(todo)}] {outcome.status}: {spec.label}"
+            + (f": {shown}" if shown else "")
+            + (f": {outcome.error}" if outcome.error else "")
+        )
         outcomes.append(outcome)
     return outcomes
 
@@ -261,7 +345,9 @@ def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
     if not path.exists():
         other = claims.holder(stem)
         if other is not None:  # the worker found it claimed by another sweep
-            return RunOutcome(spec.method, spec.task, spec.seed, "claimed", None, f"being computed by {other.describe()}")
+            return RunOutcome(
+                spec.method, spec.task, spec.seed, "claimed", None, f"being computed by {other.describe()}"
+            )
         return RunOutcome(spec.method, spec.task, spec.seed, "failed", None, "no results file was written")
     rows = read_rows(path, ["status", "error", "metric", "value"])
     if not rows:
@@ -274,8 +360,13 @@ def read_outcome(suite: Suite, spec: RunSpec) -> RunOutcome:
 
 
 def write_plan(
-    suite: Suite, methods: list[InitMethod], seeds: list[int], out: Path, protocol: str,
-    tasks: list[TaskSpec] | None, grids: dict[tuple[str, str], TrialGrid] | None = None,
+    suite: Suite,
+    methods: list[InitMethod],
+    seeds: list[int],
+    out: Path,
+    protocol: str,
+    tasks: list[TaskSpec] | None,
+    grids: dict[tuple[str, str], TrialGrid] | None = None,
 ) -> Path:
     """Record what a sweep was asked to run (``<out>/<suite>/sweeps/<hash>.json``), written atomically;
     a curvature-centred grid's rates per method and task under ``tuning.rates``."""
@@ -286,10 +377,17 @@ def write_plan(
         tuning["rates"] = {}
         for (method, task), trial_grid in sorted(grids.items()):
             tuning["rates"].setdefault(method, {})[task] = list(trial_grid.rates)
-    plan = {"suite": suite.name, "suite_path": str(suite.path), "suite_hash": suite.spec_hash,
-            "methods": [m.name for m in methods], "trains": {m.name: m.trains for m in methods},
-            "tasks": [t.name for t in (suite.tasks if tasks is None else tasks)], "seeds": list(seeds),
-            "protocol": protocol, "tuning": tuning}
+    plan = {
+        "suite": suite.name,
+        "suite_path": str(suite.path),
+        "suite_hash": suite.spec_hash,
+        "methods": [m.name for m in methods],
+        "trains": {m.name: m.trains for m in methods},
+        "tasks": [t.name for t in (suite.tasks if tasks is None else tasks)],
+        "seeds": list(seeds),
+        "protocol": protocol,
+        "tuning": tuning,
+    }
     digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(out) / suite.name / "sweeps" / f"{digest}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,8 +410,13 @@ def record_contamination(suite: Suite, out: Path, report: Callable[[str], None] 
         report(f"contamination not checked: {type(err).__name__}: {err}")
         return None
     for overlap in found.over_threshold():
-        report(f"contamination: {suite.name} | {overlap.task} {overlap.split}: {overlap.near_fraction:.1%} of records "
-               f"({overlap.near}/{overlap.records}) near-duplicate training records"
-               + (f" (accepted by the suite: {suite.contamination_ok})" if suite.contamination_ok else
-                  f"; validate --contributed refuses this suite (see {path})"))
+        report(
+            f"contamination: {suite.name} | {overlap.task} {overlap.split}: {overlap.near_fraction:.1%} of records "
+            f"({overlap.near}/{overlap.records}) near-duplicate training records"
+            + (
+                f" (accepted by the suite: {suite.contamination_ok})"
+                if suite.contamination_ok
+                else f"; validate --contributed refuses this suite (see {path})"
+            )
+        )
     return path

@@ -30,8 +30,13 @@ from initbench.budget import Budget, CalibrationSpec, Spend
 from initbench.suite import LoraSpec
 
 #: the tiny Llama's shape (``initbench.models.tiny_model``)
-TINY_SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2}
+TINY_SHAPE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 #: every linear layer of a Llama block, what the built-in suites target
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: a small budget: 6 steps of 4 examples of at most 48 tokens; 8 calibration examples in batches of 4
@@ -76,8 +81,16 @@ def _base_and_lora(method: InitMethod, rank: int, alpha: float, targets: tuple[s
 
 
 def context(
-    method: InitMethod, *, rank: int = 4, alpha: float = 8.0, targets: tuple[str, ...] = ALL_LINEAR, seed: int = 0,
-    budget: Budget = BUDGET, lr: float | None = None, family: str = "", spend: Spend | None = None,
+    method: InitMethod,
+    *,
+    rank: int = 4,
+    alpha: float = 8.0,
+    targets: tuple[str, ...] = ALL_LINEAR,
+    seed: int = 0,
+    budget: Budget = BUDGET,
+    lr: float | None = None,
+    family: str = "",
+    spend: Spend | None = None,
 ) -> tuple[torch.nn.Module, InitContext]:
     """The peft model with LoRA attached as a run attaches it (the method's ``lora_config_kwargs``, its
     alpha convention, peft's init seeded by ``seed``) and the ``InitContext`` a run hands
@@ -86,15 +99,33 @@ def context(
 
     model, tokenizer, lora, base_params = _base_and_lora(method, rank, alpha, targets, family)
     model = attach_lora(model, method, lora, seed)
-    ctx = init_context(model, tokenizer, method, lora, seed=seed, examples=calibration_examples(tokenizer),
-                       budget=budget, lr=budget.optimizer.lr if lr is None else lr, spend=spend or Spend(),
-                       base_params=base_params, device=torch.device("cpu"), family=family)
+    ctx = init_context(
+        model,
+        tokenizer,
+        method,
+        lora,
+        seed=seed,
+        examples=calibration_examples(tokenizer),
+        budget=budget,
+        lr=budget.optimizer.lr if lr is None else lr,
+        spend=spend or Spend(),
+        base_params=base_params,
+        device=torch.device("cpu"),
+        family=family,
+    )
     return model, ctx
 
 
 def initialize(
-    method: InitMethod, *, rank: int = 4, alpha: float = 8.0, targets: tuple[str, ...] = ALL_LINEAR, seed: int = 0,
-    budget: Budget = BUDGET, lr: float | None = None, family: str = "",
+    method: InitMethod,
+    *,
+    rank: int = 4,
+    alpha: float = 8.0,
+    targets: tuple[str, ...] = ALL_LINEAR,
+    seed: int = 0,
+    budget: Budget = BUDGET,
+    lr: float | None = None,
+    family: str = "",
 ) -> Initialized:
     """Attach and initialize exactly as a run does (``attach.attach_and_initialize``): a hook that
     raises surfaces as a ``MethodFailure`` naming the method and the hook, as in a run."""
@@ -103,8 +134,17 @@ def initialize(
     model, tokenizer, lora, base_params = _base_and_lora(method, rank, alpha, targets, family)
     spend = Spend()
     model, modified = attach_and_initialize(
-        model, tokenizer, method, lora, seed=seed, examples=calibration_examples(tokenizer), budget=budget,
-        lr=budget.optimizer.lr if lr is None else lr, spend=spend, base_params=base_params,
-        device=torch.device("cpu"), family=family,
+        model,
+        tokenizer,
+        method,
+        lora,
+        seed=seed,
+        examples=calibration_examples(tokenizer),
+        budget=budget,
+        lr=budget.optimizer.lr if lr is None else lr,
+        spend=spend,
+        base_params=base_params,
+        device=torch.device("cpu"),
+        family=family,
     )
     return Initialized(model, spend, modified)

@@ -44,8 +44,9 @@ def peak_flops(device_type: str, device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in device_name), None)
 
 
-def training_throughput(train_flops: float, train_tokens: int, train_seconds: float,
-                        device_type: str, device_name: str) -> dict[str, float | None]:
+def training_throughput(
+    train_flops: float, train_tokens: int, train_seconds: float, device_type: str, device_name: str
+) -> dict[str, float | None]:
     """The schema-4 throughput columns of one run's training phase."""
     peak = peak_flops(device_type, device_name)
     rate = train_flops / train_seconds if train_seconds > 0 else None

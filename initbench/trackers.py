@@ -76,8 +76,9 @@ def check_installed(names: list[str]) -> None:
         try:
             importlib.import_module(module)
         except ImportError as err:
-            raise TrackerError(f"--report-to {name}: the {package} package is not installed ({err}); "
-                               f"pip install 'initbench[{extra}]'") from None
+            raise TrackerError(
+                f"--report-to {name}: the {package} package is not installed ({err}); pip install 'initbench[{extra}]'"
+            ) from None
 
 
 def make_trackers(names: list[str], out: Path) -> list[Tracker]:
@@ -99,8 +100,9 @@ class RunAPITracker:
         self.module, self.project, self.run = module, project, None
 
     def start(self, run_id: str, group: str, config: dict[str, Any]) -> None:
-        self.run = importlib.import_module(self.module).init(project=self.project, name=run_id, group=group,
-                                                             config=config)
+        self.run = importlib.import_module(self.module).init(
+            project=self.project, name=run_id, group=group, config=config
+        )
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)
@@ -122,7 +124,7 @@ class TensorBoardTracker:
     def start(self, run_id: str, group: str, config: dict[str, Any]) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        rest = run_id[len(group):].strip("/").replace("/", "-") if run_id.startswith(group) else run_id
+        rest = run_id[len(group) :].strip("/").replace("/", "-") if run_id.startswith(group) else run_id
         self.writer = SummaryWriter(log_dir=str(self.root / group / rest))
         self.writer.add_text("config", _markdown(config))
 
@@ -149,8 +151,17 @@ def log_run(results_path: Path, trackers: list[Tracker]) -> list[str]:
     first = rows[0]
     config = {k: _plain(v) for k, v in first.items() if k not in ("metric", "value", "stderr")}
     scores = {f"eval/{r['metric']}": r["value"] for r in rows if r["metric"] is not None and r["value"] is not None}
-    points = [(p["step"], {k: p[n] for k, n in (("train/loss", "loss"), ("train/lr", "lr"), ("train/tokens", "tokens"))
-                           if p[n] is not None}) for p in curve]
+    points = [
+        (
+            p["step"],
+            {
+                k: p[n]
+                for k, n in (("train/loss", "loss"), ("train/lr", "lr"), ("train/tokens", "tokens"))
+                if p[n] is not None
+            },
+        )
+        for p in curve
+    ]
     last_step, last = points.pop() if points else (0, {})
     summary = {"status": first["status"], **({"error": first["error"]} if first["error"] else {}), **scores}
     group = f"{first['suite']}/{first['method']}/{first['task']}"

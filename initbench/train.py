@@ -43,8 +43,9 @@ def build_optimizer(params: list[torch.nn.Parameter], budget: Budget, lr: float)
     if spec.name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=spec.weight_decay)
     fused = execution.fast_path() and all(p.is_cuda for p in params) or None
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay,
-                             fused=fused)
+    return torch.optim.AdamW(
+        params, lr=lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay, fused=fused
+    )
 
 
 def labelled_positions_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -52,7 +52,13 @@ TRAINING_SPEND = ("train_tokens", "optimizer_steps", "flops")
 def train_key(init_key: str, lr: float, device: torch.device) -> str:
     """SHA-256 (24 hex) of everything a run's training depends on: its init key, the learning rate
     and the execution settings that change the training's numerics."""
-    payload = [init_key, repr(float(lr)), execution.precision(device), execution.compile_enabled(), execution.fast_path()]
+    payload = [
+        init_key,
+        repr(float(lr)),
+        execution.precision(device),
+        execution.compile_enabled(),
+        execution.fast_path(),
+    ]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
 
 
@@ -79,8 +85,12 @@ class TrainReuse:
         entry = load_entry(self.path)
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         try:
-            usable = (entry is not None and entry["structure"] == structure(model)
-                      and entry["params"].keys() == trainable.keys() and entry["spend_before"] == self._before)
+            usable = (
+                entry is not None
+                and entry["structure"] == structure(model)
+                and entry["params"].keys() == trainable.keys()
+                and entry["spend_before"] == self._before
+            )
             result = TrainResult(**entry["trained"]) if usable else None
         except (KeyError, TypeError, AttributeError):  # an entry of another shape: train
             return None
@@ -101,6 +111,12 @@ class TrainReuse:
         if trained.status != "ok":
             return False
         params = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-        entry = {"structure": structure(model), "params": params, "trained": dataclasses.asdict(trained),
-                 "spend_before": self._before, "spend_after": _spent(spend), "rng": rng_states()}
+        entry = {
+            "structure": structure(model),
+            "params": params,
+            "trained": dataclasses.asdict(trained),
+            "spend_before": self._before,
+            "spend_after": _spent(spend),
+            "rng": rng_states(),
+        }
         return save_entry(entry, self.path)

@@ -63,8 +63,10 @@ def check_name(value: str, where: str, key: str) -> None:
     """Raise ``SuiteError`` naming ``where`` and ``key`` unless ``value`` is a safe name."""
     problem = name_problem(value)
     if problem:
-        raise SuiteError(f"{where}: key '{key}' ({value!r}) {problem}; names become folder names, so use "
-                         "letters, digits, '-', '_' or '.' (not a path)")
+        raise SuiteError(
+            f"{where}: key '{key}' ({value!r}) {problem}; names become folder names, so use "
+            "letters, digits, '-', '_' or '.' (not a path)"
+        )
 
 
 def allowed_modules() -> list[str]:
@@ -81,8 +83,10 @@ def generator_problem(generator: str, *, allow: list[str] | None = None) -> str:
     trusted = [OWN_PACKAGE, *(allowed_modules() if allow is None else allow)]
     if any(module == t or module.startswith(t + ".") for t in trusted):
         return ""
-    return (f"imports {module!r}, outside the suites' own package {OWN_PACKAGE!r}; a generator runs as code, "
-            f"so allow-list its module to run it: {ENV_ALLOW_MODULES}={module}")
+    return (
+        f"imports {module!r}, outside the suites' own package {OWN_PACKAGE!r}; a generator runs as code, "
+        f"so allow-list its module to run it: {ENV_ALLOW_MODULES}={module}"
+    )
 
 
 def load_function(target: str, what: str) -> Callable[..., Any]:
@@ -119,8 +123,10 @@ def lm_eval_folder_problem(folder: Path, *, user: bool = True) -> str:
     if any(folder == t or t in folder.parents for t in (d.resolve() for d in trusted)):
         return ""
     fix = f"trust it: {ENV_LM_EVAL_PATH}={folder}" if user else "only tasks/ is trusted for contributed results"
-    return (f"is {folder}, a folder initbench does not trust: a task YAML runs code (`!function`), so it is loaded "
-            f"only from tasks/ or a folder you name in {ENV_LM_EVAL_PATH}; {fix}")
+    return (
+        f"is {folder}, a folder initbench does not trust: a task YAML runs code (`!function`), so it is loaded "
+        f"only from tasks/ or a folder you name in {ENV_LM_EVAL_PATH}; {fix}"
+    )
 
 
 def suite_lm_eval_dir(suite: Suite, *, user: bool = True) -> Path | None:
@@ -141,19 +147,25 @@ def lm_eval_task_path(name: str, *, user: bool = True, suite_folder: Path | None
     ``SuiteError`` otherwise, or if the suite's own folder holds a task of a built-in task's name."""
     problem = name_problem(name)
     if problem:
-        raise SuiteError(f"lm-eval task {name!r} {problem}; give the bare task name (the YAML's file name "
-                         f"without .yaml) and put the file in tasks/lm_eval or a folder in {ENV_LM_EVAL_PATH}")
+        raise SuiteError(
+            f"lm-eval task {name!r} {problem}; give the bare task name (the YAML's file name "
+            f"without .yaml) and put the file in tasks/lm_eval or a folder in {ENV_LM_EVAL_PATH}"
+        )
     dirs = lm_eval_dirs(user=user, suite_folder=suite_folder)
     found = [folder / f"{name}.yaml" for folder in dirs if (folder / f"{name}.yaml").is_file()]
     builtin = dirs[0] / f"{name}.yaml"
     own = suite_folder / f"{name}.yaml" if suite_folder is not None else None
     if own in found and builtin in found:
-        raise SuiteError(f"lm-eval task {name!r} is both built in ({builtin}) and in the suite's own folder ({own}); "
-                         "a name must mean one task, so rename yours (its file and its task: key)")
+        raise SuiteError(
+            f"lm-eval task {name!r} is both built in ({builtin}) and in the suite's own folder ({own}); "
+            "a name must mean one task, so rename yours (its file and its task: key)"
+        )
     if found:
         return found[0]
-    raise SuiteError(f"no lm-eval task YAML {name}.yaml in {', '.join(map(str, dirs))}; add it to tasks/lm_eval, "
-                     f"the suite's lm_eval_include_path folder, or a folder named in {ENV_LM_EVAL_PATH}")
+    raise SuiteError(
+        f"no lm-eval task YAML {name}.yaml in {', '.join(map(str, dirs))}; add it to tasks/lm_eval, "
+        f"the suite's lm_eval_include_path folder, or a folder named in {ENV_LM_EVAL_PATH}"
+    )
 
 
 def contributed_problems(suite: Suite) -> list[str]:

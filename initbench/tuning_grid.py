@@ -54,7 +54,9 @@ def tuning_record(tuning: TuningSpec) -> dict[str, Any]:
     return {"grid": CURVATURE_CENTRED, "points": points, "factor": factor, "seeds": list(tuning.seeds)}
 
 
-def trial_grids(suite: Suite, methods: Sequence[str], tasks: Sequence[str], out: Path) -> dict[tuple[str, str], TrialGrid]:
+def trial_grids(
+    suite: Suite, methods: Sequence[str], tasks: Sequence[str], out: Path
+) -> dict[tuple[str, str], TrialGrid]:
     """The grid of every (method, task) of a tuned sweep (``methods``: those that train), from the
     suite's tuning and, for a curvature-centred grid, the curvature and lora's selection under ``out``.
     A missing input is a ``ProtocolError`` naming the command that makes it."""
@@ -62,8 +64,10 @@ def trial_grids(suite: Suite, methods: Sequence[str], tasks: Sequence[str], out:
 
     tuning = suite.tuning
     if tuning is None:
-        raise ProtocolError(f"{suite.path}: suite {suite.name!r} has no 'tuning' section "
-                            "(tuning: {lr_grid: [...], seeds: [...]}); use --protocol fixed")
+        raise ProtocolError(
+            f"{suite.path}: suite {suite.name!r} has no 'tuning' section "
+            "(tuning: {lr_grid: [...], seeds: [...]}); use --protocol fixed"
+        )
     if not tuning.curvature_centred:
         return {(m, t): TrialGrid(FIXED, list(tuning.lr_grid)) for m in methods for t in tasks}
     if not methods:
@@ -74,10 +78,20 @@ def trial_grids(suite: Suite, methods: Sequence[str], tasks: Sequence[str], out:
         found = priors(out, suite, list(methods), REFERENCE, tasks=list(tasks), require_tuned=True)
     except ValueError as err:
         raise ProtocolError(f"{suite.path}: tuning grid: curvature-centred: {err}") from None
-    return {(p.method, p.task): TrialGrid(CURVATURE_CENTRED, p.grid, p.predicted_lr,
-                                          {"reference": REFERENCE, "reference_lr": p.reference_lr,
-                                           "reference_lambda": p.reference_lambda, "lambda_max": p.lambda_max})
-            for p in found}
+    return {
+        (p.method, p.task): TrialGrid(
+            CURVATURE_CENTRED,
+            p.grid,
+            p.predicted_lr,
+            {
+                "reference": REFERENCE,
+                "reference_lr": p.reference_lr,
+                "reference_lambda": p.reference_lambda,
+                "lambda_max": p.lambda_max,
+            },
+        )
+        for p in found
+    }
 
 
 def edge_report(results: Path) -> list[dict[str, Any]]:
@@ -97,8 +111,9 @@ def edge_report(results: Path) -> list[dict[str, Any]]:
             key = (payload["suite"], grid["kind"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # unreadable: `initbench validate --contributed` names it (protocol.stale_selections)
-        row = counts.setdefault(key, {"suite": key[0], "kind": key[1], "selections": 0, "lowest": 0, "highest": 0,
-                                      "not_from_grid": 0})
+        row = counts.setdefault(
+            key, {"suite": key[0], "kind": key[1], "selections": 0, "lowest": 0, "highest": 0, "not_from_grid": 0}
+        )
         if chosen is None or not any(math.isclose(chosen, r, rel_tol=1e-9) for r in rates):
             row["not_from_grid"] += 1
             continue

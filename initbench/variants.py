@@ -33,7 +33,12 @@ def loraplus_optimizer(
     from peft.optimizers import create_loraplus_optimizer
 
     return create_loraplus_optimizer(
-        model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=ratio, betas=tuple(spec.betas), eps=spec.eps,
+        model,
+        torch.optim.AdamW,
+        lr=lr,
+        loraplus_lr_ratio=ratio,
+        betas=tuple(spec.betas),
+        eps=spec.eps,
         weight_decay=spec.weight_decay,
     )
 

@@ -56,8 +56,10 @@ def fingerprint(name: str, seed: int, family: str) -> dict[str, Any]:
         "trainable": [key for key, p in done.model.named_parameters() if p.requires_grad],  # the optimizer's order
         "spend": done.spend.columns(),
         "modified": list(done.modified),
-        "rng": {"torch": tensor_digest(states["torch"]),
-                **{key: hashlib.sha256(pickle.dumps(states[key])).hexdigest() for key in ("python", "numpy")}},
+        "rng": {
+            "torch": tensor_digest(states["torch"]),
+            **{key: hashlib.sha256(pickle.dumps(states[key])).hexdigest() for key in ("python", "numpy")},
+        },
     }
 
 
@@ -73,7 +75,9 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             if old.get(part) != new.get(part):
                 if isinstance(old.get(part), dict) and isinstance(new.get(part), dict):
                     changed = sorted(k for k in set(old[part]) | set(new[part]) if old[part].get(k) != new[part].get(k))
-                    problems.append(f"{key}: {part} differs ({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''})")
+                    problems.append(
+                        f"{key}: {part} differs ({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''})"
+                    )
                 else:
                     problems.append(f"{key}: {part} differs")
     return problems
@@ -85,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--families", default=",commonsense", help="comma-separated task families ('' = none)")
     parser.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
-    parser.add_argument("--also", action="append", default=[],
-                        help="fingerprint this method too (repeatable), e.g. an unregistered module:Class")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        help="fingerprint this method too (repeatable), e.g. an unregistered module:Class",
+    )
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
     args = parser.parse_args(argv)
     if args.compare:

@@ -13,23 +13,47 @@ SMOKE = load_suite("smoke")
 METRIC = {"addition": "exact_match", "compare_sums": "acc"}
 
 
-def smoke_row(method: str, task: str, seed: int, value: float | None, *, lr: float | None = None,
-              split: str = "test", protocol: str | None = None, selected_lr: float | None = None,
-              **over: Any) -> dict[str, Any]:
+def smoke_row(
+    method: str,
+    task: str,
+    seed: int,
+    value: float | None,
+    *,
+    lr: float | None = None,
+    split: str = "test",
+    protocol: str | None = None,
+    selected_lr: float | None = None,
+    **over: Any,
+) -> dict[str, Any]:
     """One result row of `smoke` as the harness writes it (``over`` replaces columns)."""
     tag = "" if lr is None and split == "test" else f"/lr{format_lr(lr)}/{split}"
     trains = method != "base"
     row = {f.name: None for f in RESULTS_SCHEMA}
     row.update(
-        run_id=f"smoke/{method}/{task}/seed{seed}/{SMOKE.spec_hash}{tag}", suite="smoke", suite_hash=SMOKE.spec_hash,
-        method=method, task=task, seed=seed, config_hash="c", status="ok", metric=METRIC[task], value=value,
-        stderr=0.1, lm_eval_task=f"initbench_{task}", is_reference=method == "base",
+        run_id=f"smoke/{method}/{task}/seed{seed}/{SMOKE.spec_hash}{tag}",
+        suite="smoke",
+        suite_hash=SMOKE.spec_hash,
+        method=method,
+        task=task,
+        seed=seed,
+        config_hash="c",
+        status="ok",
+        metric=METRIC[task],
+        value=value,
+        stderr=0.1,
+        lm_eval_task=f"initbench_{task}",
+        is_reference=method == "base",
         lora_rank=SMOKE.lora.rank if trains else None,
         learning_rate=(SMOKE.budget.optimizer.lr if lr is None else lr) if trains else None,
-        optimizer_steps=SMOKE.budget.steps if trains else 0, train_tokens=500 if trains else 0,
-        calibration_examples=0, eval_batch_size=SMOKE.eval.batch_size, eval_limit=SMOKE.eval.limit,
-        protocol=protocol or ("tuned" if tag else "fixed"), phase="final" if split == "test" else "trial",
-        eval_split=split, selected_lr=selected_lr,
+        optimizer_steps=SMOKE.budget.steps if trains else 0,
+        train_tokens=500 if trains else 0,
+        calibration_examples=0,
+        eval_batch_size=SMOKE.eval.batch_size,
+        eval_limit=SMOKE.eval.limit,
+        protocol=protocol or ("tuned" if tag else "fixed"),
+        phase="final" if split == "test" else "trial",
+        eval_split=split,
+        selected_lr=selected_lr,
     )
     row.update(over)
     return row
@@ -43,8 +67,9 @@ def write_smoke_run(out: Path, row: dict[str, Any]) -> Path:
     if not report_path(out, SMOKE).exists():
         write_report(contamination_report(SMOKE), out)
     lr = None if row["protocol"] == "fixed" else row["learning_rate"]
-    stem = run_stem(out, "smoke", row["method"], row["task"], row["seed"], row["suite_hash"], lr=lr,
-                    split=row["eval_split"])
+    stem = run_stem(
+        out, "smoke", row["method"], row["task"], row["seed"], row["suite_hash"], lr=lr, split=row["eval_split"]
+    )
     keys = {k: row[k] for k in ("run_id", "suite", "suite_hash", "method", "task", "seed")}
     curve = [{**keys, "step": i, "loss": 1.0 / i, "lr": 0.01, "tokens": 80 * i} for i in range(1, 7)]
     return write_run(stem, [row], curve)
@@ -70,9 +95,14 @@ def tamper(path: Path, **change: Any) -> Path:
     return path
 
 
-def tuned_tree(out: Path, chosen: dict[tuple[str, str], float], grid: tuple[float, ...] = (0.001, 0.01, 0.1),
-               seeds: tuple[int, ...] = (0, 1), final: Callable[[str, str, int], float] | None = None,
-               columns: dict[str, dict[str, Any]] | None = None) -> Path:
+def tuned_tree(
+    out: Path,
+    chosen: dict[tuple[str, str], float],
+    grid: tuple[float, ...] = (0.001, 0.01, 0.1),
+    seeds: tuple[int, ...] = (0, 1),
+    final: Callable[[str, str, int], float] | None = None,
+    columns: dict[str, dict[str, Any]] | None = None,
+) -> Path:
     """A complete tuned-protocol `smoke` tree: ``base`` at the fixed protocol, and for every (method,
     task) of ``chosen`` its trials on ``grid`` (seed 0), its selection file and its tuned finals at the
     chosen rate (value ``final(method, task, seed)``, default 0.6 + 0.01 seed), beside its runs at the
@@ -81,8 +111,11 @@ def tuned_tree(out: Path, chosen: dict[tuple[str, str], float], grid: tuple[floa
 
     from initbench.protocol import selection_path
 
-    at_default = ((lambda method, task, seed: 0.5 + 0.01 * seed) if final is None
-                  else (lambda method, task, seed: final(method, task, seed) - 0.1))
+    at_default = (
+        (lambda method, task, seed: 0.5 + 0.01 * seed)
+        if final is None
+        else (lambda method, task, seed: final(method, task, seed) - 0.1)
+    )
     final = final or (lambda method, task, seed: 0.6 + 0.01 * seed)
     columns = columns or {}
     for task in METRIC:
@@ -91,24 +124,58 @@ def tuned_tree(out: Path, chosen: dict[tuple[str, str], float], grid: tuple[floa
     for (method, task), lr in chosen.items():
         extra = columns.get(method, {})
         for rate in grid:
-            write_smoke_run(out, smoke_row(method, task, 0, 0.5 + (0.1 if rate == lr else 0.0), lr=rate,
-                                           split="validation", **extra))
+            write_smoke_run(
+                out,
+                smoke_row(method, task, 0, 0.5 + (0.1 if rate == lr else 0.0), lr=rate, split="validation", **extra),
+            )
         for seed in seeds:
-            write_smoke_run(out, smoke_row(method, task, seed, final(method, task, seed), lr=lr, protocol="tuned",
-                                           selected_lr=lr, **extra))
+            write_smoke_run(
+                out,
+                smoke_row(
+                    method, task, seed, final(method, task, seed), lr=lr, protocol="tuned", selected_lr=lr, **extra
+                ),
+            )
             write_smoke_run(out, smoke_row(method, task, seed, at_default(method, task, seed), **extra))
         path = selection_path(out, "smoke", method, task, SMOKE.spec_hash)
-        path.write_text(json.dumps({
-            "suite": "smoke", "suite_hash": SMOKE.spec_hash, "method": method, "task": task, "metric": METRIC[task],
-            "higher_is_better": True, "split": "validation", "default_lr": SMOKE.budget.optimizer.lr,
-            "tuning_seeds": [0], "selected_lr": lr, "reason": "synthetic", "grid": {"kind": "fixed", "rates": list(grid)},
-            "trials": [{"lr": rate, "scores": [0.5 + (0.1 if rate == lr else 0.0)],
-                        "mean": 0.5 + (0.1 if rate == lr else 0.0)} for rate in grid]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "suite": "smoke",
+                    "suite_hash": SMOKE.spec_hash,
+                    "method": method,
+                    "task": task,
+                    "metric": METRIC[task],
+                    "higher_is_better": True,
+                    "split": "validation",
+                    "default_lr": SMOKE.budget.optimizer.lr,
+                    "tuning_seeds": [0],
+                    "selected_lr": lr,
+                    "reason": "synthetic",
+                    "grid": {"kind": "fixed", "rates": list(grid)},
+                    "trials": [
+                        {
+                            "lr": rate,
+                            "scores": [0.5 + (0.1 if rate == lr else 0.0)],
+                            "mean": 0.5 + (0.1 if rate == lr else 0.0),
+                        }
+                        for rate in grid
+                    ],
+                }
+            )
+        )
     return out
 
 
-def write_curvature(out: Path, method: str, task: str, seed: int, lambda_max: float, *,
-                    converged: bool = True, suite_hash: str | None = None) -> Path:
+def write_curvature(
+    out: Path,
+    method: str,
+    task: str,
+    seed: int,
+    lambda_max: float,
+    *,
+    converged: bool = True,
+    suite_hash: str | None = None,
+) -> Path:
     """One curvature measurement of `smoke` where ``initbench curvature`` writes it (no measuring)."""
     import json
 
@@ -118,10 +185,25 @@ def write_curvature(out: Path, method: str, task: str, seed: int, lambda_max: fl
     from initbench.curvature_table import SCHEMA, curvature_path
 
     row = {f.name: None for f in SCHEMA}
-    row.update(suite="smoke", suite_hash=suite_hash or SMOKE.spec_hash, method=method, task=task, seed=seed,
-               learning_rate=SMOKE.budget.optimizer.lr, lambda_max=lambda_max, eigenvalues=json.dumps([lambda_max]),
-               iterations=5, hvps=5, batches=4, forward_passes=20, seconds=0.1,
-               relative_change=1e-3 if converged else 0.2, converged=converged, trainable_params=1000, data_hash="d")
+    row.update(
+        suite="smoke",
+        suite_hash=suite_hash or SMOKE.spec_hash,
+        method=method,
+        task=task,
+        seed=seed,
+        learning_rate=SMOKE.budget.optimizer.lr,
+        lambda_max=lambda_max,
+        eigenvalues=json.dumps([lambda_max]),
+        iterations=5,
+        hvps=5,
+        batches=4,
+        forward_passes=20,
+        seconds=0.1,
+        relative_change=1e-3 if converged else 0.2,
+        converged=converged,
+        trainable_params=1000,
+        data_hash="d",
+    )
     path = curvature_path(out, SMOKE, method, task, seed)
     if suite_hash is not None:
         path = path.with_name(path.name.replace(SMOKE.spec_hash, suite_hash))

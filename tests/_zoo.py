@@ -16,8 +16,13 @@ from initbench.models import linear_params, tiny_model
 from initbench.registry import get_method
 from initbench.suite import LoraSpec
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2}
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RANK, ALPHA = 4, 8.0
 CALIB = CalibrationSpec(examples=8, batch_size=4)
@@ -53,10 +58,17 @@ def attach(method, *, seed=0, calib=CALIB, rank=RANK, budget=None, lr=None):
     model, tokenizer = base_model()
     spend = Spend()
     model, modified = attach_and_initialize(
-        model, tokenizer, method, lora_for(method, rank), seed=seed, examples=examples(),
+        model,
+        tokenizer,
+        method,
+        lora_for(method, rank),
+        seed=seed,
+        examples=examples(),
         budget=dataclasses.replace(budget or DEFAULT_BUDGET, calibration=calib),
         lr=(budget or DEFAULT_BUDGET).optimizer.lr if lr is None else lr,
-        spend=spend, base_params=linear_params(model), device=torch.device("cpu"),
+        spend=spend,
+        base_params=linear_params(model),
+        device=torch.device("cpu"),
     )
     return model, spend, modified
 
@@ -64,14 +76,16 @@ def attach(method, *, seed=0, calib=CALIB, rank=RANK, budget=None, lr=None):
 def calibrator(model, seed=0, calib=CALIB):
     """A Calibrator over the same examples, for re-running a method's calibration by hand."""
     _, tokenizer = base_model()
-    return Calibrator(model, examples(), calib, Spend(), linear_params(model), seed, tokenizer.pad_token_id,
-                      torch.device("cpu"))
+    return Calibrator(
+        model, examples(), calib, Spend(), linear_params(model), seed, tokenizer.pad_token_id, torch.device("cpu")
+    )
 
 
 def probe_batch():
     _, tokenizer = base_model()
-    ids = tokenizer(["7+8=15", "Which is larger: 3+4 or 9+1?"], padding=True, return_tensors="pt",
-                    add_special_tokens=False)
+    ids = tokenizer(
+        ["7+8=15", "Which is larger: 3+4 or 9+1?"], padding=True, return_tensors="pt", add_special_tokens=False
+    )
     return {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]}
 
 

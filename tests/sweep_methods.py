@@ -30,7 +30,9 @@ SLEEP = "INITBENCH_TEST_SLEEP"
 
 
 class SlowLogged(InitMethod):
-    summary = "test only: LoRA that appends '<seed> <pid>' to $INITBENCH_TEST_RUN_LOG and sleeps $INITBENCH_TEST_SLEEP s"
+    summary = (
+        "test only: LoRA that appends '<seed> <pid>' to $INITBENCH_TEST_RUN_LOG and sleeps $INITBENCH_TEST_SLEEP s"
+    )
 
     def initialize(self, model, ctx) -> None:
         import time

@@ -13,9 +13,25 @@ from conftest import SHARED_DATA, quick_smoke_suite
 from initbench.budget import OptimizerSpec
 from initbench.registry import PluginError, get_method
 
-PRESERVING = ["lora", "gaussian", "lora-reversed", "pissa", "pissa-niter-4", "milora", "olora", "mica",
-              "corda-ipm", "corda-kpm", "lora-ga", "lora-ga-peft", "eva", "orthogonal",
-              "lora+rslora", "pissa+rslora", "milora+lora-plus"]
+PRESERVING = [
+    "lora",
+    "gaussian",
+    "lora-reversed",
+    "pissa",
+    "pissa-niter-4",
+    "milora",
+    "olora",
+    "mica",
+    "corda-ipm",
+    "corda-kpm",
+    "lora-ga",
+    "lora-ga-peft",
+    "eva",
+    "orthogonal",
+    "lora+rslora",
+    "pissa+rslora",
+    "milora+lora-plus",
+]
 CALIBRATING = ["lora-ga", "lora-ga-peft", "eva", "corda-ipm", "corda-kpm"]
 
 
@@ -72,8 +88,14 @@ def test_corda_ipm_equals_peft_preprocess_corda():
 
     ours, _, _ = attach("corda-ipm")
     model, _ = base_model()
-    config = LoraConfig(r=RANK, lora_alpha=RANK, target_modules=list(_targets()), task_type="CAUSAL_LM",
-                        init_lora_weights="corda", corda_config=CordaConfig(corda_method="ipm"))
+    config = LoraConfig(
+        r=RANK,
+        lora_alpha=RANK,
+        target_modules=list(_targets()),
+        task_type="CAUSAL_LM",
+        init_lora_weights="corda",
+        corda_config=CordaConfig(corda_method="ipm"),
+    )
 
     def run_model():
         with torch.no_grad():
@@ -134,6 +156,7 @@ def test_eva_redistributes_ranks_and_keeps_alpha_over_r():
 
 # ---------------------------------------------------------------- determinism and budgets
 
+
 @pytest.mark.parametrize("name", ["lora-reversed", "pissa-niter-4", "orthogonal", "lora-ga", "eva", "corda-kpm"])
 def test_same_seed_same_tensors(name):
     a, _, _ = attach(name, seed=5)
@@ -158,6 +181,7 @@ def test_data_free_methods_spend_nothing():
 
 
 # ---------------------------------------------------------------- variants
+
 
 def test_variant_names_and_rslora_scaling():
     method = get_method("pissa+rslora+lora-plus")
@@ -186,8 +210,25 @@ def test_unknown_variant_is_named():
 
 # ---------------------------------------------------------------- end to end through the CLI
 
-ALL = ["lora", "gaussian", "lora-reversed", "pissa", "pissa-niter-4", "milora", "olora", "mica", "orthogonal",
-       "lora-ga", "lora-ga-peft", "eva", "corda-ipm", "corda-kpm", "loftq", "full-ft", "lora+rslora+lora-plus"]
+ALL = [
+    "lora",
+    "gaussian",
+    "lora-reversed",
+    "pissa",
+    "pissa-niter-4",
+    "milora",
+    "olora",
+    "mica",
+    "orthogonal",
+    "lora-ga",
+    "lora-ga-peft",
+    "eva",
+    "corda-ipm",
+    "corda-kpm",
+    "loftq",
+    "full-ft",
+    "lora+rslora+lora-plus",
+]
 
 
 def test_every_method_runs_end_to_end(tmp_path):
@@ -198,8 +239,18 @@ def test_every_method_runs_end_to_end(tmp_path):
     assert set(ALL) - {"lora+rslora+lora-plus"} <= set(method_names())
     methods = [m for m in ALL if m != "corda-kpm" or "INITBENCH_DATA_DIR" in os.environ]  # see _nq_open
     suite = quick_smoke_suite(tmp_path)
-    code = main(["evaluate", "--suite", str(suite), *sum((["--method", m] for m in methods), []),
-                 "--seeds", "0", "--out", str(tmp_path / "runs")])
+    code = main(
+        [
+            "evaluate",
+            "--suite",
+            str(suite),
+            *sum((["--method", m] for m in methods), []),
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 0
     rows = read_results(tmp_path / "runs").to_pylist()
     status = {r["method"]: (r["status"], r.get("error") or "") for r in rows}
@@ -209,6 +260,7 @@ def test_every_method_runs_end_to_end(tmp_path):
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def _targets():
     from _zoo import TARGETS

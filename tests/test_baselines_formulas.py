@@ -29,8 +29,15 @@ def test_lora_ga_peft_equals_peft_preprocess_loraga(exact_svd):
 
     ours, _, _ = attach("lora-ga-peft")
     model, _ = base_model()
-    config = LoraConfig(r=RANK, lora_alpha=16, use_rslora=True, target_modules=list(TARGETS), task_type="CAUSAL_LM",
-                        init_lora_weights="lora_ga", lora_ga_config=LoraGAConfig())
+    config = LoraConfig(
+        r=RANK,
+        lora_alpha=16,
+        use_rslora=True,
+        target_modules=list(TARGETS),
+        task_type="CAUSAL_LM",
+        init_lora_weights="lora_ga",
+        lora_ga_config=LoraGAConfig(),
+    )
 
     def train_step():
         for batch in calibrator(model).batches(backward=True):
@@ -53,7 +60,7 @@ def test_lora_ga_reference_vs_peft_differ_exactly_as_documented(exact_svd):
         A_ref, B_ref = ref_t[f"{prefix}.lora_A.default.weight"], ref_t[f"{prefix}.lora_B.default.weight"]
         A_p, B_p = peft_t[f"{prefix}.lora_A.default.weight"], peft_t[f"{prefix}.lora_B.default.weight"]
         out = B_ref.shape[0]
-        f = out ** 0.25 / math.sqrt(16)
+        f = out**0.25 / math.sqrt(16)
         # 1. the stable factor: on A and B in the reference, on B only in peft
         assert torch.allclose(A_ref, f * A_p, atol=1e-6)
         # 2. peft's B carries the singular values S[r:2r]; B_p = B_ref diag(S[r:2r])

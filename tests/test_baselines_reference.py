@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------- helpers
 
+
 def _matrix(out=OUT, inp=IN, seed=0) -> torch.Tensor:
     return torch.randn(out, inp, generator=torch.Generator().manual_seed(seed))
 
@@ -98,8 +99,16 @@ def _initialized(name: str, W: torch.Tensor, rank: int = R, grad=None, fisher=No
     with torch.no_grad():
         net[0].weight.copy_(W)
     torch.manual_seed(seed)
-    model = get_peft_model(net, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=["0"],
-                                           use_rslora=lora.use_rslora, **method.lora_config_kwargs(lora)))
+    model = get_peft_model(
+        net,
+        LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            target_modules=["0"],
+            use_rslora=lora.use_rslora,
+            **method.lora_config_kwargs(lora),
+        ),
+    )
     key, layer = lora_layers(model)[0]
     stats = _Stats({key: grad} if grad is not None else None, {key: fisher} if fisher is not None else None)
     method.initialize(model, InitContext(model, lora, seed, stats, None, budget=BUDGET, lr=BUDGET.optimizer.lr))
@@ -109,11 +118,16 @@ def _initialized(name: str, W: torch.Tensor, rank: int = R, grad=None, fisher=No
 def _parts(layer):
     """(A, B, middle values or None, base weight) as float tensors."""
     middle = middle_of(layer)
-    return (lora_A_linear(layer).weight.detach(), layer.lora_B["default"].weight.detach(),
-            None if middle is None else middle.values.detach(), layer.get_base_layer().weight.detach())
+    return (
+        lora_A_linear(layer).weight.detach(),
+        layer.lora_B["default"].weight.detach(),
+        None if middle is None else middle.values.detach(),
+        layer.get_base_layer().weight.detach(),
+    )
 
 
 # ---------------------------------------------------------------- methods written here
+
 
 def test_lora_reversed_is_init_b_of_the_paper():
     """Hayou, Ghosh & Yu 2024 (arXiv:2406.08447), Section 3: Init[B] sets A = 0 and draws B i.i.d. from a
@@ -332,8 +346,17 @@ def test_attach_time_inits_equal_peft_init_functions(name, monkeypatch):
     assert ours_layers and len(states) == len(ours_layers)
 
     bare, _ = base_model()
-    bare = get_peft_model(bare, LoraConfig(r=RANK, lora_alpha=alpha, target_modules=list(TARGETS),
-                                           use_rslora=rslora, task_type="CAUSAL_LM", init_lora_weights=False))
+    bare = get_peft_model(
+        bare,
+        LoraConfig(
+            r=RANK,
+            lora_alpha=alpha,
+            target_modules=list(TARGETS),
+            use_rslora=rslora,
+            task_type="CAUSAL_LM",
+            init_lora_weights=False,
+        ),
+    )
     for key, layer in lora_layers(bare):
         torch.set_rng_state(states[id(ours_layers[key])])
         getattr(layer, function)("default", *args)

@@ -30,8 +30,9 @@ from initbench.suite import LoraSpec, SuiteError, load_suite
 NQ_OPEN = SHARED_DATA / "nq_open" / "NQ-open.dev.jsonl"
 
 
-def run_init(method, *, family: str = "", budget: Budget = DEFAULT_BUDGET, calib: CalibrationSpec = CALIB,
-             seed: int = 0):
+def run_init(
+    method, *, family: str = "", budget: Budget = DEFAULT_BUDGET, calib: CalibrationSpec = CALIB, seed: int = 0
+):
     """(peft model, spend) as the harness initializes them, for a suite of task ``family``."""
     if isinstance(method, str):
         method = get_method(method)
@@ -39,9 +40,19 @@ def run_init(method, *, family: str = "", budget: Budget = DEFAULT_BUDGET, calib
     spend = Spend()
     lora = lora_settings(LoraSpec(rank=RANK, alpha=8.0, target_modules=list(TARGETS)), method, family)
     model, _ = attach_and_initialize(
-        model, tokenizer, method, lora, seed=seed, examples=examples(),
-        budget=dataclasses.replace(budget, calibration=calib), lr=budget.optimizer.lr, spend=spend,
-        base_params=linear_params(model), device=torch.device("cpu"), family=family)
+        model,
+        tokenizer,
+        method,
+        lora,
+        seed=seed,
+        examples=examples(),
+        budget=dataclasses.replace(budget, calibration=calib),
+        lr=budget.optimizer.lr,
+        spend=spend,
+        base_params=linear_params(model),
+        device=torch.device("cpu"),
+        family=family,
+    )
     return model, spend
 
 
@@ -74,8 +85,16 @@ def test_calibration_cycles_through_a_split_smaller_than_the_request():
     (``itertools.cycle``), every pass charged."""
     model, tokenizer = base_model()
     spend = Spend()
-    calibrator = Calibrator(model, examples()[:5], CalibrationSpec(examples=12, batch_size=4), spend, 1, 0,
-                            tokenizer.pad_token_id, torch.device("cpu"))
+    calibrator = Calibrator(
+        model,
+        examples()[:5],
+        CalibrationSpec(examples=12, batch_size=4),
+        spend,
+        1,
+        0,
+        tokenizer.pad_token_id,
+        torch.device("cpu"),
+    )
     sizes = [len(batch["input_ids"]) for batch in calibrator.batches()]
     assert sizes == [4, 4, 4] and spend.calibration_examples == 12
     with pytest.raises(BudgetExceeded, match="budget.calibration.examples"):
@@ -87,8 +106,24 @@ def test_method_info_lands_in_the_results(tmp_path):
     from initbench.counted import read_results
 
     suite = quick_smoke_suite(tmp_path)
-    assert main(["evaluate", "--suite", str(suite), "--method", "lora-sb", "--method", "lora", "--seeds", "0",
-                 "--out", str(tmp_path / "runs")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--suite",
+                str(suite),
+                "--method",
+                "lora-sb",
+                "--method",
+                "lora",
+                "--seeds",
+                "0",
+                "--out",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
     rows = {r["method"]: r for r in read_results(tmp_path / "runs").to_pylist()}
     info = json.loads(rows["lora-sb"]["method_info"])
     assert info["calibration_reference_examples"] == 50 and info["calibration_granted_examples"] == 8
@@ -164,8 +199,10 @@ def test_lora_xs_alpha_follows_the_paper_per_task_family():
     """LoRA-XS main_math_tuning.py line 136 (alpha = r), README.md lines 111-112 (commonsense: rank 32,
     alpha 64), scripts/run_glue.py line 41 (alpha 16), commit e50b1a8."""
     spec = LoraSpec(rank=8, alpha=3.0, target_modules=["q_proj"])
-    alpha = {family: lora_settings(spec, get_method("lora-xs"), family).alpha
-             for family in ("math", "commonsense", "glue", "")}
+    alpha = {
+        family: lora_settings(spec, get_method("lora-xs"), family).alpha
+        for family in ("math", "commonsense", "glue", "")
+    }
     assert alpha == {"math": 8.0, "commonsense": 16.0, "glue": 16.0, "": 3.0}
     assert lora_settings(spec, get_method("lora-xs+rslora"), "commonsense").alpha == 16.0
     assert lora_settings(dataclasses.replace(spec, pin_alpha=True), get_method("lora-xs"), "math").alpha == 3.0
@@ -248,8 +285,14 @@ def test_corda_kpm_equals_peft_preprocess_corda_on_its_windows(nq_open_dir):
 
     ours, _, windows = _windows_seen("corda-kpm")
     model, _ = base_model()
-    config = LoraConfig(r=RANK, lora_alpha=RANK, target_modules=list(TARGETS), task_type="CAUSAL_LM",
-                        init_lora_weights="corda", corda_config=CordaConfig(corda_method="kpm"))
+    config = LoraConfig(
+        r=RANK,
+        lora_alpha=RANK,
+        target_modules=list(TARGETS),
+        task_type="CAUSAL_LM",
+        init_lora_weights="corda",
+        corda_config=CordaConfig(corda_method="kpm"),
+    )
 
     def run_model():
         with torch.no_grad():
@@ -285,8 +328,9 @@ def _peft_eva_state(batches, rho: float, tau: float) -> dict[str, torch.Tensor]:
     from peft.tuners.lora.eva import get_eva_state_dict
 
     model, _ = base_model()
-    config = LoraConfig(r=RANK, target_modules=list(TARGETS), init_lora_weights="eva",
-                        eva_config=EvaConfig(rho=rho, tau=tau))
+    config = LoraConfig(
+        r=RANK, target_modules=list(TARGETS), init_lora_weights="eva", eva_config=EvaConfig(rho=rho, tau=tau)
+    )
     return get_eva_state_dict(model, dataloader=batches, peft_config=config, show_progress_bar=False)
 
 

@@ -19,14 +19,24 @@ def setup(smoke_suite):
     base, tok = tiny_model(smoke_suite.model.tiny, torch.float32)
     examples = tokenize_records(materialize(smoke_suite.tasks[0]).records("train"), tok, 48)
     # B != 0 so that a statistic computed with the adapter *enabled* would differ
-    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["q_proj", "down_proj"],
-                                                           init_lora_weights="gaussian"))
+    model = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=2, target_modules=["q_proj", "down_proj"], init_lora_weights="gaussian")
+    )
     for name, param in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param)
     spend = Spend()
-    calibrator = Calibrator(model, examples, CalibrationSpec(examples=6, batch_size=4), spend, 1000, 0,
-                            tok.pad_token_id, torch.device("cpu"), tokenizer=tok)
+    calibrator = Calibrator(
+        model,
+        examples,
+        CalibrationSpec(examples=6, batch_size=4),
+        spend,
+        1000,
+        0,
+        tok.pad_token_id,
+        torch.device("cpu"),
+        tokenizer=tok,
+    )
     return base, calibrator, spend
 
 
@@ -107,4 +117,3 @@ def test_layer_inputs_at_label_tokens_only(setup):
     assert every[name].shape[0] == int(batch["attention_mask"].sum())
     assert labelled[name].shape[0] == int(wanted.sum()) < int(batch["attention_mask"][:2].sum())
     assert list(every) == list(labelled)
-

@@ -24,9 +24,17 @@ SLOW = "tests.sweep_methods:SlowLogged"
 def _write_claim(stem, pid: int, host: str | None = None, proc_start: str | None = None):
     path = claims.claim_path(stem)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": "then",
-                                "proc_start": claims._proc_stat(pid)[1] if proc_start is None else proc_start,
-                                "nonce": "n"}))
+    path.write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "host": host or socket.gethostname(),
+                "started": "then",
+                "proc_start": claims._proc_stat(pid)[1] if proc_start is None else proc_start,
+                "nonce": "n",
+            }
+        )
+    )
     return path
 
 
@@ -76,8 +84,20 @@ def slow_env(tmp_path, monkeypatch):
 
 
 def _command(suite, out, seeds: str, verb: str = "evaluate") -> list[str]:
-    return [sys.executable, "-m", "initbench.cli", verb, "--suite", str(suite), "--method", SLOW,
-            "--seeds", seeds, "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "initbench.cli",
+        verb,
+        "--suite",
+        str(suite),
+        "--method",
+        SLOW,
+        "--seeds",
+        seeds,
+        "--out",
+        str(out),
+    ]
 
 
 def _wait_for_first_run(log, process, timeout: float = 300) -> int:
@@ -96,8 +116,9 @@ def _inline_sweep(suite_path, out, seeds: list[int]):
     from initbench.sweep import run_sweep
 
     lines: list[str] = []
-    outcomes = run_sweep(load_suite(str(suite_path)), [get_method(SLOW)], seeds, out, InlineExecutor(),
-                         report=lines.append)
+    outcomes = run_sweep(
+        load_suite(str(suite_path)), [get_method(SLOW)], seeds, out, InlineExecutor(), report=lines.append
+    )
     return outcomes, lines
 
 

@@ -44,8 +44,24 @@ def test_malformed_suite_names_the_file(tmp_path, capsys):
 
 def test_evaluate_leaderboard_validate_roundtrip(tmp_path, capsys):
     out = tmp_path / "runs"
-    assert main(["evaluate", "--suite", "smoke", "--method", "base", "--method", "lora", "--seeds", "0,1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--suite",
+                "smoke",
+                "--method",
+                "base",
+                "--method",
+                "lora",
+                "--seeds",
+                "0,1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert read_results(out).num_rows == 2 * 2 * 2
     capsys.readouterr()
     assert main(["leaderboard", str(out)]) == 0

@@ -23,8 +23,9 @@ from initbench.contamination import (
 )
 from initbench.suite import load_suite
 
-WORDS = ("apple banana cherry dates eggs flour grapes honey ice jam kiwi lemon mango nuts olives pears quince "
-         "rice salt tea").split()
+WORDS = (
+    "apple banana cherry dates eggs flour grapes honey ice jam kiwi lemon mango nuts olives pears quince rice salt tea"
+).split()
 
 
 def _question(rng: random.Random, n: int = 20) -> str:

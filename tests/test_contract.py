@@ -19,8 +19,10 @@ from initbench.calibration import Calibrator
 
 CONTRIBUTING = REPO / "CONTRIBUTING.md"
 #: the classes a plugin meets, as CONTRIBUTING names them
-CLASSES: dict[str, type] = {cls.__name__: cls for cls in (InitMethod, LayerwiseInit, LayerInit, InitContext, LayerView,
-                                                            Calibrator, LoraSettings, OptimizerSpec)}
+CLASSES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (InitMethod, LayerwiseInit, LayerInit, InitContext, LayerView, Calibrator, LoraSettings, OptimizerSpec)
+}
 #: classes whose every public method and class attribute must be documented (not just the documented ones exist)
 COMPLETE = ("InitMethod", "LayerwiseInit", "LayerInit", "InitContext", "LayerView", "Calibrator")
 #: what an inline call's receiver names in CONTRIBUTING's prose (``ctx.set_lora(...)``, ``layer.set_lora(...)``)
@@ -55,18 +57,29 @@ def _documented_signature(node: ast.FunctionDef) -> list[tuple[str, str, str | N
     positional = args.posonlyargs + args.args
     defaults = [None] * (len(positional) - len(args.defaults)) + [ast.unparse(d) for d in args.defaults]
     params = [(a.arg, "positional", _norm(a.annotation), d) for a, d in zip(positional, defaults)]
-    params += [(a.arg, "keyword", _norm(a.annotation), None if d is None else ast.unparse(d))
-               for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    params += [
+        (a.arg, "keyword", _norm(a.annotation), None if d is None else ast.unparse(d))
+        for a, d in zip(args.kwonlyargs, args.kw_defaults)
+    ]
     return params + [("return", "", _norm(node.returns), None)]
 
 
 def _code_signature(function) -> list[tuple[str, str, str | None, str | None]]:
-    kinds = {inspect.Parameter.POSITIONAL_ONLY: "positional", inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
-             inspect.Parameter.KEYWORD_ONLY: "keyword"}
+    kinds = {
+        inspect.Parameter.POSITIONAL_ONLY: "positional",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
+        inspect.Parameter.KEYWORD_ONLY: "keyword",
+    }
     signature = inspect.signature(function)
-    params = [(p.name, kinds.get(p.kind, str(p.kind)), _norm(p.annotation),
-               None if p.default is inspect.Parameter.empty else _norm(repr(p.default)))
-              for p in signature.parameters.values()]
+    params = [
+        (
+            p.name,
+            kinds.get(p.kind, str(p.kind)),
+            _norm(p.annotation),
+            None if p.default is inspect.Parameter.empty else _norm(repr(p.default)),
+        )
+        for p in signature.parameters.values()
+    ]
     return params + [("return", "", _norm(signature.return_annotation), None)]
 
 
@@ -76,8 +89,9 @@ def _function(cls: type, name: str, node: ast.FunctionDef):
     attr = vars(cls)[name]
     decorators = {ast.unparse(d) for d in node.decorator_list}
     assert isinstance(attr, property) == ("property" in decorators), f"{cls.__name__}.{name}: property or not"
-    assert isinstance(attr, staticmethod) == ("staticmethod" in decorators), \
+    assert isinstance(attr, staticmethod) == ("staticmethod" in decorators), (
         f"{cls.__name__}.{name}: staticmethod or not"
+    )
     return attr.fget if isinstance(attr, property) else attr.__func__ if isinstance(attr, staticmethod) else attr
 
 
@@ -91,8 +105,13 @@ def _declared_attributes(cls: type) -> dict[str, str | None]:
     if init is not None and not dataclasses.is_dataclass(cls):
         tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
         for node in ast.walk(tree):
-            targets = node.targets if isinstance(node, ast.Assign) else \
-                [node.target] if isinstance(node, ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
             for t in targets:
                 if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
                     declared.setdefault(t.attr, _norm(node.annotation) if isinstance(node, ast.AnnAssign) else None)
@@ -117,19 +136,24 @@ def contract_problems(text: str) -> list[str]:
                 problems.append(str(err))
                 continue
             if _documented_signature(fnode) != code:
-                problems.append(f"{name}.{fname}: documented {ast.unparse(fnode.args)} -> {_norm(fnode.returns)}, "
-                                f"the code has {inspect.signature(_function(cls, fname, fnode))}")
+                problems.append(
+                    f"{name}.{fname}: documented {ast.unparse(fnode.args)} -> {_norm(fnode.returns)}, "
+                    f"the code has {inspect.signature(_function(cls, fname, fnode))}"
+                )
         declared = _declared_attributes(cls)
         for aname, anode in attributes.items():
             if aname not in declared:
                 problems.append(f"CONTRIBUTING documents {name}.{aname}, which {name} does not have")
                 continue
             if declared[aname] is not None and declared[aname] != _norm(anode.annotation):
-                problems.append(f"{name}.{aname}: documented as {_norm(anode.annotation)}, "
-                                f"the code has {declared[aname]}")
+                problems.append(
+                    f"{name}.{aname}: documented as {_norm(anode.annotation)}, the code has {declared[aname]}"
+                )
             if anode.value is not None and getattr(cls, aname, None) != ast.literal_eval(anode.value):
-                problems.append(f"{name}.{aname}: documented default {ast.unparse(anode.value)}, "
-                                f"the code has {getattr(cls, aname, None)!r}")
+                problems.append(
+                    f"{name}.{aname}: documented default {ast.unparse(anode.value)}, "
+                    f"the code has {getattr(cls, aname, None)!r}"
+                )
         if name in COMPLETE:
             public = {k for k, v in vars(cls).items() if not k.startswith("_")}
             for missing in sorted(public - set(functions) - set(attributes)):
@@ -154,8 +178,10 @@ def _override_problems(text: str) -> list[str]:
                 documented = [a.arg for a in fnode.args.posonlyargs + fnode.args.args]
                 expected = list(inspect.signature(hook).parameters)
                 if documented != expected:
-                    problems.append(f"{node.name}.{fnode.name}({', '.join(documented)}): {bases[0].__name__}'s "
-                                    f"hook takes ({', '.join(expected)})")
+                    problems.append(
+                        f"{node.name}.{fnode.name}({', '.join(documented)}): {bases[0].__name__}'s "
+                        f"hook takes ({', '.join(expected)})"
+                    )
     return problems
 
 
@@ -202,12 +228,14 @@ def inline_problems(text: str) -> list[str]:
         def fits(params, args):
             names = [p.name for p in params]
             required = [p.name for p in params if p.default is inspect.Parameter.empty]
-            return args == names[:len(args)] and set(required) <= set(args)
+            return args == names[: len(args)] and set(required) <= set(args)
 
         if not any(fits(params, args) for params in candidates):
             expected = " or ".join(f"({', '.join(p.name for p in params)})" for params in candidates)
-            problems.append(f"`{receiver + '.' if receiver else ''}{fname}({', '.join(args)})`: the code's "
-                            f"parameters are {expected}")
+            problems.append(
+                f"`{receiver + '.' if receiver else ''}{fname}({', '.join(args)})`: the code's "
+                f"parameters are {expected}"
+            )
     return problems
 
 
@@ -222,27 +250,38 @@ def test_inline_calls_of_hooks_match_the_plugin_api(doc):
     assert inline_problems(text) == []
 
 
-@pytest.mark.parametrize("old, new", [
-    ("`build_optimizer(model, lr, spec)`", "`build_optimizer(model, lr)`"),  # issue 15: the docs' old signature
-    ("self, model: torch.nn.Module, lr: float, spec: OptimizerSpec", "self, model: torch.nn.Module, lr: float"),
-    ("def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None: ...  # calls init_layer",
-     "def initialize(self, model: torch.nn.Module) -> None: ...  # calls init_layer"),
-    ("    def charge(self, examples: int, tokens: int, backward: bool = False) -> None: ...\n", ""),
-    ('peft_init: ClassVar[bool | str] = True', 'peft_init: ClassVar[bool | str] = "pissa"'),
-    ("    statistic: ClassVar[Statistic]", "    stats: ClassVar[Statistic]"),
-    ("def init_layer(self, weight, rank, scale, stats, generator):", "def init_layer(self, weight, rank, stats):"),
-    # issue 15: the layer view, LayerwiseInit's widening and encode
-    ("`layer.set_lora(A, B)`", "`layer.set_lora(name, A, B)`"),
-    ("`ctx.set_lora(name, layer, A, B)`", "`ctx.set_lora(A, B)`"),
-    ("def set_middle(self, M: torch.Tensor, trainable: bool = True)", "def set_middle(self, M: torch.Tensor)"),
-    ("    def freeze(self, part: str) -> None: ...  # \"A\", \"B\" or \"M\"\n", ""),
-    ('trained_parts: ClassVar[tuple[str, ...]] = ("A", "B", "M")', 'trained_parts: ClassVar[tuple[str, ...]] = ("A", "B")'),
-    ("    seed_torch_rng: ClassVar[bool] = False", "    seed_torch_rng: ClassVar[bool] = True"),
-    ("    middle: torch.Tensor | None = None  # (rank, rank)", "    mid: torch.Tensor | None = None  # (rank, rank)"),
-    ("    budget: Budget\n", "    budget: Budget | None\n"),
-    ("self, prompts: Sequence[str | list[int]], backward", "self, texts: Sequence[str], backward"),
-    ("examples: int | None = None, labels_only: bool = False", "examples: int | None = None, mask: bool = False"),
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("`build_optimizer(model, lr, spec)`", "`build_optimizer(model, lr)`"),  # issue 15: the docs' old signature
+        ("self, model: torch.nn.Module, lr: float, spec: OptimizerSpec", "self, model: torch.nn.Module, lr: float"),
+        (
+            "def initialize(self, model: torch.nn.Module, ctx: InitContext) -> None: ...  # calls init_layer",
+            "def initialize(self, model: torch.nn.Module) -> None: ...  # calls init_layer",
+        ),
+        ("    def charge(self, examples: int, tokens: int, backward: bool = False) -> None: ...\n", ""),
+        ("peft_init: ClassVar[bool | str] = True", 'peft_init: ClassVar[bool | str] = "pissa"'),
+        ("    statistic: ClassVar[Statistic]", "    stats: ClassVar[Statistic]"),
+        ("def init_layer(self, weight, rank, scale, stats, generator):", "def init_layer(self, weight, rank, stats):"),
+        # issue 15: the layer view, LayerwiseInit's widening and encode
+        ("`layer.set_lora(A, B)`", "`layer.set_lora(name, A, B)`"),
+        ("`ctx.set_lora(name, layer, A, B)`", "`ctx.set_lora(A, B)`"),
+        ("def set_middle(self, M: torch.Tensor, trainable: bool = True)", "def set_middle(self, M: torch.Tensor)"),
+        ('    def freeze(self, part: str) -> None: ...  # "A", "B" or "M"\n', ""),
+        (
+            'trained_parts: ClassVar[tuple[str, ...]] = ("A", "B", "M")',
+            'trained_parts: ClassVar[tuple[str, ...]] = ("A", "B")',
+        ),
+        ("    seed_torch_rng: ClassVar[bool] = False", "    seed_torch_rng: ClassVar[bool] = True"),
+        (
+            "    middle: torch.Tensor | None = None  # (rank, rank)",
+            "    mid: torch.Tensor | None = None  # (rank, rank)",
+        ),
+        ("    budget: Budget\n", "    budget: Budget | None\n"),
+        ("self, prompts: Sequence[str | list[int]], backward", "self, texts: Sequence[str], backward"),
+        ("examples: int | None = None, labels_only: bool = False", "examples: int | None = None, mask: bool = False"),
+    ],
+)
 def test_the_checks_catch_a_drifted_contributing(old, new):
     text = CONTRIBUTING.read_text()
     assert old in text
@@ -253,6 +292,10 @@ def test_the_checks_catch_a_drifted_contributing(old, new):
 def test_baselines_use_the_layer_view_not_peft_internals():
     """Issue 15: no built-in method reads peft's per-adapter dicts or the adapter's name itself (the view has them)."""
     internals = re.compile(r"\.r\[|\.scaling\[|active_adapter|\.lora_A\[|\.lora_B\[")
-    found = [f"{path.name}:{number}: {line.strip()}" for path in sorted((REPO / "baselines").glob("*.py"))
-             for number, line in enumerate(path.read_text().splitlines(), 1) if internals.search(line)]
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted((REPO / "baselines").glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if internals.search(line)
+    ]
     assert found == []

@@ -10,8 +10,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from initbench.curvature import top_hessian_eigenvalues
 from initbench.models import tiny_model
 
-SHAPE = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-         "num_key_value_heads": 1}
+SHAPE = {
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+}
 
 
 def _lora_model(zero_b: bool) -> torch.nn.Module:
@@ -61,8 +66,9 @@ def test_lanczos_matches_the_exact_hessian_top_eigenvalues():
         model = _lora_model(zero_b)
         batches = _batches(model.config.vocab_size)
         exact = _exact_hessian_eigenvalues(model, batches)
-        estimate = top_hessian_eigenvalues(model, batches, k=2, max_iterations=80, tol=1e-7,
-                                           generator=torch.Generator().manual_seed(0))
+        estimate = top_hessian_eigenvalues(
+            model, batches, k=2, max_iterations=80, tol=1e-7, generator=torch.Generator().manual_seed(0)
+        )
         for found, truth in zip(estimate.eigenvalues, exact[:2].tolist()):
             assert abs(found - truth) <= 1e-3 * abs(truth), (zero_b, estimate.eigenvalues, exact[:3])
         assert estimate.converged and estimate.hvps == estimate.iterations
@@ -75,8 +81,10 @@ def test_estimate_is_deterministic_and_leaves_the_model_as_it_was():
     batches = _batches(model.config.vocab_size)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
-    runs = [top_hessian_eigenvalues(model, batches, max_iterations=15, generator=torch.Generator().manual_seed(3))
-            for _ in range(2)]
+    runs = [
+        top_hessian_eigenvalues(model, batches, max_iterations=15, generator=torch.Generator().manual_seed(3))
+        for _ in range(2)
+    ]
     assert runs[0].eigenvalues == runs[1].eigenvalues
     assert model.training
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
@@ -90,6 +98,7 @@ def test_a_zero_b_init_is_indefinite_and_the_estimate_is_its_algebraic_maximum()
     batches = _batches(model.config.vocab_size)
     exact = _exact_hessian_eigenvalues(model, batches)
     assert exact[-1] < 0 < exact[0]
-    estimate = top_hessian_eigenvalues(model, batches, max_iterations=80, tol=1e-7,
-                                       generator=torch.Generator().manual_seed(0))
+    estimate = top_hessian_eigenvalues(
+        model, batches, max_iterations=80, tol=1e-7, generator=torch.Generator().manual_seed(0)
+    )
     assert abs(estimate.lambda_max - float(exact[0])) <= 1e-3 * float(exact[0])

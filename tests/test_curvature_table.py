@@ -19,8 +19,11 @@ def test_measure_write_skip_and_read(tmp_path):
         row, measured = measure_and_write(tmp_path, suite, get_method(name), task, 0, max_iterations=6)
         assert measured and row["code_hash"] and row["cpu_model"]
     again, measured = measure_and_write(tmp_path, suite, get_method("lora"), task, 0, max_iterations=6)
-    assert not measured and again["lambda_max"] == read_table(tmp_path).filter(
-        pc.equal(read_table(tmp_path)["method"], "lora")).column("lambda_max")[0].as_py()
+    assert (
+        not measured
+        and again["lambda_max"]
+        == read_table(tmp_path).filter(pc.equal(read_table(tmp_path)["method"], "lora")).column("lambda_max")[0].as_py()
+    )
     table = read_table(tmp_path)
     assert table.num_rows == 2
     lambdas = mean_lambda(table, suite.spec_hash)
@@ -45,8 +48,24 @@ def test_cli_curvature_then_lr_prior_predicts_from_the_measured_table(tmp_path, 
 
     suite_path = str(quick_smoke_suite(tmp_path))
     out = tmp_path / "runs"
-    assert main(["curvature", "--suite", suite_path, "--method", "lora", "--method", "pissa", "--out", str(out),
-                 "--iterations", "5"]) == 0
+    assert (
+        main(
+            [
+                "curvature",
+                "--suite",
+                suite_path,
+                "--method",
+                "lora",
+                "--method",
+                "pissa",
+                "--out",
+                str(out),
+                "--iterations",
+                "5",
+            ]
+        )
+        == 0
+    )
     suite = load_suite(suite_path)
     lambdas = mean_lambda(read_table(out), suite.spec_hash)
     (prior,) = priors(out, suite, ["pissa"])

@@ -27,8 +27,9 @@ def _files_suite(tmp_path, test_rows: list[dict]):
     (data / "validation.jsonl").write_text(json.dumps({"prompt": "4+4=", "completion": "8"}) + "\n")
     path = quick_smoke_suite(tmp_path)
     spec = yaml.safe_load(path.read_text())
-    spec["tasks"][0]["data"] = {"files": {split: str(data / f"{split}.jsonl")
-                                                for split in ("train", "validation", "test")}}
+    spec["tasks"][0]["data"] = {
+        "files": {split: str(data / f"{split}.jsonl") for split in ("train", "validation", "test")}
+    }
     path.write_text(yaml.safe_dump(spec))
     return load_suite(str(path))
 
@@ -57,8 +58,10 @@ def test_changing_a_data_file_reruns_the_run(tmp_path):
     assert changed.status == "ok", lines  # redone, not "skipped"
     assert any("written on other data" in line for line in lines)
     assert _data_hash(changed) != old_hash
-    assert finished_status(changed.path.with_name(changed.path.name.removesuffix(".results.parquet")),
-                           _data_hash(changed)) == "ok"
+    assert (
+        finished_status(changed.path.with_name(changed.path.name.removesuffix(".results.parquet")), _data_hash(changed))
+        == "ok"
+    )
 
 
 def test_a_finished_file_without_a_data_hash_is_stale(tmp_path):

@@ -34,7 +34,7 @@ def test_multiple_choice_accuracy_matches_a_direct_loglikelihood_computation(smo
             ids = torch.tensor([context + continuation])
             with torch.no_grad():
                 logprobs = torch.log_softmax(model(ids).logits[0, :-1].double(), dim=-1)
-            targets = ids[0, len(context):]
+            targets = ids[0, len(context) :]
             totals.append(float(logprobs[len(context) - 1 :].gather(1, targets[:, None]).sum()))
         correct += int(max(range(len(totals)), key=totals.__getitem__) == record["label"])
     assert acc.value == correct / len(records)
@@ -42,7 +42,16 @@ def test_multiple_choice_accuracy_matches_a_direct_loglikelihood_computation(smo
 
 
 def test_parse_scores_keeps_filters_and_stderr():
-    parsed = parse_scores({"alias": "t", "acc,none": 0.5, "acc_stderr,none": 0.1,
-                           "exact_match,flexible-extract": 0.25, "exact_match_stderr,flexible-extract": "N/A"})
+    parsed = parse_scores(
+        {
+            "alias": "t",
+            "acc,none": 0.5,
+            "acc_stderr,none": 0.1,
+            "exact_match,flexible-extract": 0.25,
+            "exact_match_stderr,flexible-extract": "N/A",
+        }
+    )
     assert [(s.metric, s.value, s.stderr) for s in parsed] == [
-        ("acc", 0.5, 0.1), ("exact_match,flexible-extract", 0.25, None)]
+        ("acc", 0.5, 0.1),
+        ("exact_match,flexible-extract", 0.25, None),
+    ]

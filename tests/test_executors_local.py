@@ -31,8 +31,9 @@ def test_parallel_workers_run_every_run_in_its_own_pinned_process(tmp_path, monk
     suite = load_suite(str(quick_smoke_suite(tmp_path)))
     out, lines = tmp_path / "runs", []
     workers = min(2, execution.available_cores())
-    outcomes = run_sweep(suite, [get_method("lora")], [0, 1], out, LocalExecutor(workers=workers, threads_per_run=1),
-                         report=lines.append)
+    outcomes = run_sweep(
+        suite, [get_method("lora")], [0, 1], out, LocalExecutor(workers=workers, threads_per_run=1), report=lines.append
+    )
     assert sorted(o.seed for o in outcomes) == [0, 1] and {o.status for o in outcomes} == {"ok"}
     assert {pq.read_table(o.path).column("torch_threads")[0].as_py() for o in outcomes} == {1}
     assert any("(own process, 1 thread(s))" in line for line in lines)

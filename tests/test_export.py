@@ -39,8 +39,17 @@ def _trained(method, steps=6):
     _, tokenizer = base_model()
     budget = dataclasses.replace(DEFAULT_BUDGET, steps=steps)
     initial = _logits(model)
-    result = train(model, examples(), budget, lr=1e-2, seed=0, pad_id=tokenizer.pad_token_id,
-                   device=torch.device("cpu"), spend=Spend(), base_params=1)
+    result = train(
+        model,
+        examples(),
+        budget,
+        lr=1e-2,
+        seed=0,
+        pad_id=tokenizer.pad_token_id,
+        device=torch.device("cpu"),
+        spend=Spend(),
+        base_params=1,
+    )
     assert result.status == "ok"
     assert (_logits(model) - initial).abs().max() > 1e-3  # training moved it: an export of the init would fail
     return model, modified
@@ -63,12 +72,15 @@ def _stock(folder):
     return PeftModel.from_pretrained(base_model()[0], str(folder)).eval()
 
 
-@pytest.mark.parametrize("method, family", [
-    ("lora", "B = 0 at init, base untouched"),
-    ("pissa", "residual base"),
-    ("lora-xs", "dense middle matrix, frozen A and B"),
-    ("loldu", "diagonal middle, residual base"),
-])
+@pytest.mark.parametrize(
+    "method, family",
+    [
+        ("lora", "B = 0 at init, base untouched"),
+        ("pissa", "residual base"),
+        ("lora-xs", "dense middle matrix, frozen A and B"),
+        ("loldu", "diagonal middle, residual base"),
+    ],
+)
 def test_stock_peft_on_the_original_base_reproduces_the_trained_model(method, family, tmp_path):
     model, modified = _trained(method)
     record, _ = _save(model, tmp_path / "run.adapter")
@@ -108,8 +120,17 @@ def test_full_fine_tuning_is_saved_as_a_full_checkpoint(tmp_path):
 
     model, tokenizer = base_model()
     model.requires_grad_(True)
-    train(model, examples(), DEFAULT_BUDGET, lr=1e-2, seed=0, pad_id=tokenizer.pad_token_id,
-          device=torch.device("cpu"), spend=Spend(), base_params=1)
+    train(
+        model,
+        examples(),
+        DEFAULT_BUDGET,
+        lr=1e-2,
+        seed=0,
+        pad_id=tokenizer.pad_token_id,
+        device=torch.device("cpu"),
+        spend=Spend(),
+        base_params=1,
+    )
     record, calls = _save(model, tmp_path / "run.adapter")
     assert record["export"]["format"] == "full-checkpoint" and not calls  # no original base needed
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run.adapter", dtype=torch.float32).eval()

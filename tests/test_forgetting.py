@@ -10,10 +10,20 @@ from peft import LoraConfig, get_peft_model
 from initbench.forgetting import held_set, mean_token_kl
 from initbench.models import tiny_model
 
-SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2}
-TEXTS = ["who wrote the book of mormon", "when did the eagles win last super bowl", "where is the eiffel tower",
-         "how many moons does mars have", "a"]
+SHAPE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+TEXTS = [
+    "who wrote the book of mormon",
+    "when did the eagles win last super bowl",
+    "where is the eiffel tower",
+    "how many moons does mars have",
+    "a",
+]
 
 
 def _kl_by_distributions(base: torch.nn.Module, other: torch.nn.Module, tokenizer) -> float:
@@ -49,8 +59,9 @@ def test_base_side_is_the_untouched_model_not_the_adapter_switched_off():
     same model with its adapter disabled does not."""
     base, tokenizer = tiny_model(SHAPE, torch.float32)
     held = held_set("t", TEXTS, base, tokenizer)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights="pissa"))
+    model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights="pissa")
+    )
     assert mean_token_kl(model, held) < 1e-6
     with model.disable_adapter():
         assert mean_token_kl(model, held) > 1e-4
@@ -108,8 +119,9 @@ def test_leaderboard_shows_forgetting_with_intervals(tmp_path):
 
     for seed, (kl_lora, kl_pissa) in enumerate([(0.010, 0.002), (0.014, 0.004)]):
         for method, kl in (("lora", kl_lora), ("pissa", kl_pissa)):
-            write_smoke_run(tmp_path, smoke_row(method, "addition", seed, 0.5, forgetting_kl=kl,
-                                                forgetting_set="held-test"))
+            write_smoke_run(
+                tmp_path, smoke_row(method, "addition", seed, 0.5, forgetting_kl=kl, forgetting_set="held-test")
+            )
     board = leaderboard.build(read_results(tmp_path))
     rows = {r.method: r for r in board.suites[0].forgetting}
     assert rows["lora"].seeds == 2 and abs(rows["lora"].mean - 0.012) < 1e-12
@@ -128,8 +140,10 @@ def test_publish_plots_score_against_forgetting(tmp_path):
 
     for seed in (0, 1):
         for method, kl, value in (("base", None, 0.1), ("lora", 0.012, 0.6), ("pissa", 0.003, 0.5)):
-            write_smoke_run(tmp_path / "runs", smoke_row(method, "addition", seed, value + 0.01 * seed,
-                                                         forgetting_kl=kl, forgetting_set="held-test"))
+            write_smoke_run(
+                tmp_path / "runs",
+                smoke_row(method, "addition", seed, value + 0.01 * seed, forgetting_kl=kl, forgetting_set="held-test"),
+            )
     board = leaderboard.build(read_results(tmp_path / "runs"))
     written = write_plots(board, None, tmp_path / "plots")
     assert tmp_path / "plots" / "smoke-pareto-forgetting.png" in written

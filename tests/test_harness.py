@@ -63,8 +63,9 @@ def test_a_method_that_raises_is_recorded_and_named(smoke_suite, tmp_path):
     method.name = "exploding"
     outcome, rows, curve = _run(smoke_suite, method, 0, tmp_path)
     assert outcome.status == "failed" and curve == []
-    assert rows[0]["error"] == (f"method 'exploding' ({Exploding.__module__}:Exploding) raised in initialize: "
-                                "ValueError: boom at layer 3")
+    assert rows[0]["error"] == (
+        f"method 'exploding' ({Exploding.__module__}:Exploding) raised in initialize: ValueError: boom at layer 3"
+    )
     # another method's results in the same folder are untouched and the table reads both
     ok = run_one(smoke_suite, get_method("lora"), smoke_suite.tasks[0], 0, tmp_path)
     assert ok.status == "ok"
@@ -107,8 +108,10 @@ def test_base_model_is_loaded_once_and_nothing_leaks_between_runs(smoke_suite, t
     assert len(loads) == 2  # pissa changed the base weights: dropped and reloaded
     for again in (on_kept, after_pissa):
         assert again.scores == first.scores
-        curves = [pq.read_table(str(o.path).replace(".results.", ".curve.")).column("loss").to_pylist()
-                  for o in (first, again)]
+        curves = [
+            pq.read_table(str(o.path).replace(".results.", ".curve.")).column("loss").to_pylist()
+            for o in (first, again)
+        ]
         assert curves[0] == curves[1]
     model = lending.base_model(smoke_suite, device).model
     assert fingerprints(model) == pristine

@@ -12,8 +12,13 @@ from tests._trees import fixed_tree
 
 def _torch_loaded_after(code: str) -> bool:
     probe = f"{code}\nimport sys\nprint('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     return out.stdout.strip().splitlines()[-1] == "True"
 
 
@@ -62,7 +67,7 @@ def test_module_level_imports_have_no_cycle():
     graph, done, active = _imports(lazy=False), set(), []
 
     def walk(module: str) -> None:
-        assert module not in active, f"import cycle: {' -> '.join(active[active.index(module):] + [module])}"
+        assert module not in active, f"import cycle: {' -> '.join(active[active.index(module) :] + [module])}"
         if module in done:
             return
         active.append(module)
@@ -96,8 +101,23 @@ def test_a_run_and_the_protocol_import_one_way_even_through_lazy_imports():
     """Issue 15 item 3: the modules of a run (harness and the steps it calls) and of the protocol
     import only modules before them, lazy imports included: none of them can reach itself."""
     graph = _imports(lazy=True)
-    run = ("harness", "lending", "attach", "fingerprints", "run_record", "execution", "provenance", "train",
-           "init_cache", "train_cache", "forgetting", "export", "samples", "results", "curvature_table")
+    run = (
+        "harness",
+        "lending",
+        "attach",
+        "fingerprints",
+        "run_record",
+        "execution",
+        "provenance",
+        "train",
+        "init_cache",
+        "train_cache",
+        "forgetting",
+        "export",
+        "samples",
+        "results",
+        "curvature_table",
+    )
     protocol = ("protocol", "counted", "contributed", "tuning_grid", "lr_prior", "status", "sweep")
     for module in run + protocol:
         back = sorted(d for d in graph[module] if module in _reachable(graph, d))
@@ -107,4 +127,6 @@ def test_a_run_and_the_protocol_import_one_way_even_through_lazy_imports():
 def test_the_suite_loader_its_reader_and_the_trust_model_form_no_cycle_even_lazily():
     graph = _imports(lazy=True)
     for module in ("suite_file", "trust", "suite_base"):
-        assert "suite" not in _reachable(graph, module), f"{module} imports initbench.suite back (directly or through others)"
+        assert "suite" not in _reachable(graph, module), (
+            f"{module} imports initbench.suite back (directly or through others)"
+        )

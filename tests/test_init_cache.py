@@ -10,8 +10,17 @@ from initbench.harness import run_one
 from initbench.init_cache import cache_folder
 from initbench.registry import get_method
 
-COMPARED_OUT = ("init_seconds", "train_seconds", "eval_seconds", "wall_seconds", "start_time", "peak_memory_bytes",
-                "train_tokens_per_second", "init_reused", "run_id")
+COMPARED_OUT = (
+    "init_seconds",
+    "train_seconds",
+    "eval_seconds",
+    "wall_seconds",
+    "start_time",
+    "peak_memory_bytes",
+    "train_tokens_per_second",
+    "init_reused",
+    "run_id",
+)
 
 
 def _rows(outcome) -> tuple[list[dict], list[float]]:
@@ -63,8 +72,10 @@ def test_a_tuned_sweep_reuses_the_trials_init_and_cleans_up(tmp_path):
     suite = load_suite(str(quick_smoke_suite(tmp_path)))
     out = tmp_path / "runs"
     run_sweep(suite, [get_method("lora-ga")], [0, 1], out, InlineExecutor(), protocol="tuned", report=lambda line: None)
-    rows = {(r["seed"], r["learning_rate"], r["eval_split"], r["protocol"]): r["init_reused"]
-            for r in read_results(out).to_pylist()}
+    rows = {
+        (r["seed"], r["learning_rate"], r["eval_split"], r["protocol"]): r["init_reused"]
+        for r in read_results(out).to_pylist()
+    }
     trials = [rows[(0, lr, "validation", "tuned")] for lr in suite.tuning.lr_grid]
     assert trials == [False] + [True] * (len(trials) - 1)
     assert all(reused for (seed, _, split, _), reused in rows.items() if seed == 0 and split == "test")  # a tuning seed

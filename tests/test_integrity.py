@@ -45,8 +45,11 @@ def test_superseded_tuned_finals_are_set_aside_and_reported(tmp_path, capsys):
     table = read_results(out)
     tuned = [r for r in table.to_pylist() if r["protocol"] == "tuned" and r["phase"] == "final"]
     assert {r["selected_lr"] for r in tuned} == {0.01} and len(tuned) == 4
-    cell = next(c for c in leaderboard.build(table).suites[0].protocols["tuned"].cells
-                if c.method == "lora" and c.task == "addition")
+    cell = next(
+        c
+        for c in leaderboard.build(table).suites[0].protocols["tuned"].cells
+        if c.method == "lora" and c.task == "addition"
+    )
     assert cell.seeds == 2 and cell.mean == pytest.approx(0.55) and cell.std == pytest.approx(0.0707, abs=1e-4)
     assert read_results(out, set_aside=False).num_rows == table.num_rows + 4  # kept on disk
     status = grid_status(out)
@@ -68,15 +71,21 @@ def test_a_run_in_two_files_is_an_error_naming_both(tmp_path, capsys):
     copy = out / "zz-copy/smoke/lora/addition" / original.name
     copy.parent.mkdir(parents=True)
     shutil.copy(original, copy)
-    shutil.copy(original.with_name(original.name.replace(".results", ".curve")),
-                copy.with_name(copy.name.replace(".results", ".curve")))
+    shutil.copy(
+        original.with_name(original.name.replace(".results", ".curve")),
+        copy.with_name(copy.name.replace(".results", ".curve")),
+    )
     with pytest.raises(ResultsError, match="in two files") as err:
         read_results(out)
     assert str(original) in str(err.value) and str(copy) in str(err.value)
     assert any(str(original) in p and str(copy) in p for p in validate(out))
     # status, leaderboard, validate and publish all refuse, naming both files
-    for argv in (["leaderboard", str(out)], ["status", str(out)], ["validate", "--contributed", str(out)],
-                 ["leaderboard", "publish", str(out), "--version", "v1", "--root", str(tmp_path / "board")]):
+    for argv in (
+        ["leaderboard", str(out)],
+        ["status", str(out)],
+        ["validate", "--contributed", str(out)],
+        ["leaderboard", "publish", str(out), "--version", "v1", "--root", str(tmp_path / "board")],
+    ):
         code = main(argv)
         printed = capsys.readouterr()
         assert code in (1, 2) and str(copy) in printed.out + printed.err, argv
@@ -155,23 +164,38 @@ def test_contributed_tuned_rows_must_use_the_grid_and_their_selection(tmp_path, 
     out = _tuned_tree(tmp_path / "runs")
     assert main(["validate", "--contributed", str(out)]) == 0
     trial = write_smoke_run(out, smoke_row("lora", "addition", 0, 0.5, lr=0.05, split="validation"))
-    final = tamper(write_smoke_run(out, smoke_row("lora", "compare_sums", 1, 0.5, lr=0.01, selected_lr=0.01)),
-                   learning_rate=0.1, eval_split="validation")
+    final = tamper(
+        write_smoke_run(out, smoke_row("lora", "compare_sums", 1, 0.5, lr=0.01, selected_lr=0.01)),
+        learning_rate=0.1,
+        eval_split="validation",
+    )
     assert main(["validate", "--contributed", str(out)]) == 1
     printed = capsys.readouterr().out
-    assert f"{trial}: lora | addition | seed 0: learning_rate 0.05, expected a rate of the suite's tuning grid" in printed
+    assert (
+        f"{trial}: lora | addition | seed 0: learning_rate 0.05, expected a rate of the suite's tuning grid" in printed
+    )
     assert f"{final}: lora | compare_sums | seed 1: learning_rate 0.1, expected its selected_lr (0.01)" in printed
     assert f"{final}: lora | compare_sums | seed 1: phase final scored on 'validation'" in printed
 
 
-@pytest.mark.parametrize("value, fragment", [(float("nan"), "not a finite number"), (float("inf"), "not a finite number"),
-                                             (None, "not a finite number"), (1e9, "outside its metric's range [0, 1]"),
-                                             (-5.0, "outside its metric's range [0, 1]")])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        (float("nan"), "not a finite number"),
+        (float("inf"), "not a finite number"),
+        (None, "not a finite number"),
+        (1e9, "outside its metric's range [0, 1]"),
+        (-5.0, "outside its metric's range [0, 1]"),
+    ],
+)
 def test_a_finished_run_without_a_possible_value_is_refused_everywhere(tmp_path, capsys, value, fragment):
     out = fixed_tree(tmp_path / "runs")
     path = tamper(out / "smoke/lora/addition" / f"seed0-{SMOKE.spec_hash}.results.parquet", value=value)
-    for argv in (["leaderboard", str(out)], ["validate", str(out)],
-                 ["leaderboard", "publish", str(out), "--version", "v1", "--root", str(tmp_path / "board")]):
+    for argv in (
+        ["leaderboard", str(out)],
+        ["validate", str(out)],
+        ["leaderboard", "publish", str(out), "--version", "v1", "--root", str(tmp_path / "board")],
+    ):
         assert main(argv) in (1, 2), argv
         printed = capsys.readouterr()
         assert f"{path}: status ok with a value " in printed.out + printed.err and fragment in printed.err + printed.out
@@ -180,8 +204,11 @@ def test_a_finished_run_without_a_possible_value_is_refused_everywhere(tmp_path,
 
 @pytest.mark.parametrize(
     "seeds, fragment",
-    [("99999999999999999999", "99999999999999999999 is out of range"), ("-1", "-1 is out of range"),
-     ("0,4294967296", "4294967296 is out of range")],
+    [
+        ("99999999999999999999", "99999999999999999999 is out of range"),
+        ("-1", "-1 is out of range"),
+        ("0,4294967296", "4294967296 is out of range"),
+    ],
 )
 def test_seeds_out_of_range_are_refused(tmp_path, capsys, seeds, fragment):
     out = tmp_path / "runs"
@@ -192,8 +219,12 @@ def test_seeds_out_of_range_are_refused(tmp_path, capsys, seeds, fragment):
 
 @pytest.mark.parametrize("kind", ["a file", "under a file", "a dangling link", "unwritable"])
 def test_an_unusable_out_is_refused_before_any_run(tmp_path, capsys, kind):
-    out = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "runs",
-           "a dangling link": tmp_path / "link", "unwritable": Path("/proc/initbench-runs")}[kind]
+    out = {
+        "a file": tmp_path / "file",
+        "under a file": tmp_path / "file" / "runs",
+        "a dangling link": tmp_path / "link",
+        "unwritable": Path("/proc/initbench-runs"),
+    }[kind]
     (tmp_path / "file").write_text("not a folder")
     (tmp_path / "link").symlink_to(tmp_path / "gone")
     assert main(["evaluate", "--suite", "smoke", "--method", "lora", "--seeds", "0", "--out", str(out)]) == 2
@@ -202,8 +233,9 @@ def test_an_unusable_out_is_refused_before_any_run(tmp_path, capsys, kind):
     assert not list(tmp_path.rglob("*.parquet"))
 
 
-@pytest.mark.parametrize("arrow_says, fragment", [(True, "No space left on device"),
-                                                   (False, "the file written is incomplete")])
+@pytest.mark.parametrize(
+    "arrow_says, fragment", [(True, "No space left on device"), (False, "the file written is incomplete")]
+)
 def test_a_full_disk_is_one_line_and_loses_no_finished_run(tmp_path, capsys, monkeypatch, arrow_says, fragment):
     """The second run's files (seed 1: its samples, curve, results) hit ENOSPC (half written, then Arrow's
     error): exit 2, one line naming the file; the first run's files stay, no temporary file is left, and a rerun finishes the grid."""

@@ -54,15 +54,20 @@ def test_the_view_writes_where_peft_reads():
     assert view.trainable_parts == {"A", "M"} == trainable_parts(view.module)
 
 
-@pytest.mark.parametrize("write, message", [
-    (lambda v: v.set_lora(torch.zeros(3, v.in_features), torch.zeros(v.out_features, 2)), "lora_A of .*q_proj"),
-    (lambda v: v.set_lora(torch.zeros(2, v.in_features), torch.full((v.out_features, 2), float("nan"))),
-     "lora_B of .*q_proj contains NaN"),
-    (lambda v: v.set_base_weight(torch.zeros(v.in_features, v.in_features + 1)), "base weight of .*q_proj"),
-    (lambda v: v.set_middle(torch.zeros(3, 3)), "middle of .*q_proj"),
-    (lambda v: v.freeze("M"), "freeze 'M' of .*q_proj: this layer has no middle"),
-    (lambda v: v.train_only(["C"]), "train_only of .*q_proj: unknown parts"),
-])
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda v: v.set_lora(torch.zeros(3, v.in_features), torch.zeros(v.out_features, 2)), "lora_A of .*q_proj"),
+        (
+            lambda v: v.set_lora(torch.zeros(2, v.in_features), torch.full((v.out_features, 2), float("nan"))),
+            "lora_B of .*q_proj contains NaN",
+        ),
+        (lambda v: v.set_base_weight(torch.zeros(v.in_features, v.in_features + 1)), "base weight of .*q_proj"),
+        (lambda v: v.set_middle(torch.zeros(3, 3)), "middle of .*q_proj"),
+        (lambda v: v.freeze("M"), "freeze 'M' of .*q_proj: this layer has no middle"),
+        (lambda v: v.train_only(["C"]), "train_only of .*q_proj: unknown parts"),
+    ],
+)
 def test_a_bad_write_names_the_layer(write, message):
     _, ctx = context(_Nothing(), rank=2, targets=("q_proj",))
     with pytest.raises(InitError, match=message):
@@ -148,10 +153,16 @@ class _Bad(LayerwiseInit):
         return self.result or (torch.zeros(rank, weight.shape[1]), torch.zeros(weight.shape[0], rank), None)
 
 
-@pytest.mark.parametrize("method, message", [
-    (_Bad(result=[1, 2]), "init_layer returned list for .*q_proj; return \\(A, B, new_base_or_None\\) or a LayerInit"),
-    (_Bad(parts=("A", "X")), "_Bad.trained_parts has \\['X'\\]"),
-])
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        (
+            _Bad(result=[1, 2]),
+            "init_layer returned list for .*q_proj; return \\(A, B, new_base_or_None\\) or a LayerInit",
+        ),
+        (_Bad(parts=("A", "X")), "_Bad.trained_parts has \\['X'\\]"),
+    ],
+)
 def test_layerwise_init_refuses_what_it_cannot_write(method, message):
     model, ctx = context(method, rank=2, targets=("q_proj",))
     with pytest.raises(InitError, match=message):

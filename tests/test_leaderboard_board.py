@@ -62,8 +62,9 @@ def test_quantiles_of_means_are_numpy_quantiles_of_the_chunk_products(kind, prox
     weights = counts.T / n
     chunk = mean_quantiles._CHUNK_ELEMENTS // reps
     with np.errstate(invalid="ignore"):
-        expected = np.concatenate([np.quantile(x[s:s + chunk] @ weights, Q, axis=1) for s in range(0, len(x), chunk)],
-                                  axis=1)
+        expected = np.concatenate(
+            [np.quantile(x[s : s + chunk] @ weights, Q, axis=1) for s in range(0, len(x), chunk)], axis=1
+        )
         low, high = mean_quantiles.quantiles_of_means(x, counts, Q)
     assert np.array_equal(low, expected[0], equal_nan=True) and np.array_equal(high, expected[1], equal_nan=True)
 
@@ -106,8 +107,13 @@ def test_iqm_intervals_equal_the_replication_loop(monkeypatch):
     ``aggregate_iqm`` per replication), number for number; also over several chunks of draws and
     when they are drawn again from the generator's saved state."""
     rng = np.random.default_rng(7)
-    matrices = [rng.normal(0.6, 0.2, (10, 20)), rng.normal(0.3, 0.2, (10, 20)), rng.integers(0, 3, (10, 20)) / 2,
-                rng.normal(0, 1, (4, 3)), np.full((3, 2), 0.25)]
+    matrices = [
+        rng.normal(0.6, 0.2, (10, 20)),
+        rng.normal(0.3, 0.2, (10, 20)),
+        rng.integers(0, 3, (10, 20)) / 2,
+        rng.normal(0, 1, (4, 3)),
+        np.full((3, 2), 0.25),
+    ]
     for chunk_elements in (stats._CHUNK_ELEMENTS, 50_000):
         monkeypatch.setattr(stats, "_CHUNK_ELEMENTS", chunk_elements)
         fast = stats.stratified_bootstrap_iqm_cis(matrices, reps=800)
@@ -137,9 +143,22 @@ def _results(values: dict[tuple[str, str, int], float]) -> pa.Table:
     rows = []
     for (method, task, seed), value in values.items():
         row = {f.name: None for f in RESULTS_SCHEMA}
-        row.update(run_id=f"s/{method}/{task}/seed{seed}/h", suite="s", suite_hash="h", method=method, task=task,
-                   seed=seed, config_hash="c", status="ok", metric="acc", value=value, is_reference=method == "base",
-                   protocol="fixed", phase="final", eval_split="test")
+        row.update(
+            run_id=f"s/{method}/{task}/seed{seed}/h",
+            suite="s",
+            suite_hash="h",
+            method=method,
+            task=task,
+            seed=seed,
+            config_hash="c",
+            status="ok",
+            metric="acc",
+            value=value,
+            is_reference=method == "base",
+            protocol="fixed",
+            phase="final",
+            eval_split="test",
+        )
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
 
@@ -149,7 +168,7 @@ def _markdown_table(text: str, first_header: str) -> dict[str, list[str]]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} "))
     out = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -166,7 +185,7 @@ def _iqm(scores: np.ndarray) -> float:
     """Interquartile mean: drop a quarter (rounded down) of the sorted scores at each end, average the rest."""
     flat = sorted(scores.ravel())
     cut = len(flat) // 4
-    return statistics.fmean(flat[cut:len(flat) - cut])
+    return statistics.fmean(flat[cut : len(flat) - cut])
 
 
 def test_a_small_board_renders_the_numbers_of_its_values():
@@ -175,8 +194,12 @@ def test_a_small_board_renders_the_numbers_of_its_values():
     1), their IQM with a stratified-bootstrap interval, and P(X > lora)."""
     tasks, seeds = ["t1", "t2"], [0, 1, 2, 3]
     level = {"base": 0.11, "lora": 0.47, "pissa": 0.53, "olora": 0.41}
-    values = {(m, t, s): level[m] + 0.0731 * j + 0.0137 * s * (1 + k) - 0.0091 * (s % 2) * k
-              for k, m in enumerate(level) for j, t in enumerate(tasks) for s in seeds}
+    values = {
+        (m, t, s): level[m] + 0.0731 * j + 0.0137 * s * (1 + k) - 0.0091 * (s % 2) * k
+        for k, m in enumerate(level)
+        for j, t in enumerate(tasks)
+        for s in seeds
+    }
     board = leaderboard.build(_results(values))
     assert isinstance(board, Board) and all(isinstance(c, Cell) for c in board.suites[0].protocols["fixed"].cells)
     json.dumps(asdict(board))  # plain data all the way down
@@ -190,14 +213,17 @@ def test_a_small_board_renders_the_numbers_of_its_values():
             x = [values[(method, task, s)] for s in seeds]
             means[(method, task)] = statistics.fmean(x)
             low, high = _percentile_loop(x)
-            assert row[i] == (f"{statistics.fmean(x):.4f} ± {statistics.stdev(x):.4f} [{low:.4f}, {high:.4f}] "
-                              f"(n={len(seeds)})")
+            assert row[i] == (
+                f"{statistics.fmean(x):.4f} ± {statistics.stdev(x):.4f} [{low:.4f}, {high:.4f}] (n={len(seeds)})"
+            )
         assert _shown(row[-1], statistics.fmean([means[(method, t)] for t in tasks]))
 
     floor = {t: means[("base", t)] for t in tasks}
     ceiling = {t: max(means[(m, t)] for m in level if m != "base") for t in tasks}
-    normalized = {m: np.array([[(values[(m, t, s)] - floor[t]) / (ceiling[t] - floor[t]) for t in tasks]
-                               for s in seeds]) for m in level}
+    normalized = {
+        m: np.array([[(values[(m, t, s)] - floor[t]) / (ceiling[t] - floor[t]) for t in tasks] for s in seeds])
+        for m in level
+    }
     draws = np.random.default_rng(stats.DEFAULT_SEED).integers(0, len(seeds), size=(leaderboard.IQM_REPS, 4, 2))
     aggregate = _markdown_table(text.split("Across tasks")[1], "method")
     for method, scores in normalized.items():
@@ -210,8 +236,10 @@ def test_a_small_board_renders_the_numbers_of_its_values():
     versus = _markdown_table(text.split("Versus `lora`")[1], "method")
     for method in ("olora", "pissa", "base"):
         x, y = normalized[method], normalized["lora"]
-        poi = statistics.fmean((np.mean(x[:, j][:, None] > y[:, j][None, :])
-                                + 0.5 * np.mean(x[:, j][:, None] == y[:, j][None, :])) for j in range(2))
+        poi = statistics.fmean(
+            (np.mean(x[:, j][:, None] > y[:, j][None, :]) + 0.5 * np.mean(x[:, j][:, None] == y[:, j][None, :]))
+            for j in range(2)
+        )
         assert versus[method][0].startswith(f"{poi:.3f} [")
         assert _shown(versus[method][1], (x - y).mean())
     assert all(isinstance(p, Pairwise) for p in board.suites[0].protocols["fixed"].pairwise)
@@ -241,5 +269,5 @@ def test_a_leaderboard_module_imports_no_later_one(position):
             imported.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             imported.update(a.name for a in node.names)
-    later = {f"initbench.{m}" for m in PIPELINE[position + 1:]}
+    later = {f"initbench.{m}" for m in PIPELINE[position + 1 :]}
     assert not imported & later, f"{path.name} imports {sorted(imported & later)}"

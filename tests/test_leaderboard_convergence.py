@@ -42,8 +42,9 @@ def test_lora_reaches_its_own_target_and_a_slower_method_later():
     table = pa.Table.from_pylist(rows)
     out = {r.method: r for r in leaderboard._convergence(table, pa.Table.from_pylist(curves))}
 
-    lora_runs = [np.array([c["loss"] for c in curves if c["run_id"] == r["run_id"]]) for r in rows
-                 if r["method"] == "lora"]
+    lora_runs = [
+        np.array([c["loss"] for c in curves if c["run_id"] == r["run_id"]]) for r in rows if r["method"] == "lora"
+    ]
     smoothed_final = np.mean([stats.ema(c, leaderboard.CONVERGENCE_EMA)[-1] for c in lora_runs])
     assert out["lora"].target_loss == leaderboard.CONVERGENCE_FRACTION * smoothed_final
     assert out["lora"].reached == 3  # every lora seed reaches its own reference level

@@ -25,17 +25,22 @@ from initbench.results import CURVE_SUFFIX
 
 MEANS = {"lora": 0.55, "pissa": 0.62, "milora": 0.58, "full-ft": 0.70}
 CHOSEN = {"lora": 0.01, "pissa": 0.001, "milora": 0.1, "full-ft": 0.001}
-COLUMNS = {"base": dict(trainable_params=0, init_seconds=0.0),
-           "lora": dict(trainable_params=4608, init_seconds=0.01, forgetting_kl=0.012),
-           "pissa": dict(trainable_params=4608, init_seconds=0.21, forgetting_kl=0.02),
-           "milora": dict(trainable_params=4608, init_seconds=0.24, forgetting_kl=0.009, calibration_examples=8),
-           "full-ft": dict(trainable_params=135_000, init_seconds=0.0, forgetting_kl=0.08, is_reference=True)}
+COLUMNS = {
+    "base": dict(trainable_params=0, init_seconds=0.0),
+    "lora": dict(trainable_params=4608, init_seconds=0.01, forgetting_kl=0.012),
+    "pissa": dict(trainable_params=4608, init_seconds=0.21, forgetting_kl=0.02),
+    "milora": dict(trainable_params=4608, init_seconds=0.24, forgetting_kl=0.009, calibration_examples=8),
+    "full-ft": dict(trainable_params=135_000, init_seconds=0.0, forgetting_kl=0.08, is_reference=True),
+}
 
 
 def _final(method: str, task: str, seed: int) -> float:
     """A method's score: its mean, a task offset and a deterministic jitter per seed."""
-    return MEANS[method] + (0.05 if task == "compare_sums" else 0.0) + 0.03 * (
-        zlib.crc32(f"{method}/{task}/{seed}".encode()) % 1000 / 1000 - 0.5)
+    return (
+        MEANS[method]
+        + (0.05 if task == "compare_sums" else 0.0)
+        + 0.03 * (zlib.crc32(f"{method}/{task}/{seed}".encode()) % 1000 / 1000 - 0.5)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,13 @@ def version(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("page")
     columns = {m: {**c, "forgetting_set": "held-test"} for m, c in COLUMNS.items()}
-    runs = tuned_tree(tmp / "runs", {(m, t): lr for m, lr in CHOSEN.items() for t in METRIC}, seeds=(0, 1, 2),
-                      final=_final, columns=columns)
+    runs = tuned_tree(
+        tmp / "runs",
+        {(m, t): lr for m, lr in CHOSEN.items() for t in METRIC},
+        seeds=(0, 1, 2),
+        final=_final,
+        columns=columns,
+    )
     return publish(runs, "v1", root=tmp / "board"), runs
 
 
@@ -70,8 +80,16 @@ class _Page(HTMLParser):
         if tag == "section":
             self.sections.append(a.get("id", ""))
         elif tag == "table":
-            self.tables.append({"id": a.get("id"), "class": (a.get("class") or "").split(), "keys": [], "rows": [],
-                                "section": self.sections[-1] if self.sections else None, "sort": {}})
+            self.tables.append(
+                {
+                    "id": a.get("id"),
+                    "class": (a.get("class") or "").split(),
+                    "keys": [],
+                    "rows": [],
+                    "section": self.sections[-1] if self.sections else None,
+                    "sort": {},
+                }
+            )
         elif tag == "th" and self.tables:
             self.tables[-1]["keys"].append(a.get("data-key"))
             self.tables[-1]["sort"][a.get("data-key")] = a.get("aria-sort")
@@ -118,9 +136,15 @@ def test_the_ranking_is_one_row_per_method_from_the_board(version):
         assert (r["iqm"], r["iqm_low"], r["iqm_high"]) == (agg.iqm, agg.iqm_low, agg.iqm_high)
         assert r["versus"] == pairwise.get(r["method"])
         for task, metric in block.primary.items():
-            values = [x["value"] for x in table.to_pylist() if x["method"] == r["method"] and x["task"] == task
-                      and x["metric"] == metric and x["phase"] == "final"
-                      and (x["protocol"] == "tuned" or r["method"] == "base")]
+            values = [
+                x["value"]
+                for x in table.to_pylist()
+                if x["method"] == r["method"]
+                and x["task"] == task
+                and x["metric"] == metric
+                and x["phase"] == "final"
+                and (x["protocol"] == "tuned" or r["method"] == "base")
+            ]
             assert r["scores"][task]["mean"] == pytest.approx(np.mean(values))
     by = {r["method"]: r for r in rows}
     assert by["pissa"]["learning_rates"] == {t: [CHOSEN["pissa"]] for t in METRIC}
@@ -151,7 +175,8 @@ def test_the_page_leads_with_the_ranking_and_shows_only_plots_with_data(version)
     pissa = get_method("pissa")
     assert cells["pissa"]["paper"]["href"] == paper_url(pissa.paper) == "https://arxiv.org/abs/2404.02948"
     assert cells["pissa"]["code"]["href"] == first_url(pissa.code) and first_url(pissa.code).startswith(
-        "https://github.com/GraphPKU/PiSSA")
+        "https://github.com/GraphPKU/PiSSA"
+    )
     assert cells["base"]["paper"]["href"] is None  # "—": no link made up
     assert cells["milora"]["lr"]["text"] == "0.1" and float(cells["pissa"]["params"]["v"]) == 4608
     assert page.tables[-1]["id"] != "ranking-1" and any(t["id"] == "all-cells" for t in page.tables)
@@ -161,8 +186,13 @@ def test_the_page_leads_with_the_ranking_and_shows_only_plots_with_data(version)
     assert shown == sorted(manifest["plots"]) and len(shown) == page.figures
     assert all((target / src).is_file() for src in shown)
     assert "plots/smoke-pareto-params.png" not in shown
-    assert {"plots/smoke-aggregate.png", "plots/smoke-pareto-init.png", "plots/smoke-pareto-forgetting.png",
-            "plots/smoke-lr-sensitivity.png", "plots/smoke-loss-curves.png"} <= set(shown)
+    assert {
+        "plots/smoke-aggregate.png",
+        "plots/smoke-pareto-init.png",
+        "plots/smoke-pareto-forgetting.png",
+        "plots/smoke-lr-sensitivity.png",
+        "plots/smoke-loss-curves.png",
+    } <= set(shown)
     # offline: no external script, stylesheet or frame; links out are plain anchors
     assert [s for s in page.scripts if s["tag"] != "script" or s.get("src")] == []
     assert all(not src.startswith(("http:", "https:", "//")) for src in shown)
@@ -176,8 +206,10 @@ def test_plots_are_written_only_where_they_have_data(tmp_path):
     assert names == {"smoke-aggregate.png", "smoke-scores.png", "smoke-loss-curves.png"}
     assert {p.name for p in (tmp_path / "plots").iterdir()} == names
     assert {n.removeprefix("smoke-").removesuffix(".png") for n in names} <= set(PLOT_KINDS)
-    assert {p.name for p in write_plots(board, None, tmp_path / "no-curves")} == {"smoke-aggregate.png",
-                                                                                  "smoke-scores.png"}
+    assert {p.name for p in write_plots(board, None, tmp_path / "no-curves")} == {
+        "smoke-aggregate.png",
+        "smoke-scores.png",
+    }
 
 
 def test_the_pareto_front_is_the_set_no_point_dominates():
@@ -190,10 +222,25 @@ def test_the_pareto_front_is_the_set_no_point_dominates():
 
 
 def _dump_dom(chromium: str, url: str, profile: Path) -> str:
-    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-component-update", "--disable-sync", "--no-first-run",
-                           f"--user-data-dir={profile}", "--dump-dom", url],
-                          check=True, capture_output=True, text=True, timeout=90)
+    done = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     return done.stdout
 
 

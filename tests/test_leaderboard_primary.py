@@ -16,17 +16,32 @@ from initbench.suite import SuiteError, load_suite
 STRICT, FLEXIBLE = "exact_match,strict-match", "exact_match,flexible-extract"
 
 
-def _table(values: dict[tuple[str, str, str], float], lm_eval_task: str = "initbench_gsm8k",
-           recorded: str | None = None) -> pa.Table:
+def _table(
+    values: dict[tuple[str, str, str], float], lm_eval_task: str = "initbench_gsm8k", recorded: str | None = None
+) -> pa.Table:
     """Rows for (method, task, metric) -> value, two seeds each (the same value)."""
     rows = []
     for (method, task, metric), value in values.items():
         for seed in (0, 1):
             row = {f.name: None for f in RESULTS_SCHEMA}
-            row.update(run_id=f"s/{method}/{task}/seed{seed}/h", suite="s", suite_hash="h", method=method, task=task,
-                       seed=seed, config_hash="c", status="ok", metric=metric, value=value, lm_eval_task=lm_eval_task,
-                       is_reference=method == "base", protocol="fixed", phase="final", eval_split="test",
-                       primary_metric=recorded)
+            row.update(
+                run_id=f"s/{method}/{task}/seed{seed}/h",
+                suite="s",
+                suite_hash="h",
+                method=method,
+                task=task,
+                seed=seed,
+                config_hash="c",
+                status="ok",
+                metric=metric,
+                value=value,
+                lm_eval_task=lm_eval_task,
+                is_reference=method == "base",
+                protocol="fixed",
+                phase="final",
+                eval_split="test",
+                primary_metric=recorded,
+            )
             rows.append(row)
     return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
 
@@ -42,10 +57,16 @@ def test_the_default_primary_metric_is_the_first_metric_under_the_first_filter()
 
 
 def test_mean_over_tasks_uses_one_primary_metric_per_task():
-    values = {("lora", "g1", STRICT): 0.2, ("lora", "g1", FLEXIBLE): 0.6,
-              ("lora", "g2", STRICT): 0.4, ("lora", "g2", FLEXIBLE): 0.8}
+    values = {
+        ("lora", "g1", STRICT): 0.2,
+        ("lora", "g1", FLEXIBLE): 0.6,
+        ("lora", "g2", STRICT): 0.4,
+        ("lora", "g2", FLEXIBLE): 0.8,
+    }
     text = render_board(leaderboard.build(_table(values)))
-    assert _mean_over_tasks(text, "lora") == pytest.approx(0.3)  # strict-match of g1 and g2, not 0.5 over all four cells
+    assert _mean_over_tasks(text, "lora") == pytest.approx(
+        0.3
+    )  # strict-match of g1 and g2, not 0.5 over all four cells
     assert "strict-match, primary" in text and "mean over tasks (primary metrics)" in text
     recorded = leaderboard.build(_table(values, recorded=FLEXIBLE))  # a suite that chose flexible-extract
     assert recorded.suites[0].protocols["fixed"].primary == {"g1": FLEXIBLE, "g2": FLEXIBLE}
@@ -53,8 +74,12 @@ def test_mean_over_tasks_uses_one_primary_metric_per_task():
 
 
 def test_a_ceiling_at_or_below_the_floor_does_not_normalize():
-    values = {("base", "t1", "acc"): 0.5, ("lora", "t1", "acc"): 0.3,  # lora below base on t1
-              ("base", "t2", "acc"): 0.2, ("lora", "t2", "acc"): 0.6}
+    values = {
+        ("base", "t1", "acc"): 0.5,
+        ("lora", "t1", "acc"): 0.3,  # lora below base on t1
+        ("base", "t2", "acc"): 0.2,
+        ("lora", "t2", "acc"): 0.6,
+    }
     board = leaderboard.build(_table(values, lm_eval_task="initbench_compare_sums"))
     block = board.suites[0].protocols["fixed"]
     assert block.normalization.not_normalizable == ["t1"]
@@ -63,8 +88,9 @@ def test_a_ceiling_at_or_below_the_floor_does_not_normalize():
     assert aggregate["lora"].tasks == 1 and aggregate["lora"].iqm == pytest.approx(1.0)
     assert aggregate["base"].iqm == pytest.approx(0.0)
     assert "t1: not normalizable" in render_board(board)
-    equal = leaderboard.build(_table({("base", "t1", "acc"): 0.5, ("lora", "t1", "acc"): 0.5},
-                                     lm_eval_task="initbench_compare_sums"))
+    equal = leaderboard.build(
+        _table({("base", "t1", "acc"): 0.5, ("lora", "t1", "acc"): 0.5}, lm_eval_task="initbench_compare_sums")
+    )
     block = equal.suites[0].protocols["fixed"]
     assert block.normalization.not_normalizable == ["t1"] and block.aggregate == []
 
@@ -84,8 +110,11 @@ def test_a_suite_names_a_tasks_primary_metric(tmp_path):
     assert chosen.spec_hash != smoke.spec_hash  # it changes what the leaderboard reports
     assert task_primary_metric(smoke.tasks[0]) == ("exact_match", True)  # unset: the task's default
     wrong = _suite_with_primary(tmp_path, "acc_norm")
-    with pytest.raises(SuiteError, match=r"primary\.yaml: key 'tasks\.addition\.primary_metric' is 'acc_norm', "
-                                         r"not a metric initbench_addition records; one of exact_match"):
+    with pytest.raises(
+        SuiteError,
+        match=r"primary\.yaml: key 'tasks\.addition\.primary_metric' is 'acc_norm', "
+        r"not a metric initbench_addition records; one of exact_match",
+    ):
         task_primary_metric(wrong.tasks[0], wrong.path)
 
 
@@ -94,7 +123,15 @@ def test_tuning_selects_on_a_metric_the_gsm8k_runs_record():
     every tuning trial on GSM8K read as failed and the default rate was always chosen."""
     from initbench.evaluation import parse_scores
 
-    recorded = {s.metric for s in parse_scores({"exact_match,strict-match": 0.5, "exact_match_stderr,strict-match": 0.1,
-                                                "exact_match,flexible-extract": 0.6})}
+    recorded = {
+        s.metric
+        for s in parse_scores(
+            {
+                "exact_match,strict-match": 0.5,
+                "exact_match_stderr,strict-match": 0.1,
+                "exact_match,flexible-extract": 0.6,
+            }
+        )
+    }
     metric, _ = task_primary_metric(load_suite("math-mini").task("gsm8k"))
     assert metric in recorded

@@ -43,8 +43,10 @@ def test_the_multiple_choice_tasks_are_one_template_and_includes():
 
     raw = {p.stem: load_yaml(p, resolve_func=False, recursive=False) for p in LM_EVAL_DIR.glob("*.yaml")}
     including = sorted(name for name, config in raw.items() if config.get("include") == TEMPLATE)
-    assert including == [f"initbench_{t}" for t in ("arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa",
-                                                     "piqa", "siqa", "winogrande")]
+    assert including == [
+        f"initbench_{t}"
+        for t in ("arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "siqa", "winogrande")
+    ]
     for name in including:  # each adds its name and nothing else
         assert raw[name] == {"include": TEMPLATE, "task": name}
 

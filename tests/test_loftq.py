@@ -11,10 +11,24 @@ from initbench_baselines.loftq import LoftQ, loftq_factors
 from initbench_baselines.nf4 import nf4_code, nf4_round_trip
 
 # QLoRA (arXiv:2305.14314), appendix E: the NF4 data type's 16 values as the paper lists them.
-QLORA_NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-             -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-             0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-             0.7229568362236023, 1.0]
+QLORA_NF4 = [
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+]
 
 
 def weights() -> list[torch.Tensor]:
@@ -31,13 +45,13 @@ def nearest_by_argmin(weight: torch.Tensor, block: int = 64) -> torch.Tensor:
     flat = weight.reshape(-1)
     out = torch.empty_like(flat)
     for start in range(0, flat.numel(), block):
-        chunk = flat[start:start + block]
+        chunk = flat[start : start + block]
         absmax = chunk.abs().max()
         if absmax == 0:
-            out[start:start + block] = 0.0
+            out[start : start + block] = 0.0
             continue
         index = (chunk[:, None] / absmax - code[None, :]).abs().argmin(dim=1)
-        out[start:start + block] = code[index] * absmax
+        out[start : start + block] = code[index] * absmax
     return out.reshape(weight.shape)
 
 
@@ -100,8 +114,10 @@ def test_bad_settings_are_refused():
         LoftQ(iterations=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
-                    reason="peft's loftq_init needs CUDA and bitsandbytes")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
+    reason="peft's loftq_init needs CUDA and bitsandbytes",
+)
 def test_equals_peft_loftq_init_on_cuda():
     from peft.utils.loftq_utils import loftq_init
 

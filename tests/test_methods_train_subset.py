@@ -31,8 +31,9 @@ from initbench.train import build_optimizer
 NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fwsvd"]
 PRESERVING = ["slora", "loldu", "svfit", "fwsvd"]
 CHANGED = ["lora-sb", "nlora", "nlora-inttune", "lora-one"]
-BUDGET = Budget(steps=50, batch_size=4, max_length=48, optimizer=OptimizerSpec(lr=1e-3),
-                schedule=ScheduleSpec(warmup_ratio=0.1))
+BUDGET = Budget(
+    steps=50, batch_size=4, max_length=48, optimizer=OptimizerSpec(lr=1e-3), schedule=ScheduleSpec(warmup_ratio=0.1)
+)
 # what trains per layer, as a function of (out, in, r)
 TRAINS = {
     "lora-sb": ({"M"}, lambda o, i, r: r * r),
@@ -73,6 +74,7 @@ def attached():
 
 
 # ---------------------------------------------------------------- the adapter helpers on peft
+
 
 def _one_layer(seed=0, dropout=0.0):
     from peft import LoraConfig, get_peft_model
@@ -133,7 +135,9 @@ def test_frozen_parts_stay_frozen_through_peft_toggles():
         pass
     model.base_model.set_adapter("default")
     assert trainable_parts(layer) == {"M"}
-    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["base_model.model.0.lora_A.default.middle.weight"]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        "base_model.model.0.lora_A.default.middle.weight"
+    ]
     # the frozen tensors keep their values and state-dict keys
     assert "base_model.model.0.lora_B.default.weight" in model.state_dict()
 
@@ -160,6 +164,7 @@ def test_context_needs_budget_and_rate():
 
 
 # ---------------------------------------------------------------- transcriptions on a small matrix
+
 
 def test_lora_sb_transcription():
     G, r, eff = _matrix(16, 12, 1), 3, 0.01
@@ -194,6 +199,7 @@ def test_effective_rank():
 
 
 # ---------------------------------------------------------------- on the tiny model, as the harness builds it
+
 
 @pytest.mark.parametrize("name", PRESERVING)
 def test_starts_at_the_base_model(name, attached, base_logits, record_property):
@@ -354,6 +360,7 @@ def test_weight_gradient_squares_against_autograd():
 
 # ---------------------------------------------------------------- end to end, with the diagnostics on
 
+
 def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch):
     from initbench.cli import main
     from initbench.counted import read_results
@@ -361,8 +368,18 @@ def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch
 
     monkeypatch.setenv("INITBENCH_DIAGNOSTICS", "1")
     suite = quick_smoke_suite(tmp_path)
-    code = main(["evaluate", "--suite", str(suite), *sum((["--method", m] for m in NEW + ["lora"]), []),
-                 "--seeds", "0", "--out", str(tmp_path / "runs")])
+    code = main(
+        [
+            "evaluate",
+            "--suite",
+            str(suite),
+            *sum((["--method", m] for m in NEW + ["lora"]), []),
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 0
     assert validate(tmp_path / "runs") == []
     rows = {r["method"]: r for r in read_results(tmp_path / "runs").to_pylist()}
@@ -390,8 +407,10 @@ def test_diagnostics_off_leaves_nulls(tmp_path, monkeypatch):
 
     monkeypatch.delenv("INITBENCH_DIAGNOSTICS", raising=False)
     suite = quick_smoke_suite(tmp_path, steps=1, limit=1)
-    assert main(["evaluate", "--suite", str(suite), "--method", "loldu", "--seeds", "0",
-                 "--out", str(tmp_path / "runs")]) == 0
+    assert (
+        main(["evaluate", "--suite", str(suite), "--method", "loldu", "--seeds", "0", "--out", str(tmp_path / "runs")])
+        == 0
+    )
     row = read_results(tmp_path / "runs").to_pylist()[0]
     assert row["status"] == "ok"
     assert row["init_update_erank"] is None and row["relative_weight_change"] is None

@@ -10,8 +10,20 @@ from initbench.execution import available_cores
 from initbench.harness import run_one
 from initbench.registry import get_method
 
-PLAN = ["sweep", "--suite", "smoke", "--method", "lora", "--method", "base", "--seeds", "0,1", "--protocol", "tuned",
-        "--plan"]
+PLAN = [
+    "sweep",
+    "--suite",
+    "smoke",
+    "--method",
+    "lora",
+    "--method",
+    "base",
+    "--seeds",
+    "0,1",
+    "--protocol",
+    "tuned",
+    "--plan",
+]
 
 
 def _row(text: str, method: str) -> list[str]:
@@ -39,8 +51,14 @@ def test_plan_counts_runs_and_names_the_source_of_each_estimate(smoke_suite, tmp
     assert "addition: " in sources and "median of 1 runs of lora on addition in --out (float32/" in sources
     assert "compare_sums: " in sources and "runs of lora on other tasks" in sources
     assert "runs of other methods" in _row(text, "base")[5]
-    run_hours, machine_hours = map(float, re.search(r"run-hours pending: ([\d.]+); machine-hours with \d+ local "
-                                                    r"worker\(s\): ([\d.]+)", text).groups())
+    run_hours, machine_hours = map(
+        float,
+        re.search(
+            r"run-hours pending: ([\d.]+); machine-hours with \d+ local "
+            r"worker\(s\): ([\d.]+)",
+            text,
+        ).groups(),
+    )
     assert abs(machine_hours - run_hours / workers) < 0.011
 
 
@@ -78,8 +96,20 @@ def test_a_training_method_is_not_timed_by_evaluation_only_runs(smoke_suite, tmp
     task = smoke_suite.tasks[0]
     for name in ("base", "lora"):
         assert run_one(smoke_suite, get_method(name), task, 0, out).status == "ok"
-    plan = ["sweep", "--suite", "smoke", "--method", "pissa", "--method", "base", "--seeds", "0", "--plan", "--out",
-            str(out)]
+    plan = [
+        "sweep",
+        "--suite",
+        "smoke",
+        "--method",
+        "pissa",
+        "--method",
+        "base",
+        "--seeds",
+        "0",
+        "--plan",
+        "--out",
+        str(out),
+    ]
     assert main(plan) == 0
     sources = _row(capsys.readouterr().out, "pissa")[5]
     assert f"runs of other training methods on {task.name}" in sources  # lora's run, not base's evaluation

@@ -22,18 +22,18 @@ def installed_plugin():
     import importlib.util
 
     if importlib.util.find_spec("wheel") is None and importlib.util.find_spec("setuptools._vendor.wheel") is None:
-        pytest.skip("this environment cannot build a wheel offline (setuptools < 70.1 without the `wheel` package, "
-                    "as in a fresh `python -m venv`): pip install wheel, or setuptools >= 70.1")
+        pytest.skip(
+            "this environment cannot build a wheel offline (setuptools < 70.1 without the `wheel` package, "
+            "as in a fresh `python -m venv`): pip install wheel, or setuptools >= 70.1"
+        )
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(pip + ["install", "--no-deps", "--no-build-isolation", str(PLUGIN)], check=True,
-                   capture_output=True)
+    subprocess.run(pip + ["install", "--no-deps", "--no-build-isolation", str(PLUGIN)], check=True, capture_output=True)
     yield
     subprocess.run(pip + ["uninstall", "-y", "initbench-example-plugin"], check=True, capture_output=True)
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "initbench.cli", *args], capture_output=True, text=True,
-                          env=cli_env())
+    return subprocess.run([sys.executable, "-m", "initbench.cli", *args], capture_output=True, text=True, env=cli_env())
 
 
 def test_example_plugin_is_listed_and_runs_end_to_end(installed_plugin, tmp_path):
@@ -92,8 +92,25 @@ def test_the_cli_names_the_failing_plugin_hook_and_how_to_get_its_traceback(tmp_
     name = f"{Path(__file__).stem}:OldSignatureOptimizer"  # by import path, from this file
     env = {**cli_env(), "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     suite = quick_smoke_suite(tmp_path)
-    quiet = subprocess.run([sys.executable, "-m", "initbench.cli", "evaluate", "--suite", str(suite), "--method", name,
-                            "--seeds", "0", "--out", str(tmp_path / "runs")], capture_output=True, text=True, env=env)
+    quiet = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "initbench.cli",
+            "evaluate",
+            "--suite",
+            str(suite),
+            "--method",
+            name,
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert quiet.returncode == 1
     line = next(text for text in quiet.stderr.splitlines() if text.startswith("initbench: run failed:"))
     assert f"method '{name}' ({name}) raised in build_optimizer: TypeError:" in line

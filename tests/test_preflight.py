@@ -11,7 +11,9 @@ from initbench.suite import builtin_suite_dir
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
 TARGETS = "target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
-GENERATOR = "generator: initbench_tasks.generators:addition\n      args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}"
+GENERATOR = (
+    "generator: initbench_tasks.generators:addition\n      args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}"
+)
 
 CASES = [  # (what today's main does with it) old text, new text, the key the error must name, a fragment
     # caught only at run time today
@@ -19,11 +21,19 @@ CASES = [  # (what today's main does with it) old text, new text, the key the er
     (TARGETS, "target_modules: [self_attn]", "lora.target_modules[0]", "LoRA cannot wrap"),
     ("lm_eval_task: initbench_addition", "lm_eval_task: initbench_nope", "tasks[0].lm_eval_task", "nope.yaml"),
     ("generators:addition", "generators:no_such_function", "tasks[0].data.generator", "cannot import"),
-    ("initbench_tasks.generators:addition", "initbench_tasks.no_such_module:addition", "tasks[0].data.generator",
-     "ModuleNotFoundError"),
+    (
+        "initbench_tasks.generators:addition",
+        "initbench_tasks.no_such_module:addition",
+        "tasks[0].data.generator",
+        "ModuleNotFoundError",
+    ),
     ("n_train: 40, n_validation: 8", "n_train: 40, n_valid: 8", "tasks[0].data.args", "n_valid"),
-    (GENERATOR, "files: {train: /nonexistent/train.jsonl, test: /nonexistent/test.jsonl}",
-     "tasks[0].data.files.train", "no file at /nonexistent/train.jsonl"),
+    (
+        GENERATOR,
+        "files: {train: /nonexistent/train.jsonl, test: /nonexistent/test.jsonl}",
+        "tasks[0].data.files.train",
+        "no file at /nonexistent/train.jsonl",
+    ),
     ("  id: tiny-llama\n", "  id: tiny-llama\n  dtype: float33\n", "model.dtype", "float33"),
     ("schedule: {name: linear", "schedule: {name: sawtooth", "budget.schedule.name", "sawtooth"),
     ("schedule: {name: linear", "schedule: {name: reduce_lr_on_plateau", "budget.schedule.name", "reduce_lr"),
@@ -81,12 +91,18 @@ def test_another_check_plugs_in_with_one_line(monkeypatch, smoke_suite):
         return [f"{suite.path}: key 'tasks[0]': too much overlap"]
 
     monkeypatch.setattr(preflight, "CHECKS", [*preflight.CHECKS, contamination])
-    assert preflight.check_suite(smoke_suite, note=notes.append) == [f"{smoke_suite.path}: key 'tasks[0]': too much overlap"]
+    assert preflight.check_suite(smoke_suite, note=notes.append) == [
+        f"{smoke_suite.path}: key 'tasks[0]': too much overlap"
+    ]
     assert notes == ["2 tasks checked"]
 
 
-LOAD_TIME = [c for c in CASES if c[2] in ("model.dtype", "lora.dropout", "eval.limit", "budget.optimizer.lr",
-                                           "lora.alpha", "eval.batch_size", "line 15")]
+LOAD_TIME = [
+    c
+    for c in CASES
+    if c[2]
+    in ("model.dtype", "lora.dropout", "eval.limit", "budget.optimizer.lr", "lora.alpha", "eval.batch_size", "line 15")
+]
 
 
 @pytest.mark.parametrize("old, new, key, fragment", LOAD_TIME, ids=[c[2] + ":" + c[1][:30] for c in LOAD_TIME])

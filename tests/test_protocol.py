@@ -29,13 +29,16 @@ def _suite_with(tmp_path, tuning: str):
     return path
 
 
-@pytest.mark.parametrize("tuning, fragment", [
-    ("tuning: {lr_grid: [0.001, 0.002, 0.1], seeds: [0]}", "log-spaced"),
-    ("tuning: {lr_grid: [0.01, 0.001], seeds: [0]}", "ascending"),
-    ("tuning: {lr_grid: [], seeds: [0]}", "at least one learning rate"),
-    ("tuning: {lr_grid: [0.001, 0.01], seeds: []}", "tuning.seeds"),
-    ("tuning: {lr_grid: [-1.0], seeds: [0]}", "positive"),
-])
+@pytest.mark.parametrize(
+    "tuning, fragment",
+    [
+        ("tuning: {lr_grid: [0.001, 0.002, 0.1], seeds: [0]}", "log-spaced"),
+        ("tuning: {lr_grid: [0.01, 0.001], seeds: [0]}", "ascending"),
+        ("tuning: {lr_grid: [], seeds: [0]}", "at least one learning rate"),
+        ("tuning: {lr_grid: [0.001, 0.01], seeds: []}", "tuning.seeds"),
+        ("tuning: {lr_grid: [-1.0], seeds: [0]}", "positive"),
+    ],
+)
 def test_tuning_section_is_validated(tmp_path, tuning, fragment):
     with pytest.raises(SuiteError, match=fragment):
         load_suite(str(_suite_with(tmp_path, tuning)))
@@ -69,8 +72,9 @@ def test_files_tasks_get_a_carved_validation_split(tmp_path, smoke_suite):
 
 
 def _tune(suite, out, task):
-    outcomes = run_sweep(suite, [get_method("lora")], [0], out, InlineExecutor(), protocol="tuned", tasks=[task],
-                         report=lambda _: None)
+    outcomes = run_sweep(
+        suite, [get_method("lora")], [0], out, InlineExecutor(), protocol="tuned", tasks=[task], report=lambda _: None
+    )
     grid = trial_grids(suite, ["lora"], [task.name], out)[("lora", task.name)]
     return outcomes, select(suite, "lora", task, out, grid)  # re-reads the trial files the sweep selected from
 

@@ -73,13 +73,26 @@ def test_every_row_records_the_code_threads_and_cpu(smoke_suite, tmp_path):
 
 
 def test_differences_name_what_changed_and_skip_what_an_old_row_lacks():
-    old = {"code_commit": "a" * 40, "cpu_flags": "avx2,avx512f", "torch_threads": 2, "peft_version": "0.17.0",
-           "execution": json.dumps({"autocast": None, "loss": "full-logits"})}
-    new = {**old, "code_commit": "b" * 40, "torch_threads": 1, "cpu_capability": "AVX512",
-           "execution": json.dumps({"autocast": "bf16", "loss": "full-logits", "compile": False})}
+    old = {
+        "code_commit": "a" * 40,
+        "cpu_flags": "avx2,avx512f",
+        "torch_threads": 2,
+        "peft_version": "0.17.0",
+        "execution": json.dumps({"autocast": None, "loss": "full-logits"}),
+    }
+    new = {
+        **old,
+        "code_commit": "b" * 40,
+        "torch_threads": 1,
+        "cpu_capability": "AVX512",
+        "execution": json.dumps({"autocast": "bf16", "loss": "full-logits", "compile": False}),
+    }
     found = provenance.differences(old, new)
     assert [line.split(":")[0] for line in found] == ["code_commit", "torch_threads", "execution.autocast"]
     assert provenance.differences(old, dict(old)) == []
     assert execution.execution_environment(new) == {
-        "INITBENCH_PRECISION": "bf16-autocast", "INITBENCH_COMPILE": "0", "INITBENCH_FAST": "0",
-        "INITBENCH_THREADS": "1"}
+        "INITBENCH_PRECISION": "bf16-autocast",
+        "INITBENCH_COMPILE": "0",
+        "INITBENCH_FAST": "0",
+        "INITBENCH_THREADS": "1",
+    }

@@ -32,8 +32,26 @@ def runs(tmp_path_factory):
     old = os.environ.get("INITBENCH_CACHE")
     os.environ["INITBENCH_CACHE"] = str(cache)
     try:
-        assert main(["evaluate", "--suite", "smoke", "--method", "base", "--method", "lora", "--seeds", "0,1",
-                     "--protocol", "tuned", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--suite",
+                    "smoke",
+                    "--method",
+                    "base",
+                    "--method",
+                    "lora",
+                    "--seeds",
+                    "0,1",
+                    "--protocol",
+                    "tuned",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     finally:
         if old is None:
             os.environ.pop("INITBENCH_CACHE", None)
@@ -75,8 +93,9 @@ def test_publish_writes_every_artifact(published, runs):
         assert image.shape[0] > 100 and image.std() > 0
     import datasets
 
-    loaded = datasets.load_dataset("parquet", data_files=str(target / "results.parquet"), split="train",
-                                   cache_dir=str(root.parent / "hf-cache"))
+    loaded = datasets.load_dataset(
+        "parquet", data_files=str(target / "results.parquet"), split="train", cache_dir=str(root.parent / "hf-cache")
+    )
     assert loaded.num_rows == read_results(runs).num_rows
     assert main(["validate", str(runs)]) == 0
 
@@ -140,9 +159,22 @@ def _synthetic() -> pa.Table:
                 if method == "better":
                     value = means["lora"] + 0.1 * t + 0.2 + 0.001 * seed
                 row = {f.name: None for f in RESULTS_SCHEMA}
-                row.update(run_id=f"s/{method}/{task}/seed{seed}/h", suite="s", suite_hash="h", method=method,
-                           task=task, seed=seed, config_hash="c", status="ok", metric="acc", value=value,
-                           is_reference=method == "base", protocol="fixed", phase="final", eval_split="test")
+                row.update(
+                    run_id=f"s/{method}/{task}/seed{seed}/h",
+                    suite="s",
+                    suite_hash="h",
+                    method=method,
+                    task=task,
+                    seed=seed,
+                    config_hash="c",
+                    status="ok",
+                    metric="acc",
+                    value=value,
+                    is_reference=method == "base",
+                    protocol="fixed",
+                    phase="final",
+                    eval_split="test",
+                )
                 rows.append(row)
     return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
 
@@ -175,10 +207,25 @@ def test_index_html_renders_in_headless_chromium(published, tmp_path):
         pytest.skip("chromium is not installed (apt-get install -y chromium); the HTML page was not rendered")
     target, _ = published
     shot = tmp_path / "shot.png"
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,800",
-                    (target / "index.html").resolve().as_uri()], check=True, capture_output=True, timeout=90)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,800",
+            (target / "index.html").resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
     import matplotlib.image
 
     image = matplotlib.image.imread(shot)
@@ -193,8 +240,13 @@ def test_diagnostics_table_appears_only_with_diagnostics():
     rows = table.to_pylist()
     for r in rows:
         if r["method"] == "lora":
-            r.update(trainable_params=1000, base_weights_modified=False, init_update_erank=0.0,
-                     final_update_erank=2.0 + r["seed"], relative_weight_change=0.01)
+            r.update(
+                trainable_params=1000,
+                base_weights_modified=False,
+                init_update_erank=0.0,
+                final_update_erank=2.0 + r["seed"],
+                relative_weight_change=0.01,
+            )
     board = leaderboard.build(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA))
     (diag,) = board.suites[0].diagnostics
     assert diag.method == "lora" and diag.runs == 10 and diag.final_update_erank == pytest.approx(4.0)
@@ -211,8 +263,15 @@ def test_reproduce_names_what_of_the_code_identity_differs(runs, tmp_path):
     shutil.copytree(runs, edited)
     for path in edited.rglob("*.results.parquet"):
         table = pq.read_table(path)
-        rows = [{**r, "value": None if r["value"] is None else 1.0 - r["value"], "code_commit": "0" * 40,
-                 "cpu_flags": "avx2"} for r in table.to_pylist()]
+        rows = [
+            {
+                **r,
+                "value": None if r["value"] is None else 1.0 - r["value"],
+                "code_commit": "0" * 40,
+                "cpu_flags": "avx2",
+            }
+            for r in table.to_pylist()
+        ]
         pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
     copy = publish(edited, "v1", root=tmp_path / "board")
     report, ok = reproduce(copy, runs=1, seed=3)

@@ -39,8 +39,11 @@ def version(tmp_path):
 
 def _task_table(readme: str, task: str) -> dict[str, list[str]]:
     section = readme.split(f"Curvature at init, task `{task}`")[1].split("fit of log")[0]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
-            if line.startswith("| ") and "method" not in line]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| ") and "method" not in line
+    ]
     return {r[0]: r[1:] for r in rows}
 
 
@@ -76,8 +79,9 @@ def test_publish_with_curvature_shows_the_table_the_plot_and_hashes_the_rows(ver
     fit_line = readme.split("Curvature at init, task `addition`")[1].split("fit of log")[1].splitlines()[0]
     assert f"slope {slope:.3f}, R^2 {r2:.3f}" in fit_line and "n = 4" in fit_line
     # edges per grid kind, from the selection files: 8 selections, 4 lowest (pissa, olora), 2 highest (milora)
-    assert manifest["curvature"]["edges"] == [{"suite": "smoke", "kind": "fixed", "selections": 8, "lowest": 4,
-                                               "highest": 2, "not_from_grid": 0}]
+    assert manifest["curvature"]["edges"] == [
+        {"suite": "smoke", "kind": "fixed", "selections": 8, "lowest": 4, "highest": 2, "not_from_grid": 0}
+    ]
     assert re.search(r"\| smoke +\| fixed +\| 8 +\| 4 +\| 2 +\| 6/8 \(75%\)", readme)
 
 
@@ -126,8 +130,9 @@ def test_publish_without_curvature_is_unchanged(tmp_path):
     # curvature of another spec only: still nothing of it in the version
     write_curvature(tmp_path / "runs", "lora", "addition", 0, 5.0, suite_hash="0" * 16)
     again = publish(tmp_path / "runs", "v2", root=tmp_path / "board")
-    assert (again / "README.md").read_text().replace("v2", "v1").split("Published")[1].split("\n", 1)[1] \
-        == readme.split("Published")[1].split("\n", 1)[1]
+    assert (again / "README.md").read_text().replace("v2", "v1").split("Published")[1].split("\n", 1)[
+        1
+    ] == readme.split("Published")[1].split("\n", 1)[1]
     assert not (again / CURVATURE_FILE).exists()
 
 

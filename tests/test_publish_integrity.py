@@ -61,8 +61,11 @@ def test_an_edited_version_fails_every_read_naming_the_file(version, capsys, edi
     for read in (lambda: reproduce(target, runs=1), lambda: compare("v1", "v1", root=root)):
         with pytest.raises(PublishError, match=re.escape(str(edited))):
             read()
-    for argv in (["leaderboard", str(target)], ["leaderboard", str(target / "results.parquet")],
-                 ["reproduce", str(target)]):
+    for argv in (
+        ["leaderboard", str(target)],
+        ["leaderboard", str(target / "results.parquet")],
+        ["reproduce", str(target)],
+    ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(edited) in err[0], (argv, err)
@@ -98,8 +101,16 @@ def test_hostile_names_publish_and_render(tmp_path):
     for method, value in (("base", 0.1), ("lo$ra", 0.4), ("a$^$c", 0.5)):
         for seed in (0, 1):
             row = smoke_row("lora", "addition", seed, value + 0.01 * seed)
-            write_smoke_run(out, {**row, "method": method, "task": task, "run_id": f"{row['run_id']}/{method}{task}",
-                                  "is_reference": method == "base"})
+            write_smoke_run(
+                out,
+                {
+                    **row,
+                    "method": method,
+                    "task": task,
+                    "run_id": f"{row['run_id']}/{method}{task}",
+                    "is_reference": method == "base",
+                },
+            )
     target = publish(out, "v1", root=tmp_path / "board")
     assert (target / "plots" / "smoke-scores.png").stat().st_size > 0
     page = (target / "index.html").read_text()

@@ -20,7 +20,7 @@ SECTION = "### A new data set"
 def _blocks() -> tuple[dict[str, str], list[str]]:
     """The section's files (code blocks whose first line is ``# my_suites/...``) and its shell lines."""
     text = (REPO / "README.md").read_text()
-    section = text[text.index(SECTION):]
+    section = text[text.index(SECTION) :]
     section = section[: section.index("\n## ")]
     files, shell = {}, []
     for lang, body in re.findall(r"```(\w*)\n(.*?)```", section, re.S):
@@ -40,8 +40,14 @@ def _rows(n: int, seed: int) -> list[dict]:
         a, b = rng.randint(1, 9), rng.randint(1, 9)
         options = [a + b + d for d in (0, 1, 2, 3, 4)]
         rng.shuffle(options)
-        rows.append({"question": f"What is {a} + {b}?", "options": [f"{letter}){o}" for letter, o in zip("ABCDE", options)],
-                     "rationale": f"{a} + {b} = {a + b}", "correct": "ABCDE"[options.index(a + b)]})
+        rows.append(
+            {
+                "question": f"What is {a} + {b}?",
+                "options": [f"{letter}){o}" for letter, o in zip("ABCDE", options)],
+                "rationale": f"{a} + {b} = {a + b}",
+                "correct": "ABCDE"[options.index(a + b)],
+            }
+        )
     return rows
 
 
@@ -79,8 +85,9 @@ def test_the_readme_aqua_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert main(_argv(commands[0], tmp_path)) == 0  # initbench check
     assert main(_argv(commands[1], tmp_path) + ["--out", str(out)]) == 0  # initbench evaluate
     rows = read_results(out).to_pylist()  # one row per (run, metric)
-    assert sorted((r["method"], r["metric"]) for r in rows) == [(m, k) for m in ("lora", "pissa")
-                                                                for k in ("acc", "acc_norm")]
+    assert sorted((r["method"], r["metric"]) for r in rows) == [
+        (m, k) for m in ("lora", "pissa") for k in ("acc", "acc_norm")
+    ]
     assert all(r["status"] == "ok" and r["lm_eval_task"] == "my_aqua" and r["primary_metric"] == "acc" for r in rows)
 
 

@@ -68,7 +68,15 @@ def test_real_suites_name_their_data_by_hub_id_and_local_copy():
     assert math.task("gsm8k").data.splits["train"].hub.id == "meta-math/MetaMathQA"
     assert math.task("gsm8k").data.splits["test"].hub.id == "openai/gsm8k"
     assert [t.name for t in commonsense.tasks] == [
-        "boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
+        "boolq",
+        "piqa",
+        "siqa",
+        "hellaswag",
+        "winogrande",
+        "arc_easy",
+        "arc_challenge",
+        "openbookqa",
+    ]
     for task in commonsense.tasks:
         assert task.data.splits["train"].hub.id == "zwhe99/commonsense_170k"
         assert task.data.splits["test"].hub.revision
@@ -80,14 +88,21 @@ def test_suites_listing_shows_models_data_and_budgets(capsys):
 
     assert main(["suites"]) == 0
     out = capsys.readouterr().out
-    for fragment in ("math-mini", "commonsense", "Qwen/Qwen3-0.6B-Base@main", "meta-math/MetaMathQA",
-                     "zwhe99/commonsense_170k", "gsm8k/test.jsonl", "10,240,000 tokens", "eval limit 50"):
+    for fragment in (
+        "math-mini",
+        "commonsense",
+        "Qwen/Qwen3-0.6B-Base@main",
+        "meta-math/MetaMathQA",
+        "zwhe99/commonsense_170k",
+        "gsm8k/test.jsonl",
+        "10,240,000 tokens",
+        "eval limit 50",
+    ):
         assert fragment in out
 
 
 def test_a_bad_formatter_or_split_is_named(tmp_path):
-    text = (Path(load_suite("math-mini").path).read_text()
-            .replace("formatter: gsm8k}]", "formatter: gsm8kk}]", 1))
+    text = Path(load_suite("math-mini").path).read_text().replace("formatter: gsm8k}]", "formatter: gsm8kk}]", 1)
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(SuiteError, match=r"tasks\[0\]\.data\.splits\.train\.local\[0\]\.formatter.*'gsm8kk'"):
         load_suite(str(tmp_path / "bad.yaml"))
@@ -95,8 +110,15 @@ def test_a_bad_formatter_or_split_is_named(tmp_path):
 
 # --------------------------------------------------------------------------- loaders and formatters
 
-COMMONSENSE_TEST_ROWS = {"boolq": 3270, "piqa": 1838, "siqa": 1954, "winogrande": 1267,
-                         "arc_easy": 2376, "arc_challenge": 1172, "openbookqa": 500}
+COMMONSENSE_TEST_ROWS = {
+    "boolq": 3270,
+    "piqa": 1838,
+    "siqa": 1954,
+    "winogrande": 1267,
+    "arc_easy": 2376,
+    "arc_challenge": 1172,
+    "openbookqa": 500,
+}
 
 
 @needs_data
@@ -106,8 +128,10 @@ def test_gsm8k_loads_from_the_data_dir_with_a_known_first_record():
     first = records["test"][0]
     assert first["prompt"].startswith("Question: Janet\u2019s ducks lay 16 eggs per day.")
     assert first["prompt"].endswith("\nAnswer:")
-    assert first["completion"] == (" Janet sells 16 - 3 - 4 = 9 duck eggs a day.\n"
-                                   "She makes 9 * 2 = $18 every day at the farmer\u2019s market.\n#### 18")
+    assert first["completion"] == (
+        " Janet sells 16 - 3 - 4 = 9 duck eggs a day.\n"
+        "She makes 9 * 2 = $18 every day at the farmer\u2019s market.\n#### 18"
+    )
     assert first["target"] == "18" and len(digest) == 64
 
 
@@ -140,11 +164,16 @@ def test_known_commonsense_first_records():
     arc, _ = load_splits(_task("commonsense", "arc_challenge").data.splits, "k", "w", SHARED_DATA)
     assert arc["test"][0] == {
         "prompt": "Question: An astronomer observes that a planet rotates faster after a meteorite impact. "
-                  "Which is the most likely effect of this increase in rotation?\nAnswer:",
+        "Which is the most likely effect of this increase in rotation?\nAnswer:",
         "completion": " Planetary days will become shorter.",
-        "choices": ["Planetary density will decrease.", "Planetary years will become longer.",
-                    "Planetary days will become shorter.", "Planetary gravity will become stronger."],
-        "label": 2}
+        "choices": [
+            "Planetary density will decrease.",
+            "Planetary years will become longer.",
+            "Planetary days will become shorter.",
+            "Planetary gravity will become stronger.",
+        ],
+        "label": 2,
+    }
     wino, _ = load_splits(_task("commonsense", "winogrande").data.splits, "k", "w", SHARED_DATA)
     assert wino["test"][0]["choices"] == ["Sarah", "Maria"] and wino["test"][0]["label"] == 1
     boolq, _ = load_splits(_task("commonsense", "boolq").data.splits, "k", "w", SHARED_DATA)
@@ -154,19 +183,40 @@ def test_known_commonsense_first_records():
 def test_hub_formatters_make_the_same_records_as_the_llm_adapters_copies():
     """The hub rows' formatters (online road) agree with the LLM-Adapters parser (offline road)."""
     f = formatters.FORMATTERS
-    adapters = f["llm_adapters_commonsense"]({
-        "instruction": "Please choose the correct answer to the question: Which is a mammal?\n\n"
-                       "Answer1: trout Answer2: whale Answer3: shark\n\nAnswer format: answer1/answer2/answer3",
-        "input": "", "output": "the correct answer is answer2", "answer": "answer2"})
-    hub = f["ai2_arc"]({"question": "Which is a mammal?", "answerKey": "B",
-                        "choices": {"text": ["trout", "whale", "shark"], "label": ["A", "B", "C"]}})
+    adapters = f["llm_adapters_commonsense"](
+        {
+            "instruction": "Please choose the correct answer to the question: Which is a mammal?\n\n"
+            "Answer1: trout Answer2: whale Answer3: shark\n\nAnswer format: answer1/answer2/answer3",
+            "input": "",
+            "output": "the correct answer is answer2",
+            "answer": "answer2",
+        }
+    )
+    hub = f["ai2_arc"](
+        {
+            "question": "Which is a mammal?",
+            "answerKey": "B",
+            "choices": {"text": ["trout", "whale", "shark"], "label": ["A", "B", "C"]},
+        }
+    )
     assert adapters == hub
     assert f["boolq"]({"question": "is water wet", "passage": "...", "label": 1})["label"] == 0
-    assert f["siqa"]({"context": "C.", "question": "Q?", "answerA": "a", "answerB": "b", "answerC": "c",
-                      "label": "3"})["completion"] == " c"
+    assert (
+        f["siqa"]({"context": "C.", "question": "Q?", "answerA": "a", "answerB": "b", "answerC": "c", "label": "3"})[
+            "completion"
+        ]
+        == " c"
+    )
     assert f["winogrande"]({"sentence": "A _ B.", "option1": "x", "option2": "y", "answer": "2"})["label"] == 1
-    swag = f["hellaswag"]({"activity_label": "Cooking", "ctx_a": "A man stirs.", "ctx_b": "he",
-                           "endings": ["adds salt [title] now.", "b", "c", "d"], "label": "0"})
+    swag = f["hellaswag"](
+        {
+            "activity_label": "Cooking",
+            "ctx_a": "A man stirs.",
+            "ctx_b": "he",
+            "endings": ["adds salt [title] now.", "b", "c", "d"],
+            "label": "0",
+        }
+    )
     assert swag["prompt"] == "Question: Cooking: A man stirs. He\nAnswer:" and swag["choices"][0] == "adds salt. now."
     meta = f["metamathqa"]({"query": "1+1?", "response": "1+1=2\nThe answer is: 2", "type": "GSM_Rephrased"})
     assert meta["target"] == "2" and meta["completion"].endswith("The answer is: 2")
@@ -213,7 +263,9 @@ def test_a_missing_local_copy_names_the_file_the_key_and_the_fix(tmp_path):
 
 def test_a_hub_only_split_is_unavailable_from_a_data_dir(tmp_path):
     use_data_dir(tmp_path)
-    with pytest.raises(DataUnavailable, match=r"splits\.test': no local copy of this split \(hub only: Rowan/hellaswag"):
+    with pytest.raises(
+        DataUnavailable, match=r"splits\.test': no local copy of this split \(hub only: Rowan/hellaswag"
+    ):
         materialize(_task("commonsense", "hellaswag"))
 
 
@@ -234,8 +286,11 @@ def test_evaluate_skips_hub_only_tasks_offline_and_rejects_missing_copies(capsys
     assert [t.name for t in tasks] == [t.name for t in suite.tasks if t.name != "hellaswag"]
     assert "skipping task 'hellaswag' offline" in capsys.readouterr().err
     use_data_dir(None)
-    with pytest.raises(UsageError, match=r"tasks\[0\].data' \(boolq\): no local copy of commonsense/boolq/train.json.*"
-                       r"commonsense/boolq/test.json under --data-dir"):
+    with pytest.raises(
+        UsageError,
+        match=r"tasks\[0\].data' \(boolq\): no local copy of commonsense/boolq/train.json.*"
+        r"commonsense/boolq/test.json under --data-dir",
+    ):
         _offline_tasks(suite, tmp_path)
     assert main(["evaluate", "--suite", "math-mini", "--method", "lora", "--data-dir", str(tmp_path / "nope")]) == 2
     assert "--data-dir" in capsys.readouterr().err
@@ -254,8 +309,12 @@ def test_gsm8k_yaml_filters_extract_every_gold_answer_from_its_own_solution():
     from initbench.evaluation import task_yaml_path
 
     config = load_yaml(task_yaml_path("initbench_gsm8k"))
-    ensembles = [build_filter_ensemble(f["name"], [(step["function"], {k: v for k, v in step.items() if k != "function"})
-                                                   for step in f["filter"]]) for f in config["filter_list"]]
+    ensembles = [
+        build_filter_ensemble(
+            f["name"], [(step["function"], {k: v for k, v in step.items() if k != "function"}) for step in f["filter"]]
+        )
+        for f in config["filter_list"]
+    ]
     assert {e.name for e in ensembles} == {"strict-match", "flexible-extract"}
     (metric,) = config["metric_list"]
     options = {k: metric[k] for k in ("regexes_to_ignore", "ignore_case", "ignore_punctuation")}
@@ -270,8 +329,11 @@ def test_gsm8k_yaml_filters_extract_every_gold_answer_from_its_own_solution():
             for f in ensemble.filters:
                 resps = f().apply(resps, records)
             extracted = [r[0] if isinstance(r, list) else r for r in resps]
-            wrong = [(g, e) for g, e in zip(golds, extracted)
-                     if exact_match_hf_evaluate([e], [g], **options)["exact_match"] != 1.0]
+            wrong = [
+                (g, e)
+                for g, e in zip(golds, extracted)
+                if exact_match_hf_evaluate([e], [g], **options)["exact_match"] != 1.0
+            ]
             assert not wrong, f"{ensemble.name}: {len(wrong)} wrong, e.g. {wrong[:3]}"
     # The other answer styles the training sets teach are caught by strict-match too.
     strict = next(e for e in ensembles if e.name == "strict-match")
@@ -286,19 +348,35 @@ def test_gsm8k_yaml_filters_extract_every_gold_answer_from_its_own_solution():
 
 def _tiny(suite, train_limit: int = 8):
     """The suite with the tiny test model, a 2-step budget and a few test examples."""
-    model = dataclasses.replace(suite.model, source="tiny", id="tiny-llama", revision="main",
-                                tiny={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                                      "num_attention_heads": 4, "num_key_value_heads": 2,
-                                      "max_position_embeddings": 2048})
-    budget = dataclasses.replace(suite.budget, steps=2, batch_size=2, max_length=1024,
-                                 calibration=dataclasses.replace(suite.budget.calibration, examples=2, batch_size=2))
+    model = dataclasses.replace(
+        suite.model,
+        source="tiny",
+        id="tiny-llama",
+        revision="main",
+        tiny={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 2048,
+        },
+    )
+    budget = dataclasses.replace(
+        suite.budget,
+        steps=2,
+        batch_size=2,
+        max_length=1024,
+        calibration=dataclasses.replace(suite.budget.calibration, examples=2, batch_size=2),
+    )
     tasks = []
     for task in suite.tasks:
         splits = dict(task.data.splits)
         splits["train"] = dataclasses.replace(splits["train"], limit=train_limit)
         tasks.append(dataclasses.replace(task, data=dataclasses.replace(task.data, splits=splits)))
-    return dataclasses.replace(suite, model=model, budget=budget, tasks=tasks,
-                               eval=dataclasses.replace(suite.eval, batch_size=2, limit=2))
+    return dataclasses.replace(
+        suite, model=model, budget=budget, tasks=tasks, eval=dataclasses.replace(suite.eval, batch_size=2, limit=2)
+    )
 
 
 @needs_data
@@ -328,7 +406,8 @@ def test_real_suite_tasks_run_end_to_end_with_the_tiny_model(suite_name, tmp_pat
 def test_a_formatter_of_the_suites_own_is_imported_only_when_trusted(tmp_path, monkeypatch):
     """A new data set's formatter lives beside its suite (module:function), under the generators' trust rule."""
     (tmp_path / "my_formatters.py").write_text(
-        "def shout(row):\n    return {'prompt': row['q'].upper(), 'completion': ' ' + row['a']}\n")
+        "def shout(row):\n    return {'prompt': row['q'].upper(), 'completion': ' ' + row['a']}\n"
+    )
     rows = [{"q": f"what is {i}?", "a": str(i)} for i in range(4)]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -339,7 +418,9 @@ def test_a_formatter_of_the_suites_own_is_imported_only_when_trusted(tmp_path, m
     path = tmp_path / "own.yaml"
     path.write_text(yaml.safe_dump(spec))
     monkeypatch.delenv("INITBENCH_ALLOW_MODULES", raising=False)
-    with pytest.raises(SuiteError, match=r"formatter' \('my_formatters:shout'\).*INITBENCH_ALLOW_MODULES=my_formatters"):
+    with pytest.raises(
+        SuiteError, match=r"formatter' \('my_formatters:shout'\).*INITBENCH_ALLOW_MODULES=my_formatters"
+    ):
         load_suite(str(path))
     monkeypatch.setenv("INITBENCH_ALLOW_MODULES", "my_formatters")
     suite = load_suite(str(path))

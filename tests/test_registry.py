@@ -119,17 +119,39 @@ def test_a_plugin_executor_runs_a_sweep_by_its_entry_point_name(tmp_path, monkey
     monkeypatch.syspath_prepend(str(tmp_path))
     assert executor_names() == ["inline", "local", "ray", "slurm", "recording"]
     suite, out = quick_smoke_suite(tmp_path), tmp_path / "runs"
-    assert main(["sweep", "--suite", str(suite), "--method", "base", "--seeds", "0", "--executor", "recording",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--suite",
+                str(suite),
+                "--method",
+                "base",
+                "--seeds",
+                "0",
+                "--executor",
+                "recording",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "recording-ran").read_text() == "1 runs, workers=1"
     assert read_results(out).column("status").to_pylist() == ["ok"]
 
 
-@pytest.mark.parametrize("entry, message", [
-    ("local = recplug:make", "executor 'local' is built into initbench and also registered by recplug"),
-    ("broken = no_such_module_xyz:make", "executor 'broken' (no_such_module_xyz:make, package recplug) failed to load"),
-    ("broken = recplug:not_an_executor", "returned int, not an executor"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("local = recplug:make", "executor 'local' is built into initbench and also registered by recplug"),
+        (
+            "broken = no_such_module_xyz:make",
+            "executor 'broken' (no_such_module_xyz:make, package recplug) failed to load",
+        ),
+        ("broken = recplug:not_an_executor", "returned int, not an executor"),
+    ],
+)
 def test_a_bad_executor_plugin_is_exit_2_naming_it(tmp_path, monkeypatch, capsys, entry, message):
     from conftest import quick_smoke_suite
 
@@ -143,8 +165,24 @@ def test_a_bad_executor_plugin_is_exit_2_naming_it(tmp_path, monkeypatch, capsys
     with pytest.raises(PluginError, match=re.escape(message)):
         make_executor(name, out=tmp_path)
     out = tmp_path / "runs"
-    assert main(["sweep", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "base", "--seeds", "0",
-                 "--executor", name, "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                "--suite",
+                str(quick_smoke_suite(tmp_path)),
+                "--method",
+                "base",
+                "--seeds",
+                "0",
+                "--executor",
+                name,
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert message in capsys.readouterr().err and not list(out.rglob("*.parquet"))
 
 
@@ -153,6 +191,20 @@ def test_an_unknown_executor_is_exit_2_listing_the_known_ones(tmp_path, capsys):
 
     from initbench.cli import main
 
-    assert main(["sweep", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "base", "--executor", "nope",
-                 "--out", str(tmp_path / "runs")]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                "--suite",
+                str(quick_smoke_suite(tmp_path)),
+                "--method",
+                "base",
+                "--executor",
+                "nope",
+                "--out",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 2
+    )
     assert "--executor nope: unknown; one of inline, local, ray, slurm" in capsys.readouterr().err

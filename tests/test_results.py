@@ -23,16 +23,42 @@ from initbench.results import (
 
 def _row(**over):
     row = {f.name: None for f in RESULTS_SCHEMA}
-    row.update(run_id="s/m/t/seed0/h", suite="s", suite_hash="h", method="m", task="t", seed=0,
-               config_hash="c", status="ok", metric="acc", value=0.5)
+    row.update(
+        run_id="s/m/t/seed0/h",
+        suite="s",
+        suite_hash="h",
+        method="m",
+        task="t",
+        seed=0,
+        config_hash="c",
+        status="ok",
+        metric="acc",
+        value=0.5,
+    )
     row.update(over)
     return row
 
 
 def test_written_files_validate_and_carry_the_schema_version(tmp_path):
     stem = run_stem(tmp_path, "s", "m", "t", 0, "h")
-    path = write_run(stem, [_row()], [{"run_id": "x", "suite": "s", "suite_hash": "h", "method": "m", "task": "t",
-                                       "seed": 0, "step": 1, "loss": 1.0, "lr": 0.1, "tokens": 3}])
+    path = write_run(
+        stem,
+        [_row()],
+        [
+            {
+                "run_id": "x",
+                "suite": "s",
+                "suite_hash": "h",
+                "method": "m",
+                "task": "t",
+                "seed": 0,
+                "step": 1,
+                "loss": 1.0,
+                "lr": 0.1,
+                "tokens": 3,
+            }
+        ],
+    )
     assert validate(tmp_path) == []
     assert pq.read_schema(path).metadata[b"initbench.schema_version"] == b"7"
     assert finished_status(stem) == "ok"
@@ -70,8 +96,22 @@ def test_a_crash_between_temp_and_rename_leaves_no_result(tmp_path, monkeypatch)
 
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "runs"
-    command = [sys.executable, "-m", "initbench.cli", "evaluate", "--suite", "smoke", "--method", "lora",
-               "--method", "base", "--seeds", "0,1", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "initbench.cli",
+        "evaluate",
+        "--suite",
+        "smoke",
+        "--method",
+        "lora",
+        "--method",
+        "base",
+        "--seeds",
+        "0,1",
+        "--out",
+        str(out),
+    ]
     sweep = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not result_files(out) and time.time() < deadline and sweep.poll() is None:

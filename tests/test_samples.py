@@ -30,8 +30,11 @@ def tiny():
 
 
 # (smoke task, lm-eval task): generation with a filter, teacher forcing, multiple choice
-TASKS = [("addition", "initbench_addition"), ("addition", "initbench_addition_tf"),
-         ("compare_sums", "initbench_compare_sums")]
+TASKS = [
+    ("addition", "initbench_addition"),
+    ("addition", "initbench_addition_tf"),
+    ("compare_sums", "initbench_compare_sums"),
+]
 
 
 @pytest.mark.parametrize("task_name, lm_eval_task", TASKS)
@@ -57,20 +60,46 @@ def _parsed(row: dict) -> dict:
 
 
 def test_records_say_what_the_model_said():
-    generated = record({"doc_id": 4, "filter": "strict-match", "target": "42",
-                        "arguments": [["Question: 6*7?\nAnswer:", {"until": ["\n"]}]],
-                        "resps": [["The answer is 42.\n"]], "filtered_resps": ["42"],
-                        "metrics": ["exact_match"], "exact_match": 1.0})
+    generated = record(
+        {
+            "doc_id": 4,
+            "filter": "strict-match",
+            "target": "42",
+            "arguments": [["Question: 6*7?\nAnswer:", {"until": ["\n"]}]],
+            "resps": [["The answer is 42.\n"]],
+            "filtered_resps": ["42"],
+            "metrics": ["exact_match"],
+            "exact_match": 1.0,
+        }
+    )
     assert (generated["output"], generated["answer"], generated["target"]) == ("The answer is 42.\n", "42", "42")
     assert generated["continuations"] == [] and json.loads(generated["scores"]) == {"exact_match": 1.0}
-    choice = record({"doc_id": 0, "filter": "none", "target": 1, "arguments": [["Q:", " a"], ["Q:", " b"]],
-                     "resps": [[(-3.0, False)], [(-1.0, True)]], "filtered_resps": [(-3.0, False), (-1.0, True)],
-                     "metrics": ["acc"], "acc": 1.0})
+    choice = record(
+        {
+            "doc_id": 0,
+            "filter": "none",
+            "target": 1,
+            "arguments": [["Q:", " a"], ["Q:", " b"]],
+            "resps": [[(-3.0, False)], [(-1.0, True)]],
+            "filtered_resps": [(-3.0, False), (-1.0, True)],
+            "metrics": ["acc"],
+            "acc": 1.0,
+        }
+    )
     assert (choice["output"], choice["answer"], choice["target"]) == (" b", " b", " b")
     assert choice["loglikelihoods"] == [-3.0, -1.0] and choice["greedy"] == [False, True]
-    forced = record({"doc_id": 1, "filter": "none", "target": "12", "arguments": [["5+7=", "12"]],
-                     "resps": [[(-0.5, True)]], "filtered_resps": [(-0.5, True)], "metrics": ["gold_prob"],
-                     "gold_prob": 0.78})
+    forced = record(
+        {
+            "doc_id": 1,
+            "filter": "none",
+            "target": "12",
+            "arguments": [["5+7=", "12"]],
+            "resps": [[(-0.5, True)]],
+            "filtered_resps": [(-0.5, True)],
+            "metrics": ["gold_prob"],
+            "gold_prob": 0.78,
+        }
+    )
     assert forced["output"] is None and forced["continuations"] == ["12"] and forced["target"] == "12"
 
 
@@ -147,11 +176,21 @@ def test_chat_template_reaches_the_prompts(tiny, smoke_suite):
     data = materialize(smoke_suite.task("addition"))
     with pytest.raises(SuiteError, match="no chat template"):
         evaluate(model, tokenizer, "initbench_addition", data, batch_size=4, limit=2, seed=0, chat_template=True)
-    chat = _with_template(tokenizer, "{% for m in messages %}Q:{{ m['content'] }}{% endfor %}"
-                                     "{% if add_generation_prompt %} A:{% endif %}")
+    chat = _with_template(
+        tokenizer, "{% for m in messages %}Q:{{ m['content'] }}{% endfor %}{% if add_generation_prompt %} A:{% endif %}"
+    )
     kept: list[dict] = []
-    evaluate(model, chat, "initbench_addition", data, batch_size=4, limit=2, seed=0, chat_template=True,
-             keep_samples=kept.extend)
+    evaluate(
+        model,
+        chat,
+        "initbench_addition",
+        data,
+        batch_size=4,
+        limit=2,
+        seed=0,
+        chat_template=True,
+        keep_samples=kept.extend,
+    )
     prompts = sorted((s["doc_id"], record(s)["prompt"]) for s in kept)
     assert [p for _, p in prompts] == [f"Q:{d['prompt']} A:" for d in data.records("test")[:2]]
 

@@ -10,10 +10,21 @@ from initbench.scoring import exact_match, parse_number
 KWARGS = {"ignore_case": True, "ignore_punctuation": False, "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]}
 
 
-@pytest.mark.parametrize("text, value", [
-    ("8", 8.0), ("8.0", 8.0), ("1,000", 1000.0), ("$1,000.50", 1000.5), ("-3", -3.0), ("2/3", 2 / 3),
-    ("#### 42.", 42.0), (".5", 0.5), ("0.6666666666666666", 2 / 3), (" 7 ", 7.0),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("8", 8.0),
+        ("8.0", 8.0),
+        ("1,000", 1000.0),
+        ("$1,000.50", 1000.5),
+        ("-3", -3.0),
+        ("2/3", 2 / 3),
+        ("#### 42.", 42.0),
+        (".5", 0.5),
+        ("0.6666666666666666", 2 / 3),
+        (" 7 ", 7.0),
+    ],
+)
 def test_parse_number_reads_the_forms_answers_take(text, value):
     assert parse_number(text) == pytest.approx(value, rel=1e-12)
 
@@ -23,16 +34,25 @@ def test_parse_number_refuses_what_is_not_one_number(text):
     assert parse_number(text) is None
 
 
-@pytest.mark.parametrize("prediction, gold", [
-    ("8.0", "8"), ("8", "8.00"), ("1000", "1,000"), ("2/3", "0.6666666666666666"), ("0.666667", "0.6666666666666666"),
-    ("$5", "5"), ("-0", "0"),
-])
+@pytest.mark.parametrize(
+    "prediction, gold",
+    [
+        ("8.0", "8"),
+        ("8", "8.00"),
+        ("1000", "1,000"),
+        ("2/3", "0.6666666666666666"),
+        ("0.666667", "0.6666666666666666"),
+        ("$5", "5"),
+        ("-0", "0"),
+    ],
+)
 def test_equal_numbers_score_one(prediction, gold):
     assert exact_match([prediction], [gold], **KWARGS) == {"exact_match": 1.0}
 
 
-@pytest.mark.parametrize("prediction, gold", [("8.1", "8"), ("0.67", "0.6666666666666666"), ("80", "8"),
-                                              ("[invalid]", "8"), ("", "0")])
+@pytest.mark.parametrize(
+    "prediction, gold", [("8.1", "8"), ("0.67", "0.6666666666666666"), ("80", "8"), ("[invalid]", "8"), ("", "0")]
+)
 def test_different_numbers_score_zero(prediction, gold):
     assert exact_match([prediction], [gold], **KWARGS) == {"exact_match": 0.0}
 

@@ -44,8 +44,23 @@ def pissa_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("INITBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "initbench-cache"))
         suite = _suite(folder)
-        assert main(["evaluate", "--suite", str(suite), "--method", "pissa", "--seeds", "0", "--save-adapters",
-                     "--out", str(folder / "runs")]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--suite",
+                    str(suite),
+                    "--method",
+                    "pissa",
+                    "--seeds",
+                    "0",
+                    "--save-adapters",
+                    "--out",
+                    str(folder / "runs"),
+                ]
+            )
+            == 0
+        )
     (results,) = (folder / "runs").rglob(f"*{RESULTS_SUFFIX}")
     return suite, results
 
@@ -66,8 +81,9 @@ def test_stock_lm_eval_scores_the_export_at_the_value_the_run_recorded(pissa_run
     readme = (export / "README.md").read_text()
     command = printed.strip().splitlines()[-1]
     assert command in readme and f"peft=.,dtype=float32 --tasks {TASK}" in command
-    assert {"adapter_config.json", "adapter_model.safetensors", RUN_JSON, "README.md", "lm_eval_task"} <= \
-        {p.name for p in export.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", RUN_JSON, "README.md", "lm_eval_task"} <= {
+        p.name for p in export.iterdir()
+    }
     assert (export / "lm_eval_task" / "initbench_scores.py").is_file()  # the task's `!function` helper
     record = json.loads((export / RUN_JSON).read_text())
     assert f"{record['export']['bytes']:,} bytes" in readme
@@ -76,8 +92,14 @@ def test_stock_lm_eval_scores_the_export_at_the_value_the_run_recorded(pissa_run
     argv = shlex.split(stock)
     assert argv[0] == "lm_eval" and folder == f"cd {export.resolve()}"
     env = {**cli_env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "ds")}
-    done = subprocess.run([sys.executable, "-m", "lm_eval", *argv[1:], "--output_path", str(tmp_path / "lm-eval")],
-                          cwd=export, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "lm_eval", *argv[1:], "--output_path", str(tmp_path / "lm-eval")],
+        cwd=export,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (written,) = (tmp_path / "lm-eval").rglob("results_*.json")
     scored = json.loads(written.read_text())["results"][TASK]
@@ -109,7 +131,9 @@ def test_push_to_hub_uploads_the_export_through_the_hub_client(pissa_run, tmp_pa
     assert main(["export", str(results), "--push-to-hub", "me/pissa-addition"]) == 0  # no --to: a temporary folder
     assert "pushed to local://me/pissa-addition" in capsys.readouterr().out
     repo = hub / "me" / "pissa-addition"
-    assert {"adapter_config.json", "adapter_model.safetensors", RUN_JSON, "README.md"} <= {p.name for p in repo.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", RUN_JSON, "README.md"} <= {
+        p.name for p in repo.iterdir()
+    }
     assert (repo / "README.md").read_text().startswith("---\nlibrary_name: peft\n")
 
 
@@ -144,17 +168,23 @@ def test_a_restored_training_still_saves_and_trials_save_nothing(tmp_path, monke
     suite = load_suite(str(_suite(tmp_path)))
     task, method, lr = suite.tasks[0], get_method("lora"), 0.02
     final = {"lr": lr, "protocol": "tuned", "selected_lr": lr, "save_adapters": True}
-    assert run_one(suite, method, task, 0, tmp_path / "reuse", lr=lr, split="validation", save_adapters=True).status == "ok"
+    assert (
+        run_one(suite, method, task, 0, tmp_path / "reuse", lr=lr, split="validation", save_adapters=True).status
+        == "ok"
+    )
     assert run_one(suite, method, task, 0, tmp_path / "reuse", **final).status == "ok"
     monkeypatch.setenv("INITBENCH_INIT_REUSE", "0")
     assert run_one(suite, method, task, 0, tmp_path / "fresh", **final).status == "ok"
 
     trial = run_stem(tmp_path / "reuse", suite.name, "lora", task.name, 0, suite.spec_hash, lr=lr, split="validation")
     assert not saved_folder(trial).exists()
-    stems = {out: run_stem(tmp_path / out, suite.name, "lora", task.name, 0, suite.spec_hash, lr=lr)
-             for out in ("reuse", "fresh")}
-    reused = [pq.read_table(s.with_name(s.name + RESULTS_SUFFIX)).column("train_reused")[0].as_py()
-              for s in stems.values()]
+    stems = {
+        out: run_stem(tmp_path / out, suite.name, "lora", task.name, 0, suite.spec_hash, lr=lr)
+        for out in ("reuse", "fresh")
+    }
+    reused = [
+        pq.read_table(s.with_name(s.name + RESULTS_SUFFIX)).column("train_reused")[0].as_py() for s in stems.values()
+    ]
     assert reused == [True, False]
     from safetensors.torch import load_file
 
@@ -176,8 +206,12 @@ def test_the_suite_option_saves_without_changing_the_spec_hash(tmp_path, capsys)
     assert main(["evaluate", "--suite", plain.path, "--method", "lora", "--method", "base", "--out", str(out)]) == 0
     assert not list(out.rglob("*.adapter"))
     capsys.readouterr()
-    assert main(["evaluate", "--suite", str(saving_path), "--method", "lora", "--method", "base", "--out", str(out)]) == 0
-    assert "1 final run(s) finished before adapters were saved" in capsys.readouterr().err  # lora's; base trains nothing
+    assert (
+        main(["evaluate", "--suite", str(saving_path), "--method", "lora", "--method", "base", "--out", str(out)]) == 0
+    )
+    assert (
+        "1 final run(s) finished before adapters were saved" in capsys.readouterr().err
+    )  # lora's; base trains nothing
     assert main(["evaluate", "--suite", str(saving_path), "--method", "lora", "--out", str(out), "--force"]) == 0
     (saved,) = out.rglob("*.adapter")
     assert json.loads((saved / RUN_JSON).read_text())["method"] == "lora"
@@ -193,8 +227,9 @@ def test_sweep_workers_get_the_flag(tmp_path):
     spec = RunSpec.from_json(specs[0].to_json())  # what a worker process receives
     assert spec.save_adapters and execute_run(spec)["status"] == "ok"
     assert (saved_folder(spec.stem(suite)) / "adapter_config.json").is_file()
-    assert not RunSpec.from_json(json.dumps({k: v for k, v in json.loads(spec.to_json()).items()
-                                             if k != "save_adapters"})).save_adapters  # older specs: off
+    assert not RunSpec.from_json(
+        json.dumps({k: v for k, v in json.loads(spec.to_json()).items() if k != "save_adapters"})
+    ).save_adapters  # older specs: off
 
 
 def test_model_path_gives_the_tiny_base_model_as_a_folder(smoke_suite, capsys):

@@ -156,7 +156,11 @@ def test_normalize_edge_cases():
 
 def test_best_reference():
     ref = stats.best_reference(
-        {"base": np.array([[9.0, 9.0]]), "lora": np.array([[1.0, 4.0], [3.0, np.nan]]), "pissa": np.array([[1.0, 1.0]])},
+        {
+            "base": np.array([[9.0, 9.0]]),
+            "lora": np.array([[1.0, 4.0], [3.0, np.nan]]),
+            "pissa": np.array([[1.0, 1.0]]),
+        },
         higher_is_better=[True, False],
     )
     np.testing.assert_allclose(ref, [2.0, 1.0])  # lora mean (2, 4) vs pissa (1, 1); base excluded
@@ -169,8 +173,9 @@ def test_bootstrap_ci_matches_scipy():
     x = np.array([0.61, 0.58, 0.66, 0.70, 0.55, 0.63, 0.59])
     for ours, theirs in (("percentile", "percentile"), ("bca", "BCa")):
         got = stats.bootstrap_ci(x, 0.95, method=ours, n_resamples=2000, rng=np.random.default_rng(42))
-        ref = scipy.stats.bootstrap((x,), np.mean, n_resamples=2000, confidence_level=0.95, method=theirs,
-                                    rng=np.random.default_rng(42)).confidence_interval
+        ref = scipy.stats.bootstrap(
+            (x,), np.mean, n_resamples=2000, confidence_level=0.95, method=theirs, rng=np.random.default_rng(42)
+        ).confidence_interval
         assert got == (ref.low, ref.high)
     lo, hi = stats.bootstrap_ci(x, 0.9, method="bca", n_resamples=2000, rng=1)
     assert lo < x.mean() < hi
@@ -194,11 +199,13 @@ def test_task_summary():
     np.testing.assert_allclose(s.mean, [0.675, 0.2, 1.0, 0.4])
     assert s.std[0] == pytest.approx(np.std(m[:, 0], ddof=1)) and math.isnan(s.std[2])
     # task 0 consumes the fresh generator first, so it equals scipy with the same seed
-    ref = scipy.stats.bootstrap((m[:, 0],), np.mean, n_resamples=1000, method="percentile",
-                                rng=np.random.default_rng(5)).confidence_interval
+    ref = scipy.stats.bootstrap(
+        (m[:, 0],), np.mean, n_resamples=1000, method="percentile", rng=np.random.default_rng(5)
+    ).confidence_interval
     np.testing.assert_allclose(s.ci_percentile[0], [ref.low, ref.high])
-    ref_bca = scipy.stats.bootstrap((m[:, 0],), np.mean, n_resamples=1000, method="BCa",
-                                    rng=np.random.default_rng(5)).confidence_interval
+    ref_bca = scipy.stats.bootstrap(
+        (m[:, 0],), np.mean, n_resamples=1000, method="BCa", rng=np.random.default_rng(5)
+    ).confidence_interval
     np.testing.assert_allclose(s.ci_bca[0], [ref_bca.low, ref_bca.high])
     np.testing.assert_allclose(s.ci_percentile[1], [0.2, 0.2])  # constant
     assert np.isnan(s.ci_percentile[2]).all() and np.isnan(s.ci_bca[2]).all()  # one seed
@@ -270,7 +277,8 @@ def test_stratified_bootstrap_vectorized_equals_loop_and_is_seeded():
     assert vlo.shape == (2,) and np.all(vlo <= vhi)
     # one run per task: nothing to resample
     assert stats.stratified_bootstrap_ci(m[:1], stats.aggregate_mean, reps=50, rng=0) == pytest.approx(
-        (m[0].mean(), m[0].mean()))
+        (m[0].mean(), m[0].mean())
+    )
 
 
 # --------------------------------------------------------------------------- convergence

@@ -41,8 +41,11 @@ def test_spec_hash_tracks_what_affects_results(smoke_suite):
         ("  steps: 6\n", "  steps: 6\n  stepz: 7\n", ["unknown key 'budget.stepz'"]),
         ("  batch_size: 4\n  max_length", "  max_length", ["missing required key 'budget.batch_size'"]),
         ("  steps: 6\n", "  steps: 0\n", ["budget.steps", "positive"]),
-        ("  target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]",
-         "  target_modules: q_proj", ["lora.target_modules", "must be a list"]),
+        (
+            "  target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]",
+            "  target_modules: q_proj",
+            ["lora.target_modules", "must be a list"],
+        ),
         ("source: tiny", "source: cloud", ["model.source", "embedded, hub, tiny"]),
         ("lm_eval_task: initbench_addition", "lm_eval_task: [1]", ["tasks[0].lm_eval_task", "str"]),
         ("optimizer: {name: adamw", "optimizer: {name: lion", ["budget.optimizer.name"]),

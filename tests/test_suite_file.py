@@ -13,7 +13,9 @@ from initbench.suite_file import MAX_BYTES
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
 
-BOMB = SMOKE.replace("args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}", textwrap.dedent("""\
+BOMB = SMOKE.replace(
+    "args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}",
+    textwrap.dedent("""\
     args:
             a: &a [x, x, x, x, x, x, x, x, x]
             b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
@@ -23,7 +25,9 @@ BOMB = SMOKE.replace("args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}
             f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
             g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
             h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
-            i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]""").rstrip(), 1)
+            i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]""").rstrip(),
+    1,
+)
 
 
 def _load_in_child(path, timeout: float = 30) -> str:
@@ -59,32 +63,46 @@ def test_an_alias_bomb_is_refused_fast_and_small(tmp_path):
 def test_a_long_chain_of_anchors_is_refused_without_exhausting_the_stack(tmp_path):
     chain = "".join(f"\n        a{i}: &a{i} [*a{i - 1}]" for i in range(1, 5000))
     path = tmp_path / "chain.yaml"
-    path.write_text(SMOKE.replace("args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}",
-                                  "args:\n        a0: &a0 [1]" + chain, 1))
+    path.write_text(
+        SMOKE.replace(
+            "args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}", "args:\n        a0: &a0 [1]" + chain, 1
+        )
+    )
     message = _load_in_child(path)
     assert str(path) in message and "expands to more than" in message
 
 
 def test_modest_anchors_and_aliases_still_load(tmp_path):
     path = tmp_path / "anchored.yaml"
-    path.write_text(SMOKE.replace("args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}",
-                                  "args: &args {digits: 1, n_train: 40, n_validation: 8, n_test: 8}", 1)
-                    .replace("args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}", "args: *args", 1))
+    path.write_text(
+        SMOKE.replace(
+            "args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}",
+            "args: &args {digits: 1, n_train: 40, n_validation: 8, n_test: 8}",
+            1,
+        ).replace("args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}", "args: *args", 1)
+    )
     assert load_suite(str(path)).spec_hash == load_suite("smoke").spec_hash
 
 
 def test_a_recursive_alias_is_refused(tmp_path):
     path = tmp_path / "loop.yaml"
-    path.write_text(SMOKE.replace("args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}",
-                                  "args: &loop {digits: 1, more: [*loop]}", 1))
+    path.write_text(
+        SMOKE.replace(
+            "args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}", "args: &loop {digits: 1, more: [*loop]}", 1
+        )
+    )
     with pytest.raises(SuiteError, match="refers to a node that contains it"):
         _ = load_suite(str(path)).spec_hash
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ("[" * 200_000 + "]" * 200_000, "nested deeper than 64 levels"),  # a RecursionError traceback today
-    ("[" + "1," * 200_000 + "1]", "more than 100,000 YAML nodes"),   # 400 KB, seconds to compose
-], ids=["deep", "huge"])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ("[" * 200_000 + "]" * 200_000, "nested deeper than 64 levels"),  # a RecursionError traceback today
+        ("[" + "1," * 200_000 + "1]", "more than 100,000 YAML nodes"),  # 400 KB, seconds to compose
+    ],
+    ids=["deep", "huge"],
+)
 def test_deep_or_huge_yaml_is_refused_before_nodes_are_built(tmp_path, body, fragment):
     path = tmp_path / "deep.yaml"
     path.write_text(f"name: deep\nargs: {body}\n")
@@ -108,11 +126,14 @@ def test_a_non_utf8_file_is_a_clear_error(tmp_path):
     assert str(latin) in str(err.value) and "not UTF-8" in str(err.value) and "0xe9" in str(err.value)
 
 
-@pytest.mark.parametrize("old, new, key, line", [
-    ("  steps: 6\n", "  steps: 6\n  steps: 600000\n", "steps", 15),         # block mapping: last would win
-    ("eval:\n  batch_size: 8\n", "eval:\n  batch_size: 8\n  batch_size: 2\n", "batch_size", 22),
-    ("{name: adamw, lr: 0.01}", "{name: adamw, lr: 0.01, lr: 10}", "lr", 17),  # one flow mapping, one line
-])
+@pytest.mark.parametrize(
+    "old, new, key, line",
+    [
+        ("  steps: 6\n", "  steps: 6\n  steps: 600000\n", "steps", 15),  # block mapping: last would win
+        ("eval:\n  batch_size: 8\n", "eval:\n  batch_size: 8\n  batch_size: 2\n", "batch_size", 22),
+        ("{name: adamw, lr: 0.01}", "{name: adamw, lr: 0.01, lr: 10}", "lr", 17),  # one flow mapping, one line
+    ],
+)
 def test_a_duplicate_key_is_refused_with_key_and_line(tmp_path, old, new, key, line):
     assert old in SMOKE
     path = tmp_path / "dup.yaml"

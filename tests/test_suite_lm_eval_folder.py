@@ -39,7 +39,9 @@ def _own_task(folder, name: str = "my_compare") -> None:
 def test_an_untrusted_folder_is_refused_before_its_code_can_run(tmp_path, monkeypatch):
     marker = tmp_path / "ran"
     (tmp_path / "my_tasks").mkdir()
-    (tmp_path / "my_tasks" / "evil_utils.py").write_text(f"open({str(marker)!r}, 'w').close()\n\ndef f(d):\n    return d\n")
+    (tmp_path / "my_tasks" / "evil_utils.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n\ndef f(d):\n    return d\n"
+    )
     (tmp_path / "my_tasks" / "my_compare.yaml").write_text("task: my_compare\nprocess_docs: !function evil_utils.f\n")
     path = _suite(tmp_path)
     monkeypatch.delenv(ENV_LM_EVAL_PATH, raising=False)

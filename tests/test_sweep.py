@@ -82,8 +82,9 @@ def test_ray_executor_on_a_local_two_cpu_cluster(tmp_path, crash_env):
 
 def test_slurm_executor_through_submitit_local(tmp_path, crash_env):
     pytest.importorskip("submitit")
-    _sweep_twice(tmp_path, crash_env, SlurmExecutor(tmp_path / "submitit", cluster="local", cpus_per_run=1),
-                 "submitit job ")
+    _sweep_twice(
+        tmp_path, crash_env, SlurmExecutor(tmp_path / "submitit", cluster="local", cpus_per_run=1), "submitit job "
+    )
 
 
 def test_tuned_grid_has_trials_then_finals_and_status_awaits_selection(tmp_path, smoke_suite):
@@ -105,14 +106,35 @@ def test_tuned_grid_has_trials_then_finals_and_status_awaits_selection(tmp_path,
 def test_cli_sweep_and_status(tmp_path, crash_env):
     suite = quick_smoke_suite(tmp_path)
     out = tmp_path / "runs"
-    command = [sys.executable, "-m", "initbench.cli", "sweep", "--suite", str(suite), "--method", "lora",
-               "--method", CRASHER, "--seeds", "0,1", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "initbench.cli",
+        "sweep",
+        "--suite",
+        str(suite),
+        "--method",
+        "lora",
+        "--method",
+        CRASHER,
+        "--seeds",
+        "0,1",
+        "--out",
+        str(out),
+    ]
     first = subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=600)
     assert first.returncode == 1, first.stderr[-2000:]
-    assert "run failed: tests.sweep_methods:CrashOnMarkedSeed | addition | seed 1: worker process killed by SIGKILL" \
+    assert (
+        "run failed: tests.sweep_methods:CrashOnMarkedSeed | addition | seed 1: worker process killed by SIGKILL"
         in first.stderr
-    status = subprocess.run([sys.executable, "-m", "initbench.cli", "status", str(out)], capture_output=True,
-                            text=True, env=cli_env(), timeout=120)
+    )
+    status = subprocess.run(
+        [sys.executable, "-m", "initbench.cli", "status", str(out)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
     assert status.returncode == 1 and "SIGKILL" in status.stdout
     assert "| smoke   | lora " in status.stdout or "| smoke | lora " in status.stdout
 
@@ -149,6 +171,7 @@ def test_the_python_310_worker_command_drops_the_working_folder(decoy_folder):
     from initbench.executors import _SAFE_MAIN_310
 
     # no RunSpec: main fails on its argument, after importing the installed initbench.sweep
-    done = subprocess.run([sys.executable, "-c", _SAFE_MAIN_310, "not json"], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _SAFE_MAIN_310, "not json"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode != 0 and "JSONDecodeError" in done.stderr and "decoy" not in done.stderr, done.stderr

@@ -68,14 +68,31 @@ def test_wandb_and_trackio_get_the_recorded_curve_metadata_and_scores(tmp_path, 
     monkeypatch.delenv("TRACKIO_PROJECT", raising=False)
     suite = quick_smoke_suite(tmp_path, steps=3)
     out = tmp_path / "runs"
-    assert main(["evaluate", "--suite", str(suite), "--method", "lora", "--out", str(out),
-                 "--report-to", "wandb", "trackio"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--suite",
+                str(suite),
+                "--method",
+                "lora",
+                "--out",
+                str(out),
+                "--report-to",
+                "wandb",
+                "trackio",
+            ]
+        )
+        == 0
+    )
     (results,) = out.rglob(f"*{RESULTS_SUFFIX}")
     rows = pq.read_table(results).to_pylist()
     curve = pq.read_table(run_file(results, CURVE_SUFFIX)).to_pylist()
     assert [c.kwargs["project"] for c in calls] == ["my-inits", "initbench"]
     for run in calls:
-        assert run.finished and run.kwargs["name"] == rows[0]["run_id"] and run.kwargs["group"].endswith("/lora/addition")
+        assert (
+            run.finished and run.kwargs["name"] == rows[0]["run_id"] and run.kwargs["group"].endswith("/lora/addition")
+        )
         assert run.kwargs["config"]["learning_rate"] == rows[0]["learning_rate"]
         assert run.kwargs["config"]["start_time"].startswith(str(rows[0]["start_time"].date()))
         assert [step for step, _ in run.logged] == [p["step"] for p in curve] == [1, 2, 3]
@@ -106,8 +123,9 @@ def test_tensorboard_gets_the_curve_and_scores(one_run, tmp_path):
     assert [e.value for e in losses] == pytest.approx([p["loss"] for p in curve], rel=1e-6)  # stored as float32
     rows = pq.read_table(one_run).to_pylist()
     (acc,) = events.Scalars("eval/acc")
-    assert acc.step == curve[-1]["step"] and acc.value == pytest.approx(next(r["value"] for r in rows
-                                                                            if r["metric"] == "acc"))
+    assert acc.step == curve[-1]["step"] and acc.value == pytest.approx(
+        next(r["value"] for r in rows if r["metric"] == "acc")
+    )
 
 
 def test_a_failing_tracker_is_reported_not_raised(one_run):

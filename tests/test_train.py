@@ -90,8 +90,10 @@ def test_compile_setting_trains_through_torch_compile_and_says_so(smoke_suite, t
     monkeypatch.setenv("INITBENCH_COMPILE", "1")
     run = run_one(smoke_suite, lora, task, 0, tmp_path / "compiled")
     assert compiled == ["_model_loss"]
-    assert [json.loads(pq.read_table(o.path).column("execution")[0].as_py())["compile"] for o in (eager, run)] \
-        == [False, True]
+    assert [json.loads(pq.read_table(o.path).column("execution")[0].as_py())["compile"] for o in (eager, run)] == [
+        False,
+        True,
+    ]
     assert _curve(run) == _curve(eager)
 
 
@@ -102,8 +104,22 @@ def test_cli_precision_flag_reaches_the_rows_and_a_bad_setting_exits_2(tmp_path,
 
     monkeypatch.setenv("INITBENCH_PRECISION", "float32")  # restored after the test; main() overrides it
     out = tmp_path / "runs"
-    assert main(["evaluate", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "lora", "--out", str(out),
-                 "--precision", "bf16-autocast"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--suite",
+                str(quick_smoke_suite(tmp_path)),
+                "--method",
+                "lora",
+                "--out",
+                str(out),
+                "--precision",
+                "bf16-autocast",
+            ]
+        )
+        == 0
+    )
     row = pq.read_table(next(out.rglob("*.results.parquet"))).to_pylist()[0]
     assert json.loads(row["execution"])["autocast"] == "bf16"
     monkeypatch.setenv("INITBENCH_PRECISION", "half")

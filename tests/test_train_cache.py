@@ -20,8 +20,18 @@ from initbench.sweep import run_sweep
 from initbench.train_cache import FOLDER, train_key
 
 #: what differs between two computations of the same run (timings) or says how it was computed
-NOT_COMPARED = ("init_seconds", "train_seconds", "eval_seconds", "wall_seconds", "start_time", "peak_memory_bytes",
-                "train_tokens_per_second", "mfu", "init_reused", "train_reused")
+NOT_COMPARED = (
+    "init_seconds",
+    "train_seconds",
+    "eval_seconds",
+    "wall_seconds",
+    "start_time",
+    "peak_memory_bytes",
+    "train_tokens_per_second",
+    "mfu",
+    "init_reused",
+    "train_reused",
+)
 
 
 def _entries(out) -> list:
@@ -44,8 +54,15 @@ def _dropout_suite(tmp_path):
 
 
 def _sweep(suite, out) -> tuple[dict[str, dict], dict[str, list]]:
-    run_sweep(suite, [get_method("lora"), get_method("pissa")], [0, 1], out, InlineExecutor(), protocol="tuned",
-              report=lambda line: None)
+    run_sweep(
+        suite,
+        [get_method("lora"), get_method("pissa")],
+        [0, 1],
+        out,
+        InlineExecutor(),
+        protocol="tuned",
+        report=lambda line: None,
+    )
     rows = {(r["run_id"], r["metric"]): r for r in read_results(out).to_pylist()}
     curves: dict[str, list] = {}
     for point in read_results(out, CURVE_SUFFIX).to_pylist():
@@ -63,14 +80,18 @@ def test_a_tuned_sweep_reusing_trainings_is_bit_identical_to_training_each_run(t
 
     assert rows.keys() == plain_rows.keys() and curves == plain_curves
     for key, row in rows.items():
-        assert {k: v for k, v in row.items() if k not in NOT_COMPARED} == \
-               {k: v for k, v in plain_rows[key].items() if k not in NOT_COMPARED}, key
+        assert {k: v for k, v in row.items() if k not in NOT_COMPARED} == {
+            k: v for k, v in plain_rows[key].items() if k not in NOT_COMPARED
+        }, key
     assert not any(r["train_reused"] for r in plain_rows.values())
     assert all(r["final_update_erank"] is not None for r in rows.values() if r["status"] == "ok")
     by_run = {r["run_id"]: r for r in rows.values()}
     for method in ("lora", "pissa"):
-        runs = {(r["learning_rate"], r["seed"], r["eval_split"], r["protocol"]): r
-                for r in by_run.values() if r["method"] == method}
+        runs = {
+            (r["learning_rate"], r["seed"], r["eval_split"], r["protocol"]): r
+            for r in by_run.values()
+            if r["method"] == method
+        }
         default, tuned = suite.budget.optimizer.lr, {r["selected_lr"] for r in runs.values() if r["selected_lr"]}
         assert not any(r["train_reused"] for (_, _, split, _), r in runs.items() if split == "validation")
         fixed0, trial = runs[(default, 0, "test", "fixed")], runs[(default, 0, "validation", "tuned")]
@@ -99,8 +120,9 @@ def _curve(outcome) -> list[float]:
     return pq.read_table(str(outcome.path).replace(".results.", ".curve.")).column("loss").to_pylist()
 
 
-@pytest.mark.parametrize("env, value", [("INITBENCH_PRECISION", "bf16-autocast"), ("INITBENCH_COMPILE", "1"),
-                                        ("INITBENCH_FAST", "1")])
+@pytest.mark.parametrize(
+    "env, value", [("INITBENCH_PRECISION", "bf16-autocast"), ("INITBENCH_COMPILE", "1"), ("INITBENCH_FAST", "1")]
+)
 def test_the_key_covers_the_execution_settings_that_change_training(env, value, monkeypatch):
     cpu = torch.device("cpu")
     plain = train_key("k", 0.01, cpu)
@@ -110,8 +132,9 @@ def test_the_key_covers_the_execution_settings_that_change_training(env, value, 
 
 
 def test_full_fine_tuning_stores_nothing(smoke_suite, tmp_path):
-    outcome = run_one(smoke_suite, get_method("full-ft"), smoke_suite.tasks[0], 0, tmp_path, lr=0.01,
-                      split="validation")
+    outcome = run_one(
+        smoke_suite, get_method("full-ft"), smoke_suite.tasks[0], 0, tmp_path, lr=0.01, split="validation"
+    )
     assert outcome.status == "ok", outcome.error
     assert not _train_reused(outcome) and not _entries(tmp_path)
 

@@ -15,7 +15,9 @@ from initbench.suite import SuiteError, builtin_suite_dir, load_suite
 from initbench.trust import ENV_ALLOW_MODULES, ENV_LM_EVAL_PATH, contributed_problems, lm_eval_task_path
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
-GENERATOR = "generator: initbench_tasks.generators:addition\n      args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}"
+GENERATOR = (
+    "generator: initbench_tasks.generators:addition\n      args: {digits: 1, n_train: 40, n_validation: 8, n_test: 8}"
+)
 
 
 def _suite(tmp_path, old: str, new: str, name: str = "mine.yaml"):
@@ -34,8 +36,9 @@ def test_a_shell_command_generator_is_refused_before_it_runs(tmp_path, monkeypat
     # a suite built in code goes through the same gate when its data is made
     smoke = load_suite("smoke")
     task = smoke.tasks[0]
-    hostile = dataclasses.replace(task, data=dataclasses.replace(task.data, generator="os:system",
-                                                                 args={"command": f"touch {marker}"}))
+    hostile = dataclasses.replace(
+        task, data=dataclasses.replace(task.data, generator="os:system", args={"command": f"touch {marker}"})
+    )
     with pytest.raises(SuiteError, match="outside the suites' own package"):
         materialize(hostile, smoke.path)
     assert main(["evaluate", "--suite", str(path), "--method", "base", "--out", str(tmp_path / "runs")]) == 2
@@ -44,7 +47,8 @@ def test_a_shell_command_generator_is_refused_before_it_runs(tmp_path, monkeypat
 
 def test_an_allow_listed_generator_module_runs(tmp_path, monkeypatch):
     (tmp_path / "my_generators.py").write_text(
-        "from initbench_tasks.generators import addition\n\ndef make(**kw):\n    return addition(**kw)\n")
+        "from initbench_tasks.generators import addition\n\ndef make(**kw):\n    return addition(**kw)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     path = _suite(tmp_path, "initbench_tasks.generators:addition", "my_generators:make")
     with pytest.raises(SuiteError, match=f"{ENV_ALLOW_MODULES}=my_generators"):
@@ -56,14 +60,17 @@ def test_an_allow_listed_generator_module_runs(tmp_path, monkeypatch):
     assert any("my_generators" in p and "tasks[0].data.generator" in p for p in contributed_problems(suite))
 
 
-@pytest.mark.parametrize("old, new, key", [
-    ("name: smoke", "name: ../../escape", "'name'"),
-    ("name: smoke", "name: /tmp/abs", "'name'"),
-    ("  - name: addition", "  - name: ../addition", "'tasks[0].name'"),
-    ("  - name: addition", "  - name: \"add\\x07ition\"", "'tasks[0].name'"),
-    ("lm_eval_task: initbench_addition", "lm_eval_task: ../../evil/task", "'tasks[0].lm_eval_task'"),
-    ("lm_eval_task: initbench_addition", "lm_eval_task: ..", "'tasks[0].lm_eval_task'"),
-])
+@pytest.mark.parametrize(
+    "old, new, key",
+    [
+        ("name: smoke", "name: ../../escape", "'name'"),
+        ("name: smoke", "name: /tmp/abs", "'name'"),
+        ("  - name: addition", "  - name: ../addition", "'tasks[0].name'"),
+        ("  - name: addition", '  - name: "add\\x07ition"', "'tasks[0].name'"),
+        ("lm_eval_task: initbench_addition", "lm_eval_task: ../../evil/task", "'tasks[0].lm_eval_task'"),
+        ("lm_eval_task: initbench_addition", "lm_eval_task: ..", "'tasks[0].lm_eval_task'"),
+    ],
+)
 def test_names_must_be_safe_path_components(tmp_path, old, new, key):
     path = _suite(tmp_path, old, new)
     with pytest.raises(SuiteError) as err:
@@ -93,8 +100,19 @@ def test_contributed_results_name_a_builtin_suite_never_a_path(tmp_path):
     path = tmp_path / "smoke.yaml"
     path.write_text(SMOKE.split("  - name: compare_sums")[0])  # smoke cut to one task
     forged = load_suite(str(path))
-    rows = [{"suite": str(path), "suite_hash": forged.spec_hash, "method": "lora", "task": "addition", "seed": 0,
-             "protocol": "fixed", "phase": "final", "learning_rate": 0.01, "eval_split": "test"}]
+    rows = [
+        {
+            "suite": str(path),
+            "suite_hash": forged.spec_hash,
+            "method": "lora",
+            "task": "addition",
+            "seed": 0,
+            "protocol": "fixed",
+            "phase": "final",
+            "learning_rate": 0.01,
+            "eval_split": "test",
+        }
+    ]
     problems = check_contributed(pa.Table.from_pylist(rows))
     assert problems and "not a built-in suite" in problems[0]
     assert contributed_problems(load_suite("smoke")) == []  # the built-ins keep to the trust model
@@ -110,7 +128,9 @@ def test_a_results_row_cannot_make_initbench_import_a_task_yaml_function(tmp_pat
     evil, marker = tmp_path / "evil", tmp_path / "ran"
     evil.mkdir()
     (evil / "evil_utils.py").write_text(f"open({str(marker)!r}, 'w').close()\n\ndef f(doc):\n    return doc\n")
-    (evil / "evil.yaml").write_text("task: evil\nprocess_docs: !function evil_utils.f\nmetric_list:\n  - {metric: acc}\n")
+    (evil / "evil.yaml").write_text(
+        "task: evil\nprocess_docs: !function evil_utils.f\nmetric_list:\n  - {metric: acc}\n"
+    )
     name = os.path.relpath(evil / "evil", builtin_suite_dir() / "lm_eval")
     with pytest.raises(SuiteError, match="path separator"):
         primary_metric(name)
