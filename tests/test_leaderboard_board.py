@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import tabulate as tabulate_module
+from _trees import synthetic_row
 
 from initbench import leaderboard, mean_quantiles, stats
 from initbench.board import Board, Cell, Pairwise
@@ -142,24 +143,7 @@ def test_probability_of_improvement_intervals_equal_the_replication_loop():
 def _results(values: dict[tuple[str, str, int], float]) -> pa.Table:
     rows = []
     for (method, task, seed), value in values.items():
-        row = {f.name: None for f in RESULTS_SCHEMA}
-        row.update(
-            run_id=f"s/{method}/{task}/seed{seed}/h",
-            suite="s",
-            suite_hash="h",
-            method=method,
-            task=task,
-            seed=seed,
-            config_hash="c",
-            status="ok",
-            metric="acc",
-            value=value,
-            is_reference=method == "base",
-            protocol="fixed",
-            phase="final",
-            eval_split="test",
-        )
-        rows.append(row)
+        rows.append(synthetic_row(method, task, seed, value))
     return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
 
 

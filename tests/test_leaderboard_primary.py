@@ -6,6 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 import yaml
+from _trees import synthetic_row
 
 from initbench import leaderboard
 from initbench.evaluation import primary_metric, task_primary_metric
@@ -23,26 +24,9 @@ def _table(
     rows = []
     for (method, task, metric), value in values.items():
         for seed in (0, 1):
-            row = {f.name: None for f in RESULTS_SCHEMA}
-            row.update(
-                run_id=f"s/{method}/{task}/seed{seed}/h",
-                suite="s",
-                suite_hash="h",
-                method=method,
-                task=task,
-                seed=seed,
-                config_hash="c",
-                status="ok",
-                metric=metric,
-                value=value,
-                lm_eval_task=lm_eval_task,
-                is_reference=method == "base",
-                protocol="fixed",
-                phase="final",
-                eval_split="test",
-                primary_metric=recorded,
+            rows.append(
+                synthetic_row(method, task, seed, value, metric, lm_eval_task=lm_eval_task, primary_metric=recorded)
             )
-            rows.append(row)
     return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from _trees import synthetic_row
 
 from initbench import leaderboard, stats
 from initbench.cli import main
@@ -158,24 +159,7 @@ def _synthetic() -> pa.Table:
                 value = mu + 0.1 * t + (0.0 if method == "base" else 0.01 * rng.standard_normal())
                 if method == "better":
                     value = means["lora"] + 0.1 * t + 0.2 + 0.001 * seed
-                row = {f.name: None for f in RESULTS_SCHEMA}
-                row.update(
-                    run_id=f"s/{method}/{task}/seed{seed}/h",
-                    suite="s",
-                    suite_hash="h",
-                    method=method,
-                    task=task,
-                    seed=seed,
-                    config_hash="c",
-                    status="ok",
-                    metric="acc",
-                    value=value,
-                    is_reference=method == "base",
-                    protocol="fixed",
-                    phase="final",
-                    eval_split="test",
-                )
-                rows.append(row)
+                rows.append(synthetic_row(method, task, seed, value))
     return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
 
 
