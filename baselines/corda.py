@@ -55,16 +55,16 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from initbench.api import InitContext, InitError, InitMethod
-from initbench.suite import SuiteError
+from initbench.spec.suite import SuiteError
 
 REFERENCE_WINDOWS = 256
 REFERENCE_WINDOW_LENGTH = 2048
 
 
 def nq_open_questions() -> tuple[list[str], str]:
-    """NQ-open's questions (``initbench.datasets_io.nq_open_questions``; on the hub, the reference's
+    """NQ-open's questions (``initbench.inputs.datasets_io.nq_open_questions``; on the hub, the reference's
     ``train`` split) and where they came from; unreadable data is this method's failure."""
-    from initbench.datasets_io import nq_open_questions as read
+    from initbench.inputs.datasets_io import nq_open_questions as read
 
     try:
         return read("train", "corda-kpm")

@@ -36,7 +36,7 @@ import math
 import torch
 
 from initbench.api import InitContext, InitError, LayerwiseInit
-from initbench.seeding import seeded_torch_rng
+from initbench.core.seeding import seeded_torch_rng
 
 PAPER = "Wang, Yu & Li 2024, arXiv:2407.05000"
 

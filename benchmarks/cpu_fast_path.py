@@ -80,7 +80,7 @@ MODES = {
 
 
 def mode_env(mode: Mode, threads: int) -> dict[str, str]:
-    from initbench.execution import COMPILE_ENV, PRECISION_ENV, worker_environment
+    from initbench.run.execution import COMPILE_ENV, PRECISION_ENV, worker_environment
 
     env = {**os.environ, PRECISION_ENV: mode.precision, COMPILE_ENV: "1" if mode.compile else "0"}
     return {**env, **worker_environment(threads)}
@@ -93,16 +93,16 @@ def tokens_child(suite_path: str, steps: int) -> None:
     """In a fresh process: ``lora`` on the suite's first task, one warm-up step then ``steps`` timed ones."""
     from dataclasses import replace
 
-    from initbench import data as task_data
-    from initbench import execution
-    from initbench.attach import attach_and_initialize, lora_settings
-    from initbench.budget import Spend
-    from initbench.lending import base_model
-    from initbench.models import linear_params
-    from initbench.registry import get_method
-    from initbench.seeding import pick_device, seed_everything
-    from initbench.suite import load_suite
-    from initbench.train import train
+    from initbench.core.seeding import pick_device, seed_everything
+    from initbench.inputs import data as task_data
+    from initbench.inputs.models import linear_params
+    from initbench.method.registry import get_method
+    from initbench.run import execution
+    from initbench.run.attach import attach_and_initialize, lora_settings
+    from initbench.run.lending import base_model
+    from initbench.run.train import train
+    from initbench.spec.budget import Spend
+    from initbench.spec.suite import load_suite
 
     execution.apply_threads()
     suite, device, method = load_suite(suite_path), pick_device(), get_method("lora")
@@ -222,7 +222,7 @@ def run_grid(
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"grid of mode {name} failed (exit {done.returncode}); rerun to resume")
-    from initbench.counted import read_results
+    from initbench.selection.counted import read_results
 
     rows = {r["run_id"]: r for r in read_results(out).to_pylist()}
     result = {
@@ -240,7 +240,7 @@ def run_grid(
 
 def scores(out: Path) -> dict[tuple[str, str, str], dict[int, float]]:
     """(method, task, metric) -> seed -> value of the ok runs at the suite's rate under ``out``."""
-    from initbench.counted import read_results
+    from initbench.selection.counted import read_results
 
     found: dict[tuple[str, str, str], dict[int, float]] = {}
     for row in read_results(out).to_pylist():
@@ -288,7 +288,7 @@ def agreement(baseline: dict, other: dict, name: str) -> list[list]:
 
 def suite_copy(args: argparse.Namespace, work: Path) -> str:
     """The suite to run: by name, or a copy cut to ``--steps`` / ``--eval-limit``."""
-    from initbench.suite import load_suite
+    from initbench.spec.suite import load_suite
 
     if args.steps is None and args.eval_limit is None:
         return args.suite
@@ -327,8 +327,8 @@ def main() -> int:
         tokens_child(args.child_tokens, args.token_steps)
         return 0
 
-    from initbench import provenance
-    from initbench.execution import available_cores
+    from initbench.core import provenance
+    from initbench.run.execution import available_cores
 
     names = [m for m in args.modes.split(",") if m]
     unknown = [m for m in names if m not in MODES]

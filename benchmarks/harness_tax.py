@@ -2,12 +2,12 @@
 
 Trains the same model, data, LoRA rank and steps, and evaluates the same base model, two ways:
 
-* training (a) ``initbench.harness.run_one`` with the ``lora`` method and the suite's budget (steps
+* training (a) ``initbench.run.harness.run_one`` with the ``lora`` method and the suite's budget (steps
   overridden; its lm-eval step stubbed out, evaluation is measured on its own); (b) a minimal PEFT loop:
   ``LoraConfig`` + ``get_peft_model``, ``torch.optim.AdamW`` with the suite's optimizer settings, the
-  same linear warmup schedule, the same seeded batches (``initbench.data.batches``), forward, backward,
+  same linear warmup schedule, the same seeded batches (``initbench.inputs.data.batches``), forward, backward,
   clip, step, ``loss.item()``.  Both must reach the same loss at every step.
-* evaluation (a) ``run_one`` with the ``base`` method (no training: ``initbench.evaluation.evaluate``,
+* evaluation (a) ``run_one`` with the ``base`` method (no training: ``initbench.inputs.evaluation.evaluate``,
   the lm-eval bridge); (b) ``HFLM`` + ``lm_eval.simple_evaluate`` called directly on the same task
   config, task folder, limit and seeds.  Both must return the same score.
 
@@ -15,7 +15,7 @@ Every variant runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) is its
 alternates every round (harness first, then bare first, ...) and the table reports medians over
 ``--repeats`` rounds.  Every child imports the same third-party libraries (torch, transformers, peft,
 pyarrow, pandas, datasets, lm-eval) before any clock starts, as a process that trains and evaluates
-does; an import is not harness tax.  The model load (``initbench.models.load_model``, from
+does; an import is not harness tax.  The model load (``initbench.inputs.models.load_model``, from
 initbench's cache in both) is timed on its own and left out of the ratios; everything after it
 counts: data, the harness's bookkeeping (fingerprints, lending the base model), attach, init, training, results files.
 The indented rows narrow the comparison to the harness's own timers (``init_seconds``,
@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from initbench.budget import Budget
-    from initbench.suite import Suite, TaskSpec
+    from initbench.spec.budget import Budget
+    from initbench.spec.suite import Suite, TaskSpec
 
 GOAL = 0.03  # harness over bare: at most 3% more wall time and peak memory
 MARK = "HARNESS_TAX "  # prefixes the one JSON line a child prints
@@ -68,7 +68,7 @@ def peak_rss_mib() -> float:
 
 def configured_suite(args: argparse.Namespace) -> tuple[Suite, TaskSpec]:
     """The suite with ``--steps`` and ``--eval-limit`` applied, and the chosen task."""
-    from initbench.suite import load_suite
+    from initbench.spec.suite import load_suite
 
     suite = load_suite(args.suite)
     limit = args.eval_limit or None
@@ -129,9 +129,9 @@ def harness_child(args: argparse.Namespace, phase: str) -> dict[str, Any]:
     The lending module's ``load_model`` is wrapped to time the load, which is then taken off the wall time."""
     import pyarrow.parquet as pq
 
-    from initbench import harness, lending
-    from initbench.registry import get_method
-    from initbench.results import CURVE_SUFFIX, RESULTS_SUFFIX
+    from initbench.method.registry import get_method
+    from initbench.run import harness, lending
+    from initbench.store.results import CURVE_SUFFIX, RESULTS_SUFFIX
 
     suite, task = configured_suite(args)
     method = get_method("lora" if phase == "train" else "base")
@@ -160,8 +160,8 @@ def harness_child(args: argparse.Namespace, phase: str) -> dict[str, Any]:
 
 def load_bare(suite: Suite) -> tuple[torch.nn.Module, Any, float, float]:
     """The base model and tokenizer from initbench's cache, with the seconds and peak RSS of the load."""
-    from initbench.models import load_model
-    from initbench.seeding import pick_device
+    from initbench.core.seeding import pick_device
+    from initbench.inputs.models import load_model
 
     load = TimedLoad(load_model)
     loaded = load(suite.model, pick_device())
@@ -175,7 +175,7 @@ def bare_loop(
     import torch
     from transformers import get_scheduler
 
-    from initbench.data import batches
+    from initbench.inputs.data import batches
 
     spec = budget.optimizer
     params = [p for p in model.parameters() if p.requires_grad]
@@ -207,7 +207,7 @@ def bare_train_child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from initbench.data import materialize, tokenize_records
+    from initbench.inputs.data import materialize, tokenize_records
 
     suite, task = configured_suite(args)
     if suite.budget.optimizer.name != "adamw" or suite.budget.optimizer.max_grad_norm <= 0:
@@ -244,9 +244,9 @@ def bare_eval_child(args: argparse.Namespace) -> dict[str, Any]:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from initbench.data import materialize
-    from initbench.evaluation import parse_scores, task_config
-    from initbench.suite import builtin_suite_dir
+    from initbench.inputs.data import materialize
+    from initbench.inputs.evaluation import parse_scores, task_config
+    from initbench.spec.suite import builtin_suite_dir
 
     suite, task = configured_suite(args)
     model, tokenizer, load_s, load_rss = load_bare(suite)
@@ -450,7 +450,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="run the harness with INITBENCH_FAST=1 (initbench.train's fast path); losses then agree "
+        help="run the harness with INITBENCH_FAST=1 (initbench.run.train's fast path); losses then agree "
         "to float32 rounding (relative 1e-5), not bit for bit",
     )
     parser.add_argument("--profile-dir", default="runs/harness_tax", help="where --profile writes its files")

@@ -19,19 +19,19 @@ import torch
 from initbench_tasks.generators import addition
 from tabulate import tabulate
 
-from initbench.attach import attach_and_initialize, lora_settings
-from initbench.budget import Budget, CalibrationSpec, Spend
-from initbench.data import tokenize_records
-from initbench.models import linear_params, load_model
-from initbench.registry import get_method
-from initbench.suite import LoraSpec, ModelSpec
+from initbench.inputs.data import tokenize_records
+from initbench.inputs.models import linear_params, load_model
+from initbench.method.registry import get_method
+from initbench.run.attach import attach_and_initialize, lora_settings
+from initbench.spec.budget import Budget, CalibrationSpec, Spend
+from initbench.spec.suite import LoraSpec, ModelSpec
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def builtin_lora_methods() -> list[str]:
     """Every built-in method that attaches LoRA (not the references ``base`` and ``full-ft``), lora first."""
-    from initbench.registry import describe_methods
+    from initbench.method.registry import describe_methods
 
     names = [m.name for m in describe_methods() if m.package == "initbench" and not m.error]
     names = [n for n in names if get_method(n).attaches_lora and get_method(n).trains]

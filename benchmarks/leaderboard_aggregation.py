@@ -7,7 +7,7 @@ schema v2, unused columns null).  Times, in one process:
   percentile-bootstrap CI (100,000 cells);
 * ``build``: everything in the tables (normalized IQM with stratified-bootstrap CIs,
   probability of improvement and Wilcoxon + Holm vs lora, cost);
-* ``render``: the Markdown text (``initbench.leaderboard_text``);
+* ``render``: the Markdown text (``initbench.board.leaderboard_text``);
 
 and prints each against a plain pandas ``groupby(...).value.agg(["mean", "std", "count"])``
 over the same keys, measured in the same run: wall-clock seconds and CPU seconds of this process
@@ -28,7 +28,7 @@ import pyarrow as pa
 
 
 def synthetic(methods: int, tasks: int, seeds: int, metrics: int, rng_seed: int = 0) -> pa.Table:
-    from initbench.results import RESULTS_SCHEMA
+    from initbench.store.results import RESULTS_SCHEMA
 
     rng = np.random.default_rng(rng_seed)
     names = ["base", "lora"] + [f"method-{i:03d}" for i in range(methods - 2)]
@@ -88,8 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     r = max(1, args.repeats)
 
-    from initbench import leaderboard
-    from initbench.leaderboard_text import render_board
+    from initbench.board import leaderboard
+    from initbench.board.leaderboard_text import render_board
 
     table, (t_make, _) = timed(synthetic, args.methods, args.tasks, args.seeds, args.metrics)
     print(

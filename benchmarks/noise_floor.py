@@ -9,7 +9,7 @@ one (for the gain), e.g. after
     python benchmarks/noise_floor.py runs/noise
 
 and prints, per (task, metric): seeds, mean, seed s.d., the minimum detectable difference (two-sided,
-alpha 0.05, power 0.8, normal approximation; ``initbench.stats.minimum_detectable_difference``) with
+alpha 0.05, power 0.8, normal approximation; ``initbench.board.stats.minimum_detectable_difference``) with
 3 seeds and with the seeds run, base's value and the method's gain over it.  Values are in points
 (x100) for metrics in [0, 1].
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from initbench.counted import read_results
-from initbench.evaluation import primary_metric
-from initbench.stats import minimum_detectable_difference
+from initbench.board.stats import minimum_detectable_difference
+from initbench.inputs.evaluation import primary_metric
+from initbench.selection.counted import read_results
 
 
 def noise_table(results: Path, method: str, seeds_for_mdd: int = 3) -> list[dict[str, object]]:

@@ -1,12 +1,12 @@
 """Per-sample records and the chat template on a suite's base model (issue 16, item 5).
 
 For every task of ``--suite`` (the base model as loaded, no training), evaluates the test split
-the way a final run does (``initbench.evaluation.evaluate``, the suite's batch size, limit and a
+the way a final run does (``initbench.inputs.evaluation.evaluate``, the suite's batch size, limit and a
 seed) in the variants asked for:
 
 * ``plain``: samples off (what every run did before issue 16);
 * ``samples``: samples kept; its scores must equal ``plain``'s bit for bit, and its sidecar
-  (``initbench.samples.write_samples``) is written to a temporary folder to report its size;
+  (``initbench.store.samples.write_samples``) is written to a temporary folder to report its size;
 * ``template``: samples kept, prompts through the model's chat template
   (``eval.chat_template: true``); reports its scores and, for generation tasks, how many
   documents got an empty generation (the model ended its turn at once) against ``samples``.
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from initbench import data as task_data
-from initbench.datasets_io import use_data_dir
-from initbench.evaluation import evaluate, task_primary_metric
-from initbench.models import load_model
-from initbench.samples import record, samples_path, write_samples
-from initbench.suite import load_suite
+from initbench.inputs import data as task_data
+from initbench.inputs.datasets_io import use_data_dir
+from initbench.inputs.evaluation import evaluate, task_primary_metric
+from initbench.inputs.models import load_model
+from initbench.spec.suite import load_suite
+from initbench.store.samples import record, samples_path, write_samples
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """initbench: a benchmark and leaderboard for LoRA initialization methods.
 
-The plugin API lives in ``initbench.api``; see CONTRIBUTING.md.  Its names are importable from the
+The plugin API is ``initbench.api`` (defined in ``initbench.method.api``); see CONTRIBUTING.md.  Its names are importable from the
 package itself (``from initbench import InitMethod``) but loaded on first use, so that the modules
 that only read results (``stats``, ``results``, ``leaderboard``, ``status``) do not import torch.
 """
@@ -22,7 +22,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from initbench import api
+        from initbench.method import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'initbench' has no attribute {name!r}")

@@ -24,7 +24,7 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from initbench.results import ResultsError
+    from initbench.store.results import ResultsError
 
     try:
         return args.handler(args)
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         default="local",
         help="local: one process per run, one after another (default); ray: one Ray task per run "
         "(--address); slurm: one SLURM job array through submitit; or the name of an executor a "
-        "plugin registers (entry-point group initbench.executors)",
+        "plugin registers (entry-point group initbench.sweeps.executors)",
     )
     p.add_argument(
         "--address",
@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "curvature",
         help="top Hessian eigenvalue of the training loss at init per method, task and "
-        "seed (initbench.curvature), written beside the runs in --out",
+        "seed (initbench.run.curvature), written beside the runs in --out",
     )
     p.add_argument("--suite", required=True, help="built-in suite name or path to a suite YAML")
     p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
@@ -173,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "lr-prior",
         help="the learning rate each method's curvature predicts, calibrated on the "
-        "reference's tuned rate, and the grid centred on it (initbench.lr_prior)",
+        "reference's tuned rate, and the grid centred on it (initbench.selection.lr_prior)",
     )
     p.add_argument("--suite", required=True, help="built-in suite name or path to a suite YAML")
     p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
@@ -196,13 +196,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also require what the leaderboard requires of contributed results: a built-in suite's "
         "current spec hash, no missing seeds or tuning trials, every row possible under "
-        "its suite (initbench.contributed), and the suite's contamination report (written by "
+        "its suite (initbench.selection.contributed), and the suite's contamination report (written by "
         "every sweep) under 1%% near-duplicate test records unless the suite's contamination_ok "
         "says why",
     )
     p.set_defaults(handler=cmd_validate)
 
-    # issue 16: adapters out (initbench.export, initbench.share)
+    # issue 16: adapters out (initbench.run.export, initbench.board.share)
     p = sub.add_parser(
         "export",
         help="copy a run's saved adapter into a folder stock peft and lm-eval load, with its "
@@ -233,7 +233,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``initbench export RUN_FILE --to DIR [--push-to-hub REPO]``."""
     import tempfile
 
-    from initbench.share import ShareError, export_run, push
+    from initbench.board.share import ShareError, export_run, push
 
     if args.to is None and args.push_to_hub is None:
         raise UsageError("export: name the folder to write (--to DIR), or --push-to-hub REPO")
@@ -258,8 +258,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_model_path(args: argparse.Namespace) -> int:
     """``initbench model-path SUITE``: the base model's local folder, written first for a tiny model."""
-    from initbench.models import ModelError, model_folder
-    from initbench.suite import SuiteError, load_suite
+    from initbench.inputs.models import ModelError, model_folder
+    from initbench.spec.suite import SuiteError, load_suite
 
     try:
         print(model_folder(load_suite(args.suite).model))
@@ -270,9 +270,9 @@ def cmd_model_path(args: argparse.Namespace) -> int:
 
 def cmd_curvature(args: argparse.Namespace) -> int:
     """``initbench curvature``: measure (or skip, when present) each (method, task, seed)."""
-    from initbench.curvature_table import measure_and_write
-    from initbench.registry import PluginError, get_method
-    from initbench.suite import SuiteError, load_suite
+    from initbench.method.registry import PluginError, get_method
+    from initbench.run.curvature_table import measure_and_write
+    from initbench.spec.suite import SuiteError, load_suite
 
     try:
         suite = load_suite(args.suite)
@@ -304,8 +304,8 @@ def cmd_curvature(args: argparse.Namespace) -> int:
 
 def cmd_lr_prior(args: argparse.Namespace) -> int:
     """``initbench lr-prior``: predicted rate and centred grid per method and task."""
-    from initbench.lr_prior import priors
-    from initbench.suite import load_suite
+    from initbench.selection.lr_prior import priors
+    from initbench.spec.suite import load_suite
 
     try:
         suite = load_suite(args.suite)
@@ -353,9 +353,9 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
         default="fixed",
         help="fixed: every method at the suite's learning rate (default); tuned: pick the rate per "
         "method and task from the suite's tuning grid on validation, then run it (and the default "
-        "rate) on test (initbench.protocol)",
+        "rate) on test (initbench.selection.protocol)",
     )
-    # issue 13: the execution mode, recorded in every row's execution column (initbench.execution)
+    # issue 13: the execution mode, recorded in every row's execution column (initbench.run.execution)
     p.add_argument(
         "--precision",
         choices=["float32", "bf16-autocast"],
@@ -369,7 +369,7 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
         help="train through torch.compile (sets $INITBENCH_COMPILE=1; pays only for long runs: "
         "~97 s to compile per run for SmolLM2-135M on a CPU)",
     )
-    # issue 16: what the model said (initbench.samples) and experiment trackers (initbench.trackers)
+    # issue 16: what the model said (initbench.store.samples) and experiment trackers (initbench.sweeps.trackers)
     p.add_argument(
         "--no-samples",
         dest="samples",
@@ -395,7 +395,7 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from initbench.registry import describe_methods
+    from initbench.method.registry import describe_methods
 
     rows = [[m.name, f"{m.package} {m.version}", m.error or m.summary, m.paper] for m in describe_methods()]
     print(tabulate(rows, ["method", "package", "summary", "paper"], tablefmt="github"))
@@ -403,7 +403,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    from initbench.suite import SuiteError, list_suites, load_suite
+    from initbench.spec.suite import SuiteError, list_suites, load_suite
 
     rows = []
     for path in list_suites():
@@ -467,11 +467,11 @@ EXECUTOR_OPTIONS = (
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` (every run in this process) and ``sweep`` (``--executor``)."""
-    from initbench.executors import executor_names, make_executor
-    from initbench.protocol import ProtocolError
-    from initbench.registry import PluginError, get_method
-    from initbench.suite import SuiteError, load_suite
-    from initbench.sweep import run_sweep
+    from initbench.method.registry import PluginError, get_method
+    from initbench.selection.protocol import ProtocolError
+    from initbench.spec.suite import SuiteError, load_suite
+    from initbench.sweeps.executors import executor_names, make_executor
+    from initbench.sweeps.sweep import run_sweep
 
     seeds = parse_seeds(args.seeds)
     try:
@@ -482,7 +482,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.executor not in executor_names():  # before the preflight: a typo costs nothing
         raise UsageError(
             f"--executor {args.executor}: unknown; one of {', '.join(executor_names())} (a plugin adds "
-            "one through the initbench.executors entry-point group)"
+            "one through the initbench.sweeps.executors entry-point group)"
         )
     tasks = _offline_tasks(suite, args.data_dir)
     _preflight(suite, tasks)  # bad input is exit 2 before anything is written
@@ -492,7 +492,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _apply_execution_mode(args)
     trackers = _run_outputs(args)
     if getattr(args, "plan", False):
-        from initbench.planning import render_plan
+        from initbench.sweeps.planning import render_plan
 
         try:
             print(
@@ -514,7 +514,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except PluginError as err:
         raise UsageError(str(err)) from None
     if trackers:
-        from initbench.trackers import TrackedExecutor, make_trackers
+        from initbench.sweeps.trackers import TrackedExecutor, make_trackers
 
         executor = TrackedExecutor(executor, suite, make_trackers(trackers, args.out))
     try:
@@ -540,7 +540,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for o in failed:
         print(f"initbench: run failed: {o.method} | {o.task} | seed {o.seed}: {o.error}", file=sys.stderr)
     if failed:
-        from initbench.harness import DEBUG_ENV, debug_enabled
+        from initbench.run.harness import DEBUG_ENV, debug_enabled
 
         if not debug_enabled():
             print(f"initbench: {DEBUG_ENV}=1 prints each failed run's traceback", file=sys.stderr)
@@ -556,7 +556,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _report_unsaved(outcomes) -> None:
     """One line on stderr when final runs skipped as finished have no saved adapter."""
-    from initbench.export import unsaved_finals
+    from initbench.run.export import unsaved_finals
 
     missing = unsaved_finals([o.path for o in outcomes if o.status == "skipped" and o.path is not None])
     if missing:
@@ -569,8 +569,8 @@ def _report_unsaved(outcomes) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``initbench check SUITE``: every problem of the preflight, one per line; exit 2 if any."""
-    from initbench.preflight import check_suite
-    from initbench.suite import SuiteError, load_suite
+    from initbench.inputs.preflight import check_suite
+    from initbench.spec.suite import SuiteError, load_suite
 
     try:
         suite = load_suite(args.suite)
@@ -590,7 +590,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _report_contamination(suite, tasks) -> None:
     """Print the overlap of each task's test and validation prompts with its training prompts (a
     report, not an error: ``validate --contributed`` is what refuses a suite above the threshold)."""
-    from initbench.contamination import contamination_report, refusal
+    from initbench.inputs.contamination import contamination_report, refusal
 
     report = contamination_report(suite, tasks=tasks)
     print(report.render())
@@ -603,7 +603,7 @@ def _report_contamination(suite, tasks) -> None:
 
 def _preflight(suite, tasks) -> None:
     """The preflight before the first run of ``evaluate`` / ``sweep``: bad input is exit 2."""
-    from initbench.preflight import check_suite
+    from initbench.inputs.preflight import check_suite
 
     problems = check_suite(suite, tasks, note=_report)
     if problems:
@@ -650,7 +650,8 @@ def check_out(out: Path) -> None:
 def _apply_execution_mode(args: argparse.Namespace) -> None:
     """Put ``--precision``/``--compile`` into the environment every worker inherits, and check the
     execution settings (from flags or environment) before any run starts."""
-    from initbench.execution import (
+    from initbench.core.seeding import pick_device
+    from initbench.run.execution import (
         COMPILE_ENV,
         PRECISION_ENV,
         ExecutionError,
@@ -659,7 +660,6 @@ def _apply_execution_mode(args: argparse.Namespace) -> None:
         init_reuse_enabled,
         worker_threads,
     )
-    from initbench.seeding import pick_device
 
     if args.precision is not None:
         os.environ[PRECISION_ENV] = args.precision
@@ -681,8 +681,8 @@ def _apply_execution_mode(args: argparse.Namespace) -> None:
 def _run_outputs(args: argparse.Namespace) -> list[str]:
     """``--no-samples`` into the environment every worker inherits, and the ``--report-to`` trackers,
     each checked installed before any run starts (a missing one is exit 2 naming its extra)."""
-    from initbench.samples import SAMPLES_ENV
-    from initbench.trackers import TrackerError, check_installed, parse_report_to
+    from initbench.store.samples import SAMPLES_ENV
+    from initbench.sweeps.trackers import TrackerError, check_installed, parse_report_to
 
     if not args.samples:
         os.environ[SAMPLES_ENV] = "0"
@@ -696,7 +696,7 @@ def _run_outputs(args: argparse.Namespace) -> list[str]:
 
 def _resolved_data_dir() -> Path | None:
     """The data directory in force (after ``_offline_tasks``), absolute, for workers elsewhere."""
-    from initbench.datasets_io import data_dir
+    from initbench.inputs.datasets_io import data_dir
 
     directory, _ = data_dir()
     return None if directory is None else directory.resolve()
@@ -706,7 +706,7 @@ def _offline_tasks(suite, option: Path | None):
     """With a data directory (``--data-dir``, else ``$INITBENCH_DATA_DIR``): the suite's tasks
     that can run from it.  Tasks whose data is hub only are skipped with a message; a listed
     local file that is missing is bad input (exit 2).  Without one: every task (hub)."""
-    from initbench.datasets_io import data_dir, missing_local_files, offline_unavailable, use_data_dir
+    from initbench.inputs.datasets_io import data_dir, missing_local_files, offline_unavailable, use_data_dir
 
     if option is not None:
         if not option.is_dir():
@@ -745,12 +745,12 @@ def _offline_tasks(suite, option: Path | None):
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from initbench.leaderboard_text import render
+    from initbench.board.leaderboard_text import render
 
     first = args.results[0]
     if first in ("publish", "compare") and not (len(args.results) == 1 and Path(first).exists()):
-        from initbench.compare import compare
-        from initbench.publish import PublishError, publish
+        from initbench.board.compare import compare
+        from initbench.board.publish import PublishError, publish
 
         try:
             if first == "publish":
@@ -770,16 +770,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     results = Path(first)
     if not results.exists():
         raise UsageError(f"{results}: no such file or folder")
-    from initbench.publish import PublishError, is_version, read_version
+    from initbench.board.publish import PublishError, is_version, read_version
 
     version = results if is_version(results) else results.parent if is_version(results.parent) else None
     if version is None:
         print(render(results, args.format))
         _report_set_aside(results)
         return 0
-    from initbench.leaderboard import build
-    from initbench.leaderboard_text import render_board, render_edges
-    from initbench.publish import read_curvature
+    from initbench.board.leaderboard import build
+    from initbench.board.leaderboard_text import render_board, render_edges
+    from initbench.board.publish import read_curvature
 
     try:
         table, curves = read_version(version)  # a published version: every file checked against its hash
@@ -795,7 +795,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def _report_set_aside(results: Path) -> None:
     """One line on stderr when tuned finals under ``results`` were set aside (not counted)."""
-    from initbench.protocol import superseded
+    from initbench.selection.protocol import superseded
 
     stale = superseded(results) if results.is_dir() else {}
     if stale:
@@ -808,7 +808,7 @@ def _report_set_aside(results: Path) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """``initbench show RUN [--samples N]``: a run's key columns, scores and N documents of its samples."""
-    from initbench.show import render_run
+    from initbench.store.show import render_run
 
     if args.samples < 0:
         raise UsageError(f"--samples {args.samples}: a number of documents, 0 or more")
@@ -817,7 +817,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from initbench.status import grid_status, render_status
+    from initbench.selection.status import grid_status, render_status
 
     if not args.results.is_dir():
         raise UsageError(f"{args.results}: no such folder")
@@ -827,8 +827,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from initbench.publish import PublishError
-    from initbench.reproduce import reproduce
+    from initbench.board.publish import PublishError
+    from initbench.board.reproduce import reproduce
 
     try:
         report, all_match = reproduce(args.version_dir, runs=args.runs, seed=args.seed)
@@ -839,7 +839,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from initbench.results import validate
+    from initbench.store.results import validate
 
     if not args.results.exists():
         raise UsageError(f"{args.results}: no such file or folder")
@@ -847,10 +847,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not problems and args.contributed:
         import pyarrow as pa
 
-        from initbench.contamination import check_results
-        from initbench.contributed import check_contributed, check_rows
-        from initbench.protocol import stale_selections, superseded
-        from initbench.results import read_tree, without_runs
+        from initbench.inputs.contamination import check_results
+        from initbench.selection.contributed import check_contributed, check_rows
+        from initbench.selection.protocol import stale_selections, superseded
+        from initbench.store.results import read_tree, without_runs
 
         stale = superseded(args.results) if args.results.is_dir() else {}
         for reason in stale.values():

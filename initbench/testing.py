@@ -1,5 +1,5 @@
 """Unit-test an init method in a few lines: a tiny random model, attached and calibrated by the
-harness's own code (``initbench.attach``: ``attach_lora``, ``init_context``), on CPU, in about a second.
+harness's own code (``initbench.run.attach``: ``attach_lora``, ``init_context``), on CPU, in about a second.
 
     from initbench.testing import context, initialize
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from initbench.api import InitContext, InitMethod
-from initbench.budget import Budget, CalibrationSpec, Spend
-from initbench.suite import LoraSpec
+from initbench.method.api import InitContext, InitMethod
+from initbench.spec.budget import Budget, CalibrationSpec, Spend
+from initbench.spec.suite import LoraSpec
 
-#: the tiny Llama's shape (``initbench.models.tiny_model``)
+#: the tiny Llama's shape (``initbench.inputs.models.tiny_model``)
 TINY_SHAPE = {
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -54,7 +54,7 @@ class Initialized:
 
 def tiny_base(seed: int = 0) -> tuple[torch.nn.Module, object]:
     """A fresh tiny Llama (float32, eval mode, frozen) and its tokenizer; weights drawn from ``seed``."""
-    from initbench.models import tiny_model
+    from initbench.inputs.models import tiny_model
 
     model, tokenizer = tiny_model({**TINY_SHAPE, "init_seed": seed}, torch.float32)
     return model.eval().requires_grad_(False), tokenizer
@@ -64,7 +64,7 @@ def calibration_examples(tokenizer: object, n: int = 40, max_length: int = 48) -
     """``n`` tokenized one-digit additions (the ``train`` split of the built-in generator)."""
     from initbench_tasks.generators import addition
 
-    from initbench.data import tokenize_records
+    from initbench.inputs.data import tokenize_records
 
     records = addition(digits=1, n_train=n, n_validation=1, n_test=1)["train"]
     return tokenize_records(records, tokenizer, max_length)
@@ -72,8 +72,8 @@ def calibration_examples(tokenizer: object, n: int = 40, max_length: int = 48) -
 
 def _base_and_lora(method: InitMethod, rank: int, alpha: float, targets: tuple[str, ...], family: str):
     """The tiny base, its tokenizer, the run's LoRA settings for ``method``, the base's linear parameters."""
-    from initbench.attach import lora_settings
-    from initbench.models import linear_params
+    from initbench.inputs.models import linear_params
+    from initbench.run.attach import lora_settings
 
     model, tokenizer = tiny_base()
     lora = lora_settings(LoraSpec(rank=rank, alpha=alpha, target_modules=list(targets)), method, family)
@@ -95,7 +95,7 @@ def context(
     """The peft model with LoRA attached as a run attaches it (the method's ``lora_config_kwargs``, its
     alpha convention, peft's init seeded by ``seed``) and the ``InitContext`` a run hands
     ``initialize``; ``initialize`` itself is not called.  Calibration passes charge ``spend``."""
-    from initbench.attach import attach_lora, init_context
+    from initbench.run.attach import attach_lora, init_context
 
     model, tokenizer, lora, base_params = _base_and_lora(method, rank, alpha, targets, family)
     model = attach_lora(model, method, lora, seed)
@@ -129,7 +129,7 @@ def initialize(
 ) -> Initialized:
     """Attach and initialize exactly as a run does (``attach.attach_and_initialize``): a hook that
     raises surfaces as a ``MethodFailure`` naming the method and the hook, as in a run."""
-    from initbench.attach import attach_and_initialize
+    from initbench.run.attach import attach_and_initialize
 
     model, tokenizer, lora, base_params = _base_and_lora(method, rank, alpha, targets, family)
     spend = Spend()

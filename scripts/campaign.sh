@@ -26,7 +26,7 @@ export INITBENCH_FAST=1
 # The three questions of issue 13 first (Init[A] vs Init[B], PiSSA / LoRA-GA convergence), then the
 # rest, full fine-tuning (the most expensive run) last.  `fisher-svd` is an alias of `fwsvd`.
 PRIORITY=(base lora lora-reversed pissa lora-ga olora milora)
-mapfile -t ALL < <(python -c "from initbench.registry import method_names; print('\n'.join(method_names()))")
+mapfile -t ALL < <(python -c "from initbench.method.registry import method_names; print('\n'.join(method_names()))")
 METHODS=("${PRIORITY[@]}")
 for m in "${ALL[@]}"; do
   case " ${PRIORITY[*]} fisher-svd full-ft " in *" $m "*) ;; *) METHODS+=("$m") ;; esac
@@ -39,9 +39,9 @@ echo "campaign: suite $SUITE, ${#METHODS[@]} methods, seeds $SEEDS, out $OUT, co
 python - "$SUITE" "$SEEDS" "$OUT" "${METHODS[@]}" <<'PY'
 import sys
 from pathlib import Path
-from initbench.registry import get_method
-from initbench.suite import load_suite
-from initbench.sweep import write_plan
+from initbench.method.registry import get_method
+from initbench.spec.suite import load_suite
+from initbench.sweeps.sweep import write_plan
 suite, seeds, out, *methods = sys.argv[1:]
 write_plan(load_suite(suite), [get_method(m) for m in methods], [int(s) for s in seeds.split(",")], Path(out), "tuned", None)
 PY

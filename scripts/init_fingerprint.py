@@ -39,8 +39,8 @@ def tensor_digest(tensor: torch.Tensor) -> str:
 
 def fingerprint(name: str, seed: int, family: str) -> dict[str, Any]:
     """The fingerprint of one method's init at ``seed`` on a suite of ``family``."""
-    from initbench.registry import get_method
-    from initbench.seeding import rng_states, seed_everything
+    from initbench.core.seeding import rng_states, seed_everything
+    from initbench.method.registry import get_method
     from initbench.testing import initialize
 
     try:
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     if args.out is None:
         parser.error("--out or --compare is required")
-    from initbench.atomic import write_text
-    from initbench.registry import method_names
+    from initbench.core.atomic import write_text
+    from initbench.method.registry import method_names
 
     names = (args.method or method_names()) + args.also
     seeds = [int(s) for s in args.seeds.split(",")]

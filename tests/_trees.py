@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from initbench.results import RESULTS_SCHEMA, format_lr, run_stem, write_run
-from initbench.suite import load_suite
+from initbench.spec.suite import load_suite
+from initbench.store.results import RESULTS_SCHEMA, format_lr, run_stem, write_run
 
 SMOKE = load_suite("smoke")
 METRIC = {"addition": "exact_match", "compare_sums": "acc"}
@@ -62,7 +62,7 @@ def smoke_row(
 def write_smoke_run(out: Path, row: dict[str, Any]) -> Path:
     """Write ``row``'s run (results and a 6-step curve) where the harness would, and the suite's
     contamination report beside the results as a sweep does; returns the results path."""
-    from initbench.contamination import contamination_report, report_path, write_report
+    from initbench.inputs.contamination import contamination_report, report_path, write_report
 
     if not report_path(out, SMOKE).exists():
         write_report(contamination_report(SMOKE), out)
@@ -109,7 +109,7 @@ def tuned_tree(
     suite's rate (0.1 lower).  ``columns``: per method, columns every row of it gets (cost, forgetting)."""
     import json
 
-    from initbench.protocol import selection_path
+    from initbench.selection.protocol import selection_path
 
     at_default = (
         (lambda method, task, seed: 0.5 + 0.01 * seed)
@@ -182,7 +182,7 @@ def write_curvature(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from initbench.curvature_table import SCHEMA, curvature_path
+    from initbench.run.curvature_table import SCHEMA, curvature_path
 
     row = {f.name: None for f in SCHEMA}
     row.update(

@@ -8,13 +8,13 @@ import dataclasses
 import torch
 from initbench_tasks.generators import addition
 
-from initbench.attach import attach_and_initialize, lora_settings
-from initbench.budget import Budget, CalibrationSpec, Spend
-from initbench.calibration import Calibrator
-from initbench.data import tokenize_records
-from initbench.models import linear_params, tiny_model
-from initbench.registry import get_method
-from initbench.suite import LoraSpec
+from initbench.inputs.data import tokenize_records
+from initbench.inputs.models import linear_params, tiny_model
+from initbench.method.calibration import Calibrator
+from initbench.method.registry import get_method
+from initbench.run.attach import attach_and_initialize, lora_settings
+from initbench.spec.budget import Budget, CalibrationSpec, Spend
+from initbench.spec.suite import LoraSpec
 
 TINY = {
     "hidden_size": 32,

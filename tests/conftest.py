@@ -22,7 +22,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def smoke_suite():
-    from initbench.suite import load_suite
+    from initbench.spec.suite import load_suite
 
     return load_suite("smoke")
 
@@ -43,7 +43,7 @@ def quick_smoke_suite(folder: Path, steps: int = 2, limit: int = 2) -> Path:
     examples, for end-to-end runs of many methods."""
     import yaml
 
-    from initbench.suite import builtin_suite_dir
+    from initbench.spec.suite import builtin_suite_dir
 
     spec = yaml.safe_load((builtin_suite_dir() / "smoke.yaml").read_text())
     spec["tasks"] = spec["tasks"][:1]

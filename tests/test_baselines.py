@@ -10,8 +10,8 @@ import torch
 from _zoo import CALIB, RANK, attach, base_model, calibrator, lora_tensors, probe_batch
 from conftest import SHARED_DATA, quick_smoke_suite
 
-from initbench.budget import OptimizerSpec
-from initbench.registry import PluginError, get_method
+from initbench.method.registry import PluginError, get_method
+from initbench.spec.budget import OptimizerSpec
 
 PRESERVING = [
     "lora",
@@ -233,8 +233,8 @@ ALL = [
 
 def test_every_method_runs_end_to_end(tmp_path):
     from initbench.cli import main
-    from initbench.counted import read_results
-    from initbench.registry import method_names
+    from initbench.method.registry import method_names
+    from initbench.selection.counted import read_results
 
     assert set(ALL) - {"lora+rslora+lora-plus"} <= set(method_names())
     methods = [m for m in ALL if m != "corda-kpm" or "INITBENCH_DATA_DIR" in os.environ]  # see _nq_open

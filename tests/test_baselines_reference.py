@@ -20,11 +20,11 @@ import torch
 from _zoo import ALPHA, RANK, TARGETS, attach, base_model
 from initbench_baselines.lora import LoRAReversed
 
-from initbench.adapters import delta_weight, lora_A_linear, middle_of, trainable_parts
-from initbench.api import InitContext, lora_layers
-from initbench.attach import lora_settings
-from initbench.registry import get_method
-from initbench.suite import LoraSpec
+from initbench.method.adapters import delta_weight, lora_A_linear, middle_of, trainable_parts
+from initbench.method.api import InitContext, lora_layers
+from initbench.method.registry import get_method
+from initbench.run.attach import lora_settings
+from initbench.spec.suite import LoraSpec
 from initbench.testing import BUDGET
 
 OUT, IN, R = 12, 10, 3

@@ -16,16 +16,16 @@ import torch
 from _zoo import CALIB, DEFAULT_BUDGET, RANK, TARGETS, base_model, examples, lora_tensors
 from conftest import SHARED_DATA, quick_smoke_suite
 
-from initbench.adapters import delta_weight, lora_A_linear, middle_of
-from initbench.api import lora_layers
-from initbench.attach import MethodFailure, attach_and_initialize, lora_settings
-from initbench.budget import Budget, BudgetExceeded, CalibrationSpec, ScheduleSpec, Spend
-from initbench.calibration import Calibrator
-from initbench.data import collate
-from initbench.datasets_io import use_data_dir
-from initbench.models import linear_params
-from initbench.registry import get_method
-from initbench.suite import LoraSpec, SuiteError, load_suite
+from initbench.inputs.data import collate
+from initbench.inputs.datasets_io import use_data_dir
+from initbench.inputs.models import linear_params
+from initbench.method.adapters import delta_weight, lora_A_linear, middle_of
+from initbench.method.api import lora_layers
+from initbench.method.calibration import Calibrator
+from initbench.method.registry import get_method
+from initbench.run.attach import MethodFailure, attach_and_initialize, lora_settings
+from initbench.spec.budget import Budget, BudgetExceeded, CalibrationSpec, ScheduleSpec, Spend
+from initbench.spec.suite import LoraSpec, SuiteError, load_suite
 
 NQ_OPEN = SHARED_DATA / "nq_open" / "NQ-open.dev.jsonl"
 
@@ -103,7 +103,7 @@ def test_calibration_cycles_through_a_split_smaller_than_the_request():
 
 def test_method_info_lands_in_the_results(tmp_path):
     from initbench.cli import main
-    from initbench.counted import read_results
+    from initbench.selection.counted import read_results
 
     suite = quick_smoke_suite(tmp_path)
     assert (
@@ -136,7 +136,7 @@ def test_method_info_lands_in_the_results(tmp_path):
 def test_suite_family_is_checked_and_hashed_only_when_declared(tmp_path):
     import yaml
 
-    from initbench.suite import builtin_suite_dir
+    from initbench.spec.suite import builtin_suite_dir
 
     spec = yaml.safe_load((builtin_suite_dir() / "smoke.yaml").read_text())
     path = tmp_path / "bad.yaml"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from conftest import quick_smoke_suite
 
-from initbench.budget import Budget, CalibrationSpec, Spend
-from initbench.harness import run_one
-from initbench.registry import get_method
-from initbench.suite import load_suite
+from initbench.method.registry import get_method
+from initbench.run.harness import run_one
+from initbench.spec.budget import Budget, CalibrationSpec, Spend
+from initbench.spec.suite import load_suite
 
 BUDGET = Budget(steps=10, batch_size=4, max_length=8, calibration=CalibrationSpec(examples=32, batch_size=8))
 

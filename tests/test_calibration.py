@@ -8,10 +8,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from initbench.budget import BudgetExceeded, CalibrationSpec, Spend
-from initbench.calibration import Calibrator
-from initbench.data import collate, materialize, tokenize_records
-from initbench.models import tiny_model
+from initbench.inputs.data import collate, materialize, tokenize_records
+from initbench.inputs.models import tiny_model
+from initbench.method.calibration import Calibrator
+from initbench.spec.budget import BudgetExceeded, CalibrationSpec, Spend
 
 
 @pytest.fixture

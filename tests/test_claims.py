@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, cli_env, quick_smoke_suite
 from sweep_methods import LOG, SLEEP
 
-from initbench import claims
+from initbench.store import claims
 
 SLOW = "tests.sweep_methods:SlowLogged"
 
@@ -110,10 +110,10 @@ def _wait_for_first_run(log, process, timeout: float = 300) -> int:
 
 
 def _inline_sweep(suite_path, out, seeds: list[int]):
-    from initbench.executors import InlineExecutor
-    from initbench.registry import get_method
-    from initbench.suite import load_suite
-    from initbench.sweep import run_sweep
+    from initbench.method.registry import get_method
+    from initbench.spec.suite import load_suite
+    from initbench.sweeps.executors import InlineExecutor
+    from initbench.sweeps.sweep import run_sweep
 
     lines: list[str] = []
     outcomes = run_sweep(
@@ -123,7 +123,7 @@ def _inline_sweep(suite_path, out, seeds: list[int]):
 
 
 def test_two_concurrent_sweeps_compute_each_run_once(tmp_path, slow_env, monkeypatch):
-    import initbench.harness  # noqa: F401  (imported before the other sweep starts: this one is then quick to start)
+    import initbench.run.harness  # noqa: F401  (imported before the other sweep starts: this one is then quick to start)
 
     monkeypatch.setenv(SLEEP, "2")
     suite, out = quick_smoke_suite(tmp_path), tmp_path / "runs"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from initbench.cli import main
-from initbench.counted import read_results
+from initbench.selection.counted import read_results
 
 
 def test_methods_and_suites_list(capsys):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import SHARED_DATA, quick_smoke_suite
 
-from initbench.contamination import (
+from initbench.inputs.contamination import (
     TrainingIndex,
     check_results,
     contamination_report,
@@ -21,7 +21,7 @@ from initbench.contamination import (
     tokens,
     write_report,
 )
-from initbench.suite import load_suite
+from initbench.spec.suite import load_suite
 
 WORDS = (
     "apple banana cherry dates eggs flour grapes honey ice jam kiwi lemon mango nuts olives pears quince rice salt tea"
@@ -107,9 +107,9 @@ def test_validate_contributed_needs_an_uncontaminated_report(tmp_path):
 
 
 def test_every_sweep_records_the_report(tmp_path):
-    from initbench.executors import InlineExecutor
-    from initbench.registry import get_method
-    from initbench.sweep import run_sweep
+    from initbench.method.registry import get_method
+    from initbench.sweeps.executors import InlineExecutor
+    from initbench.sweeps.sweep import run_sweep
 
     suite = _files_suite(tmp_path, overlap=50)
     lines: list[str] = []

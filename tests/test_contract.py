@@ -14,8 +14,8 @@ import pytest
 from conftest import REPO
 
 from initbench.api import InitContext, InitMethod, LayerInit, LayerView, LayerwiseInit, LoraSettings
-from initbench.budget import OptimizerSpec
-from initbench.calibration import Calibrator
+from initbench.method.calibration import Calibrator
+from initbench.spec.budget import OptimizerSpec
 
 CONTRIBUTING = REPO / "CONTRIBUTING.md"
 #: the classes a plugin meets, as CONTRIBUTING names them

@@ -7,8 +7,8 @@ from peft import LoraConfig, get_peft_model
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from initbench.curvature import top_hessian_eigenvalues
-from initbench.models import tiny_model
+from initbench.inputs.models import tiny_model
+from initbench.run.curvature import top_hessian_eigenvalues
 
 SHAPE = {
     "hidden_size": 16,

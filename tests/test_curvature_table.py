@@ -7,9 +7,9 @@ import math
 import pyarrow.compute as pc
 from conftest import quick_smoke_suite
 
-from initbench.curvature_table import mean_lambda, measure_and_write, read_table
-from initbench.registry import get_method
-from initbench.suite import load_suite
+from initbench.method.registry import get_method
+from initbench.run.curvature_table import mean_lambda, measure_and_write, read_table
+from initbench.spec.suite import load_suite
 
 
 def test_measure_write_skip_and_read(tmp_path):
@@ -44,7 +44,7 @@ def test_same_seed_same_value(tmp_path):
 
 def test_cli_curvature_then_lr_prior_predicts_from_the_measured_table(tmp_path, capsys):
     from initbench.cli import main
-    from initbench.lr_prior import priors
+    from initbench.selection.lr_prior import priors
 
     suite_path = str(quick_smoke_suite(tmp_path))
     out = tmp_path / "runs"

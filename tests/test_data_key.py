@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import yaml
 from conftest import quick_smoke_suite
 
-from initbench.executors import InlineExecutor
-from initbench.registry import get_method
-from initbench.results import STALE, finished_status
-from initbench.suite import load_suite
-from initbench.sweep import run_sweep
+from initbench.method.registry import get_method
+from initbench.spec.suite import load_suite
+from initbench.store.results import STALE, finished_status
+from initbench.sweeps.executors import InlineExecutor
+from initbench.sweeps.sweep import run_sweep
 
 
 def _files_suite(tmp_path, test_rows: list[dict]):
@@ -79,7 +79,7 @@ def test_a_finished_file_without_a_data_hash_is_stale(tmp_path):
 
 
 def test_relative_data_files_resolve_against_the_suite_file(tmp_path, monkeypatch):
-    from initbench.data import materialize
+    from initbench.inputs.data import materialize
 
     suite = _files_suite(tmp_path, [{"prompt": "1+1=", "completion": "2"}])
     spec = yaml.safe_load(open(suite.path).read())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from initbench.data import materialize
-from initbench.evaluation import evaluate, parse_scores, task_config
-from initbench.models import load_model
+from initbench.inputs.data import materialize
+from initbench.inputs.evaluation import evaluate, parse_scores, task_config
+from initbench.inputs.models import load_model
 
 
 def test_config_points_at_local_files_only(smoke_suite):

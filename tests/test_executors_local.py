@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import quick_smoke_suite
 
-from initbench import execution
-from initbench.executors import LocalExecutor
-from initbench.registry import get_method
-from initbench.suite import load_suite
-from initbench.sweep import run_sweep
+from initbench.method.registry import get_method
+from initbench.run import execution
+from initbench.spec.suite import load_suite
+from initbench.sweeps.executors import LocalExecutor
+from initbench.sweeps.sweep import run_sweep
 
 
 def test_default_threads_divide_the_cores_and_oversubscription_is_refused(monkeypatch):
@@ -42,7 +42,7 @@ def test_parallel_workers_run_every_run_in_its_own_pinned_process(tmp_path, monk
 def test_bf16_on_a_cpu_without_bf16_kernels_is_named(monkeypatch):
     import torch
 
-    from initbench import provenance
+    from initbench.core import provenance
 
     cpu = torch.device("cpu")
     monkeypatch.setenv("INITBENCH_PRECISION", "bf16-autocast")
@@ -56,8 +56,8 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_named(monkeypatch):
 
 
 def test_parallel_workers_let_one_init_serve_the_rates_of_a_group():
-    from initbench.executors import InitAwareOrder
-    from initbench.sweep import RunSpec
+    from initbench.sweeps.executors import InitAwareOrder
+    from initbench.sweeps.sweep import RunSpec
 
     def spec(method, lr, seed=0):
         return RunSpec("s.yaml", method, "addition", seed, "out", lr=lr, split="validation")
@@ -74,8 +74,8 @@ def test_parallel_workers_let_one_init_serve_the_rates_of_a_group():
 
 
 def test_parallel_workers_let_one_training_serve_a_trial_and_the_run_at_its_rate(smoke_suite):
-    from initbench.executors import InitAwareOrder
-    from initbench.sweep import RunSpec
+    from initbench.sweeps.executors import InitAwareOrder
+    from initbench.sweeps.sweep import RunSpec
 
     def spec(task, seed, lr=None):  # lr None: the suite's rate, a run on test
         split = "test" if lr is None else "validation"

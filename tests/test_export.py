@@ -1,4 +1,4 @@
-"""Saving a trained run as a plain adapter on the original base model (initbench.export): per family of
+"""Saving a trained run as a plain adapter on the original base model (initbench.run.export): per family of
 methods, stock ``PeftModel.from_pretrained`` on the unmodified tiny base reproduces the trained model's
 logits; what a LoRA adapter cannot carry is refused."""
 
@@ -14,10 +14,10 @@ from peft import PeftModel
 from safetensors import safe_open
 
 from initbench.api import InitMethod
-from initbench.budget import Spend
-from initbench.data import collate
-from initbench.export import RUN_JSON, ExportError, plain_updates, save_trained
-from initbench.train import train
+from initbench.inputs.data import collate
+from initbench.run.export import RUN_JSON, ExportError, plain_updates, save_trained
+from initbench.run.train import train
+from initbench.spec.budget import Spend
 
 TOLERANCE = 1e-4  # float32 logits, trained model vs unmodified base + exported adapter
 

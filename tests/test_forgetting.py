@@ -7,8 +7,8 @@ import copy
 import torch
 from peft import LoraConfig, get_peft_model
 
-from initbench.forgetting import held_set, mean_token_kl
-from initbench.models import tiny_model
+from initbench.inputs.models import tiny_model
+from initbench.run.forgetting import held_set, mean_token_kl
 
 SHAPE = {
     "hidden_size": 32,
@@ -74,10 +74,10 @@ def test_final_runs_record_forgetting_on_nq_open_and_scores_do_not_move(tmp_path
     import pytest
     from conftest import SHARED_DATA, quick_smoke_suite
 
-    from initbench import forgetting as module
-    from initbench.harness import run_one
-    from initbench.registry import get_method
-    from initbench.suite import load_suite
+    from initbench.method.registry import get_method
+    from initbench.run import forgetting as module
+    from initbench.run.harness import run_one
+    from initbench.spec.suite import load_suite
 
     if not (SHARED_DATA / "nq_open" / "NQ-open.dev.jsonl").is_file():
         pytest.skip("NQ-open not found under ../shared/data")
@@ -97,7 +97,7 @@ def test_final_runs_record_forgetting_on_nq_open_and_scores_do_not_move(tmp_path
         return rows, curve
 
     def offline():
-        from initbench.datasets_io import DataUnavailable
+        from initbench.inputs.datasets_io import DataUnavailable
 
         raise DataUnavailable("offline, no data directory")
 
@@ -113,9 +113,9 @@ def test_final_runs_record_forgetting_on_nq_open_and_scores_do_not_move(tmp_path
 def test_leaderboard_shows_forgetting_with_intervals(tmp_path):
     from _trees import smoke_row, write_smoke_run
 
-    from initbench import leaderboard
-    from initbench.counted import read_results
-    from initbench.leaderboard_text import render_board
+    from initbench.board import leaderboard
+    from initbench.board.leaderboard_text import render_board
+    from initbench.selection.counted import read_results
 
     for seed, (kl_lora, kl_pissa) in enumerate([(0.010, 0.002), (0.014, 0.004)]):
         for method, kl in (("lora", kl_lora), ("pissa", kl_pissa)):
@@ -134,9 +134,9 @@ def test_publish_plots_score_against_forgetting(tmp_path):
     from _trees import smoke_row, write_smoke_run
 
     pytest.importorskip("matplotlib")
-    from initbench import leaderboard
-    from initbench.counted import read_results
-    from initbench.plots import write_plots
+    from initbench.board import leaderboard
+    from initbench.board.plots import write_plots
+    from initbench.selection.counted import read_results
 
     for seed in (0, 1):
         for method, kl, value in (("base", None, 0.1), ("lora", 0.012, 0.6), ("pissa", 0.003, 0.5)):

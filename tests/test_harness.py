@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from initbench.api import InitMethod
-from initbench.counted import read_results
-from initbench.harness import run_one
-from initbench.registry import get_method
-from initbench.results import CURVE_SUFFIX
+from initbench.method.registry import get_method
+from initbench.run.harness import run_one
+from initbench.selection.counted import read_results
+from initbench.store.results import CURVE_SUFFIX
 
 
 def _run(suite, method, seed, out, task=0):
@@ -86,9 +86,9 @@ def test_base_model_is_loaded_once_and_nothing_leaks_between_runs(smoke_suite, t
     """One model per process, lent to one run at a time: LoRA gives it back pristine (kept, not
     reloaded); PiSSA rewrites base weights (dropped, reloaded); a LoRA run after PiSSA scores and
     trains bit for bit like one in a fresh folder and process state."""
-    from initbench import lending
-    from initbench.fingerprints import fingerprints
-    from initbench.seeding import pick_device
+    from initbench.core.seeding import pick_device
+    from initbench.run import lending
+    from initbench.run.fingerprints import fingerprints
 
     loads = []
     real_load = lending.load_model

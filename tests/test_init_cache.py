@@ -6,9 +6,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from initbench.harness import run_one
-from initbench.init_cache import cache_folder
-from initbench.registry import get_method
+from initbench.method.registry import get_method
+from initbench.run.harness import run_one
+from initbench.run.init_cache import cache_folder
 
 COMPARED_OUT = (
     "init_seconds",
@@ -64,10 +64,10 @@ def test_methods_that_depend_on_the_rate_or_change_what_trains_store_nothing(nam
 def test_a_tuned_sweep_reuses_the_trials_init_and_cleans_up(tmp_path):
     from conftest import quick_smoke_suite
 
-    from initbench.counted import read_results
-    from initbench.executors import InlineExecutor
-    from initbench.suite import load_suite
-    from initbench.sweep import run_sweep
+    from initbench.selection.counted import read_results
+    from initbench.spec.suite import load_suite
+    from initbench.sweeps.executors import InlineExecutor
+    from initbench.sweeps.sweep import run_sweep
 
     suite = load_suite(str(quick_smoke_suite(tmp_path)))
     out = tmp_path / "runs"

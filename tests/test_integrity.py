@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from _trees import METRIC, SMOKE, fixed_tree, smoke_row, tamper, write_smoke_run
 
-from initbench import leaderboard
+from initbench.board import leaderboard
 from initbench.cli import main
-from initbench.counted import read_results
-from initbench.protocol import select
-from initbench.results import CURVE_SUFFIX, ResultsError, finished_status, validate
-from initbench.status import grid_status
-from initbench.tuning_grid import trial_grids
+from initbench.selection.counted import read_results
+from initbench.selection.protocol import select
+from initbench.selection.status import grid_status
+from initbench.selection.tuning_grid import trial_grids
+from initbench.store.results import CURVE_SUFFIX, ResultsError, finished_status, validate
 
 
 def _select(out, task):
@@ -59,7 +59,7 @@ def test_superseded_tuned_finals_are_set_aside_and_reported(tmp_path, capsys):
     assert capsys.readouterr().err.count("set aside (not counted)") == 4
     assert main(["leaderboard", str(out)]) == 0
     assert "4 tuned final(s) superseded by a later selection set aside" in capsys.readouterr().err
-    from initbench.publish import publish
+    from initbench.board.publish import publish
 
     manifest = json.loads((publish(out, "v1", root=tmp_path / "board") / "manifest.json").read_text())
     assert len(manifest["set_aside"]) == 4 and manifest["results"]["runs"] == table.num_rows
@@ -267,8 +267,8 @@ def test_a_full_disk_is_one_line_and_loses_no_finished_run(tmp_path, capsys, mon
 def test_a_selection_older_than_its_trials_is_not_complete(tmp_path, capsys):
     """A sweep killed after redoing a trial but before selecting again: the selection on disk no
     longer follows from the trials, so status is not complete and validate --contributed says so."""
-    from initbench.registry import get_method
-    from initbench.sweep import write_plan
+    from initbench.method.registry import get_method
+    from initbench.sweeps.sweep import write_plan
 
     out = _tuned_tree(tmp_path / "runs")
     write_plan(SMOKE, [get_method("base"), get_method("lora")], [0, 1], out, "tuned", None)
@@ -290,10 +290,10 @@ def test_a_resumed_tuned_sweep_sets_aside_the_finals_of_its_old_selection(tmp_pa
     the new final counts (not two rows for one seed); the old ones are kept, set aside, reported."""
     from conftest import quick_smoke_suite
 
-    from initbench.executors import InlineExecutor
-    from initbench.registry import get_method
-    from initbench.suite import load_suite
-    from initbench.sweep import run_sweep
+    from initbench.method.registry import get_method
+    from initbench.spec.suite import load_suite
+    from initbench.sweeps.executors import InlineExecutor
+    from initbench.sweeps.sweep import run_sweep
 
     suite = load_suite(str(quick_smoke_suite(tmp_path)))
     lora = [get_method("lora")]
@@ -323,9 +323,9 @@ def test_a_resumed_tuned_sweep_sets_aside_the_finals_of_its_old_selection(tmp_pa
 
 
 def test_contributed_metric_names_of_a_function_metric_are_the_recorded_keys():
-    """initbench_gsm8k's metric is a `!function` (initbench.scoring.exact_match): the names a contributed
+    """initbench_gsm8k's metric is a `!function` (initbench.inputs.scoring.exact_match): the names a contributed
     row may carry are the keys runs record (``exact_match,strict-match``), not the function's repr."""
-    from initbench.contributed import _task_metrics
+    from initbench.selection.contributed import _task_metrics
 
     names = _task_metrics("initbench_gsm8k")
     assert {"exact_match,strict-match", "exact_match,flexible-extract"} <= names

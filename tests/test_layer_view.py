@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from initbench.adapters import delta_weight, lora_A_linear, middle_of, trainable_parts
 from initbench.api import InitError, InitMethod, LayerInit, LayerwiseInit
+from initbench.method.adapters import delta_weight, lora_A_linear, middle_of, trainable_parts
 from initbench.testing import context, initialize
 
 

@@ -20,10 +20,10 @@ import pytest
 import tabulate as tabulate_module
 from _trees import synthetic_row
 
-from initbench import leaderboard, mean_quantiles, stats
-from initbench.board import Board, Cell, Pairwise
-from initbench.leaderboard_text import _table, render_board
-from initbench.results import RESULTS_SCHEMA
+from initbench.board import leaderboard, mean_quantiles, stats
+from initbench.board.board import Board, Cell, Pairwise
+from initbench.board.leaderboard_text import _table, render_board
+from initbench.store.results import RESULTS_SCHEMA
 
 Q = np.array([0.025, 0.975])
 
@@ -245,7 +245,7 @@ PIPELINE = ["board", "mean_quantiles", "leaderboard", "leaderboard_text", "leade
 @pytest.mark.parametrize("position", range(len(PIPELINE)))
 def test_a_leaderboard_module_imports_no_later_one(position):
     """compute -> text -> page -> publish: no import of a later stage, not even inside a function."""
-    path = Path(__file__).resolve().parents[1] / "initbench" / f"{PIPELINE[position]}.py"
+    path = Path(__file__).resolve().parents[1] / "initbench" / "board" / f"{PIPELINE[position]}.py"
     imported = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -253,5 +253,5 @@ def test_a_leaderboard_module_imports_no_later_one(position):
             imported.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             imported.update(a.name for a in node.names)
-    later = {f"initbench.{m}" for m in PIPELINE[position + 1 :]}
+    later = {f"initbench.board.{m}" for m in PIPELINE[position + 1 :]}
     assert not imported & later, f"{path.name} imports {sorted(imported & later)}"

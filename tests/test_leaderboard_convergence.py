@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from initbench import leaderboard, stats
+from initbench.board import leaderboard, stats
 from tests._trees import smoke_row
 
 STEPS = np.arange(1, 51)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from initbench.leaderboard import COST_COLUMNS, _cost
+from initbench.board.leaderboard import COST_COLUMNS, _cost
 
 
 def _runs(rows: list[dict]) -> pa.Table:

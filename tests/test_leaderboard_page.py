@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from _trees import METRIC, fixed_tree, tuned_tree
 
-from initbench import leaderboard
-from initbench.counted import read_results
-from initbench.leaderboard_page import first_url, paper_url
-from initbench.plots import PLOT_KINDS, pareto_front, write_plots
-from initbench.publish import read_version, verify_version
-from initbench.ranking import ranking
-from initbench.registry import get_method
-from initbench.results import CURVE_SUFFIX
+from initbench.board import leaderboard
+from initbench.board.leaderboard_page import first_url, paper_url
+from initbench.board.plots import PLOT_KINDS, pareto_front, write_plots
+from initbench.board.publish import read_version, verify_version
+from initbench.board.ranking import ranking
+from initbench.method.registry import get_method
+from initbench.selection.counted import read_results
+from initbench.store.results import CURVE_SUFFIX
 
 MEANS = {"lora": 0.55, "pissa": 0.62, "milora": 0.58, "full-ft": 0.70}
 CHOSEN = {"lora": 0.01, "pissa": 0.001, "milora": 0.1, "full-ft": 0.001}
@@ -47,7 +47,7 @@ def _final(method: str, task: str, seed: int) -> float:
 def version(tmp_path_factory):
     """A published tuned board; ``base`` scores 0.1 on all three seeds, a constant cell whose pyarrow
     mean (0.10000000000000002) lies above its (0.1, 0.1) interval: the scores plot used to fail on it."""
-    from initbench.publish import publish
+    from initbench.board.publish import publish
 
     tmp = tmp_path_factory.mktemp("page")
     columns = {m: {**c, "forgetting_set": "held-test"} for m, c in COLUMNS.items()}

@@ -8,11 +8,11 @@ import pytest
 import yaml
 from _trees import synthetic_row
 
-from initbench import leaderboard
-from initbench.evaluation import primary_metric, task_primary_metric
-from initbench.leaderboard_text import render_board
-from initbench.results import RESULTS_SCHEMA
-from initbench.suite import SuiteError, load_suite
+from initbench.board import leaderboard
+from initbench.board.leaderboard_text import render_board
+from initbench.inputs.evaluation import primary_metric, task_primary_metric
+from initbench.spec.suite import SuiteError, load_suite
+from initbench.store.results import RESULTS_SCHEMA
 
 STRICT, FLEXIBLE = "exact_match,strict-match", "exact_match,flexible-extract"
 
@@ -105,7 +105,7 @@ def test_a_suite_names_a_tasks_primary_metric(tmp_path):
 def test_tuning_selects_on_a_metric_the_gsm8k_runs_record():
     """Before, the primary metric of initbench_gsm8k was ``exact_match``, a key no row records, so
     every tuning trial on GSM8K read as failed and the default rate was always chosen."""
-    from initbench.evaluation import parse_scores
+    from initbench.inputs.evaluation import parse_scores
 
     recorded = {
         s.metric

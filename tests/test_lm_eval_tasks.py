@@ -9,10 +9,10 @@ import json
 import pytest
 import yaml
 
-from initbench.data import TaskData
-from initbench.evaluation import task_config, task_yaml_path
-from initbench.share import _Dumper, standalone_task
-from initbench.suite import SuiteError, builtin_suite_dir
+from initbench.board.share import _Dumper, standalone_task
+from initbench.inputs.data import TaskData
+from initbench.inputs.evaluation import task_config, task_yaml_path
+from initbench.spec.suite import SuiteError, builtin_suite_dir
 
 LM_EVAL_DIR = builtin_suite_dir() / "lm_eval"
 TEMPLATE = "_initbench_mc_template.yaml"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from initbench.lr_prior import centred_grid, fit, grid_shape, on_edge, predicted_lr
+from initbench.selection.lr_prior import centred_grid, fit, grid_shape, on_edge, predicted_lr
 
 
 def test_prediction_is_inverse_to_curvature():

@@ -1,4 +1,4 @@
-"""Methods that change what trains (initbench.adapters): formulas, step-0 behaviour, what trains,
+"""Methods that change what trains (initbench.method.adapters): formulas, step-0 behaviour, what trains,
 determinism, calibration accounting, diagnostics, and one smoke run of all of them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from _zoo import CALIB, RANK, attach, base_model, calibrator, lora_tensors, prob
 from conftest import quick_smoke_suite
 from initbench_baselines.lora_sb import effective_lr, lora_sb_factors, lora_xs_factors, summed_batch_gradients
 
-from initbench.adapters import (
+from initbench.method.adapters import (
     MiddleA,
     delta_weight,
     freeze,
@@ -22,11 +22,11 @@ from initbench.adapters import (
     train_only,
     trainable_parts,
 )
-from initbench.api import InitContext, lora_layers
-from initbench.budget import Budget, OptimizerSpec, ScheduleSpec
-from initbench.diagnostics import effective_rank
-from initbench.registry import get_method
-from initbench.train import build_optimizer
+from initbench.method.api import InitContext, lora_layers
+from initbench.method.registry import get_method
+from initbench.run.diagnostics import effective_rank
+from initbench.run.train import build_optimizer
+from initbench.spec.budget import Budget, OptimizerSpec, ScheduleSpec
 
 NEW = ["lora-sb", "lora-xs", "nlora", "nlora-inttune", "slora", "loldu", "svfit", "lora-one", "fwsvd"]
 PRESERVING = ["slora", "loldu", "svfit", "fwsvd"]
@@ -363,8 +363,8 @@ def test_weight_gradient_squares_against_autograd():
 
 def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch):
     from initbench.cli import main
-    from initbench.counted import read_results
-    from initbench.results import validate
+    from initbench.selection.counted import read_results
+    from initbench.store.results import validate
 
     monkeypatch.setenv("INITBENCH_DIAGNOSTICS", "1")
     suite = quick_smoke_suite(tmp_path)
@@ -403,7 +403,7 @@ def test_every_new_method_runs_end_to_end_with_diagnostics(tmp_path, monkeypatch
 
 def test_diagnostics_off_leaves_nulls(tmp_path, monkeypatch):
     from initbench.cli import main
-    from initbench.counted import read_results
+    from initbench.selection.counted import read_results
 
     monkeypatch.delenv("INITBENCH_DIAGNOSTICS", raising=False)
     suite = quick_smoke_suite(tmp_path, steps=1, limit=1)

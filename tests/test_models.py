@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from initbench.models import EMBEDDED, embedded_model_dir, load_model, tiny_model
-from initbench.suite import ModelSpec
+from initbench.inputs.models import EMBEDDED, embedded_model_dir, load_model, tiny_model
+from initbench.spec.suite import ModelSpec
 
 CPU = torch.device("cpu")
 

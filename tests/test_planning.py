@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from initbench.cli import main
-from initbench.execution import available_cores
-from initbench.harness import run_one
-from initbench.registry import get_method
+from initbench.method.registry import get_method
+from initbench.run.execution import available_cores
+from initbench.run.harness import run_one
 
 PLAN = [
     "sweep",
@@ -73,7 +73,7 @@ def test_local_worker_options_with_another_executor_are_refused(tmp_path, capsys
 
 
 def test_plan_counts_the_trainings_reuse_saves(smoke_suite, tmp_path, capsys, monkeypatch):
-    from initbench.planning import estimates
+    from initbench.sweeps.planning import estimates
 
     out = tmp_path / "runs"
     run_one(smoke_suite, get_method("lora"), smoke_suite.tasks[0], 0, out)  # addition, seed 0, default rate

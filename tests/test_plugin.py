@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO, cli_env, quick_smoke_suite
 
 from initbench.api import InitMethod
-from initbench.counted import read_results
-from initbench.harness import run_one
+from initbench.run.harness import run_one
+from initbench.selection.counted import read_results
 
 PLUGIN = REPO / "examples" / "initbench-example-plugin"
 
@@ -45,7 +45,7 @@ def test_example_plugin_is_listed_and_runs_end_to_end(installed_plugin, tmp_path
     out = tmp_path / "runs"
     run = _cli("evaluate", "--suite", "smoke", "--method", "example-pca", "--seeds", "0", "--out", str(out))
     assert run.returncode == 0, run.stderr
-    from initbench.counted import read_results
+    from initbench.selection.counted import read_results
 
     rows = read_results(out).to_pylist()
     assert {r["status"] for r in rows} == {"ok"} and {r["method"] for r in rows} == {"example-pca"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from initbench import preflight
 from initbench.cli import main
-from initbench.suite import builtin_suite_dir
+from initbench.inputs import preflight
+from initbench.spec.suite import builtin_suite_dir
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
 TARGETS = "target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
@@ -74,7 +74,7 @@ def test_evaluate_and_sweep_run_the_preflight_before_the_first_run(tmp_path, cap
     path = tmp_path / "bad.yaml"
     path.write_text(SMOKE.replace(TARGETS, "target_modules: [q_proj, qq_proj]", 1))
     started = []
-    monkeypatch.setattr("initbench.sweep._run_batch", lambda *a, **k: started.append(a) or [])
+    monkeypatch.setattr("initbench.sweeps.sweep._run_batch", lambda *a, **k: started.append(a) or [])
     for command in ("evaluate", "sweep"):
         out = tmp_path / command
         assert main([command, "--suite", str(path), "--method", "lora", "--out", str(out)]) == 2
@@ -108,7 +108,7 @@ LOAD_TIME = [
 @pytest.mark.parametrize("old, new, key, fragment", LOAD_TIME, ids=[c[2] + ":" + c[1][:30] for c in LOAD_TIME])
 def test_values_no_run_can_use_are_refused_when_the_suite_loads(tmp_path, old, new, key, fragment):
     # lr .inf / .nan, alpha 0, eval.batch_size 0, a duplicate key (last wins: steps 600000) used to load silently
-    from initbench.suite import SuiteError, load_suite
+    from initbench.spec.suite import SuiteError, load_suite
 
     path = tmp_path / "bad.yaml"
     path.write_text(SMOKE.replace(old, new, 1))

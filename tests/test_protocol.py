@@ -7,19 +7,19 @@ import json
 import pyarrow.compute as pc
 import pytest
 
-import initbench.evaluation as evaluation
-import initbench.harness as harness
-from initbench.contributed import check_contributed
-from initbench.counted import read_results
-from initbench.data import materialize, with_validation
-from initbench.evaluation import Score
-from initbench.executors import InlineExecutor
-from initbench.protocol import Selection, choose_lr, select
-from initbench.registry import get_method
-from initbench.results import validate
-from initbench.suite import SuiteError, load_suite
-from initbench.sweep import run_sweep
-from initbench.tuning_grid import trial_grids
+import initbench.inputs.evaluation as evaluation
+import initbench.run.harness as harness
+from initbench.inputs.data import materialize, with_validation
+from initbench.inputs.evaluation import Score
+from initbench.method.registry import get_method
+from initbench.selection.contributed import check_contributed
+from initbench.selection.counted import read_results
+from initbench.selection.protocol import Selection, choose_lr, select
+from initbench.selection.tuning_grid import trial_grids
+from initbench.spec.suite import SuiteError, load_suite
+from initbench.store.results import validate
+from initbench.sweeps.executors import InlineExecutor
+from initbench.sweeps.sweep import run_sweep
 
 
 def _suite_with(tmp_path, tuning: str):

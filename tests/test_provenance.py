@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import torch
 from conftest import REPO
 
-from initbench import execution, provenance
-from initbench.harness import run_one
-from initbench.registry import get_method
+from initbench.core import provenance
+from initbench.method.registry import get_method
+from initbench.run import execution
+from initbench.run.harness import run_one
 
 
 def _git(folder, *args):

@@ -13,14 +13,14 @@ import pyarrow as pa
 import pytest
 from _trees import synthetic_row
 
-from initbench import leaderboard, stats
+from initbench.board import leaderboard, stats
+from initbench.board.compare import compare
+from initbench.board.leaderboard_text import render_board
+from initbench.board.publish import PublishError, publish
+from initbench.board.reproduce import reproduce
 from initbench.cli import main
-from initbench.compare import compare
-from initbench.counted import read_results
-from initbench.leaderboard_text import render_board
-from initbench.publish import PublishError, publish
-from initbench.reproduce import reproduce
-from initbench.results import RESULTS_SCHEMA
+from initbench.selection.counted import read_results
+from initbench.store.results import RESULTS_SCHEMA
 
 
 @pytest.fixture(scope="module")

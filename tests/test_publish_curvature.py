@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from _trees import tuned_tree, write_curvature
 
+from initbench.board.leaderboard_text import render
+from initbench.board.publish import CURVATURE_FILE, PublishError, file_sha256, publish, verify_version
 from initbench.cli import main
-from initbench.leaderboard_text import render
-from initbench.publish import CURVATURE_FILE, PublishError, file_sha256, publish, verify_version
 
 CHOSEN = {"lora": 0.01, "pissa": 0.001, "olora": 0.001, "milora": 0.1}  # on the grid 0.001, 0.01, 0.1
 LAMBDA = {"lora": 1.0, "pissa": 8.0, "olora": 12.0, "milora": 0.15}
@@ -140,7 +140,7 @@ def test_log_axes_label_ticks_as_plain_numbers():
     """With mathtext off (names are plain text), log axes would print '$\\mathdefault{10^{-3}}$'."""
     import matplotlib
 
-    from initbench.plots import _log_axes, _pyplot
+    from initbench.board.plots import _log_axes, _pyplot
 
     plt = _pyplot()
     with matplotlib.rc_context({"text.parse_math": False}):

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from _trees import fixed_tree, smoke_row, write_smoke_run
 
-import initbench.publish as publish_module
+import initbench.board.publish as publish_module
+from initbench.board.compare import compare
+from initbench.board.publish import PublishError, publish
+from initbench.board.reproduce import reproduce
 from initbench.cli import main
-from initbench.compare import compare
-from initbench.publish import PublishError, publish
-from initbench.reproduce import reproduce
 
 
 @pytest.fixture

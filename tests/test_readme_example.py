@@ -11,8 +11,8 @@ import yaml
 from conftest import REPO
 
 from initbench.cli import main
-from initbench.counted import read_results
-from initbench.suite import builtin_suite_dir
+from initbench.selection.counted import read_results
+from initbench.spec.suite import builtin_suite_dir
 
 SECTION = "### A new data set"
 

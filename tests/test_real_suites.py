@@ -16,10 +16,11 @@ import pytest
 import yaml
 from conftest import SHARED_DATA
 
-from initbench import datasets_io, formatters
-from initbench.data import materialize
-from initbench.datasets_io import DataUnavailable, data_dir, load_splits, use_data_dir
-from initbench.suite import SuiteError, list_suites, load_suite
+from initbench.inputs import datasets_io
+from initbench.inputs.data import materialize
+from initbench.inputs.datasets_io import DataUnavailable, data_dir, load_splits, use_data_dir
+from initbench.spec import formatters
+from initbench.spec.suite import SuiteError, list_suites, load_suite
 
 needs_data = pytest.mark.skipif(
     not (SHARED_DATA / "gsm8k" / "test.jsonl").exists(),
@@ -306,7 +307,7 @@ def test_gsm8k_yaml_filters_extract_every_gold_answer_from_its_own_solution():
     from lm_eval.filters import build_filter_ensemble
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from initbench.evaluation import task_yaml_path
+    from initbench.inputs.evaluation import task_yaml_path
 
     config = load_yaml(task_yaml_path("initbench_gsm8k"))
     ensembles = [
@@ -382,8 +383,8 @@ def _tiny(suite, train_limit: int = 8):
 @needs_data
 @pytest.mark.parametrize("suite_name", ["math", "commonsense"])
 def test_real_suite_tasks_run_end_to_end_with_the_tiny_model(suite_name, tmp_path):
-    from initbench.harness import run_one
-    from initbench.registry import get_method
+    from initbench.method.registry import get_method
+    from initbench.run.harness import run_one
 
     use_data_dir(SHARED_DATA)
     suite = _tiny(load_suite(suite_name))

@@ -7,9 +7,9 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from initbench import registry
 from initbench.api import InitMethod
-from initbench.registry import PluginError, describe_methods, get_method, method_names
+from initbench.method import registry
+from initbench.method.registry import PluginError, describe_methods, get_method, method_names
 
 
 def test_builtins_are_registered_through_the_entry_point_group():
@@ -34,7 +34,7 @@ class NotAMethod:
     "target, message",
     [
         ("no_such_module_xyz:Thing", "failed to import: ModuleNotFoundError"),
-        (f"{__name__}:NotAMethod", "not a subclass of initbench.api.InitMethod"),
+        (f"{__name__}:NotAMethod", "not a subclass of initbench.method.api.InitMethod"),
     ],
 )
 def test_broken_plugins_are_named_and_do_not_hide_others(monkeypatch, target, message):
@@ -86,7 +86,7 @@ def test_unsafe_method_names_are_refused(name):
 # --------------------------------------------------------------------------- executors (issue 15 item 4)
 
 RECORDING_EXECUTOR = """
-from initbench.executors import InlineExecutor
+from initbench.sweeps.executors import InlineExecutor
 
 
 class Recording:
@@ -111,8 +111,8 @@ def test_a_plugin_executor_runs_a_sweep_by_its_entry_point_name(tmp_path, monkey
     from conftest import quick_smoke_suite
 
     from initbench.cli import main
-    from initbench.counted import read_results
-    from initbench.executors import GROUP, executor_names
+    from initbench.selection.counted import read_results
+    from initbench.sweeps.executors import GROUP, executor_names
 
     (tmp_path / "recplug.py").write_text(RECORDING_EXECUTOR)
     _fake_distribution(tmp_path, "recplug", "recording = recplug:make", group=GROUP)
@@ -156,7 +156,7 @@ def test_a_bad_executor_plugin_is_exit_2_naming_it(tmp_path, monkeypatch, capsys
     from conftest import quick_smoke_suite
 
     from initbench.cli import main
-    from initbench.executors import GROUP, make_executor
+    from initbench.sweeps.executors import GROUP, make_executor
 
     (tmp_path / "recplug.py").write_text(RECORDING_EXECUTOR)
     _fake_distribution(tmp_path, "recplug", entry, group=GROUP)

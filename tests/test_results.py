@@ -10,8 +10,8 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from initbench.counted import read_results
-from initbench.results import (
+from initbench.selection.counted import read_results
+from initbench.store.results import (
     RESULTS_SCHEMA,
     finished_status,
     result_files,
@@ -79,7 +79,7 @@ def test_validate_names_file_and_problem(tmp_path):
 
 
 def test_a_crash_between_temp_and_rename_leaves_no_result(tmp_path, monkeypatch):
-    import initbench.results as results
+    import initbench.store.results as results
 
     stem = run_stem(tmp_path, "s", "m", "t", 0, "h")
 
@@ -135,8 +135,8 @@ def test_archived_runs_of_older_schema_versions_still_validate_and_read():
     """The Parquet files under benchmarks/results were written by earlier schema versions (1 to 4)."""
     from conftest import REPO
 
-    from initbench.counted import read_results
-    from initbench.results import ADDED_IN
+    from initbench.selection.counted import read_results
+    from initbench.store.results import ADDED_IN
 
     archive = REPO / "benchmarks" / "results" / "2026-11-23-cpu"
     versions = {pq.read_schema(p).metadata[b"initbench.schema_version"] for p in archive.rglob("*.results.parquet")}

@@ -9,16 +9,16 @@ import shutil
 import pytest
 import torch
 
-from initbench import samples
 from initbench.cli import main
-from initbench.data import materialize
-from initbench.evaluation import evaluate
-from initbench.harness import run_one
-from initbench.models import load_model
-from initbench.preflight import check_suite
-from initbench.registry import get_method
-from initbench.samples import SamplesError, read_samples, record, samples_path
-from initbench.suite import SuiteError, builtin_suite_dir, load_suite
+from initbench.inputs.data import materialize
+from initbench.inputs.evaluation import evaluate
+from initbench.inputs.models import load_model
+from initbench.inputs.preflight import check_suite
+from initbench.method.registry import get_method
+from initbench.run.harness import run_one
+from initbench.spec.suite import SuiteError, builtin_suite_dir, load_suite
+from initbench.store import samples
+from initbench.store.samples import SamplesError, read_samples, record, samples_path
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from initbench.evaluation import task_yaml_path
-from initbench.scoring import exact_match, parse_number
+from initbench.inputs.evaluation import task_yaml_path
+from initbench.inputs.scoring import exact_match, parse_number
 
 KWARGS = {"ignore_case": True, "ignore_punctuation": False, "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]}
 

@@ -20,9 +20,9 @@ import yaml
 from conftest import cli_env, quick_smoke_suite
 
 from initbench.cli import main
-from initbench.export import RUN_JSON, saved_folder
-from initbench.results import RESULTS_SUFFIX, read_file, run_stem
-from initbench.suite import load_suite
+from initbench.run.export import RUN_JSON, saved_folder
+from initbench.spec.suite import load_suite
+from initbench.store.results import RESULTS_SUFFIX, read_file, run_stem
 
 TASK = "initbench_addition_tf"  # continuous scores (gold_prob) and a `!function` helper to carry along
 
@@ -126,7 +126,7 @@ def test_push_to_hub_uploads_the_export_through_the_hub_client(pissa_run, tmp_pa
             shutil.copytree(kwargs["folder_path"], hub / kwargs["repo_id"], dirs_exist_ok=True)
             return f"local://{kwargs['repo_id']}"
 
-    monkeypatch.setattr("initbench.share.hub_api", LocalHub)
+    monkeypatch.setattr("initbench.board.share.hub_api", LocalHub)
     _, results = pissa_run
     assert main(["export", str(results), "--push-to-hub", "me/pissa-addition"]) == 0  # no --to: a temporary folder
     assert "pushed to local://me/pissa-addition" in capsys.readouterr().out
@@ -162,8 +162,8 @@ def test_export_refuses_what_it_cannot_stand_behind(pissa_run, tmp_path, capsys)
 def test_a_restored_training_still_saves_and_trials_save_nothing(tmp_path, monkeypatch):
     """A tuned final whose training is restored from its trial (train_cache) saves the same adapter as one
     trained afresh; the trial itself saves none."""
-    from initbench.harness import run_one
-    from initbench.registry import get_method
+    from initbench.method.registry import get_method
+    from initbench.run.harness import run_one
 
     suite = load_suite(str(_suite(tmp_path)))
     task, method, lr = suite.tasks[0], get_method("lora"), 0.02
@@ -218,8 +218,8 @@ def test_the_suite_option_saves_without_changing_the_spec_hash(tmp_path, capsys)
 
 
 def test_sweep_workers_get_the_flag(tmp_path):
-    from initbench.registry import get_method
-    from initbench.sweep import RunSpec, execute_run, grid
+    from initbench.method.registry import get_method
+    from initbench.sweeps.sweep import RunSpec, execute_run, grid
 
     suite = load_suite(str(_suite(tmp_path)))
     specs = grid(suite, [get_method("lora")], [0], tmp_path / "runs", save_adapters=True)
@@ -235,7 +235,7 @@ def test_sweep_workers_get_the_flag(tmp_path):
 def test_model_path_gives_the_tiny_base_model_as_a_folder(smoke_suite, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from initbench.models import tiny_model
+    from initbench.inputs.models import tiny_model
 
     assert main(["model-path", "smoke"]) == 0
     folder = Path(capsys.readouterr().out.strip())

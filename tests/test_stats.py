@@ -1,4 +1,4 @@
-"""Tests for initbench.stats: hand-computed cases, scipy agreement, coverage simulations, properties."""
+"""Tests for initbench.board.stats: hand-computed cases, scipy agreement, coverage simulations, properties."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from initbench import stats
+from initbench.board import stats
 
 # rliable's own unit-test matrices (tests/rliable/metrics_test.py), runs x tasks.
 X_RL = np.array([[1, 2], [2, 2], [1, 1], [2, 1]], dtype=float)
@@ -313,7 +313,7 @@ def test_steps_to_reach():
 
 def test_minimum_detectable_difference_matches_a_simulated_power():
     """At the returned difference a two-sided z-test with known sd rejects in ~80% of simulated trials."""
-    from initbench.stats import minimum_detectable_difference
+    from initbench.board.stats import minimum_detectable_difference
 
     sd, n = 0.1, 3
     mdd = minimum_detectable_difference(sd, n)

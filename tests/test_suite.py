@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from initbench.suite import SuiteError, builtin_suite_dir, list_suites, load_suite
+from initbench.spec.suite import SuiteError, builtin_suite_dir, list_suites, load_suite
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
 

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from initbench.suite import SuiteError, builtin_suite_dir, load_suite
-from initbench.suite_file import MAX_BYTES
+from initbench.spec.suite import SuiteError, builtin_suite_dir, load_suite
+from initbench.spec.suite_file import MAX_BYTES
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
 
@@ -37,7 +37,7 @@ def _load_in_child(path, timeout: float = 30) -> str:
     probe = textwrap.dedent(f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
-        from initbench.suite import SuiteError, load_suite
+        from initbench.spec.suite import SuiteError, load_suite
         try:
             load_suite({str(path)!r}).spec_hash
         except SuiteError as err:

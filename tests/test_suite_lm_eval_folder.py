@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from initbench.data import materialize
-from initbench.evaluation import metric_keys, task_config, task_yaml_path
-from initbench.preflight import check_suite
-from initbench.suite import SuiteError, builtin_suite_dir, load_suite
-from initbench.trust import ENV_LM_EVAL_PATH, contributed_problems, suite_lm_eval_dir
+from initbench.inputs.data import materialize
+from initbench.inputs.evaluation import metric_keys, task_config, task_yaml_path
+from initbench.inputs.preflight import check_suite
+from initbench.spec.suite import SuiteError, builtin_suite_dir, load_suite
+from initbench.spec.trust import ENV_LM_EVAL_PATH, contributed_problems, suite_lm_eval_dir
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
 TEMPLATE = builtin_suite_dir() / "lm_eval" / "_initbench_mc_template.yaml"
@@ -77,7 +77,7 @@ def test_a_trusted_folder_resolves_against_the_suite_file_and_includes_as_lm_eva
         task.metadata.pop("config_source")
     assert built[0] == built[1]
 
-    from initbench.share import write_task  # `initbench export` writes the task standalone, helper beside it
+    from initbench.board.share import write_task  # `initbench export` writes the task standalone, helper beside it
 
     written = write_task(tmp_path / "export", "my_compare", materialize(suite.tasks[1], suite.path), own)
     assert (written.parent / "my_helpers.py").is_file() and "include" not in written.read_text()

@@ -11,11 +11,11 @@ import pytest
 from conftest import REPO, cli_env, quick_smoke_suite
 from sweep_methods import MARKER
 
-from initbench.executors import LocalExecutor, RayExecutor, SlurmExecutor
-from initbench.registry import get_method
-from initbench.status import grid_status, render_status
-from initbench.suite import load_suite
-from initbench.sweep import RunSpec, grid, run_sweep
+from initbench.method.registry import get_method
+from initbench.selection.status import grid_status, render_status
+from initbench.spec.suite import load_suite
+from initbench.sweeps.executors import LocalExecutor, RayExecutor, SlurmExecutor
+from initbench.sweeps.sweep import RunSpec, grid, run_sweep
 
 CRASHER = "tests.sweep_methods:CrashOnMarkedSeed"
 
@@ -95,7 +95,7 @@ def test_tuned_grid_has_trials_then_finals_and_status_awaits_selection(tmp_path,
     assert len(trials) == n_tasks * n_grid and {s.method for s in trials} == {"lora"}  # base has nothing to tune
     assert len(specs) - len(trials) == 2 * n_tasks * 2
     assert RunSpec.from_json(specs[0].to_json()) == specs[0]
-    from initbench.sweep import write_plan
+    from initbench.sweeps.sweep import write_plan
 
     write_plan(smoke_suite, methods, [0, 1], tmp_path, "tuned", None)
     status = grid_status(tmp_path)
@@ -168,9 +168,9 @@ def test_workers_import_the_installed_initbench_not_a_folder_in_the_working_fold
 
 
 def test_the_python_310_worker_command_drops_the_working_folder(decoy_folder):
-    from initbench.executors import _SAFE_MAIN_310
+    from initbench.sweeps.executors import _SAFE_MAIN_310
 
-    # no RunSpec: main fails on its argument, after importing the installed initbench.sweep
+    # no RunSpec: main fails on its argument, after importing the installed initbench.sweeps.sweep
     done = subprocess.run(
         [sys.executable, "-c", _SAFE_MAIN_310, "not json"], capture_output=True, text=True, timeout=120
     )

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from initbench.suite import builtin_suite_dir
+from initbench.spec.suite import builtin_suite_dir
 
 
 def _scores():

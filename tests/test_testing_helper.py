@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from initbench.api import InitMethod
-from initbench.attach import MethodFailure
-from initbench.registry import get_method
+from initbench.method.registry import get_method
+from initbench.run.attach import MethodFailure
 from initbench.testing import context, initialize
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from initbench.budget import Spend
-from initbench.seeding import configure_determinism
-from initbench.throughput import peak_flops, training_throughput
+from initbench.core.seeding import configure_determinism
+from initbench.run.throughput import peak_flops, training_throughput
+from initbench.spec.budget import Spend
 
 
 def test_peak_table_matches_device_names_most_specific_first(monkeypatch):
@@ -47,8 +47,8 @@ def test_cuda_determinism_settings_are_applied_and_recorded(monkeypatch):
 def test_smoke_run_records_throughput(smoke_suite, tmp_path):
     import pyarrow.parquet as pq
 
-    from initbench.harness import run_one
-    from initbench.registry import get_method
+    from initbench.method.registry import get_method
+    from initbench.run.harness import run_one
 
     outcome = run_one(smoke_suite, get_method("lora"), smoke_suite.tasks[0], 0, tmp_path)
     row = pq.read_table(outcome.path).to_pylist()[0]

@@ -9,14 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import quick_smoke_suite
 
-from initbench import samples
 from initbench.cli import main
-from initbench.harness import run_one
-from initbench.registry import get_method
-from initbench.results import CURVE_SUFFIX, RESULTS_SUFFIX
-from initbench.samples import run_file, samples_path
-from initbench.suite import load_suite
-from initbench.trackers import TensorBoardTracker, TrackerError, check_installed, log_run, parse_report_to
+from initbench.method.registry import get_method
+from initbench.run.harness import run_one
+from initbench.spec.suite import load_suite
+from initbench.store import samples
+from initbench.store.results import CURVE_SUFFIX, RESULTS_SUFFIX
+from initbench.store.samples import run_file, samples_path
+from initbench.sweeps.trackers import TensorBoardTracker, TrackerError, check_installed, log_run, parse_report_to
 
 
 class FakeRun:

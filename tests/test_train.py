@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from initbench.data import batches, materialize, tokenize_records
-from initbench.harness import run_one
-from initbench.models import tiny_model
-from initbench.registry import get_method
-from initbench.train import labelled_positions_loss
+from initbench.inputs.data import batches, materialize, tokenize_records
+from initbench.inputs.models import tiny_model
+from initbench.method.registry import get_method
+from initbench.run.harness import run_one
+from initbench.run.train import labelled_positions_loss
 
 #: the fast path sums the same float32 terms in another order: agreement to float32 rounding
 LOSS_RTOL = 1e-5
@@ -68,7 +68,7 @@ def test_bf16_autocast_on_cpu_is_selected_recorded_and_close(smoke_suite, tmp_pa
     assert bf16 != plain  # it did compute in bf16 ...
     assert bf16 == pytest.approx(plain, rel=2e-2)  # ... the same quantity (bf16: 8 mantissa bits)
     monkeypatch.setenv("INITBENCH_PRECISION", "fp8")
-    from initbench.execution import ExecutionError, precision
+    from initbench.run.execution import ExecutionError, precision
 
     with pytest.raises(ExecutionError, match="INITBENCH_PRECISION must be one of float32, bf16-autocast"):
         precision(torch.device("cpu"))

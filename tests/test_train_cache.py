@@ -9,15 +9,15 @@ import pytest
 import torch
 import yaml
 
-from initbench.counted import read_results
-from initbench.executors import InlineExecutor
-from initbench.harness import run_one
-from initbench.init_cache import cache_folder
-from initbench.registry import get_method
-from initbench.results import CURVE_SUFFIX
-from initbench.suite import load_suite
-from initbench.sweep import run_sweep
-from initbench.train_cache import FOLDER, train_key
+from initbench.method.registry import get_method
+from initbench.run.harness import run_one
+from initbench.run.init_cache import cache_folder
+from initbench.run.train_cache import FOLDER, train_key
+from initbench.selection.counted import read_results
+from initbench.spec.suite import load_suite
+from initbench.store.results import CURVE_SUFFIX
+from initbench.sweeps.executors import InlineExecutor
+from initbench.sweeps.sweep import run_sweep
 
 #: what differs between two computations of the same run (timings) or says how it was computed
 NOT_COMPARED = (

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pytest
 
 from initbench.cli import main
-from initbench.contributed import check_contributed
-from initbench.data import materialize
-from initbench.evaluation import task_yaml_path
-from initbench.suite import SuiteError, builtin_suite_dir, load_suite
-from initbench.trust import ENV_ALLOW_MODULES, ENV_LM_EVAL_PATH, contributed_problems, lm_eval_task_path
+from initbench.inputs.data import materialize
+from initbench.inputs.evaluation import task_yaml_path
+from initbench.selection.contributed import check_contributed
+from initbench.spec.suite import SuiteError, builtin_suite_dir, load_suite
+from initbench.spec.trust import ENV_ALLOW_MODULES, ENV_LM_EVAL_PATH, contributed_problems, lm_eval_task_path
 
 SMOKE = (builtin_suite_dir() / "smoke.yaml").read_text()
 GENERATOR = (
@@ -123,7 +123,7 @@ def test_a_results_row_cannot_make_initbench_import_a_task_yaml_function(tmp_pat
     # row it loaded any YAML, and lm-eval's `!function` imported (ran) the module beside it.
     import os
 
-    from initbench.evaluation import primary_metric
+    from initbench.inputs.evaluation import primary_metric
 
     evil, marker = tmp_path / "evil", tmp_path / "ran"
     evil.mkdir()

@@ -14,18 +14,18 @@ import pytest
 import yaml
 from conftest import quick_smoke_suite
 
-import initbench.harness as harness
-import initbench.lending as lending
+import initbench.run.harness as harness
+import initbench.run.lending as lending
 from initbench.cli import main
-from initbench.counted import read_results
-from initbench.curvature_table import measure_and_write
-from initbench.executors import InlineExecutor
-from initbench.protocol import ProtocolError, selection_path
-from initbench.registry import get_method
-from initbench.status import grid_status
-from initbench.suite import SuiteError, builtin_suite_dir, load_suite
-from initbench.sweep import run_sweep
-from initbench.tuning_grid import edge_report, trial_grids
+from initbench.method.registry import get_method
+from initbench.run.curvature_table import measure_and_write
+from initbench.selection.counted import read_results
+from initbench.selection.protocol import ProtocolError, selection_path
+from initbench.selection.status import grid_status
+from initbench.selection.tuning_grid import edge_report, trial_grids
+from initbench.spec.suite import SuiteError, builtin_suite_dir, load_suite
+from initbench.sweeps.executors import InlineExecutor
+from initbench.sweeps.sweep import run_sweep
 
 
 def _with_tuning(source, path, tuning):
