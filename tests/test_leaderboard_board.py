@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import tabulate as tabulate_module
-from _trees import synthetic_row
+from _trees import fixed_tree, synthetic_row
 
 from initbench.board import leaderboard, mean_quantiles, stats
 from initbench.board.board import Board, Cell, Pairwise
-from initbench.board.leaderboard_text import _table, render_board
+from initbench.board.leaderboard_text import _table, render, render_board
 from initbench.store.results import RESULTS_SCHEMA
 
 Q = np.array([0.025, 0.975])
@@ -255,3 +255,14 @@ def test_a_leaderboard_module_imports_no_later_one(position):
             imported.update(a.name for a in node.names)
     later = {f"initbench.board.{m}" for m in PIPELINE[position + 1 :]}
     assert not imported & later, f"{path.name} imports {sorted(imported & later)}"
+
+
+@pytest.mark.parametrize(
+    ("methods", "seeds", "attainable"),
+    [(("lora", "pissa", "olora"), (0, 1), False), (("lora", "pissa"), tuple(range(6)), True)],
+)
+def test_the_text_says_when_no_comparison_can_be_significant(tmp_path, methods, seeds, attainable):
+    """2 seeds x 2 tasks = 4 pairs (exact p >= 1/8) over 2 comparisons can never pass Holm at 0.05;
+    6 seeds x 2 tasks = 12 pairs (p >= 1/2048) over 1 comparison can."""
+    text = render(fixed_tree(tmp_path / "runs", methods=methods, seeds=seeds))
+    assert ("No row of this table can be significant" in text) is not attainable

@@ -323,3 +323,23 @@ def test_minimum_detectable_difference_matches_a_simulated_power():
     rejected = np.abs(b - a) / (sd * np.sqrt(2 / n)) > 1.959964
     assert abs(rejected.mean() - 0.8) < 0.01
     assert math.isclose(minimum_detectable_difference(0.106, 3), 0.2426, abs_tol=5e-4)  # issue 13's 24 points
+
+
+@pytest.mark.parametrize("pairs", [5, 6, 8, 10])
+@pytest.mark.parametrize("comparisons", [1, 4, 11, 25])
+def test_holm_can_reject_iff_the_best_possible_data_is_significant(pairs, comparisons):
+    """The best case for Holm: every method beats the reference on every pair, so each exact Wilcoxon p
+    is as small as it gets (scipy's, not our formula); Holm rejects then iff holm_can_reject says it can."""
+    best = scipy.stats.wilcoxon(np.arange(1.0, pairs + 1), alternative="two-sided", method="exact").pvalue
+    tests = [stats.paired_test(np.arange(1.0, pairs + 1)[:, None] + 1, np.ones((pairs, 1))) for _ in range(comparisons)]
+    assert all(t.wilcoxon_pvalue == pytest.approx(best) for t in tests)
+    p_values, floors = [t.wilcoxon_pvalue for t in tests], [t.min_wilcoxon_pvalue for t in tests]
+    rejected = stats.significant(p_values, 0.05).any()
+    assert stats.holm_can_reject(p_values, floors, 0.05) == rejected
+    assert rejected == (best * comparisons <= 0.05)
+
+
+def test_holm_can_reject_ignores_comparisons_without_a_p_value():
+    assert stats.holm_can_reject([0.5, math.nan], [2.0**-9, 2.0**-9], 0.05)  # m = 1: 1/512 <= 0.05
+    assert not stats.holm_can_reject([math.nan], [0.001], 0.05)
+    assert not stats.holm_can_reject([0.03, 0.03, 0.5], [1 / 32, 1 / 32, 1 / 32], 0.05)  # 1/32 > 0.05 / 3

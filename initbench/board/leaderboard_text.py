@@ -15,6 +15,7 @@ from pathlib import Path
 
 import tabulate as tabulate_module
 
+from initbench.board import stats
 from initbench.board.board import (
     Board,
     Cell,
@@ -188,11 +189,21 @@ def _pairwise_table(rows: list[Pairwise], fmt: str) -> str:
         ]
         for r in rows
     ]
-    return (
+    text = (
         f"Versus `{REFERENCE_METHOD}` (P(X > lora) with 95% stratified-bootstrap CI; Wilcoxon signed-rank paired by "
         f"(seed, task), Holm-adjusted; * = significant at {ALPHA}):\n\n"
         + _table(lines, ["method", "P(X > lora)", "mean diff", "pairs", "p", "p (Holm)"], tablefmt=fmt)
     )
+    p_values, floors = [r.p_wilcoxon for r in rows], [r.min_p for r in rows]
+    if rows and not stats.holm_can_reject(p_values, floors, ALPHA):
+        compared = sum(not math.isnan(p) for p in p_values)
+        text += (
+            f"\n\nNo row of this table can be significant, whatever the scores: with {max(r.pairs for r in rows)} "
+            f"pairs or fewer the exact test's p is at least {min(floors):.3g}, and Holm over {compared} comparisons "
+            f"needs p <= {ALPHA / max(compared, 1):.3g}. Compare methods by P(X > lora) and its interval, and by "
+            "the IQM intervals above."
+        )
+    return text
 
 
 def _tuning_table(rows: list[TuningRow], fmt: str) -> str:

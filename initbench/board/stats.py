@@ -39,6 +39,7 @@ __all__ = [
     "bootstrap_ci",
     "ema",
     "holm",
+    "holm_can_reject",
     "minimum_detectable_difference",
     "normalize",
     "paired_test",
@@ -716,6 +717,21 @@ def significant(pvalues: Sequence[float] | np.ndarray, alpha: float = 0.05) -> n
     """
     adj = holm(pvalues)
     return np.where(np.isnan(adj), False, adj <= alpha)
+
+
+def holm_can_reject(
+    pvalues: Sequence[float] | np.ndarray, min_pvalues: Sequence[float] | np.ndarray, alpha: float = 0.05
+) -> bool:
+    """Whether Holm at family-wise level ``alpha`` could reject anything, whatever the data.
+
+    Its first step needs the smallest of the m (non-NaN) p-values at or below ``alpha / m``, and no
+    test can give less than its ``min_pvalues`` entry (``PairedTestResult.min_wilcoxon_pvalue``): with
+    6 pairs each exact p is at least 1/32, so 25 comparisons (``alpha / m`` = 0.002) can never reach
+    significance, and only intervals (probability of improvement, IQM) can tell methods apart.
+    """
+    p = np.asarray(pvalues, dtype=float).reshape(-1)
+    floors = np.asarray(min_pvalues, dtype=float).reshape(-1)[~np.isnan(p)]
+    return floors.size > 0 and float(floors.min()) <= alpha / floors.size
 
 
 # --------------------------------------------------------------------------- convergence
