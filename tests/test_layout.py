@@ -57,3 +57,11 @@ def test_the_layout_test_sees_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("from initbench.board import stats\ndef f():\n    import initbench.sweeps.sweep\n")
     assert _imported_stages(module) == {"board", "sweeps"}
+
+
+def test_the_wheel_ships_every_stage():
+    """setuptools lists packages explicitly (pyproject.toml): a stage missing there is missing from the wheel."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())
+    assert {f"initbench.{stage}" for stage in STAGES} <= set(pyproject["tool"]["setuptools"]["packages"])
