@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import tabulate as tabulate_module
-from _trees import fixed_tree, synthetic_row
+from _trees import fixed_tree, synthetic_row, tuned_tree
 
 from initbench.board import leaderboard, mean_quantiles, stats
 from initbench.board.board import Board, Cell, Pairwise
@@ -266,3 +266,13 @@ def test_the_text_says_when_no_comparison_can_be_significant(tmp_path, methods, 
     6 seeds x 2 tasks = 12 pairs (p >= 1/2048) over 1 comparison can."""
     text = render(fixed_tree(tmp_path / "runs", methods=methods, seeds=seeds))
     assert ("No row of this table can be significant" in text) is not attainable
+
+
+def test_the_tuning_table_marks_a_choice_on_the_grids_edge(tmp_path):
+    """Rates chosen at the lowest or highest rate tried say so (the best may lie outside the grid)."""
+    chosen = {("lora", "addition"): 0.01, ("lora", "compare_sums"): 0.1, ("pissa", "addition"): 0.001}
+    text = render(tuned_tree(tmp_path / "runs", chosen, grid=(0.001, 0.01, 0.1)))
+    tuning = text.split("Tuning trials")[1].split("\n\n")[1]
+    marked = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in tuning.splitlines() if "(edge)" in line}
+    assert marked == {("lora", "compare_sums"), ("pissa", "addition")}
+    assert "(edge): 2 of 3 choices are the lowest or highest rate tried" in text

@@ -211,11 +211,13 @@ def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
     cells: dict[tuple[str, str], dict[float, TuningRow]] = defaultdict(dict)
     for r in rows:
         cells[(r.method, r.task)][r.lr] = r
-    lines = []
+    lines, edges = [], 0
     for (method, task), by_lr in sorted(cells.items()):
         chosen = next((lr for lr, r in by_lr.items() if r.selected), None)
+        on_edge = chosen is not None and len(by_lr) > 1 and chosen in (min(by_lr), max(by_lr))
+        edges += on_edge
         lines.append(
-            [method, task, next(iter(by_lr.values())).metric, _num(chosen, "g")]
+            [method, task, next(iter(by_lr.values())).metric, _num(chosen, "g") + (" (edge)" if on_edge else "")]
             + [
                 (f"**{by_lr[lr].validation_mean:.4f}**" if by_lr[lr].selected else f"{by_lr[lr].validation_mean:.4f}")
                 if lr in by_lr
@@ -223,9 +225,16 @@ def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
                 for lr in lrs
             ]
         )
-    return "Tuning trials (validation mean of the primary metric over tuning seeds; chosen rate in bold):\n\n" + _table(
+    text = "Tuning trials (validation mean of the primary metric over tuning seeds; chosen rate in bold):\n\n" + _table(
         lines, ["method", "task", "metric", "selected lr"] + [f"lr {lr:g}" for lr in lrs], tablefmt=fmt
     )
+    if edges:
+        text += (
+            f"\n\n(edge): {edges} of {sum(any(r.selected for r in by_lr.values()) for by_lr in cells.values())} "
+            "choices are the lowest or highest rate tried; the best rate may lie outside the grid, so that "
+            "method may be under-tuned."
+        )
+    return text
 
 
 def _convergence_table(rows: list[ConvergenceRow], fmt: str) -> str:
