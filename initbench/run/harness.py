@@ -23,7 +23,6 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -44,6 +43,7 @@ from initbench.spec.suite import Suite, TaskSpec
 from initbench.spec.trust import suite_lm_eval_dir
 from initbench.store import claims, samples
 from initbench.store.results import DONE, finished_status, run_stem
+from initbench.store.rows import ResultRow
 
 DEBUG_ENV = "INITBENCH_DEBUG"
 
@@ -70,7 +70,7 @@ class _Run:
     lr: float
     lora: LoraSettings
     device: torch.device
-    record: dict[str, Any]  # the result row being filled in (``initbench.run.run_record``)
+    record: ResultRow  # the result row being filled in (``initbench.run.run_record``)
     spend: Spend = field(default_factory=Spend)
     status: str = "ok"
     curve: list[dict[str, float]] = field(default_factory=list)

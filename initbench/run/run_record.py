@@ -17,7 +17,6 @@ import traceback
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -31,6 +30,7 @@ from initbench.spec.budget import Spend
 from initbench.spec.suite import Suite, TaskSpec
 from initbench.store import samples
 from initbench.store.results import format_lr, run_stem, write_run
+from initbench.store.rows import ResultRow
 
 #: the columns that key a run's curve points to its results
 KEY_COLUMNS = ("run_id", "suite", "suite_hash", "method", "task", "seed")
@@ -48,7 +48,7 @@ def metadata(
     selected_lr: float | None,
     device: torch.device,
     determinism: dict[str, object],
-) -> dict[str, Any]:
+) -> ResultRow:
     """What identifies a run and what is needed to rerun it: the columns known before it starts.
 
     ``lr`` None is the suite's rate; a rate other than that or a split other than ``test`` tags
@@ -145,7 +145,7 @@ def failure_text(err: Exception) -> str:
 
 def write(
     stem: Path,
-    record: dict[str, Any],
+    record: ResultRow,
     spend: Spend,
     status: str,
     scores: list[Score],

@@ -68,112 +68,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from initbench.core import atomic
+from initbench.store.rows import CurvePoint, ResultRow, arrow_schema
 
 SCHEMA_VERSION = "7"
 SUPPORTED_VERSIONS = ("1", "2", "3", "4", "5", "6", "7")
 RESULTS_SUFFIX = ".results.parquet"
 CURVE_SUFFIX = ".curve.parquet"
 
-KEY_FIELDS = [
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("suite", pa.string(), nullable=False),
-    pa.field("suite_hash", pa.string(), nullable=False),
-    pa.field("method", pa.string(), nullable=False),
-    pa.field("task", pa.string(), nullable=False),
-    pa.field("seed", pa.int64(), nullable=False),
-]
-
-RESULTS_SCHEMA = pa.schema(
-    KEY_FIELDS
-    + [
-        pa.field("config_hash", pa.string(), nullable=False),
-        pa.field("method_version", pa.string()),
-        pa.field("method_package", pa.string()),
-        pa.field("is_reference", pa.bool_()),
-        pa.field("lm_eval_task", pa.string()),
-        pa.field("metric", pa.string()),  # null for a failed run
-        pa.field("value", pa.float64()),
-        pa.field("stderr", pa.float64()),
-        pa.field("status", pa.string(), nullable=False),  # ok | diverged | failed
-        pa.field("error", pa.string()),
-        # what was trained
-        pa.field("model", pa.string()),
-        pa.field("model_revision", pa.string()),
-        pa.field("dtype", pa.string()),
-        pa.field("lora_rank", pa.int64()),
-        pa.field("lora_alpha", pa.float64()),
-        pa.field("lora_scale", pa.float64()),
-        pa.field("use_rslora", pa.bool_()),
-        pa.field("target_modules", pa.string()),
-        pa.field("learning_rate", pa.float64()),
-        pa.field("base_weights_modified", pa.bool_()),
-        pa.field("modified_layers", pa.int64()),
-        pa.field("data_hash", pa.string()),
-        # the budget actually spent
-        pa.field("train_tokens", pa.int64()),
-        pa.field("optimizer_steps", pa.int64()),
-        pa.field("calibration_examples", pa.int64()),
-        pa.field("calibration_forward_passes", pa.int64()),
-        pa.field("calibration_backward_passes", pa.int64()),
-        pa.field("calibration_tokens", pa.int64()),
-        pa.field("flops", pa.float64()),
-        pa.field("trainable_params", pa.int64()),
-        pa.field("total_params", pa.int64()),
-        pa.field("init_seconds", pa.float64()),
-        pa.field("train_seconds", pa.float64()),
-        pa.field("eval_seconds", pa.float64()),
-        pa.field("wall_seconds", pa.float64()),
-        pa.field("peak_memory_bytes", pa.int64()),
-        pa.field("final_train_loss", pa.float64()),
-        pa.field("eval_batch_size", pa.int64()),
-        pa.field("eval_limit", pa.int64()),
-        # what is needed to rerun it
-        pa.field("initbench_version", pa.string()),
-        pa.field("torch_version", pa.string()),
-        pa.field("transformers_version", pa.string()),
-        pa.field("peft_version", pa.string()),
-        pa.field("lm_eval_version", pa.string()),
-        pa.field("python_version", pa.string()),
-        pa.field("device", pa.string()),
-        pa.field("device_name", pa.string()),
-        pa.field("determinism", pa.string()),
-        pa.field("start_time", pa.timestamp("ms", tz="UTC")),
-        # the protocol (schema version 2)
-        pa.field("protocol", pa.string()),  # fixed | tuned
-        pa.field("phase", pa.string()),  # trial (validation split) | final (test split)
-        pa.field("eval_split", pa.string()),  # the split lm-eval scored
-        pa.field("selected_lr", pa.float64()),  # tuned finals: the rate chosen on validation
-        # optional diagnostics (schema version 3; null unless INITBENCH_DIAGNOSTICS is on)
-        pa.field("init_update_erank", pa.float64()),  # mean over layers, erank of scale*B[M]A after init
-        pa.field("final_update_erank", pa.float64()),  # ... after training
-        pa.field("relative_weight_change", pa.float64()),  # mean over layers, ||W_final - W0||_F / ||W0||_F
-        # training throughput (schema version 4)
-        pa.field("train_flops", pa.float64()),
-        pa.field("train_tokens_per_second", pa.float64()),
-        pa.field("device_peak_flops", pa.float64()),
-        pa.field("mfu", pa.float64()),
-        # how the loop computed (schema version 5; JSON, initbench.run.execution.execution_settings)
-        pa.field("execution", pa.string()),
-        # schema version 6 -- issue 14 item 7: what the method recorded at init (JSON, InitContext.info)
-        pa.field("method_info", pa.string()),
-        # schema version 6 -- issue 18, finding 12: the task's primary metric (a metric key)
-        pa.field("primary_metric", pa.string()),
-        # code identity and init reuse (schema version 6, issue 13 items 1-2; initbench.core.provenance)
-        pa.field("code_commit", pa.string()),  # git commit of the checkout initbench runs from; null: none
-        pa.field("code_dirty", pa.bool_()),  # its code differs from that commit
-        pa.field("code_hash", pa.string()),  # SHA-256 (16 hex) of the installed sources
-        pa.field("torch_threads", pa.int64()),
-        pa.field("cpu_model", pa.string()),
-        pa.field("cpu_flags", pa.string()),  # kernel-choosing ISA flags, comma-separated
-        pa.field("cpu_capability", pa.string()),  # torch.backends.cpu.get_cpu_capability()
-        pa.field("init_reused", pa.bool_()),  # the init came from an earlier trial (initbench.run.init_cache)
-        # schema version 7: the training came from an earlier run that trained the same model (initbench.run.train_cache)
-        pa.field("train_reused", pa.bool_()),
-        # schema version 6 -- issue 13 item 6: forgetting (initbench.run.forgetting), final runs of training methods
-        pa.field("forgetting_kl", pa.float64()),  # mean per-token KL(base || trained) on the held set, nats
-        pa.field("forgetting_set", pa.string()),  # which held set (source, count, content hash)
-    ]
-)
+#: one row per metric of a run; the columns, their types and which may be null: ``initbench.store.rows``
+RESULTS_SCHEMA = arrow_schema(ResultRow)
 #: columns added in schema version 2, and what a version-1 row means for each
 V2_DEFAULTS = {"protocol": "fixed", "phase": "final", "eval_split": "test", "selected_lr": None}
 #: columns added in schema version 3 (diagnostics), null in older files
@@ -203,15 +106,8 @@ V7_DEFAULTS = {"train_reused": None}
 #: the columns each schema version added, for reading and validating older files
 ADDED_IN = {"2": V2_DEFAULTS, "3": V3_DEFAULTS, "4": V4_DEFAULTS, "5": V5_DEFAULTS, "6": V6_DEFAULTS, "7": V7_DEFAULTS}
 
-CURVE_SCHEMA = pa.schema(
-    KEY_FIELDS
-    + [
-        pa.field("step", pa.int64(), nullable=False),
-        pa.field("loss", pa.float64()),
-        pa.field("lr", pa.float64()),
-        pa.field("tokens", pa.int64()),
-    ]
-)
+#: one point per logged training step of a run
+CURVE_SCHEMA = arrow_schema(CurvePoint)
 
 
 class ResultsError(ValueError):
@@ -249,11 +145,12 @@ def format_lr(lr: float | None) -> str:
     return "default" if lr is None else repr(float(lr))
 
 
-def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> Path:
+def write_run(stem: Path, rows: list[ResultRow], curve: list[CurvePoint]) -> Path:
     """Write a run's curve, then its results, each atomically; returns the results path.
 
-    A key that is not a column of the schema (a misspelled one) raises ``ValueError`` before anything
-    is written: Arrow would silently drop it and leave its column null."""
+    A key that is not a column of the schema (a misspelled one), or a never-null column left out or
+    None, raises ``ValueError`` before anything is written: Arrow would silently drop the one and
+    leave its column null, and write the other's null into a column declared never null."""
     _check_columns(rows, RESULTS_SCHEMA, "results row")
     _check_columns(curve, CURVE_SCHEMA, "curve point")
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -264,13 +161,17 @@ def write_run(stem: Path, rows: list[dict[str, Any]], curve: list[dict[str, Any]
     return results_path
 
 
-def _check_columns(rows: list[dict[str, Any]], schema: pa.Schema, kind: str) -> None:
+def _check_columns(rows: list[ResultRow] | list[CurvePoint], schema: pa.Schema, kind: str) -> None:
     unknown = sorted({k for row in rows for k in row} - set(schema.names))
     if unknown:
         raise ValueError(
             f"{kind} has key(s) {', '.join(map(repr, unknown))} that the schema (version "
             f"{SCHEMA_VERSION}) has no column for: a misspelling, or a column to add to the schema"
         )
+    required = [f.name for f in schema if not f.nullable]
+    missing = sorted({k for row in rows for k in required if row.get(k) is None})
+    if missing:  # Arrow would write the null anyway, into a column declared never null
+        raise ValueError(f"{kind} has no value for {', '.join(map(repr, missing))}, which the schema never leaves null")
 
 
 def write_atomic(table: pa.Table, path: Path, kind: str, metadata: dict[str, str] | None = None) -> None:
