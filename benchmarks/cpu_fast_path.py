@@ -91,61 +91,15 @@ def mode_env(mode: Mode, threads: int) -> dict[str, str]:
 
 def tokens_child(suite_path: str, steps: int) -> None:
     """In a fresh process: ``lora`` on the suite's first task, one warm-up step then ``steps`` timed ones."""
-    from dataclasses import replace
-
-    from initbench.core.seeding import pick_device, seed_everything
-    from initbench.inputs import data as task_data
-    from initbench.inputs.models import linear_params
-    from initbench.method.registry import get_method
     from initbench.run import execution
-    from initbench.run.attach import attach_and_initialize, lora_settings
-    from initbench.run.lending import base_model
-    from initbench.run.train import train
-    from initbench.spec.budget import Spend
     from initbench.spec.suite import load_suite
+    from initbench.sweeps.planning import time_lora_steps
 
     execution.apply_threads()
-    suite, device, method = load_suite(suite_path), pick_device(), get_method("lora")
-    loaded = base_model(suite, device)
-    task = suite.tasks[0]
-    examples = task_data.tokenize_records(
-        task_data.materialize(task, suite.path).records("train"), loaded.tokenizer, suite.budget.max_length
-    )
-    base_params = linear_params(loaded.model)
-    seed_everything(0)
-    model, _ = attach_and_initialize(
-        loaded.model,
-        loaded.tokenizer,
-        method,
-        lora_settings(suite.lora, method),
-        seed=0,
-        examples=examples,
-        budget=suite.budget,
-        lr=suite.budget.optimizer.lr,
-        spend=Spend(),
-        base_params=base_params,
-        device=device,
-    )
-    measured = []
-    for n in (1, steps):
-        result = train(
-            model,
-            examples,
-            replace(suite.budget, steps=n),
-            lr=suite.budget.optimizer.lr,
-            seed=0,
-            pad_id=loaded.tokenizer.pad_token_id,
-            device=device,
-            spend=Spend(),
-            base_params=base_params,
-        )
-        measured.append((sum(p["tokens"] for p in result.curve), result.seconds))
-    (_, warmup), (tokens, seconds) = measured
+    warmup, timed = time_lora_steps(load_suite(suite_path), steps)
+    measured = {"tokens": timed.tokens, "seconds": timed.seconds, "warmup_seconds": warmup.seconds}
     print(
-        MARK
-        + json.dumps(
-            {"tokens": tokens, "seconds": seconds, "warmup_seconds": warmup, "threads": execution.apply_threads()}
-        ),
+        MARK + json.dumps({**measured, "threads": execution.apply_threads()}),
         flush=True,
     )
 

@@ -96,19 +96,30 @@ def _from_rows(rows: list[dict[str, Any]], what: str) -> Estimate:
     )
 
 
-def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
-    """Seconds of a run's training, from ``steps`` timed ``lora`` steps on the suite's model now."""
+@dataclass
+class TimedSteps:
+    """Training steps timed in this process: the tokens they trained on, the training loop's own seconds,
+    and the wall seconds around the call."""
+
+    steps: int
+    tokens: int
+    seconds: float
+    wall_seconds: float
+
+
+def time_lora_steps(suite: Suite, steps: int) -> tuple[TimedSteps, TimedSteps]:
+    """``lora`` on the suite's model and first task, as a run attaches it: one warm-up step, then
+    ``steps`` timed ones (what ``sweep --plan`` calibrates with and ``benchmarks/cpu_fast_path.py`` times)."""
     from initbench.core.seeding import pick_device
     from initbench.inputs import data as task_data
     from initbench.inputs.models import linear_params
     from initbench.method.registry import get_method
-    from initbench.run import execution
     from initbench.run.attach import attach_and_initialize, lora_settings
     from initbench.run.lending import base_model, return_base_model
     from initbench.run.train import train
     from initbench.spec.budget import Spend
 
-    threads, device, method = execution.apply_threads(), pick_device(), get_method("lora")
+    device, method = pick_device(), get_method("lora")
     loaded = base_model(suite, device)
     model = loaded.model
     try:
@@ -132,9 +143,9 @@ def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
             family=suite.family,
         )
         timed = []
-        for n in (1, steps):  # a warm-up step, then the timed ones
+        for n in (1, steps):
             start = time.perf_counter()
-            train(
+            result = train(
                 model,
                 examples,
                 replace(suite.budget, steps=n),
@@ -145,11 +156,22 @@ def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
                 spend=Spend(),
                 base_params=base_params,
             )
-            timed.append(time.perf_counter() - start)
+            wall = time.perf_counter() - start
+            timed.append(TimedSteps(n, sum(int(p["tokens"]) for p in result.curve), result.seconds, wall))
     finally:
         return_base_model(loaded, model)
-    per_step = timed[-1] / steps
-    precision = execution.precision(device)
+    return timed[0], timed[1]
+
+
+def calibrate(suite: Suite, steps: int = CALIBRATION_STEPS) -> Estimate:
+    """Seconds of a run's training, from ``steps`` timed ``lora`` steps on the suite's model now."""
+    from initbench.core.seeding import pick_device
+    from initbench.run import execution
+
+    threads = execution.apply_threads()
+    _, timed = time_lora_steps(suite, steps)
+    per_step = timed.wall_seconds / steps
+    precision = execution.precision(pick_device())
     return Estimate(
         per_step * suite.budget.steps,
         f"calibration now: {steps} lora steps at {per_step:.3g} s/step x {suite.budget.steps} steps "
