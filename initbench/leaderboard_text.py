@@ -13,8 +13,6 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import tabulate as tabulate_module
-
 from initbench.board import (
     Board,
     Cell,
@@ -30,28 +28,8 @@ from initbench.board import (
 from initbench.counted import read_results
 from initbench.leaderboard import ALPHA, BOOTSTRAP_REPS, CONVERGENCE_FRACTION, IQM_REPS, REFERENCE_METHOD, build
 from initbench.lr_prior import PriorFit
+from initbench.markdown_table import table as _table
 from initbench.results import CURVE_SUFFIX
-
-_NARROW_SYMBOLS = ("±",)  # the tables' own characters beyond ASCII, one column wide each
-
-
-def _table(lines: list[list], headers: list[str], tablefmt: str, **options) -> str:
-    """``tabulate.tabulate(lines, headers, tablefmt=tablefmt, **options)``, faster for a large table of
-    plain text: when every character is printable ASCII or one of the tables' own one-column symbols,
-    a cell's width is its length, and tabulate is told so (``WIDE_CHARS_MODE`` off for the call)
-    instead of measuring every cell with wcwidth.  The same text either way."""
-    text = "".join(map(str, headers)) + "".join(str(cell) for line in lines for cell in line)
-    for symbol in _NARROW_SYMBOLS:
-        text = text.replace(symbol, "")
-    if not (text.isascii() and text.isprintable()):
-        return tabulate_module.tabulate(lines, headers, tablefmt=tablefmt, **options)
-    wide = tabulate_module.WIDE_CHARS_MODE
-    tabulate_module.WIDE_CHARS_MODE = False
-    try:
-        return tabulate_module.tabulate(lines, headers, tablefmt=tablefmt, **options)
-    finally:
-        tabulate_module.WIDE_CHARS_MODE = wide
-
 
 PROTOCOL_TITLES = {
     "tuned": "Tuned protocol: learning rate chosen per method and task on validation, scored on test",
