@@ -70,6 +70,7 @@ from initbench.board import (
     ProtocolBlock,
     SuiteBoard,
     TuningRow,
+    make_cells,
 )
 from initbench.counted import rows_where
 from initbench.mean_quantiles import quantiles_of_means
@@ -244,7 +245,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
         for protocol in protocols:
             views[protocol] = view = final_rows(st, protocol)
             table_of_cells = aggregate(view)
-            cells = list(map(Cell, *(table_of_cells[f.name].to_pylist() for f in fields(Cell))))
+            cells = make_cells(table_of_cells[f.name].to_pylist() for f in fields(Cell))
             if cells:
                 blocks[protocol] = _across_tasks(view, cells)
         main = next(iter(blocks), None)
@@ -413,13 +414,14 @@ def _pairwise(matrices: dict[str, tuple[np.ndarray, list[int]]]) -> list[Pairwis
     intervals = stats.probability_of_improvement_cis(
         [m for _, m, _ in others], ref, reps=POI_REPS, confidence=CONFIDENCE
     )  # each as probability_of_improvement_ci
-    rows = []
-    for (method, m, seeds), (poi_low, poi_high) in zip(others, intervals):
-        poi = float(stats.probability_of_improvement(m, ref))
+    pairs = []  # each method and lora on their common seeds
+    for _, m, seeds in others:
         common = sorted(set(seeds) & set(ref_seeds))
-        x = m[[seeds.index(s) for s in common]]
-        y = ref[[ref_seeds.index(s) for s in common]]
-        rows.append((method, poi, float(poi_low), float(poi_high), stats.paired_test(x, y)))
+        pairs.append((m[[seeds.index(s) for s in common]], ref[[ref_seeds.index(s) for s in common]]))
+    rows = [
+        (method, float(stats.probability_of_improvement(m, ref)), float(poi_low), float(poi_high), test)
+        for (method, m, _), (poi_low, poi_high), test in zip(others, intervals, stats.paired_tests(pairs))
+    ]
     p_values = [test.wilcoxon_pvalue for *_, test in rows]
     adjusted = stats.holm(p_values)
     marks = stats.significant(p_values, ALPHA)

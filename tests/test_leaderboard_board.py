@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import tabulate as tabulate_module
 from _trees import synthetic_row
 
 from initbench import leaderboard, mean_quantiles, stats
 from initbench.board import Board, Cell, Pairwise
-from initbench.leaderboard_text import _table, render_board
+from initbench.leaderboard_text import render_board
 from initbench.results import RESULTS_SCHEMA
 
 Q = np.array([0.025, 0.975])
@@ -229,14 +228,27 @@ def test_a_small_board_renders_the_numbers_of_its_values():
     assert all(isinstance(p, Pairwise) for p in board.suites[0].protocols["fixed"].pairwise)
 
 
-def test_the_faster_table_is_tabulates_own():
-    lines = [["lora", "0.5000 ± 0.0100 [0.4900, 0.5100] (n=3)", "0.5"], ["pissa", "", "1.0000"]]
-    headers = ["method", "t1 (acc)", "mean over tasks"]
-    for fmt in ("github", "simple", "html", "grid"):
-        assert _table(lines, headers, tablefmt=fmt) == tabulate_module.tabulate(lines, headers, tablefmt=fmt)
-    wide = [["方法", "0.5000 ± 0.0100 (n=3)", "0.5"]]  # two columns wide each: wcwidth measures it
-    assert _table(wide, headers, tablefmt="github") == tabulate_module.tabulate(wide, headers, tablefmt="github")
-    assert tabulate_module.WIDE_CHARS_MODE is (tabulate_module.wcwidth is not None)  # put back as it was
+def test_paired_tests_are_paired_test_one_at_a_time():
+    """The batched tests (comparisons of more than 50 pairs go to scipy together) give each
+    comparison's numbers exactly: ties, zeros, NaN pairs dropped (so batches of several sizes),
+    constant differences, too few pairs and the exact test for small ones."""
+    rng = np.random.default_rng(5)
+    y = rng.normal(0.5, 0.1, (10, 20))
+    xs = [
+        rng.normal(0.55, 0.1, (10, 20)),
+        rng.normal(0.45, 0.1, (10, 20)),
+        np.round(rng.normal(0.5, 0.1, (10, 20)), 1),  # ties among the differences
+        y.copy(),  # every difference zero
+        y + 0.01,  # constant differences: t = inf
+        np.where(rng.uniform(size=(10, 20)) < 0.1, np.nan, rng.normal(0.5, 0.1, (10, 20))),  # fewer pairs
+        np.where(rng.uniform(size=(10, 20)) < 0.2, y, rng.normal(0.6, 0.1, (10, 20))),  # zeros among them
+        rng.normal(0.5, 0.1, (10, 20)),
+    ]
+    pairs = [(x, y) for x in xs] + [(x[:3, :4], y[:3, :4]) for x in xs] + [(xs[0][:1, :1], y[:1, :1])]
+    batched = stats.paired_tests(pairs)
+    one_by_one = [stats.paired_test(x, y) for x, y in pairs]
+    assert [repr(asdict(r)) for r in batched] == [repr(asdict(r)) for r in one_by_one]  # repr: every bit, NaN too
+    assert sum(r.n_pairs > 50 for r in batched) >= 6
 
 
 PIPELINE = ["board", "mean_quantiles", "leaderboard", "leaderboard_text", "leaderboard_page", "publish"]
