@@ -407,10 +407,10 @@ def _iqm_intervals(
     from one draw of the resampling indices (the generic path's draws, chunk by chunk), with the
     same numbers but without partitioning every replication.
 
-    Each replication's IQM is first approximated from its scores rounded to float32 and sorted (a
-    fast SIMD sort): the approximation is within ``delta`` of ``aggregate_iqm``'s value (a
-    rounding-error bound: a trimmed mean moves no more than its inputs do, and a float32 sum of k
-    terms errs by at most about k units of its last place).  The percentile interval interpolates
+    Each replication's IQM is first approximated from its scores quantized to 16 bits and sorted (a
+    fast SIMD sort; ``_quantized``): the approximation is within ``delta`` of ``aggregate_iqm``'s
+    value (half a quantization step, as a trimmed mean moves no more than its inputs do, plus a
+    rounding-error bound for ``aggregate_iqm``'s own float64 sum).  The percentile interval interpolates
     between a few order statistics of the replications; the replications within ``2 delta`` of each
     such order statistic are recomputed with ``aggregate_iqm`` itself, and the order statistic is read
     off them: every other replication is certainly below or above it.  ``np.percentile`` then
@@ -419,9 +419,8 @@ def _iqm_intervals(
     size = n * t
     chunk = max(1, min(reps, _CHUNK_ELEMENTS // size))
     cut = int(0.25 * size)  # scipy.stats.trim_mean's lowercut for proportiontocut=0.25
-    scale = [float(np.max(np.abs(m))) for m in matrices]
-    single = max(scale) < 1e30  # float32 holds the scores
-    approx_of = np.stack([m.ravel() for m in matrices]).astype(np.float32 if single else np.float64)
+    kept = size - 2 * cut
+    quantized = [_quantized(m) for m in matrices]
     approx = np.empty((len(matrices), reps))
     draws: list[tuple[int, dict, np.ndarray | None]] = []  # per chunk: first replication, generator state, indices
     keep = reps * size <= _CHUNK_ELEMENTS  # small enough to keep every index; else drawn again when needed
@@ -433,10 +432,11 @@ def _iqm_intervals(
         idx = gen.integers(0, n, size=(b, n, t))  # as _resample_within_tasks draws them
         draws.append((done, state, idx if keep else None))
         flat = (idx * t + columns).reshape(b, size)  # m[idx, columns], as positions in m.ravel()
-        for j in range(len(matrices)):
-            ordered = approx_of[j].take(flat)
+        for j, (levels, low, step, _) in enumerate(quantized):
+            ordered = levels.take(flat)
             ordered.sort(axis=1)
-            approx[j, done : done + b] = np.mean(ordered[:, cut : size - cut], axis=1)
+            middle = ordered[:, cut : size - cut].sum(axis=1, dtype=np.int64)  # exact
+            approx[j, done : done + b] = low + (middle / kept) * step
         done += b
 
     if not 0.0 < confidence < 1.0:
@@ -444,11 +444,10 @@ def _iqm_intervals(
     alpha = 1.0 - confidence
     virtual = (reps - 1) * np.true_divide([100 * alpha / 2, 100 * (1 - alpha / 2)], 100)  # np.percentile's
     positions = sorted({int(min(max(p, 0), reps - 1)) for v in virtual for p in (np.floor(v), np.floor(v) + 1)})
-    unit = np.finfo(np.float32 if single else np.float64).eps / 2
     windows = []  # per matrix: the replications by approximate value, and per position the window to recompute
     wanted: set[tuple[int, int]] = set()
-    for j in range(len(matrices)):
-        delta = 2 * (size - 2 * cut + 3) * unit * scale[j]
+    for j, (_, _, _, delta) in enumerate(quantized):
+        delta += 4 * (kept + 8) * _UNIT * float(np.max(np.abs(matrices[j])))  # aggregate_iqm's and our rounding
         order = np.argsort(approx[j], kind="stable")
         ranked = approx[j][order]
         first = np.searchsorted(ranked, ranked[positions] - 2 * delta, "left")  # these are certainly below
@@ -467,6 +466,27 @@ def _iqm_intervals(
         stand_in[start:] = values[-1]
         out.append(_percentile_interval(stand_in, confidence))
     return out
+
+
+_LEVELS = 65_535  # a score quantized to 16 bits: an integer 0 .. _LEVELS
+_UNIT = np.finfo(np.float64).eps / 2  # float64's unit roundoff
+
+
+def _quantized(m: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """``m``'s scores as 16-bit levels: ``round((score - low) / step)`` with ``low`` its least score
+    and ``step`` its range over ``_LEVELS``, and the most a level times ``step`` plus ``low`` is off
+    from its score (half a step, and the rounding of computing the levels).  The map is monotone (a
+    difference, a product with a positive number and rounding each keep the order), so a sorted
+    resample's levels are the levels of its sorted scores, and its middle half is the middle half
+    of the scores: their mean is within that bound of theirs.  Returns (levels, low, step, bound)."""
+    flat = m.ravel()
+    low = float(flat.min())
+    span = float(flat.max()) - low
+    if not span > 0:  # every score the same: every level 0, exact
+        return np.zeros(flat.size, np.uint16), low, 0.0, 0.0
+    levels = np.clip(np.rint((flat - low) * (_LEVELS / span)), 0, _LEVELS).astype(np.uint16)
+    step = span / _LEVELS
+    return levels, low, step, (0.5 + 1e-6) * step  # 1e-6 of a step: far above the rounding (~1e-11)
 
 
 def _exact_iqms(

@@ -113,6 +113,11 @@ def test_iqm_intervals_equal_the_replication_loop(monkeypatch):
         rng.integers(0, 3, (10, 20)) / 2,
         rng.normal(0, 1, (4, 3)),
         np.full((3, 2), 0.25),
+        1e6 + rng.normal(0, 1e-6, (10, 20)),  # a large offset, a tiny spread
+        rng.normal(0, 1e250, (10, 20)),  # huge scores
+        np.where(np.arange(200).reshape(10, 20) == 7, 1e9, rng.normal(0.5, 0.01, (10, 20))),  # one outlier: coarse levels
+        np.where(np.arange(200).reshape(10, 20) == 7, 1.0, rng.normal(0.5, 3e-5, (10, 20))),  # a few levels apart
+        -rng.integers(0, 2, (10, 20)).astype(float),  # two values, negative
     ]
     for chunk_elements in (stats._CHUNK_ELEMENTS, 50_000):
         monkeypatch.setattr(stats, "_CHUNK_ELEMENTS", chunk_elements)
