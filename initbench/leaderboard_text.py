@@ -87,12 +87,13 @@ def render_board(board: Board, fmt: str = "github", level: int = 2) -> str:
 def _suite_table(rows: list[Cell], primary: dict[str, str], fmt: str) -> str:
     """Per method, a cell per (task, metric) and the mean over tasks of each task's primary metric
     (blank unless the method has every task's primary metric)."""
-    columns = sorted({(r.task, r.metric) for r in rows})
+    keys = [(r.task, r.metric) for r in rows]
+    columns = sorted(set(keys))
     where = {key: i for i, key in enumerate(columns)}
     methods = sorted({(not r.is_reference, r.method) for r in rows})  # reference rows first
     by_method: dict[str, list[Cell | None]] = {method: [None] * len(columns) for _, method in methods}
-    for r in rows:
-        by_method[r.method][where[(r.task, r.metric)]] = r
+    for r, i in zip(rows, map(where.__getitem__, keys)):
+        by_method[r.method][i] = r
     primary_columns = [i for i, (task, metric) in enumerate(columns) if primary.get(task) == metric]
     lines = []
     for not_reference, method in methods:
@@ -100,7 +101,7 @@ def _suite_table(rows: list[Cell], primary: dict[str, str], fmt: str) -> str:
         task_means = [cells[i].mean for i in primary_columns if cells[i] is not None]
         lines.append(
             [method + ("" if not_reference else " (reference)")]
-            + [_fmt(r) if r else "" for r in cells]
+            + [_fmt(r) if r is not None else "" for r in cells]
             + [f"{sum(task_means) / len(task_means):.4f}" if len(task_means) == len(primary) else ""]
         )
     per_task = Counter(task for task, _ in columns)
@@ -122,10 +123,17 @@ def _num(x, spec=".4f") -> str:
 
 
 def _fmt(r: Cell) -> str:
+    """``mean ± std [ci_low, ci_high] (n=seeds)``, without the std or the interval where it is missing
+    (None or NaN).  ``%``-formatting (the text of ``format(x, ".4f")``): one call per cell, faster
+    than an f-string of four floats over a board's 100,000s of cells."""
     std, low = r.std, r.ci_low
-    spread = f" ± {std:.4f}" if std is not None and std == std else ""  # std == std: not NaN
-    ci = f" [{low:.4f}, {r.ci_high:.4f}]" if low is not None and low == low else ""
-    return f"{r.mean:.4f}{spread}{ci} (n={r.seeds})"
+    if std is not None and std == std:  # std == std: not NaN
+        if low is not None and low == low:
+            return "%.4f ± %.4f [%.4f, %.4f] (n=%s)" % (r.mean, std, low, r.ci_high, r.seeds)  # noqa: UP031
+        return "%.4f ± %.4f (n=%s)" % (r.mean, std, r.seeds)  # noqa: UP031
+    if low is not None and low == low:
+        return "%.4f [%.4f, %.4f] (n=%s)" % (r.mean, low, r.ci_high, r.seeds)  # noqa: UP031
+    return "%.4f (n=%s)" % (r.mean, r.seeds)  # noqa: UP031
 
 
 def _aggregate_table(block: ProtocolBlock, fmt: str) -> str:

@@ -94,34 +94,39 @@ def _github(
     if any(type(v) not in _PLAIN_TYPES for j in others for v in columns[j]):
         return None
     text = "".join(headers) + "".join(
-        v if type(v) is str else str(v) for j in range(width) for v in columns[j] if v is not None
+        "".join(filter(None, columns[j]))  # its text, None and blanks left out
+        if is_text[j]
+        else "".join(v if type(v) is str else str(v) for v in columns[j] if v is not None)
+        for j in range(width)
     )
     if not _narrow(text):
         return None
-    rendered: list[list[str]] = [[] for _ in range(width)]
+    rendered: list[list[str]] = [[] for _ in range(width)]  # each cell padded to its column's width
     header_cells = [""] * width
-    pad = " " * _PADDING
     for j in (j for j in range(width) if is_text[j]):
         cells = ["" if v is None else v.strip() for v in columns[j]]
         w = max(len(headers[j]) + _MIN_PADDING, max(map(len, cells)))
-        rendered[j] = [pad + c.ljust(w) + pad for c in cells]
-        header_cells[j] = pad + headers[j].ljust(w) + pad
+        rendered[j] = [c.ljust(w) for c in cells]
+        header_cells[j] = headers[j].ljust(w)
     if others:
         sub = _other_columns(lines, headers, others, unparsed)
         if sub is None:
             return None
         for j, (header, cells) in zip(others, sub):
             header_cells[j], rendered[j] = header, cells
-    head = "|" + "|".join(header_cells) + "|"
-    rule = "|" + "|".join("-" * len(h) for h in header_cells) + "|"
-    return "\n".join([head, rule, *("|" + "|".join(row) + "|" for row in zip(*rendered))])
+    pad = " " * _PADDING
+    begin, separator, end = "|" + pad, pad + "|" + pad, pad + "|"
+    rule = "|" + "|".join("-" * (len(h) + 2 * _PADDING) for h in header_cells) + "|"
+    body = (begin + separator.join(row) + end for row in zip(*rendered))
+    return "\n".join([begin + separator.join(header_cells) + end, rule, *body])
 
 
 def _other_columns(
     lines: Sequence[Sequence[Any]], headers: Sequence[str], others: list[int], unparsed: set[int]
 ) -> list[tuple[str, list[str]]] | None:
     """Columns ``others`` (narrow text) as tabulate lays them out in a github table of their own: per
-    column, its padded header and padded cells, read back by the widths of the header separator."""
+    column, its header and cells padded to the column's width (without the padding either side), read
+    back by the widths of the header separator."""
     sub_lines = [[row[j] for j in others] for row in lines]
     numparse_off = [k for k, j in enumerate(others) if j in unparsed]
     text = _without_wcwidth(sub_lines, [headers[j] for j in others], "github", disable_numparse=numparse_off)
@@ -132,6 +137,7 @@ def _other_columns(
     out: list[tuple[str, list[str]]] = []
     start = 1
     for w in widths:
-        out.append((rows[0][start : start + w], [row[start : start + w] for row in rows[2:]]))
+        a, b = start + _PADDING, start + w - _PADDING
+        out.append((rows[0][a:b], [row[a:b] for row in rows[2:]]))
         start += w + 1
     return out

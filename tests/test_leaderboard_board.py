@@ -115,7 +115,9 @@ def test_iqm_intervals_equal_the_replication_loop(monkeypatch):
         np.full((3, 2), 0.25),
         1e6 + rng.normal(0, 1e-6, (10, 20)),  # a large offset, a tiny spread
         rng.normal(0, 1e250, (10, 20)),  # huge scores
-        np.where(np.arange(200).reshape(10, 20) == 7, 1e9, rng.normal(0.5, 0.01, (10, 20))),  # one outlier: coarse levels
+        np.where(
+            np.arange(200).reshape(10, 20) == 7, 1e9, rng.normal(0.5, 0.01, (10, 20))
+        ),  # one outlier: coarse levels
         np.where(np.arange(200).reshape(10, 20) == 7, 1.0, rng.normal(0.5, 3e-5, (10, 20))),  # a few levels apart
         -rng.integers(0, 2, (10, 20)).astype(float),  # two values, negative
     ]
@@ -254,6 +256,42 @@ def test_paired_tests_are_paired_test_one_at_a_time():
     one_by_one = [stats.paired_test(x, y) for x, y in pairs]
     assert [repr(asdict(r)) for r in batched] == [repr(asdict(r)) for r in one_by_one]  # repr: every bit, NaN too
     assert sum(r.n_pairs > 50 for r in batched) >= 6
+
+
+def test_a_cell_reads_as_its_f_string():
+    """The per-task cell's %-formatting is the f-string text it replaced, whichever parts are missing."""
+    from initbench.leaderboard_text import _fmt
+
+    def f_string(r: Cell) -> str:
+        spread = f" ± {r.std:.4f}" if r.std is not None and r.std == r.std else ""
+        ci = f" [{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low is not None and r.ci_low == r.ci_low else ""
+        return f"{r.mean:.4f}{spread}{ci} (n={r.seeds})"
+
+    values = [0.5, -0.123456, 0.00005, -0.0, 12345.6789, float("nan"), float("inf"), 1e-300]
+    for mean, std, low in zip(values, values[3:] + [None, None, 0.25], values[5:] + [None, 0.1, -0.2, None, 0.3]):
+        for s, lo in ((std, low), (None, low), (std, None), (float("nan"), low), (std, float("nan"))):
+            cell = Cell("s", "h", "m", False, "t", "acc", mean, s, 3, lo, None if lo is None else lo + 0.5)
+            assert _fmt(cell) == f_string(cell)
+
+
+def test_sorted_by_ranks_is_arrows_sort_by():
+    """The cells' order (a stable sort on ranks) is ``Table.sort_by``'s, ties kept in row order."""
+    rng = np.random.default_rng(2)
+    words = ["lora", "LoRA", "pissa", "ß", "é", "", "a b", "lora-ga", "10", "9"]
+    table = pa.table(
+        {
+            "task": rng.choice(words, 300).tolist(),
+            "method": rng.choice(words[:4], 300).tolist(),
+            "seed": rng.integers(0, 3, 300),
+            "row": np.arange(300),  # ties on every key are told apart by where they were
+        }
+    )
+    keys = ["task", "method", "seed"]
+    expected = table.sort_by([(k, "ascending") for k in keys])
+    assert leaderboard._sorted_by(table, keys).equals(expected)
+    assert leaderboard._sorted_by(table.slice(0, 0), keys).equals(expected.slice(0, 0))
+    with_null = table.set_column(0, "task", pa.array([None] + table["task"].to_pylist()[1:]))
+    assert leaderboard._sorted_by(with_null, keys).equals(with_null.sort_by([(k, "ascending") for k in keys]))
 
 
 PIPELINE = ["board", "mean_quantiles", "leaderboard", "leaderboard_text", "leaderboard_page", "publish"]
