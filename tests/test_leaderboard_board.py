@@ -294,6 +294,54 @@ def test_sorted_by_ranks_is_arrows_sort_by():
     assert leaderboard._sorted_by(with_null, keys).equals(with_null.sort_by([(k, "ascending") for k in keys]))
 
 
+def test_primary_scores_laid_out_equal_the_dicts():
+    """The primary scores laid out with numpy are those of the dicts filled row by row, bit for bit:
+    methods in order of first appearance, per-task means (NaN where a method lacks a task), and each
+    method's matrix on its common seeds (C order, as built from lists); a run in two rows goes to the
+    dicts (the last counts)."""
+    rng = np.random.default_rng(9)
+    tasks = ["b-task", "a-task", "c-task"]  # primary's order, not sorted
+    rows = []
+    for method in ["m3", "base", "lora", "m1", "m0"]:
+        for task in tasks:
+            if method == "m1" and task == "c-task":
+                continue  # a method missing a task: no matrix
+            for seed in rng.permutation(9)[: rng.integers(5, 10)].tolist():  # 5 to 9 seeds, in any order
+                rows.append({"method": method, "task": task, "seed": seed, "value": float(rng.normal(0.5, 0.2))})
+    rng.shuffle(rows)
+    ok = pa.Table.from_pylist(rows)
+    laid = leaderboard._laid_out(ok, pa.array(tasks))
+    filled = leaderboard._filled_in(ok, tasks)
+    assert laid.methods == filled.methods and len(set(laid.methods)) == 5
+    assert np.array_equal(laid.means, filled.means, equal_nan=True) and np.isnan(laid.means).sum() == 1
+    assert laid.matrices[laid.methods.index("m1")] is None and sum(m is not None for m in laid.matrices) >= 3
+    for a, b in zip(laid.matrices, filled.matrices):
+        assert (a is None and b is None) or (
+            np.array_equal(a[0], b[0]) and a[0].flags.c_contiguous and a[1] == b[1] and type(a[1][0]) is int
+        )
+    twice = pa.concat_tables([ok, ok.slice(0, 1)])
+    assert leaderboard._laid_out(twice, pa.array(tasks)) is None
+
+
+def test_per_run_is_pyarrows_first_per_run():
+    """One row per run: what ``group_by("run_id").aggregate(first)`` gives, column for column (first
+    non-null value), whichever columns hold nulls; runs interleaved, a run's first row null."""
+    table = pa.table(
+        {
+            "run_id": ["r2", "r1", "r2", "r3", "r1", "r3"],
+            "method": ["b", "a", "b", "c", "a", "c"],
+            "init_seconds": [None, 1.5, 2.5, None, 1.0, None],  # r2: its second row; r3: none
+            "train_seconds": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],  # no null
+            "flops": pa.nulls(6, pa.float64()),  # every row null
+        }
+    )
+    columns = ["init_seconds", "train_seconds", "flops"]
+    for t in (table, table.slice(0, 0)):
+        first = t.group_by(["run_id"], use_threads=False).aggregate([(c, "first") for c in columns + ["method"]])
+        expected = first.rename_columns([c.removesuffix("_first") for c in first.column_names])
+        assert leaderboard._per_run(t, columns).equals(expected)
+
+
 PIPELINE = ["board", "mean_quantiles", "leaderboard", "leaderboard_text", "leaderboard_page", "publish"]
 
 
