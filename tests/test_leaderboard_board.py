@@ -53,6 +53,7 @@ def test_quantiles_of_means_are_numpy_quantiles_of_the_chunk_products(kind, prox
     intervals were first made with; also when block products in another column order are refused."""
     monkeypatch.setattr(mean_quantiles, "_CHUNK_ELEMENTS", 2_000 * 300)  # several chunks of 300 rows
     monkeypatch.setattr(mean_quantiles, "_BLOCK", 64)
+    monkeypatch.setattr(mean_quantiles, "_PROXY_ROWS", 128)  # two proxy orders per chunk, rows reordered
     if not proxy_order:
         monkeypatch.setattr(mean_quantiles, "_same_means", lambda m, reference: False)
     rng = np.random.default_rng(3)
