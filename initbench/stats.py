@@ -444,20 +444,21 @@ def _iqm_intervals(
     alpha = 1.0 - confidence
     virtual = (reps - 1) * np.true_divide([100 * alpha / 2, 100 * (1 - alpha / 2)], 100)  # np.percentile's
     positions = sorted({int(min(max(p, 0), reps - 1)) for v in virtual for p in (np.floor(v), np.floor(v) + 1)})
-    windows = []  # per matrix: the replications by approximate value, and per position the window to recompute
+    windows = []  # per matrix and position: the position within its window, the replications to recompute
     wanted: set[tuple[int, int]] = set()
     for j, (_, _, _, delta) in enumerate(quantized):
         delta += 4 * (kept + 8) * _UNIT * float(np.max(np.abs(matrices[j])))  # aggregate_iqm's and our rounding
-        order = np.argsort(approx[j], kind="stable")
-        ranked = approx[j][order]
-        first = np.searchsorted(ranked, ranked[positions] - 2 * delta, "left")  # these are certainly below
-        last = np.searchsorted(ranked, ranked[positions] + 2 * delta, "right")  # from here, certainly above
-        windows.append((order, first, last))
-        wanted.update((j, int(r)) for a, b in zip(first, last) for r in order[a:b])
+        near = []
+        for p, value in zip(positions, np.partition(approx[j], positions)[positions]):
+            below, above = value - 2 * delta, value + 2 * delta
+            first = int(np.count_nonzero(approx[j] < below))  # these are certainly below
+            near.append((p - first, np.flatnonzero((approx[j] >= below) & (approx[j] <= above))))  # the rest above
+        windows.append(near)
+        wanted.update((j, int(r)) for _, window in near for r in window)
     exact = _exact_iqms(matrices, sorted(wanted), draws, chunk, reps, gen)
     out = []
-    for j, (order, first, last) in enumerate(windows):
-        values = [np.sort([exact[(j, int(r))] for r in order[a:b]])[p - a] for p, a, b in zip(positions, first, last)]
+    for j, near in enumerate(windows):
+        values = [np.sort([exact[(j, int(r))] for r in window])[k] for k, window in near]
         stand_in = np.empty(reps)  # sorted, with the exact order statistics at ``positions``
         start = 0
         for p, value in zip(positions, values):
