@@ -291,11 +291,15 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
 
 def _suite_keys(table: pa.Table) -> list[tuple[str, str]]:
     """The (suite, spec hash) pairs of ``table``, sorted."""
-    suites, hashes = pc.unique(table["suite"]), pc.unique(table["suite_hash"])
-    if len(suites) == 1 and len(hashes) == 1:
-        return [(suites[0].as_py(), hashes[0].as_py())]
+    if table.num_rows and all(_one_value(table[c]) for c in ("suite", "suite_hash")):
+        return [(table["suite"][0].as_py(), table["suite_hash"][0].as_py())]
     pairs = table.group_by(["suite", "suite_hash"], use_threads=False).aggregate([])
     return sorted(zip(pairs["suite"].to_pylist(), pairs["suite_hash"].to_pylist()))
+
+
+def _one_value(column: pa.ChunkedArray) -> bool:
+    """Whether every row of ``column`` holds its first row's value (no null)."""
+    return column.null_count == 0 and pc.all(pc.equal(column, column[0])).as_py() is True
 
 
 @dataclass(slots=True)
@@ -747,6 +751,8 @@ def _cost(view: pa.Table, suite_table: pa.Table) -> list[CostRow]:
 def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[TuningRow]:
     """Per (method, task): the validation mean of the primary metric per trial rate, and the chosen rate."""
     trials = suite_table.filter(pc.and_(pc.equal(suite_table["phase"], "trial"), pc.equal(suite_table["status"], "ok")))
+    if trials.num_rows == 0:
+        return []
     chosen = suite_table.filter(
         pc.and_(pc.equal(suite_table["protocol"], "tuned"), pc.equal(suite_table["phase"], "final"))
     )

@@ -343,6 +343,22 @@ def test_per_run_is_pyarrows_first_per_run():
         assert leaderboard._per_run(t, columns).equals(expected)
 
 
+def test_suite_keys_are_the_distinct_pairs():
+    def pairs(suites, hashes):
+        table = pa.table({"suite": pa.array(suites, pa.string()), "suite_hash": pa.array(hashes, pa.string())})
+        grouped = table.group_by(["suite", "suite_hash"]).aggregate([])
+        assert leaderboard._suite_keys(table) == sorted(
+            zip(grouped["suite"].to_pylist(), grouped["suite_hash"].to_pylist())
+        )
+        return leaderboard._suite_keys(table)
+
+    assert pairs(["s", "s", "s"], ["h", "h", "h"]) == [("s", "h")]
+    assert pairs(["s", "t", "s"], ["h", "h", "h"]) == [("s", "h"), ("t", "h")]
+    assert pairs(["s", "s"], ["h", "g"]) == [("s", "g"), ("s", "h")]
+    assert pairs([], []) == []
+    assert pairs([None, None], ["h", "h"]) == [(None, "h")]
+
+
 PIPELINE = ["board", "mean_quantiles", "leaderboard", "leaderboard_text", "leaderboard_page", "publish"]
 
 
