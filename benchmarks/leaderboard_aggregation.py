@@ -7,7 +7,8 @@ schema v2, unused columns null).  Times, in one process:
   percentile-bootstrap CI (100,000 cells);
 * ``build``: everything in the tables (normalized IQM with stratified-bootstrap CIs,
   probability of improvement and Wilcoxon + Holm vs lora, cost);
-* ``render``: the Markdown text (``initbench.board.leaderboard_text``);
+* ``render``: the Markdown text (``initbench.board.leaderboard_text``: github tables, tabulate's text,
+  laid out by ``initbench.board.markdown_table``);
 
 and prints each against a plain pandas ``groupby(...).value.agg(["mean", "std", "count"])``
 over the same keys, measured in the same run: wall-clock seconds and CPU seconds of this process
@@ -116,7 +117,7 @@ def main() -> None:
         ("aggregate, pyarrow group-by mean/std/count (no CI)", t_plain),
         (f"aggregate + percentile-bootstrap CI per cell ({leaderboard.BOOTSTRAP_REPS:,})", t_agg),
         ("build: + normalized IQM/strat. bootstrap, PoI, Wilcoxon+Holm", t_build),
-        ("render Markdown (tabulate github)", t_render),
+        ("render Markdown (github tables)", t_render),
         ("build + render (the whole leaderboard)", whole),
     ]:
         print(f"{name:<62} {wall:7.2f} {wall / t_pandas[0]:8.2f} {cpu:7.2f} {cpu / t_pandas[1]:8.2f}")

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import tabulate as tabulate_module
 from _trees import fixed_tree, synthetic_row, tuned_tree
 
 from initbench.board import leaderboard, mean_quantiles, stats
 from initbench.board.board import Board, Cell, Pairwise
-from initbench.board.leaderboard_text import _table, render, render_board
+from initbench.board.leaderboard_text import render, render_board
 from initbench.store.results import RESULTS_SCHEMA
 
 Q = np.array([0.025, 0.975])
@@ -54,6 +53,7 @@ def test_quantiles_of_means_are_numpy_quantiles_of_the_chunk_products(kind, prox
     intervals were first made with; also when block products in another column order are refused."""
     monkeypatch.setattr(mean_quantiles, "_CHUNK_ELEMENTS", 2_000 * 300)  # several chunks of 300 rows
     monkeypatch.setattr(mean_quantiles, "_BLOCK", 64)
+    monkeypatch.setattr(mean_quantiles, "_PROXY_ROWS", 128)  # two proxy orders per chunk, rows reordered
     if not proxy_order:
         monkeypatch.setattr(mean_quantiles, "_same_means", lambda m, reference: False)
     rng = np.random.default_rng(3)
@@ -114,6 +114,13 @@ def test_iqm_intervals_equal_the_replication_loop(monkeypatch):
         rng.integers(0, 3, (10, 20)) / 2,
         rng.normal(0, 1, (4, 3)),
         np.full((3, 2), 0.25),
+        1e6 + rng.normal(0, 1e-6, (10, 20)),  # a large offset, a tiny spread
+        rng.normal(0, 1e250, (10, 20)),  # huge scores
+        np.where(
+            np.arange(200).reshape(10, 20) == 7, 1e9, rng.normal(0.5, 0.01, (10, 20))
+        ),  # one outlier: coarse levels
+        np.where(np.arange(200).reshape(10, 20) == 7, 1.0, rng.normal(0.5, 3e-5, (10, 20))),  # a few levels apart
+        -rng.integers(0, 2, (10, 20)).astype(float),  # two values, negative
     ]
     for chunk_elements in (stats._CHUNK_ELEMENTS, 50_000):
         monkeypatch.setattr(stats, "_CHUNK_ELEMENTS", chunk_elements)
@@ -229,14 +236,127 @@ def test_a_small_board_renders_the_numbers_of_its_values():
     assert all(isinstance(p, Pairwise) for p in board.suites[0].protocols["fixed"].pairwise)
 
 
-def test_the_faster_table_is_tabulates_own():
-    lines = [["lora", "0.5000 ± 0.0100 [0.4900, 0.5100] (n=3)", "0.5"], ["pissa", "", "1.0000"]]
-    headers = ["method", "t1 (acc)", "mean over tasks"]
-    for fmt in ("github", "simple", "html", "grid"):
-        assert _table(lines, headers, tablefmt=fmt) == tabulate_module.tabulate(lines, headers, tablefmt=fmt)
-    wide = [["方法", "0.5000 ± 0.0100 (n=3)", "0.5"]]  # two columns wide each: wcwidth measures it
-    assert _table(wide, headers, tablefmt="github") == tabulate_module.tabulate(wide, headers, tablefmt="github")
-    assert tabulate_module.WIDE_CHARS_MODE is (tabulate_module.wcwidth is not None)  # put back as it was
+def test_paired_tests_are_paired_test_one_at_a_time():
+    """The batched tests (comparisons of more than 50 pairs go to scipy together) give each
+    comparison's numbers exactly: ties, zeros, NaN pairs dropped (so batches of several sizes),
+    constant differences, too few pairs and the exact test for small ones."""
+    rng = np.random.default_rng(5)
+    y = rng.normal(0.5, 0.1, (10, 20))
+    xs = [
+        rng.normal(0.55, 0.1, (10, 20)),
+        rng.normal(0.45, 0.1, (10, 20)),
+        np.round(rng.normal(0.5, 0.1, (10, 20)), 1),  # ties among the differences
+        y.copy(),  # every difference zero
+        y + 0.01,  # constant differences: t = inf
+        np.where(rng.uniform(size=(10, 20)) < 0.1, np.nan, rng.normal(0.5, 0.1, (10, 20))),  # fewer pairs
+        np.where(rng.uniform(size=(10, 20)) < 0.2, y, rng.normal(0.6, 0.1, (10, 20))),  # zeros among them
+        rng.normal(0.5, 0.1, (10, 20)),
+    ]
+    pairs = [(x, y) for x in xs] + [(x[:3, :4], y[:3, :4]) for x in xs] + [(xs[0][:1, :1], y[:1, :1])]
+    batched = stats.paired_tests(pairs)
+    one_by_one = [stats.paired_test(x, y) for x, y in pairs]
+    assert [repr(asdict(r)) for r in batched] == [repr(asdict(r)) for r in one_by_one]  # repr: every bit, NaN too
+    assert sum(r.n_pairs > 50 for r in batched) >= 6
+
+
+def test_a_cell_reads_as_its_f_string():
+    """The per-task cell's %-formatting is the f-string text it replaced, whichever parts are missing."""
+    from initbench.board.leaderboard_text import _fmt
+
+    def f_string(r: Cell) -> str:
+        spread = f" ± {r.std:.4f}" if r.std is not None and r.std == r.std else ""
+        ci = f" [{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low is not None and r.ci_low == r.ci_low else ""
+        return f"{r.mean:.4f}{spread}{ci} (n={r.seeds})"
+
+    values = [0.5, -0.123456, 0.00005, -0.0, 12345.6789, float("nan"), float("inf"), 1e-300]
+    for mean, std, low in zip(values, values[3:] + [None, None, 0.25], values[5:] + [None, 0.1, -0.2, None, 0.3]):
+        for s, lo in ((std, low), (None, low), (std, None), (float("nan"), low), (std, float("nan"))):
+            cell = Cell("s", "h", "m", False, "t", "acc", mean, s, 3, lo, None if lo is None else lo + 0.5)
+            assert _fmt(cell) == f_string(cell)
+
+
+def test_sorted_by_ranks_is_arrows_sort_by():
+    """The cells' order (a stable sort on ranks) is ``Table.sort_by``'s, ties kept in row order."""
+    rng = np.random.default_rng(2)
+    words = ["lora", "LoRA", "pissa", "ß", "é", "", "a b", "lora-ga", "10", "9"]
+    table = pa.table(
+        {
+            "task": rng.choice(words, 300).tolist(),
+            "method": rng.choice(words[:4], 300).tolist(),
+            "seed": rng.integers(0, 3, 300),
+            "row": np.arange(300),  # ties on every key are told apart by where they were
+        }
+    )
+    keys = ["task", "method", "seed"]
+    expected = table.sort_by([(k, "ascending") for k in keys])
+    assert leaderboard._sorted_by(table, keys).equals(expected)
+    assert leaderboard._sorted_by(table.slice(0, 0), keys).equals(expected.slice(0, 0))
+    with_null = table.set_column(0, "task", pa.array([None] + table["task"].to_pylist()[1:]))
+    assert leaderboard._sorted_by(with_null, keys).equals(with_null.sort_by([(k, "ascending") for k in keys]))
+
+
+def test_primary_scores_laid_out_equal_the_dicts():
+    """The primary scores laid out with numpy are those of the dicts filled row by row, bit for bit:
+    methods in order of first appearance, per-task means (NaN where a method lacks a task), and each
+    method's matrix on its common seeds (C order, as built from lists); a run in two rows goes to the
+    dicts (the last counts)."""
+    rng = np.random.default_rng(9)
+    tasks = ["b-task", "a-task", "c-task"]  # primary's order, not sorted
+    rows = []
+    for method in ["m3", "base", "lora", "m1", "m0"]:
+        for task in tasks:
+            if method == "m1" and task == "c-task":
+                continue  # a method missing a task: no matrix
+            for seed in rng.permutation(9)[: rng.integers(5, 10)].tolist():  # 5 to 9 seeds, in any order
+                rows.append({"method": method, "task": task, "seed": seed, "value": float(rng.normal(0.5, 0.2))})
+    rng.shuffle(rows)
+    ok = pa.Table.from_pylist(rows)
+    laid = leaderboard._laid_out(ok, pa.array(tasks))
+    filled = leaderboard._filled_in(ok, tasks)
+    assert laid.methods == filled.methods and len(set(laid.methods)) == 5
+    assert np.array_equal(laid.means, filled.means, equal_nan=True) and np.isnan(laid.means).sum() == 1
+    assert laid.matrices[laid.methods.index("m1")] is None and sum(m is not None for m in laid.matrices) >= 3
+    for a, b in zip(laid.matrices, filled.matrices):
+        assert (a is None and b is None) or (
+            np.array_equal(a[0], b[0]) and a[0].flags.c_contiguous and a[1] == b[1] and type(a[1][0]) is int
+        )
+    twice = pa.concat_tables([ok, ok.slice(0, 1)])
+    assert leaderboard._laid_out(twice, pa.array(tasks)) is None
+
+
+def test_per_run_is_pyarrows_first_per_run():
+    """One row per run: what ``group_by("run_id").aggregate(first)`` gives, column for column (first
+    non-null value), whichever columns hold nulls; runs interleaved, a run's first row null."""
+    table = pa.table(
+        {
+            "run_id": ["r2", "r1", "r2", "r3", "r1", "r3"],
+            "method": ["b", "a", "b", "c", "a", "c"],
+            "init_seconds": [None, 1.5, 2.5, None, 1.0, None],  # r2: its second row; r3: none
+            "train_seconds": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],  # no null
+            "flops": pa.nulls(6, pa.float64()),  # every row null
+        }
+    )
+    columns = ["init_seconds", "train_seconds", "flops"]
+    for t in (table, table.slice(0, 0)):
+        first = t.group_by(["run_id"], use_threads=False).aggregate([(c, "first") for c in columns + ["method"]])
+        expected = first.rename_columns([c.removesuffix("_first") for c in first.column_names])
+        assert leaderboard._per_run(t, columns).equals(expected)
+
+
+def test_suite_keys_are_the_distinct_pairs():
+    def pairs(suites, hashes):
+        table = pa.table({"suite": pa.array(suites, pa.string()), "suite_hash": pa.array(hashes, pa.string())})
+        grouped = table.group_by(["suite", "suite_hash"]).aggregate([])
+        assert leaderboard._suite_keys(table) == sorted(
+            zip(grouped["suite"].to_pylist(), grouped["suite_hash"].to_pylist())
+        )
+        return leaderboard._suite_keys(table)
+
+    assert pairs(["s", "s", "s"], ["h", "h", "h"]) == [("s", "h")]
+    assert pairs(["s", "t", "s"], ["h", "h", "h"]) == [("s", "h"), ("t", "h")]
+    assert pairs(["s", "s"], ["h", "g"]) == [("s", "g"), ("s", "h")]
+    assert pairs([], []) == []
+    assert pairs([None, None], ["h", "h"]) == [(None, "h")]
 
 
 PIPELINE = ["board", "mean_quantiles", "leaderboard", "leaderboard_text", "leaderboard_page", "publish"]

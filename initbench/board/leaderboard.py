@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -70,6 +70,7 @@ from initbench.board.board import (
     ProtocolBlock,
     SuiteBoard,
     TuningRow,
+    make_cells,
 )
 from initbench.board.mean_quantiles import quantiles_of_means
 from initbench.selection.counted import rows_where
@@ -110,7 +111,22 @@ def aggregate(table: pa.Table, ci: bool = True) -> pa.Table:
             .append_column("ci_low", pa.array(low))
             .append_column("ci_high", pa.array(high))
         )
-    return grouped.sort_by([(k, "ascending") for k in ("suite", "suite_hash", "task", "metric", "method")])
+    return _sorted_by(grouped, ["suite", "suite_hash", "task", "metric", "method"])
+
+
+def _sorted_by(table: pa.Table, keys: list[str]) -> pa.Table:
+    """``table.sort_by([(k, "ascending") for k in keys])``, the same rows in the same order: a stable
+    sort on each key's rank among its distinct values (ranked by Arrow's own sort of them), faster than
+    comparing the values row against row.  Keys with nulls: Arrow's ``sort_by`` itself."""
+    if any(table[k].null_count for k in keys):
+        return table.sort_by([(k, "ascending") for k in keys])
+    ranks = []
+    for k in reversed(keys):  # np.lexsort sorts by the last key first
+        encoded = pc.dictionary_encode(table[k]).combine_chunks()
+        rank = np.empty(len(encoded.dictionary), np.int64)
+        rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(rank))
+        ranks.append(rank[encoded.indices.to_numpy()])
+    return table.take(np.lexsort(ranks)) if ranks else table
 
 
 def bootstrap_cells(
@@ -244,7 +260,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
         for protocol in protocols:
             views[protocol] = view = final_rows(st, protocol)
             table_of_cells = aggregate(view)
-            cells = list(map(Cell, *(table_of_cells[f.name].to_pylist() for f in fields(Cell))))
+            cells = make_cells(table_of_cells[f.name].to_pylist() for f in fields(Cell))
             if cells:
                 blocks[protocol] = _across_tasks(view, cells)
         main = next(iter(blocks), None)
@@ -275,26 +291,101 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
 
 def _suite_keys(table: pa.Table) -> list[tuple[str, str]]:
     """The (suite, spec hash) pairs of ``table``, sorted."""
-    suites, hashes = pc.unique(table["suite"]), pc.unique(table["suite_hash"])
-    if len(suites) == 1 and len(hashes) == 1:
-        return [(suites[0].as_py(), hashes[0].as_py())]
+    if table.num_rows and all(_one_value(table[c]) for c in ("suite", "suite_hash")):
+        return [(table["suite"][0].as_py(), table["suite_hash"][0].as_py())]
     pairs = table.group_by(["suite", "suite_hash"], use_threads=False).aggregate([])
     return sorted(zip(pairs["suite"].to_pylist(), pairs["suite_hash"].to_pylist()))
 
 
-def _matrix_by_method(view: pa.Table, primary: dict[str, tuple[str, bool]]) -> dict[str, dict[str, dict[int, float]]]:
-    """method -> task -> seed -> value of the task's primary metric (ok runs), filled task by task
-    (in ``primary``'s order), each in row order."""
+def _one_value(column: pa.ChunkedArray) -> bool:
+    """Whether every row of ``column`` holds its first row's value (no null)."""
+    return column.null_count == 0 and pc.all(pc.equal(column, column[0])).as_py() is True
+
+
+@dataclass(slots=True)
+class _PrimaryScores:
+    """A protocol's values of each task's primary metric (ok runs), per method in order of first
+    appearance (task by task, in ``primary``'s order, each in row order): per task the mean over
+    seeds (NaN: no run), and the (seeds x tasks) matrix on the seeds it ran on every task (None: none)."""
+
+    methods: list[str]
+    means: np.ndarray  # (methods, tasks)
+    matrices: list[tuple[np.ndarray, list[int]] | None]
+
+
+def _primary_scores(view: pa.Table, primary: dict[str, tuple[str, bool]]) -> _PrimaryScores:
+    """The primary metric's values of ``view`` (``_PrimaryScores``).  Where a (method, task, seed) has
+    one value (each run one row), laid out with numpy; else (a run in two rows: the last counts) from
+    a dict per method, task and seed, filled in that order.  The same numbers either way: the same
+    values in the same order go into each mean (``np.mean`` of a row is that of the row alone)."""
     ok = view.select(["method", "task", "metric", "seed", "value", "status"])
     tasks = pa.array(list(primary), pa.string())
     metric_of_row = pc.take(pa.array([m for m, _ in primary.values()], pa.string()), pc.index_in(ok["task"], tasks))
     ok = ok.filter(pc.and_(pc.equal(ok["status"], "ok"), pc.equal(ok["metric"], metric_of_row)))
-    out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    if not any(ok[c].null_count for c in ("method", "seed", "value")):
+        scores = _laid_out(ok, tasks)
+        if scores is not None:
+            return scores
+    return _filled_in(ok, list(primary))
+
+
+def _filled_in(ok: pa.Table, primary: list[str]) -> _PrimaryScores:
+    """``_primary_scores`` from a dict method -> task -> seed -> value, filled task by task in row order."""
+    per: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for task in primary:
         rows = ok.filter(pc.equal(ok["task"], task))
         for m, s, v in zip(rows["method"].to_pylist(), rows["seed"].to_pylist(), rows["value"].to_pylist()):
-            out[m][task][s] = v
-    return out
+            per[m][task][s] = v
+    means = np.array(
+        [[np.mean(list(per[m][t].values())) if per[m].get(t) else np.nan for t in primary] for m in per]
+    ).reshape(len(per), len(primary))
+    matrices: list[tuple[np.ndarray, list[int]] | None] = []
+    for m in per:
+        seeds = sorted(set.intersection(*[set(per[m].get(t, {})) for t in primary]))
+        matrices.append(
+            (np.array([[per[m][t][s] for t in primary] for s in seeds], dtype=float), seeds) if seeds else None
+        )
+    return _PrimaryScores(list(per), means, matrices)
+
+
+def _laid_out(ok: pa.Table, tasks: pa.Array) -> _PrimaryScores | None:
+    """``_primary_scores`` of rows without nulls, with numpy; None where a (method, task, seed) has
+    two rows."""
+    task = pc.index_in(ok["task"], tasks).to_numpy(zero_copy_only=False)
+    by_task = np.argsort(task, kind="stable")  # task by task, each in row order
+    task = task[by_task]
+    encoded = pc.dictionary_encode(ok["method"]).combine_chunks()
+    code = encoded.indices.to_numpy(zero_copy_only=False)[by_task]
+    codes, first = np.unique(code, return_index=True)
+    order = codes[np.argsort(first, kind="stable")]  # method codes by first appearance
+    position = np.empty(len(encoded.dictionary), np.int64)
+    position[order] = np.arange(len(order))
+    method = position[code]
+    seed_values, seed = np.unique(ok["seed"].to_numpy(zero_copy_only=False)[by_task], return_inverse=True)
+    value = ok["value"].to_numpy(zero_copy_only=False)[by_task]
+    n_methods, n_tasks, n_seeds = len(order), len(tasks), len(seed_values)
+    cell = method * n_tasks + task
+    if len(np.unique(cell * n_seeds + seed)) < len(cell):
+        return None  # a run in two rows
+    grid = np.full((n_methods, n_tasks, n_seeds), np.nan)
+    grid[method, task, seed] = value
+    ran = np.zeros((n_methods, n_tasks, n_seeds), bool)
+    ran[method, task, seed] = True
+    means = np.full(n_methods * n_tasks, np.nan)
+    grouped = np.argsort(cell, kind="stable")  # each (method, task)'s values together, in row order
+    cells, starts, sizes = np.unique(cell[grouped], return_index=True, return_counts=True)
+    for size in np.unique(sizes):
+        which = sizes == size
+        rows = grouped[starts[which][:, None] + np.arange(size)]
+        means[cells[which]] = np.mean(value[rows], axis=1)
+    matrices: list[tuple[np.ndarray, list[int]] | None] = []
+    for m in range(n_methods):
+        common = ran[m].all(axis=0)
+        matrices.append(
+            (np.ascontiguousarray(grid[m][:, common].T), seed_values[common].tolist()) if common.any() else None
+        )
+    names = encoded.dictionary.to_pylist()
+    return _PrimaryScores([names[c] for c in order], means.reshape(n_methods, n_tasks), matrices)
 
 
 def _last_per_task(view: pa.Table) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -324,16 +415,12 @@ def _across_tasks(view: pa.Table, cells: list[Cell]) -> ProtocolBlock:
     tasks = sorted(metrics)
     lm_tasks, recorded = _last_per_task(view)
     primary = {t: _primary(recorded.get(t), lm_tasks.get(t), sorted(metrics[t])) for t in tasks}
-    per = _matrix_by_method(view, primary)
+    scores = _primary_scores(view, primary)
     higher = np.array([primary[t][1] for t in tasks])
-
-    def means(method: str) -> np.ndarray:
-        return np.array([np.mean(list(per[method][t].values())) if per[method].get(t) else np.nan for t in tasks])
-
-    normalized = FLOOR_METHOD in per
+    normalized = FLOOR_METHOD in scores.methods
     if normalized:
-        floor = means(FLOOR_METHOD)
-        candidates = {m: means(m)[None, :] for m in per if m != FLOOR_METHOD}
+        floor = scores.means[scores.methods.index(FLOOR_METHOD)]
+        candidates = {m: scores.means[i][None, :] for i, m in enumerate(scores.methods) if m != FLOOR_METHOD}
         ceiling = stats.best_reference(candidates, exclude=(), higher_is_better=higher) if candidates else floor
         ceiling_from = [next((m for m, v in candidates.items() if v[0, i] == c), "base") for i, c in enumerate(ceiling)]
         # a ceiling at or below the floor (above it, for lower-is-better) would turn the scale over
@@ -343,11 +430,10 @@ def _across_tasks(view: pa.Table, cells: list[Cell]) -> ProtocolBlock:
         not_normalizable = [t for t, bad in zip(tasks, unusable) if bad]
         ceiling = np.where(unusable, np.nan, ceiling)
     matrices: dict[str, tuple[np.ndarray, list[int]]] = {}
-    for method in per:
-        seeds = sorted(set.intersection(*[set(per[method].get(t, {})) for t in tasks]))
-        if not seeds:
+    for method, scored in zip(scores.methods, scores.matrices):
+        if scored is None:
             continue
-        m = np.array([[per[method][t][s] for t in tasks] for s in seeds], dtype=float)
+        m, seeds = scored
         if normalized:
             with np.errstate(all="ignore"):
                 import warnings
@@ -413,13 +499,14 @@ def _pairwise(matrices: dict[str, tuple[np.ndarray, list[int]]]) -> list[Pairwis
     intervals = stats.probability_of_improvement_cis(
         [m for _, m, _ in others], ref, reps=POI_REPS, confidence=CONFIDENCE
     )  # each as probability_of_improvement_ci
-    rows = []
-    for (method, m, seeds), (poi_low, poi_high) in zip(others, intervals):
-        poi = float(stats.probability_of_improvement(m, ref))
+    pairs = []  # each method and lora on their common seeds
+    for _, m, seeds in others:
         common = sorted(set(seeds) & set(ref_seeds))
-        x = m[[seeds.index(s) for s in common]]
-        y = ref[[ref_seeds.index(s) for s in common]]
-        rows.append((method, poi, float(poi_low), float(poi_high), stats.paired_test(x, y)))
+        pairs.append((m[[seeds.index(s) for s in common]], ref[[ref_seeds.index(s) for s in common]]))
+    rows = [
+        (method, float(stats.probability_of_improvement(m, ref)), float(poi_low), float(poi_high), test)
+        for (method, m, _), (poi_low, poi_high), test in zip(others, intervals, stats.paired_tests(pairs))
+    ]
     p_values = [test.wilcoxon_pvalue for *_, test in rows]
     adjusted = stats.holm(p_values)
     marks = stats.significant(p_values, ALPHA)
@@ -497,10 +584,28 @@ def _convergence(view: pa.Table, curves: pa.Table | None) -> list[ConvergenceRow
 
 
 def _per_run(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
-    """One row per run (the first metric row carries the run's compute and diagnostics)."""
-    columns = COST_COLUMNS if columns is None else columns
-    first = table.group_by(["run_id"], use_threads=False).aggregate([(c, "first") for c in columns + ["method"]])
-    return first.rename_columns([c.removesuffix("_first") for c in first.column_names])
+    """One row per run, in order of first appearance: ``run_id``, then per column (and ``method``)
+    the first value it records in the run's rows, as pyarrow's ``first`` aggregate gives it (nulls
+    skipped).  A column without nulls is taken at each run's first row; a column all null is null;
+    only the others go through ``first`` (hashing a million run ids once, not once per column)."""
+    columns = (COST_COLUMNS if columns is None else columns) + ["method"]
+    partly_null = [c for c in columns if 0 < table[c].null_count < table.num_rows]
+    rows = pa.table(
+        {"run_id": table["run_id"], "row": pa.array(np.arange(table.num_rows))} | {c: table[c] for c in partly_null}
+    )
+    runs = rows.group_by(["run_id"], use_threads=False).aggregate(
+        [("row", "min")] + [(c, "first") for c in partly_null]
+    )
+    first_row = runs["row_min"]
+    out = {"run_id": runs["run_id"]}
+    for c in columns:
+        if c in partly_null:
+            out[c] = runs[f"{c}_first"]
+        elif table[c].null_count:
+            out[c] = pa.nulls(runs.num_rows, table[c].type)
+        else:
+            out[c] = table[c].take(first_row)
+    return pa.table(out)
 
 
 DIAGNOSTIC_COLUMNS = ["init_update_erank", "final_update_erank", "relative_weight_change"]
@@ -646,6 +751,8 @@ def _cost(view: pa.Table, suite_table: pa.Table) -> list[CostRow]:
 def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[TuningRow]:
     """Per (method, task): the validation mean of the primary metric per trial rate, and the chosen rate."""
     trials = suite_table.filter(pc.and_(pc.equal(suite_table["phase"], "trial"), pc.equal(suite_table["status"], "ok")))
+    if trials.num_rows == 0:
+        return []
     chosen = suite_table.filter(
         pc.and_(pc.equal(suite_table["protocol"], "tuned"), pc.equal(suite_table["phase"], "final"))
     )

@@ -15,6 +15,7 @@ import numpy as np
 _SAMPLE = 256  # a row's means sampled for a threshold, and kept beyond it at most
 _CANDIDATES = 256  # the means read first at each end of the proxy order (numpy sorts up to 256 with SIMD networks)
 _BLOCK = 128  # rows per block product: a block's means stay in the CPU cache while its tails are read
+_PROXY_ROWS = 512  # rows of similar shape sharing one proxy order of the resamples (a multiple of _BLOCK)
 _CHUNK_ELEMENTS = 4_000_000  # bootstrap means per chunk product (the chunks the intervals were first drawn in)
 
 
@@ -23,11 +24,12 @@ def quantiles_of_means(x: np.ndarray, counts: np.ndarray, q: np.ndarray) -> tupl
     median), the products taken in chunks of ``_CHUNK_ELEMENTS`` means: the percentiles of each row's
     bootstrap means, one mean per resample.  The same numbers, computed faster:
 
-    * the means: the resamples are put in the order of the mean they give the chunk's average row
-      (each row scaled to run from 0 to 1: a proxy), and the products are taken per block of
-      ``_BLOCK`` rows, whose means stay in the CPU cache.  A product computes each entry on its own,
-      so these are the chunk product's entries in another order; that is checked entry by entry on
-      the first chunk, and where it does not hold, the chunk products are used as drawn;
+    * the means: a chunk's rows are taken in the order of their shape (the mean of each row scaled to
+      run from 0 to 1), in groups of ``_PROXY_ROWS``; per group, the resamples are put in the order of
+      the mean they give the group's average scaled row (a proxy), and the products are taken per
+      block of ``_BLOCK`` rows, whose means stay in the CPU cache.  A product computes each entry on
+      its own, so these are the chunk product's entries in another order; that is checked entry by
+      entry on the first chunk, and where it does not hold, the chunk products are used as drawn;
     * the quantiles: ``np.quantile`` interpolates between two order statistics at each end.  They are
       read off the ``_CANDIDATES`` means at that end of the proxy order, sorted, once every other
       mean of the row is checked to lie beyond them.  Where the check fails, every mean beyond a
@@ -55,20 +57,26 @@ def quantiles_of_means(x: np.ndarray, counts: np.ndarray, q: np.ndarray) -> tupl
             continue
         plain = None if checked else rows @ weights
         if blockwise:
-            order = np.argsort(counts @ _profile(rows), kind="stable")
-            ordered = counts[order].T / n
+            scaled = _scaled(rows)
+            by_shape = np.argsort(scaled.mean(axis=1), kind="stable")  # the chunk's rows, similar ones together
             unusual = ~(np.abs(rows).max(axis=1) < 1e300)  # a NaN, an infinity, or a value that could overflow
             redo: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # rows not settled: where, means, which tail
+            group_end = 0
             for a, b in _blocks(len(rows)):
-                m = np.matmul(rows[a:b], ordered, out=means[: b - a])
-                if plain is not None and not _same_means(m, plain[a:b][:, order]):
+                if a >= group_end:  # the next group of rows: its proxy order
+                    group_end = a + _PROXY_ROWS
+                    order = np.argsort(counts @ scaled[by_shape[a:group_end]].mean(axis=0), kind="stable")
+                    ordered = counts[order].T / n
+                block = by_shape[a:b]  # the rows of this block, as positions in the chunk
+                m = np.matmul(rows[block], ordered, out=means[: b - a])
+                if plain is not None and not _same_means(m, plain[block][:, order]):
                     blockwise = False
                     break
-                low[start + a : start + b], high[start + a : start + b], settled = tails.ordered(m)
-                settled[unusual[a:b]] = False
+                low[start + block], high[start + block], settled = tails.ordered(m)
+                settled[unusual[block]] = False
                 unsettled = np.flatnonzero(~settled.all(axis=1))
                 if unsettled.size:
-                    redo.append((a + unsettled, m[unsettled], ~settled[unsettled]))
+                    redo.append((block[unsettled], m[unsettled], ~settled[unsettled]))
             checked = True
             if blockwise and redo:
                 where = np.concatenate([r for r, _, _ in redo])
@@ -89,12 +97,12 @@ def _same_means(m: np.ndarray, reference: np.ndarray) -> bool:
     return np.array_equal(m, reference, equal_nan=True)
 
 
-def _profile(x: np.ndarray) -> np.ndarray:
-    """The average shape of sorted rows, each scaled to run from 0 to 1 (a constant row counts as 0s)."""
+def _scaled(x: np.ndarray) -> np.ndarray:
+    """Sorted rows, each scaled to run from 0 to 1 (a constant row, or one with a NaN, counts as 0s)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         scaled = (x - x[:, :1]) / (x[:, -1:] - x[:, :1])
     scaled[~np.isfinite(scaled)] = 0.0
-    return scaled.mean(axis=0)
+    return scaled
 
 
 def _blocks(rows: int) -> list[tuple[int, int]]:
@@ -118,9 +126,11 @@ class _Tails:
     def ordered(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """From means ``m`` whose first and last ``_CANDIDATES`` columns are the likely lowest and
         highest: the two quantiles, and whether they are settled (every other mean lies beyond the
-        candidates needed, so the candidates' order statistics are the row's)."""
-        first = np.sort(m[:, :_CANDIDATES], axis=1)
-        last = np.sort(m[:, -_CANDIDATES:], axis=1)
+        candidates needed, so the candidates' order statistics are the row's).  Sorts the candidates
+        in place (each end among itself: every set of columns read after keeps its values)."""
+        first, last = m[:, :_CANDIDATES], m[:, -_CANDIDATES:]  # apart: 2 * _CANDIDATES <= reps
+        first.sort(axis=1)
+        last.sort(axis=1)
         top = _CANDIDATES - self.need[1]  # the upper quantile's lower neighbour in ``last``
         settled = np.stack(
             [

@@ -43,6 +43,7 @@ __all__ = [
     "minimum_detectable_difference",
     "normalize",
     "paired_test",
+    "paired_tests",
     "probability_of_improvement",
     "probability_of_improvement_ci",
     "probability_of_improvement_cis",
@@ -407,10 +408,10 @@ def _iqm_intervals(
     from one draw of the resampling indices (the generic path's draws, chunk by chunk), with the
     same numbers but without partitioning every replication.
 
-    Each replication's IQM is first approximated from its scores rounded to float32 and sorted (a
-    fast SIMD sort): the approximation is within ``delta`` of ``aggregate_iqm``'s value (a
-    rounding-error bound: a trimmed mean moves no more than its inputs do, and a float32 sum of k
-    terms errs by at most about k units of its last place).  The percentile interval interpolates
+    Each replication's IQM is first approximated from its scores quantized to 16 bits and sorted (a
+    fast SIMD sort; ``_quantized``): the approximation is within ``delta`` of ``aggregate_iqm``'s
+    value (half a quantization step, as a trimmed mean moves no more than its inputs do, plus a
+    rounding-error bound for ``aggregate_iqm``'s own float64 sum).  The percentile interval interpolates
     between a few order statistics of the replications; the replications within ``2 delta`` of each
     such order statistic are recomputed with ``aggregate_iqm`` itself, and the order statistic is read
     off them: every other replication is certainly below or above it.  ``np.percentile`` then
@@ -419,9 +420,8 @@ def _iqm_intervals(
     size = n * t
     chunk = max(1, min(reps, _CHUNK_ELEMENTS // size))
     cut = int(0.25 * size)  # scipy.stats.trim_mean's lowercut for proportiontocut=0.25
-    scale = [float(np.max(np.abs(m))) for m in matrices]
-    single = max(scale) < 1e30  # float32 holds the scores
-    approx_of = np.stack([m.ravel() for m in matrices]).astype(np.float32 if single else np.float64)
+    kept = size - 2 * cut
+    quantized = [_quantized(m) for m in matrices]
     approx = np.empty((len(matrices), reps))
     draws: list[tuple[int, dict, np.ndarray | None]] = []  # per chunk: first replication, generator state, indices
     keep = reps * size <= _CHUNK_ELEMENTS  # small enough to keep every index; else drawn again when needed
@@ -433,10 +433,11 @@ def _iqm_intervals(
         idx = gen.integers(0, n, size=(b, n, t))  # as _resample_within_tasks draws them
         draws.append((done, state, idx if keep else None))
         flat = (idx * t + columns).reshape(b, size)  # m[idx, columns], as positions in m.ravel()
-        for j in range(len(matrices)):
-            ordered = approx_of[j].take(flat)
+        for j, (levels, low, step, _) in enumerate(quantized):
+            ordered = levels.take(flat)
             ordered.sort(axis=1)
-            approx[j, done : done + b] = np.mean(ordered[:, cut : size - cut], axis=1)
+            middle = ordered[:, cut : size - cut].sum(axis=1, dtype=np.int64)  # exact
+            approx[j, done : done + b] = low + (middle / kept) * step
         done += b
 
     if not 0.0 < confidence < 1.0:
@@ -444,21 +445,21 @@ def _iqm_intervals(
     alpha = 1.0 - confidence
     virtual = (reps - 1) * np.true_divide([100 * alpha / 2, 100 * (1 - alpha / 2)], 100)  # np.percentile's
     positions = sorted({int(min(max(p, 0), reps - 1)) for v in virtual for p in (np.floor(v), np.floor(v) + 1)})
-    unit = np.finfo(np.float32 if single else np.float64).eps / 2
-    windows = []  # per matrix: the replications by approximate value, and per position the window to recompute
+    windows = []  # per matrix and position: the position within its window, the replications to recompute
     wanted: set[tuple[int, int]] = set()
-    for j in range(len(matrices)):
-        delta = 2 * (size - 2 * cut + 3) * unit * scale[j]
-        order = np.argsort(approx[j], kind="stable")
-        ranked = approx[j][order]
-        first = np.searchsorted(ranked, ranked[positions] - 2 * delta, "left")  # these are certainly below
-        last = np.searchsorted(ranked, ranked[positions] + 2 * delta, "right")  # from here, certainly above
-        windows.append((order, first, last))
-        wanted.update((j, int(r)) for a, b in zip(first, last) for r in order[a:b])
+    for j, (_, _, _, delta) in enumerate(quantized):
+        delta += 4 * (kept + 8) * _UNIT * float(np.max(np.abs(matrices[j])))  # aggregate_iqm's and our rounding
+        near = []
+        for p, value in zip(positions, np.partition(approx[j], positions)[positions]):
+            below, above = value - 2 * delta, value + 2 * delta
+            first = int(np.count_nonzero(approx[j] < below))  # these are certainly below
+            near.append((p - first, np.flatnonzero((approx[j] >= below) & (approx[j] <= above))))  # the rest above
+        windows.append(near)
+        wanted.update((j, int(r)) for _, window in near for r in window)
     exact = _exact_iqms(matrices, sorted(wanted), draws, chunk, reps, gen)
     out = []
-    for j, (order, first, last) in enumerate(windows):
-        values = [np.sort([exact[(j, int(r))] for r in order[a:b]])[p - a] for p, a, b in zip(positions, first, last)]
+    for j, near in enumerate(windows):
+        values = [np.sort([exact[(j, int(r))] for r in window])[k] for k, window in near]
         stand_in = np.empty(reps)  # sorted, with the exact order statistics at ``positions``
         start = 0
         for p, value in zip(positions, values):
@@ -467,6 +468,27 @@ def _iqm_intervals(
         stand_in[start:] = values[-1]
         out.append(_percentile_interval(stand_in, confidence))
     return out
+
+
+_LEVELS = 65_535  # a score quantized to 16 bits: an integer 0 .. _LEVELS
+_UNIT = np.finfo(np.float64).eps / 2  # float64's unit roundoff
+
+
+def _quantized(m: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """``m``'s scores as 16-bit levels: ``round((score - low) / step)`` with ``low`` its least score
+    and ``step`` its range over ``_LEVELS``, and the most a level times ``step`` plus ``low`` is off
+    from its score (half a step, and the rounding of computing the levels).  The map is monotone (a
+    difference, a product with a positive number and rounding each keep the order), so a sorted
+    resample's levels are the levels of its sorted scores, and its middle half is the middle half
+    of the scores: their mean is within that bound of theirs.  Returns (levels, low, step, bound)."""
+    flat = m.ravel()
+    low = float(flat.min())
+    span = float(flat.max()) - low
+    if not span > 0:  # every score the same: every level 0, exact
+        return np.zeros(flat.size, np.uint16), low, 0.0, 0.0
+    levels = np.clip(np.rint((flat - low) * (_LEVELS / span)), 0, _LEVELS).astype(np.uint16)
+    step = span / _LEVELS
+    return levels, low, step, (0.5 + 1e-6) * step  # 1e-6 of a step: far above the rounding (~1e-11)
 
 
 def _exact_iqms(
@@ -653,29 +675,87 @@ def paired_test(
     identical to ``ttest_rel(x, y)``); with all differences equal and non-zero,
     t = +/-inf and p = 0.
     """
+    d = _differences(scores_x, scores_y)
+    done = _without_scipy(d)
+    if done is not None:
+        return done
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "catastrophic cancellation" on constant d
+        w = scipy.stats.wilcoxon(d, zero_method=zero_method, alternative="two-sided", method="auto")
+        t = scipy.stats.ttest_1samp(d, 0.0, alternative="two-sided")  # == ttest_rel(x, y)
+    return _paired_result(d, float(w.statistic), float(w.pvalue), float(t.statistic), float(t.pvalue))
+
+
+#: more pairs than this: ``scipy.stats.wilcoxon(method="auto")`` takes the normal approximation
+#: whatever the ties and zeros (at most this many, it looks at them to choose an exact test)
+_WILCOXON_EXACT_MAX = 50
+
+
+def paired_tests(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    zero_method: Literal["pratt", "wilcox", "zsplit"] = "pratt",
+) -> list[PairedTestResult]:
+    """``[paired_test(x, y, zero_method) for x, y in pairs]``, the same results, faster for many
+    comparisons: those with more than 50 complete pairs (normal approximation) and the same number
+    of them go to scipy together, one batch along the last axis (each row's statistics are computed
+    on its own there, with the same operations); the others one at a time."""
+    out: list[PairedTestResult | None] = [None] * len(pairs)
+    batches: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for i, (x, y) in enumerate(pairs):
+        d = _differences(x, y)
+        out[i] = _without_scipy(d)
+        if out[i] is not None:
+            continue
+        if d.size > _WILCOXON_EXACT_MAX:
+            batches.setdefault(d.size, []).append((i, d))
+        else:
+            out[i] = paired_test(x, y, zero_method)
+    for members in batches.values():
+        d = np.stack([di for _, di in members])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            w = scipy.stats.wilcoxon(d, zero_method=zero_method, alternative="two-sided", method="auto", axis=-1)
+            t = scipy.stats.ttest_1samp(d, 0.0, alternative="two-sided", axis=-1)
+        for k, (i, di) in enumerate(members):
+            out[i] = _paired_result(
+                di, float(w.statistic[k]), float(w.pvalue[k]), float(t.statistic[k]), float(t.pvalue[k])
+            )
+    return out  # type: ignore[return-value]
+
+
+def _differences(scores_x, scores_y) -> np.ndarray:
+    """The flattened differences x - y of two (seed, task) layouts, pairs with a NaN dropped."""
     x = np.asarray(scores_x, dtype=float)
     y = np.asarray(scores_y, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"paired_test needs matching (seed, task) layouts, got {x.shape} vs {y.shape}")
     d = (x - y).reshape(-1)
-    d = d[~np.isnan(d)]
-    n = int(d.size)
+    return d[~np.isnan(d)]
+
+
+def _paired_result(d: np.ndarray, w_stat: float, w_p: float, t_stat: float, t_p: float) -> PairedTestResult:
     nz = int(np.count_nonzero(d))
-    nan = math.nan
-    mean_d = float(d.mean()) if n else nan
-    med_d = float(np.median(d)) if n else nan
-    min_p = float(min(1.0, 2.0 ** (1 - nz))) if nz else 1.0
-    if n < 2:
-        return PairedTestResult(n, nz, mean_d, med_d, nan, nan, nan, nan, min_p)
-    if nz == 0:
-        return PairedTestResult(n, nz, mean_d, med_d, 0.0, 1.0, 0.0, 1.0, min_p)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "catastrophic cancellation" on constant d
-        w = scipy.stats.wilcoxon(d, zero_method=zero_method, alternative="two-sided", method="auto")
-        t = scipy.stats.ttest_1samp(d, 0.0, alternative="two-sided")  # == ttest_rel(x, y)
     return PairedTestResult(
-        n, nz, mean_d, med_d, float(w.statistic), float(w.pvalue), float(t.statistic), float(t.pvalue), min_p
+        int(d.size),
+        nz,
+        float(d.mean()) if d.size else math.nan,
+        float(np.median(d)) if d.size else math.nan,
+        w_stat,
+        w_p,
+        t_stat,
+        t_p,
+        float(min(1.0, 2.0 ** (1 - nz))) if nz else 1.0,
     )
+
+
+def _without_scipy(d: np.ndarray) -> PairedTestResult | None:
+    """The result where no test runs: fewer than 2 pairs (NaN p-values) or no non-zero difference (1.0)."""
+    nan = math.nan
+    if d.size < 2:
+        return _paired_result(d, nan, nan, nan, nan)
+    if not np.count_nonzero(d):
+        return _paired_result(d, 0.0, 1.0, 0.0, 1.0)
+    return None
 
 
 def minimum_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
