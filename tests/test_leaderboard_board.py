@@ -396,3 +396,19 @@ def test_the_tuning_table_marks_a_choice_on_the_grids_edge(tmp_path):
     marked = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in tuning.splitlines() if "(edge)" in line}
     assert marked == {("lora", "compare_sums"), ("pissa", "addition")}
     assert "(edge): 2 of 3 choices are the lowest or highest rate tried" in text
+
+
+def test_the_ranking_marks_a_method_whose_tuned_rate_is_on_the_grids_edge(tmp_path):
+    from initbench.board.ranking import ranking, render_ranking
+    from initbench.selection.counted import read_results
+
+    chosen = {("lora", "addition"): 0.01, ("lora", "compare_sums"): 0.01, ("pissa", "addition"): 0.1}
+    chosen[("pissa", "compare_sums")] = 0.01
+    entry = leaderboard.build(read_results(tuned_tree(tmp_path / "runs", chosen))).suites[0]
+    assert {r["method"]: r["rate_on_grid_edge"] for r in ranking(entry)} == {
+        "base": [],
+        "lora": [],
+        "pissa": ["addition"],
+    }
+    marked = [line for line in render_ranking(entry).splitlines() if "(edge) " in line or "(edge)|" in line]
+    assert len(marked) == 1 and "| pissa " in marked[0]

@@ -774,3 +774,16 @@ def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[TuningRow]:
         TuningRow(m, t, lr, primary.get(t), float(np.mean(v)), len(v), picked.get((m, t)) == lr)
         for (m, t, lr), v in sorted(rows.items())
     ]
+
+
+def grid_edges(rows: list[TuningRow]) -> tuple[set[tuple[str, str]], int]:
+    """The (method, task) pairs whose tuning chose the lowest or highest of several rates tried (the
+    best rate may lie outside the grid), and how many (method, task) pairs tuning chose a rate for."""
+    tried: dict[tuple[str, str], set[float]] = defaultdict(set)
+    chosen: dict[tuple[str, str], float] = {}
+    for r in rows:
+        tried[(r.method, r.task)].add(r.lr)
+        if r.selected:
+            chosen[(r.method, r.task)] = r.lr
+    edges = {key for key, lr in chosen.items() if len(tried[key]) > 1 and lr in (min(tried[key]), max(tried[key]))}
+    return edges, len(chosen)

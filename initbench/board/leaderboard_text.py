@@ -26,7 +26,15 @@ from initbench.board.board import (
     ProtocolBlock,
     TuningRow,
 )
-from initbench.board.leaderboard import ALPHA, BOOTSTRAP_REPS, CONVERGENCE_FRACTION, IQM_REPS, REFERENCE_METHOD, build
+from initbench.board.leaderboard import (
+    ALPHA,
+    BOOTSTRAP_REPS,
+    CONVERGENCE_FRACTION,
+    IQM_REPS,
+    REFERENCE_METHOD,
+    build,
+    grid_edges,
+)
 from initbench.board.markdown_table import table as _table
 from initbench.selection.counted import read_results
 from initbench.selection.lr_prior import PriorFit
@@ -197,13 +205,13 @@ def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
     cells: dict[tuple[str, str], dict[float, TuningRow]] = defaultdict(dict)
     for r in rows:
         cells[(r.method, r.task)][r.lr] = r
-    lines, edges = [], 0
+    edges, choices = grid_edges(rows)
+    lines = []
     for (method, task), by_lr in sorted(cells.items()):
         chosen = next((lr for lr, r in by_lr.items() if r.selected), None)
-        on_edge = chosen is not None and len(by_lr) > 1 and chosen in (min(by_lr), max(by_lr))
-        edges += on_edge
         lines.append(
-            [method, task, next(iter(by_lr.values())).metric, _num(chosen, "g") + (" (edge)" if on_edge else "")]
+            [method, task, next(iter(by_lr.values())).metric]
+            + [_num(chosen, "g") + (" (edge)" if (method, task) in edges else "")]
             + [
                 (f"**{by_lr[lr].validation_mean:.4f}**" if by_lr[lr].selected else f"{by_lr[lr].validation_mean:.4f}")
                 if lr in by_lr
@@ -216,7 +224,7 @@ def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
     )
     if edges:
         text += (
-            f"\n\n(edge): {edges} of {sum(any(r.selected for r in by_lr.values()) for by_lr in cells.values())} "
+            f"\n\n(edge): {len(edges)} of {choices} "
             "choices are the lowest or highest rate tried; the best rate may lie outside the grid, so that "
             "method may be under-tuned."
         )

@@ -19,7 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from initbench.board.board import SuiteBoard
-from initbench.board.leaderboard import REFERENCE_METHOD, forgetting_by_method
+from initbench.board.leaderboard import REFERENCE_METHOD, forgetting_by_method, grid_edges
 
 
 def ranking(entry: SuiteBoard) -> list[dict[str, Any]]:
@@ -34,6 +34,7 @@ def ranking(entry: SuiteBoard) -> list[dict[str, Any]]:
     cost = {r.method: r for r in entry.cost}
     forgetting = forgetting_by_method(entry.forgetting)
     reference = {c.method: c.is_reference for c in block.cells}
+    edges = grid_edges(entry.tuning)[0] if main == "tuned" else set()
     scores: dict[str, dict[str, dict]] = {}
     for c in block.cells:
         if block.primary.get(c.task) == c.metric:
@@ -64,6 +65,7 @@ def ranking(entry: SuiteBoard) -> list[dict[str, Any]]:
                 "scores": scores.get(method, {}),
                 "versus": pairwise.get(method),
                 "learning_rates": entry.learning_rates.get(method, {}),
+                "rate_on_grid_edge": sorted(task for m, task in edges if m == method),
                 "trainable_params": spent.trainable_params if spent else None,
                 "init_seconds": spent.init_seconds if spent else None,
                 "calibration_examples": spent.calibration_examples if spent else None,
@@ -115,7 +117,8 @@ def render_ranking(entry: SuiteBoard, fmt: str = "github") -> str:
             if versus is None
             else f"{versus.poi:.2f}, p {number(versus.p_holm, '.2g')}" + (" *" if versus.significant else "")
         )
-        line.append(", ".join(f"{lr:g}" for lr in sorted({x for v in r["learning_rates"].values() for x in v})))
+        rates = ", ".join(f"{lr:g}" for lr in sorted({x for v in r["learning_rates"].values() for x in v}))
+        line.append(rates + (" (edge)" if r["rate_on_grid_edge"] else ""))
         line += [number(r["trainable_params"], ",.0f"), number(r["init_seconds"], ".2f")]
         if forgetting:
             line.append(number(r["forgetting_kl"], ".4f"))
@@ -129,7 +132,8 @@ def render_ranking(entry: SuiteBoard, fmt: str = "github") -> str:
     rate = "tuned rate (per task)" if entry.main == "tuned" else "the suite's rate"
     return (
         f"Ranking ({entry.main} protocol): IQM of normalized scores across tasks; per task the primary "
-        f"metric's mean over seeds; learning rate: the {rate}; * = significantly different from "
+        f"metric's mean over seeds; learning rate: the {rate} (edge: chosen at the lowest or highest rate tried, "
+        f"so the best may lie outside the grid); * = significantly different from "
         f"{REFERENCE_METHOD} (Holm-adjusted Wilcoxon, see below).\n\n"
         + tabulate(lines, headers, tablefmt=fmt, disable_numparse=True)
     )
