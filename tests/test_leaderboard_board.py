@@ -273,6 +273,8 @@ def test_a_cell_reads_as_its_f_string():
         for s, lo in ((std, low), (None, low), (std, None), (float("nan"), low), (std, float("nan"))):
             cell = Cell("s", "h", "m", False, "t", "acc", mean, s, 3, lo, None if lo is None else lo + 0.5)
             assert _fmt(cell) == f_string(cell)
+    missing = Cell("s", "h", "m", False, "t", "acc", None, None, 2, float("nan"), float("nan"))
+    assert _fmt(missing) == "no value (n=2)"  # every seed's value None: said, not a crash
 
 
 def test_sorted_by_ranks_is_arrows_sort_by():

@@ -131,8 +131,8 @@ class ConvergenceRow:
 
 @dataclass(slots=True)
 class CostRow:
-    """A method's cost: means over its final runs (peak memory: the max), its tuning trials' totals
-    and the FLOPs of both."""
+    """A method's cost per final run (timings: medians over its final runs; peak memory: the max; the
+    rest: means), its tuning trials' totals and the FLOPs of both."""
 
     method: str
     runs: int

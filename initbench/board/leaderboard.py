@@ -703,11 +703,15 @@ COST_COLUMNS = [
     "train_tokens_per_second",
     "mfu",
 ]
-MEAN_COST_COLUMNS = [c for c in COST_COLUMNS if c != "peak_memory_bytes"]  # peak memory: the max
+# Timings are medians over a method's runs: one run slowed by a busy or paused machine moves a mean,
+# not a median.  Peak memory: the max.  The rest (parameters, tokens, examples, FLOPs): means.
+MEDIAN_COST_COLUMNS = ["init_seconds", "train_seconds", "wall_seconds", "train_tokens_per_second", "mfu"]
+MEAN_COST_COLUMNS = [c for c in COST_COLUMNS if c not in MEDIAN_COST_COLUMNS and c != "peak_memory_bytes"]
 
 
 def _cost(view: pa.Table, suite_table: pa.Table) -> list[CostRow]:
-    """Per method, the mean cost of a run; ``wall_seconds`` over the runs that computed their init and
+    """Per method, the cost of a run (``MEDIAN_COST_COLUMNS``: the median over its runs; the other columns:
+    the mean, peak memory the max); ``wall_seconds`` over the runs that computed their init and
     training (a run that restored them, ``initbench.run.init_cache`` / ``train_cache``, took less wall time
     than the run costs) where there are any."""
     runs = _per_run(view, COST_COLUMNS + [c for c in REUSE_COLUMNS if c in view.column_names])
@@ -719,7 +723,9 @@ def _cost(view: pa.Table, suite_table: pa.Table) -> list[CostRow]:
         wall = pc.if_else(keep, runs["wall_seconds"], pa.scalar(None, pa.float64()))
         runs = runs.set_column(runs.column_names.index("wall_seconds"), "wall_seconds", wall)
     agg = runs.group_by(["method"], use_threads=False).aggregate(
-        [(c, "mean") for c in MEAN_COST_COLUMNS] + [("peak_memory_bytes", "max"), ("flops", "sum"), ("run_id", "count")]
+        [(c, "mean") for c in MEAN_COST_COLUMNS]
+        + [(c, "list") for c in MEDIAN_COST_COLUMNS]
+        + [("peak_memory_bytes", "max"), ("flops", "sum"), ("run_id", "count")]
     )
     trials = suite_table.filter(pc.equal(suite_table["phase"], "trial"))
     tuning: dict[str, dict] = {}
@@ -738,6 +744,7 @@ def _cost(view: pa.Table, suite_table: pa.Table) -> list[CostRow]:
                 method=r["method"],
                 runs=r["run_id_count"],
                 **{c: r[f"{c}_mean"] for c in MEAN_COST_COLUMNS},
+                **{c: _median(r[f"{c}_list"]) for c in MEDIAN_COST_COLUMNS},
                 peak_memory_bytes=r["peak_memory_bytes_max"],
                 tuning_trials=t.get("run_id_count", 0),
                 tuning_seconds=t.get("wall_seconds_sum") or 0.0,
@@ -746,6 +753,12 @@ def _cost(view: pa.Table, suite_table: pa.Table) -> list[CostRow]:
             )
         )
     return sorted(out, key=lambda r: r.method)
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median of the values recorded (None where none is; NaN where one is NaN)."""
+    recorded = [v for v in values if v is not None]
+    return float(np.median(recorded)) if recorded else None
 
 
 def _tuning(suite_table: pa.Table, primary: dict[str, str]) -> list[TuningRow]:

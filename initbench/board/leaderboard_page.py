@@ -188,7 +188,7 @@ def _ranking_table(entry: SuiteBoard, notes: dict[str, dict[str, str]]) -> dict[
             _column(
                 "init",
                 "init s",
-                "init cost: seconds to initialize (calibration included), mean "
+                "init cost: seconds to initialize (calibration included), median "
                 "per run; below, the calibration examples it used",
             )
         )

@@ -133,9 +133,11 @@ def _num(x, spec=".4f") -> str:
 
 def _fmt(r: Cell) -> str:
     """``mean ± std [ci_low, ci_high] (n=seeds)``, without the std or the interval where it is missing
-    (None or NaN).  ``%``-formatting (the text of ``format(x, ".4f")``): one call per cell, faster
+    (None or NaN); ``no value (n=seeds)`` where the mean is missing.  ``%``-formatting (the text of ``format(x, ".4f")``): one call per cell, faster
     than an f-string of four floats over a board's 100,000s of cells."""
     std, low = r.std, r.ci_low
+    if r.mean is None:  # every seed's value missing (None): a blank cell would read as no run
+        return "no value (n=%s)" % r.seeds  # noqa: UP031
     if std is not None and std == std:  # std == std: not NaN
         if low is not None and low == low:
             return "%.4f ± %.4f [%.4f, %.4f] (n=%s)" % (r.mean, std, low, r.ci_high, r.seeds)  # noqa: UP031
@@ -400,8 +402,9 @@ def _cost_table(rows: list[CostRow], fmt: str) -> str:
         for r in rows
     ]
     return (
-        "Cost (mean per final run; peak memory: max; tuning: sum over the method's trials; total FLOPs: finals + "
-        "tuning; MFU: initbench.run.throughput, GPU only):\n\n"
+        "Cost per final run (seconds, tok/s and MFU: median over the final runs, so one run slowed by a busy or "
+        "paused machine does not move them; parameters, tokens, examples, FLOPs: mean; peak memory: max; tuning: "
+        "sum over the method's trials; total FLOPs: finals + tuning; MFU: initbench.run.throughput, GPU only):\n\n"
         + _table(
             lines,
             [
