@@ -205,6 +205,10 @@ def _lr_problems(suite: Suite, row: dict[str, Any], where: str, trains: bool) ->
     if not trains:
         return [] if lr is None else [f"{where}: learning_rate {lr!r} for a method that does not train"]
     grid = list(suite.tuning.lr_grid) if suite.tuning else []
+    if grid and suite.tuning.extend_at_edge:  # rates tuning may add past an edge of the grid
+        from initbench.selection.tuning_grid import reachable_rates
+
+        grid = sorted(grid + reachable_rates(suite.tuning, grid))
 
     def same(a: float | None, b: float | None) -> bool:
         return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-12)

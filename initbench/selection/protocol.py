@@ -17,7 +17,9 @@ or the same number of rates per method, centred on the rate its curvature at ini
    its own result file (``phase = "trial"``).
 2. **Selection.**  Per (method, task), the rate with the best mean over tuning seeds
    of the task's primary metric (the first of its lm-eval ``metric_list``) on
-   validation; a failed or diverged trial scores worst.  Ties go to the rate closest
+   validation; a failed or diverged trial scores worst.  With ``tuning.extend_at_edge: K``,
+   while that rate is the lowest or highest of the rates tried, the next rate past that
+   edge is tried as well, at most K times (``initbench.selection.tuning_grid.extension_wanted``).  Ties go to the rate closest
    to the suite's default in log space, then to the smaller rate.  When every trial
    failed, the suite's default rate is used.  The trials, the grid (kind and rates) and the
    choice are written to ``<out>/<suite>/<method>/<task>/selection-<spec hash>.json``.
@@ -109,9 +111,9 @@ def _trial_score(stem: Path, metric: str) -> float | None:
     return float(values[0]) if values and values[0] is not None else None
 
 
-def select(suite: Suite, method: str, task: TaskSpec, out: Path, grid: TrialGrid) -> Selection:
+def score_trials(suite: Suite, method: str, task: TaskSpec, out: Path, grid: TrialGrid) -> Selection:
     """Read the trials of (method, task) on ``grid`` (its grid under the suite's tuning,
-    ``initbench.selection.tuning_grid.trial_grids``) under ``out``, choose the rate and write the selection file."""
+    ``initbench.selection.tuning_grid.trial_grids``) under ``out`` and choose the rate; writes nothing."""
     metric, higher = task_primary_metric(task, suite.path, suite_lm_eval_dir(suite))
     selection = Selection(method, task.name, metric, higher)
     for lr in grid.rates:
@@ -119,6 +121,18 @@ def select(suite: Suite, method: str, task: TaskSpec, out: Path, grid: TrialGrid
             stem = run_stem(out, suite.name, method, task.name, seed, suite.spec_hash, lr=lr, split="validation")
             selection.trials.setdefault(lr, []).append(_trial_score(stem, metric))
     choose_lr(selection, suite.budget.optimizer.lr)
+    return selection
+
+
+def best_trial_rate(selection: Selection) -> float | None:
+    """The rate chosen from the trials' scores; None when every trial failed (the default rate stands in)."""
+    chosen = selection.chosen
+    return chosen if chosen is not None and math.isfinite(selection.mean(chosen)) else None
+
+
+def select(suite: Suite, method: str, task: TaskSpec, out: Path, grid: TrialGrid) -> Selection:
+    """:func:`score_trials`, then write the selection file."""
+    selection = score_trials(suite, method, task, out, grid)
     _write_selection(out, suite, selection, grid)
     return selection
 

@@ -2,8 +2,9 @@
 
 What is expected comes from the plans the sweeps wrote (``<out>/<suite>/sweeps/*.json``, see
 ``initbench.sweeps.sweep.write_plan``): every (method, task, seed) at the suite's rate, and for ``tuned``
-every trial and, once its selection file exists, every final at the chosen rate (before that, the
-finals count as missing).  What happened comes from the results files: ``ok`` and ``diverged`` are
+every trial (rates added past an edge of a grid included, ``tuning.extend_at_edge``) and, once its
+selection file exists and chose among every rate tried, every final at the chosen rate (before that,
+the finals count as missing).  What happened comes from the results files: ``ok`` and ``diverged`` are
 done, ``failed`` is failed (with its reason), no file is missing.  Runs found on disk that no plan
 asked for are counted too.
 """
@@ -11,6 +12,7 @@ asked for are counted too.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +55,11 @@ def _expected_stems(out: Path, plan: dict) -> list[tuple[str, Path]]:
             ]
             selection = selection_path(out, name, method, task, spec_hash)
             stale = stale_selection(selection) if selection.exists() else "awaiting selection"
-            chosen = None if stale else json.loads(selection.read_text())["selected_lr"]
+            payload = None if stale else json.loads(selection.read_text())
+            added = tuning.get("extended", {}).get(method, {}).get(task, [])  # past an edge of the grid
+            if payload is not None and not _covers(payload, added):
+                stale = "awaiting selection over every rate tried"  # chosen before those rates were tried
+            chosen = None if stale else payload["selected_lr"]
             for s in plan["seeds"]:
                 expected.append(
                     (
@@ -64,6 +70,12 @@ def _expected_stems(out: Path, plan: dict) -> list[tuple[str, Path]]:
                     )
                 )
     return expected
+
+
+def _covers(selection: dict, rates: list[float]) -> bool:
+    """Whether a selection file chose among every one of ``rates`` (the rates a plan added to its grid)."""
+    chosen_among = [float(t["lr"]) for t in selection["trials"]]
+    return all(any(math.isclose(lr, c, rel_tol=1e-9) for c in chosen_among) for lr in rates)
 
 
 def grid_status(out: Path) -> GridStatus:

@@ -140,6 +140,8 @@ class EvalSpec:
 #: the kinds of tuning grid (``tuning.grid``): one ``lr_grid`` for every method, or per (method, task)
 #: ``points`` rates ``factor`` apart centred on the rate its curvature predicts (``initbench.selection.tuning_grid``)
 TUNING_GRIDS = ("fixed", "curvature-centred")
+#: the most rates ``tuning.extend_at_edge`` may add past an edge of a (method, task)'s grid
+MAX_EXTEND_AT_EDGE = 4
 
 
 @dataclass(frozen=True)
@@ -150,14 +152,18 @@ class TuningSpec:
     grid shape), centred on the rate its curvature at init predicts (``grid:
     curvature-centred``, ``initbench.selection.tuning_grid``); each rate is trained with each of the
     tuning ``seeds`` and scored on the task's validation split (never test); the chosen rate
-    is then run with the evaluation seeds on the test split.  Not part of the spec hash: a
-    trial's result depends only on (spec, lr, seed, split), which every row records."""
+    is then run with the evaluation seeds on the test split.  ``extend_at_edge: K``: while the
+    best rate of a (method, task) is the lowest or highest of its grid, one more rate past that
+    edge is tried (``initbench.selection.tuning_grid.rate_beyond``), at most K per (method, task); 0
+    (the default) tries the grid only.  Not part of the spec hash: a trial's result depends only
+    on (spec, lr, seed, split), which every row records."""
 
     lr_grid: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     grid: str = "fixed"
     points: int | None = None
     factor: float | None = None
+    extend_at_edge: int = 0
 
     @property
     def curvature_centred(self) -> bool:
@@ -366,6 +372,11 @@ def _check_tuning(tuning: TuningSpec, where: str) -> None:
         raise SuiteError(f"{where}: key 'tuning.seeds' must list at least one seed")
     if len(set(tuning.seeds)) != len(tuning.seeds) or min(tuning.seeds) < 0:
         raise SuiteError(f"{where}: key 'tuning.seeds' must be distinct non-negative integers, got {tuning.seeds}")
+    if not 0 <= tuning.extend_at_edge <= MAX_EXTEND_AT_EDGE:
+        raise SuiteError(
+            f"{where}: key 'tuning.extend_at_edge' (rates tried past an edge of the grid while the best rate "
+            f"is on it) must be from 0 to {MAX_EXTEND_AT_EDGE}, got {tuning.extend_at_edge}"
+        )
 
 
 def _check_centred_grid(tuning: TuningSpec, where: str) -> None:

@@ -360,9 +360,16 @@ def _reuse_line(reused: int, maybe: int) -> str:
 
 def _grid_words(tuning: TuningSpec) -> str:
     """The tuning grid in a plan's first line."""
+    more = (
+        f" (+ up to {tuning.extend_at_edge} rates past an edge the best rate is on, not counted below)"
+        if tuning.extend_at_edge
+        else ""
+    )
     if tuning.curvature_centred:
         from initbench.selection.tuning_grid import tuning_record
 
         record = tuning_record(tuning)
-        return f"curvature-centred grid of {record['points']} rates x{record['factor']:g} apart per method and task"
-    return f"lr grid {', '.join(format_lr(x) for x in tuning.lr_grid)}"
+        return (
+            f"curvature-centred grid of {record['points']} rates x{record['factor']:g} apart per method and task{more}"
+        )
+    return f"lr grid {', '.join(format_lr(x) for x in tuning.lr_grid)}{more}"

@@ -187,6 +187,10 @@ def run_sweep(
     outcomes = _run_batch(suite, methods, first, executor, report)
     if protocol == "tuned":
         await_claims(suite, first, report)  # trials another sweep is computing, before selecting on them
+        while extra := _edge_trials(suite, out, first, grids, report):  # grids extended in place
+            write_plan(suite, methods, seeds, out, protocol, tasks, grids)  # status expects the added trials
+            outcomes += _run_batch(suite, methods, extra, executor, report)
+            await_claims(suite, extra, report)
         outcomes += _run_batch(
             suite, methods, _tuned_finals(suite, methods, seeds, out, first, grids, report), executor, report
         )
@@ -213,6 +217,37 @@ def await_claims(suite: Suite, specs: list[RunSpec], report: Callable[[str], Non
             report(f"waiting for {len(held)} run(s) another process is computing ({held[0].label}, ...)")
             said = True
         time.sleep(poll)
+
+
+def _edge_trials(
+    suite: Suite,
+    out: Path,
+    first: list[RunSpec],
+    grids: dict[tuple[str, str], TrialGrid],
+    report: Callable[[str], None],
+) -> list[RunSpec]:
+    """Where the best trial rate of a (method, task) is on an edge of its grid and the suite's
+    ``tuning.extend_at_edge`` allows another rate: that rate added to its grid (in ``grids``) and its
+    trials, one per tuning seed (``initbench.selection.tuning_grid.extension_wanted``)."""
+    from initbench.selection.protocol import best_trial_rate, score_trials
+    from initbench.selection.tuning_grid import extension_wanted
+
+    extra = []
+    trial_templates = {(s.method, s.task): s for s in first if s.split == "validation"}
+    for (method, task_name), template in trial_templates.items():
+        grid = grids[(method, task_name)]
+        chosen = best_trial_rate(score_trials(suite, method, suite.task(task_name), out, grid))
+        lr = extension_wanted(grid, chosen, suite.tuning.extend_at_edge)
+        if lr is None:
+            continue
+        grids[(method, task_name)] = grid.with_rate(lr)
+        report(
+            f"{method} | {task_name}: best validation rate {chosen:g} is an edge of the rates tried "
+            f"({', '.join(f'{r:g}' for r in grid.rates)}): trying lr {lr:g} too "
+            f"({len(grid.extended) + 1} of at most {suite.tuning.extend_at_edge})"
+        )
+        extra += [replace(template, seed=s, lr=lr) for s in suite.tuning.seeds]
+    return extra
 
 
 def _tuned_finals(
@@ -370,14 +405,18 @@ def write_plan(
     grids: dict[tuple[str, str], TrialGrid] | None = None,
 ) -> Path:
     """Record what a sweep was asked to run (``<out>/<suite>/sweeps/<hash>.json``), written atomically;
-    a curvature-centred grid's rates per method and task under ``tuning.rates``."""
+    the rates per method and task under ``tuning.rates`` where they are not the suite's ``lr_grid``
+    (a curvature-centred grid; a grid with rates added past an edge, those also under ``tuning.extended``)."""
     from initbench.selection.tuning_grid import tuning_record
 
     tuning = None if suite.tuning is None else tuning_record(suite.tuning)
-    if tuning is not None and suite.tuning.curvature_centred and grids:
+    own = {key: g for key, g in (grids or {}).items() if suite.tuning.curvature_centred or g.extended}
+    if tuning is not None and own:
         tuning["rates"] = {}
-        for (method, task), trial_grid in sorted(grids.items()):
+        for (method, task), trial_grid in sorted(own.items()):
             tuning["rates"].setdefault(method, {})[task] = list(trial_grid.rates)
+            if trial_grid.extended:
+                tuning.setdefault("extended", {}).setdefault(method, {})[task] = list(trial_grid.extended)
     plan = {
         "suite": suite.name,
         "suite_path": str(suite.path),
