@@ -143,3 +143,34 @@ def test_status_awaits_a_selection_made_before_rates_were_added(tmp_path, monkey
     assert not any("awaiting selection over every rate" in m for m in grid_status(out).missing)
     protocol.select(suite, "lora", task, out, TrialGrid(FIXED, GRID))  # as a sweep stopped before it extended
     assert any("awaiting selection over every rate tried" in m for m in grid_status(out).missing)
+
+
+def test_contributed_results_must_try_the_rates_past_an_edge(tmp_path):
+    """``validate --contributed``: trials whose best rate is an edge, with the limit not reached, are
+    incomplete until the next rate is tried (a sweep of an initbench without the rule stops short)."""
+    from initbench.inputs.evaluation import task_primary_metric
+    from initbench.selection.contributed import _rates_past_an_edge
+    from initbench.spec.trust import suite_lm_eval_dir
+
+    suite = _suite(tmp_path, extend_at_edge=2)
+    metric, _ = task_primary_metric(suite.tasks[0], suite.path, suite_lm_eval_dir(suite))
+    other = suite.tasks[1].name  # no trials at all: never on an edge, nothing asked
+
+    def trials(scores: dict[float, float]) -> list[dict]:
+        base = {"phase": "trial", "task": suite.tasks[0].name, "status": "ok"}
+        return [{**base, "learning_rate": lr, "metric": metric, "value": v} for lr, v in scores.items()] + [
+            {**base, "learning_rate": lr, "metric": "another", "value": -v} for lr, v in scores.items()
+        ]
+
+    rising = {0.001: 0.1, 0.003: 0.2, 0.01: 0.3}
+    (problem,) = _rates_past_an_edge(suite, trials(rising))
+    assert f"{suite.tasks[0].name} lr 0.03 " in problem and other not in problem
+    assert "lr 0.1 " in _rates_past_an_edge(suite, trials({**rising, 0.03: 0.4}))[0]
+    assert _rates_past_an_edge(suite, trials({**rising, 0.03: 0.4, 0.1: 0.35})) == []  # inside now
+    assert _rates_past_an_edge(suite, trials({**rising, 0.03: 0.4, 0.1: 0.5})) == []  # the limit: 2
+    assert _rates_past_an_edge(suite, trials({0.001: 0.1, 0.003: 0.5, 0.01: 0.3})) == []  # inside the grid
+    failed = [
+        {**r, "status": "failed", "metric": None, "value": None} if r["learning_rate"] == 0.03 else r
+        for r in trials({**rising, 0.03: 0.4})
+    ]
+    assert _rates_past_an_edge(suite, failed) == []  # 0.03 tried and failed: 0.01 is inside the rates tried

@@ -31,9 +31,8 @@ def check_contributed(table: pa.Table) -> list[str]:
     the suite with every seed that appears for any method of it (per protocol), and (tuned
     protocol) every trial of the grid; :func:`check_rows` checks each row's values."""
     problems = []
-    rows = table.select(
-        ["suite", "suite_hash", "method", "task", "seed", "protocol", "phase", "learning_rate", "eval_split"]
-    ).to_pylist()
+    columns = ["suite", "suite_hash", "method", "task", "seed", "protocol", "phase", "learning_rate", "eval_split"]
+    rows = table.select(columns + ["status", "metric", "value"]).to_pylist()
     by_suite: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         by_suite[(r["suite"], r["suite_hash"])].append(r)
@@ -91,9 +90,54 @@ def check_contributed(table: pa.Table) -> list[str]:
                 ]
                 if gaps:
                     missing.append(f"tuning trials (task, lr, seed): {', '.join(gaps)}")
+                elif suite.tuning.extend_at_edge and not suite.tuning.curvature_centred:
+                    missing += _rates_past_an_edge(suite, mrows)
             if missing:
                 problems.append(f"suite {name!r}, method {method!r}: missing " + "; missing ".join(missing))
     return problems
+
+
+def _rates_past_an_edge(suite: Suite, rows: list[dict]) -> list[str]:
+    """Per task, the rate ``tuning.extend_at_edge`` asks for next that the trial rows lack: the best
+    trial rate is an edge of the rates tried and the limit is not reached (the sweep's rule,
+    ``initbench.selection.tuning_grid.extension_wanted``), as 'task lr X (why)'."""
+    from initbench.inputs.evaluation import task_primary_metric
+    from initbench.selection.protocol import Selection, best_trial_rate, choose_lr
+    from initbench.selection.tuning_grid import FIXED, TrialGrid, extension_wanted
+    from initbench.spec.trust import suite_lm_eval_dir
+
+    out = []
+    for task in suite.tasks:
+        metric, higher = task_primary_metric(task, suite.path, suite_lm_eval_dir(suite))
+        scores: dict[float, list[float | None]] = defaultdict(list)  # trial rate -> score per tuning seed
+        for r in rows:
+            if r["phase"] == "trial" and r["task"] == task.name and r["learning_rate"] is not None:
+                if r["status"] != "ok":
+                    scores[r["learning_rate"]].append(None)
+                elif r["metric"] == metric:
+                    scores[r["learning_rate"]].append(r["value"])
+        grid = TrialGrid(FIXED, list(suite.tuning.lr_grid))
+        while True:
+            selection = Selection("", task.name, metric, higher, {lr: _scores_at(scores, lr) for lr in grid.rates})
+            choose_lr(selection, suite.budget.optimizer.lr)
+            chosen = best_trial_rate(selection)
+            wanted = extension_wanted(grid, chosen, suite.tuning.extend_at_edge)
+            if wanted is None:
+                break
+            if not _scores_at(scores, wanted):
+                out.append(
+                    f"tuning trials past an edge: {task.name} lr {wanted:g} (the best trial rate {chosen:g} is an "
+                    f"edge of the rates tried and the suite's tuning.extend_at_edge is "
+                    f"{suite.tuning.extend_at_edge}; rerun the sweep with this initbench version)"
+                )
+                break
+            grid = grid.with_rate(wanted)
+    return out
+
+
+def _scores_at(scores: dict[float, list[float | None]], lr: float) -> list[float | None]:
+    """The trial scores recorded at rate ``lr`` (rates compared to twelve digits)."""
+    return next((v for rate, v in scores.items() if math.isclose(rate, lr, rel_tol=1e-12)), [])
 
 
 @functools.cache
