@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         "`leaderboard publish RESULTS --version vN`; `leaderboard compare vA vB`",
         usage="initbench leaderboard RESULTS [--format F]\n"
         "       initbench leaderboard publish RESULTS --version vN [--root leaderboard] "
-        "[--command CMD ...]\n"
+        "[--command CMD ...] [--incomplete]\n"
         "       initbench leaderboard compare vA vB [--root leaderboard]",
     )
     p.add_argument("results", nargs="+", metavar="RESULTS")
@@ -146,6 +146,12 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="publish: a command that produced the results (repeat); default: reconstructed from the rows",
+    )
+    p.add_argument(
+        "--incomplete",
+        action="store_true",
+        help="publish: although runs are missing or failed or validate --contributed finds problems "
+        "(the manifest and the README say so); refused otherwise",
     )
     p.set_defaults(handler=cmd_leaderboard)
 
@@ -756,7 +762,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             if first == "publish":
                 if len(args.results) != 2 or not args.board_version:
                     raise UsageError("usage: initbench leaderboard publish RESULTS --version vN [--root DIR]")
-                target = publish(Path(args.results[1]), args.board_version, root=args.root, commands=args.commands)
+                target = publish(
+                    Path(args.results[1]),
+                    args.board_version,
+                    root=args.root,
+                    commands=args.commands,
+                    incomplete=args.incomplete,
+                )
                 print(f"published {target}", file=sys.stderr)
             else:
                 if len(args.results) != 3:

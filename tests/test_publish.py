@@ -119,7 +119,16 @@ def test_compare_two_versions(published, runs, tmp_path, capsys):
     shutil.copytree(runs, fewer)
     for path in (fewer / "smoke" / "lora").rglob("seed1-*"):
         path.unlink()
-    publish(fewer, "v2", root=root, commands=["initbench evaluate --suite smoke --method lora --seeds 0"])
+    with pytest.raises(PublishError, match=r"not a complete grid .*missing run: smoke/lora/.*--incomplete"):
+        publish(fewer, "v2", root=root)  # lora's seed 1 is gone: refused unless asked for
+    publish(
+        fewer, "v2", root=root, commands=["initbench evaluate --suite smoke --method lora --seeds 0"], incomplete=True
+    )
+    completeness = json.loads((root / "v2" / "manifest.json").read_text())["completeness"]
+    assert not completeness["complete"] and completeness["problems"] >= 2
+    assert "**Incomplete grid** (published with `--incomplete`)" in (root / "v2" / "README.md").read_text()
+    assert json.loads((root / "v1" / "manifest.json").read_text())["completeness"]["complete"]
+    assert "Incomplete" not in (root / "v1" / "README.md").read_text()
     text = compare("v1", "v2", root=root)
     assert "rank v1" in text and "rank v2" in text and "| smoke   | lora" in text and "| smoke   | base" in text
     assert json.loads((root / "v2" / "manifest.json").read_text())["commands_source"] == "given"
@@ -257,7 +266,7 @@ def test_reproduce_names_what_of_the_code_identity_differs(runs, tmp_path):
             for r in table.to_pylist()
         ]
         pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
-    copy = publish(edited, "v1", root=tmp_path / "board")
+    copy = publish(edited, "v1", root=tmp_path / "board", incomplete=True)  # the edits made its selections stale
     report, ok = reproduce(copy, runs=1, seed=3)
     assert not ok
     line = next(line for line in report.splitlines() if "code identity" in line)

@@ -131,6 +131,29 @@ def reconstruct_commands(table: pa.Table) -> list[str]:
     return lines
 
 
+def completeness_problems(results: Path, table: pa.Table) -> list[str]:
+    """Why ``results`` is not a complete grid: runs its sweeps planned that are missing or failed, or
+    a selection awaited (``initbench status``), and for the rows of built-in suites what ``initbench
+    validate --contributed`` finds missing or not allowed (``initbench.selection.contributed``)."""
+    from initbench.selection.contributed import check_contributed
+    from initbench.selection.status import grid_status
+    from initbench.spec.suite import SuiteError, load_builtin_suite
+
+    problems = []
+    if results.is_dir():
+        status = grid_status(results)
+        problems += [f"missing run: {m}" for m in status.missing]
+        problems += [f"failed run: {where}: {error}" for where, error in status.failures]
+    builtin = []
+    for name in sorted(set(table["suite"].to_pylist())):
+        with contextlib.suppress(SuiteError):
+            load_builtin_suite(name)
+            builtin.append(name)
+    if builtin:
+        problems += check_contributed(table.filter(pc.is_in(table["suite"], pa.array(builtin, pa.string()))))
+    return problems
+
+
 def _suites_manifest(table: pa.Table) -> list[dict[str, Any]]:
     from initbench.selection.tuning_grid import tuning_record
     from initbench.spec.suite import SuiteError, load_suite
@@ -153,9 +176,16 @@ def _suites_manifest(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def publish(
-    results: Path, version: str, *, root: Path = Path("leaderboard"), commands: list[str] | None = None
+    results: Path,
+    version: str,
+    *,
+    root: Path = Path("leaderboard"),
+    commands: list[str] | None = None,
+    incomplete: bool = False,
 ) -> Path:
-    """Publish the results under ``results`` as ``root/version`` (see the module docstring)."""
+    """Publish the results under ``results`` as ``root/version`` (see the module docstring).  An
+    incomplete grid (:func:`completeness_problems`) is refused unless ``incomplete``; then the
+    manifest's ``completeness`` and the README say what is missing."""
     results, root = Path(results), Path(root)
     if not _VERSION.match(version or ""):
         raise PublishError(f"--version {version!r}: use a plain folder name such as v1")
@@ -178,6 +208,13 @@ def publish(
             f"{target} is already published with other contents (results sha256 "
             f"{(existing or 'unknown')[:12]} != {digest[:12]}); published versions are immutable: "
             f"publish as a new version"
+        )
+    gaps = completeness_problems(results, table)
+    if gaps and not incomplete:
+        raise PublishError(
+            f"{results}: not a complete grid ({len(gaps)} problem(s)), first: {gaps[0]}; finish it (`initbench "
+            "status` and `initbench validate --contributed` name what is missing), or publish it with --incomplete "
+            "(the manifest and the README then say so)"
         )
     curvature = _curvature_rows(results, table)
     root.mkdir(parents=True, exist_ok=True)
@@ -216,6 +253,7 @@ def publish(
             },
             "curves": {"file": CURVES_FILE, "rows": curves.num_rows},
             "set_aside": _set_aside(results),
+            "completeness": {"complete": not gaps, "problems": len(gaps), "first_problems": gaps[:50]},
             "statistics": {
                 "per_task_interval": f"95% percentile bootstrap of the mean over seeds, {leaderboard.BOOTSTRAP_REPS} "
                 "resamples, seeded",
@@ -424,13 +462,26 @@ def _version_readme(manifest: dict, tables: str, ranking: str) -> str:
         f"{' at commit ' + manifest['git_commit'] if manifest['git_commit'] else ''}. Suites: {suites}. "
         f"{manifest['results']['runs']} runs, {manifest['results']['rows']} rows "
         f"(`{RESULTS_FILE}`, sha256 `{manifest['results']['sha256'][:16]}`).\n\n"
-        f"Produced by ({manifest['commands_source']}):\n\n```\n{commands}\n```\n\n"
+        + _incomplete_note(manifest)
+        + f"Produced by ({manifest['commands_source']}):\n\n```\n{commands}\n```\n\n"
         f"Reproduce a sample: `initbench reproduce leaderboard/{manifest['version']} --runs 3 --seed 0`. "
         f'Load the rows: `datasets.load_dataset("leaderboard/{manifest["version"]}")` (this folder, or the '
         f"hub id it is pushed to; `results` by default, `name=` one of {', '.join(f'`{c}`' for c in configs)}).\n\n"
         + (f"{ranking}\n\n" if ranking else "")
         + f"{tables}\n"
         + (f"\n## Plots\n\n{plots}\n" if plots else "")
+    )
+
+
+def _incomplete_note(manifest: dict) -> str:
+    """A paragraph saying the grid was published incomplete (``--incomplete``), or nothing."""
+    completeness = manifest.get("completeness") or {"complete": True}
+    if completeness["complete"]:
+        return ""
+    first = "; ".join(completeness["first_problems"][:3])
+    return (
+        f"**Incomplete grid** (published with `--incomplete`): {completeness['problems']} problem(s), listed in "
+        f"`manifest.json` (`completeness`); the first: {first}.\n\n"
     )
 
 
