@@ -243,8 +243,8 @@ def _edge_trials(
         grids[(method, task_name)] = grid.with_rate(lr)
         report(
             f"{method} | {task_name}: best validation rate {chosen:g} is an edge of the rates tried "
-            f"({', '.join(f'{r:g}' for r in grid.rates)}): trying lr {lr:g} too "
-            f"({len(grid.extended) + 1} of at most {suite.tuning.extend_at_edge})"
+            f"({', '.join(f'{r:g}' for r in grid.rates)}): lr {lr:g} joins its grid "
+            f"({len(grid.extended) + 1} of at most {suite.tuning.extend_at_edge} past an edge; run unless already done)"
         )
         extra += [replace(template, seed=s, lr=lr) for s in suite.tuning.seeds]
     return extra
