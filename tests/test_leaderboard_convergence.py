@@ -51,3 +51,23 @@ def test_lora_reaches_its_own_target_and_a_slower_method_later():
     assert out["slow"].reached == 0 or out["slow"].steps_to_target > out["lora"].steps_to_target
     raw_target = leaderboard.CONVERGENCE_FRACTION * np.mean([c[-1] for c in lora_runs])
     assert sum(stats.steps_to_reach(c, STEPS, raw_target) is not None for c in lora_runs) < 3  # the old target
+
+
+def test_the_loss_auc_has_a_percentile_bootstrap_interval_over_seeds():
+    """Each (method, task)'s mean loss AUC comes with the percentile bootstrap of the mean over its runs,
+    derived here from the documented draws (seeded multinomial counts on the sorted values)."""
+    rows, curves, aucs = [], [], []
+    for seed in range(4):
+        row = smoke_row("lora", "compare_sums", seed, 0.5)
+        rows.append(row)
+        losses = _noisy(0.1 * (1 + seed), seed, lucky_last=False)
+        curves += _curve(row["run_id"], losses)
+        aucs.append(stats.auc(losses, STEPS))
+    (out,) = leaderboard._convergence(pa.Table.from_pylist(rows), pa.Table.from_pylist(curves))
+    x = np.sort(aucs)
+    counts = np.random.default_rng([stats.DEFAULT_SEED, 4]).multinomial(4, np.full(4, 0.25), leaderboard.BOOTSTRAP_REPS)
+    low, high = np.quantile(x @ (counts.T / 4), [0.025, 0.975])
+    assert (out.auc_low, out.auc_high) == (float(low), float(high))
+    assert out.auc_low < out.auc == np.mean(aucs) < out.auc_high
+    (one,) = leaderboard._convergence(pa.Table.from_pylist(rows[:1]), pa.Table.from_pylist(curves))
+    assert np.isnan(one.auc_low) and np.isnan(one.auc_high)  # one run: no interval

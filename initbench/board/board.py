@@ -117,12 +117,15 @@ class ProtocolBlock:
 
 @dataclass(slots=True)
 class ConvergenceRow:
-    """A (method, task)'s training-loss curves: mean area under the curve, mean steps until the
-    EMA loss reached the target (None: no run did) and how many of its runs did."""
+    """A (method, task)'s training-loss curves: mean area under the curve over its runs with a 95%
+    percentile-bootstrap interval over seeds (NaN with one run), mean steps until the EMA loss
+    reached the target (None: no run did) and how many of its runs did."""
 
     method: str
     task: str
     auc: float
+    auc_low: float
+    auc_high: float
     steps_to_target: float | None
     reached: int
     runs: int

@@ -568,17 +568,20 @@ def _convergence(view: pa.Table, curves: pa.Table | None) -> list[ConvergenceRow
             hit = stats.steps_to_reach(losses, steps, target[task], alpha=CONVERGENCE_EMA)
             if hit is not None:
                 row["reached"].append(hit)
+    low, high = bootstrap_cells(pa.array([row["auc"] for row in rows.values()], pa.list_(pa.float64())))
     out = [
         ConvergenceRow(
             row["method"],
             row["task"],
             float(np.mean(row["auc"])),
+            float(lo),
+            float(hi),
             float(np.mean(row["reached"])) if row["reached"] else None,
             len(row["reached"]),
             row["n"],
             row["target"],
         )
-        for row in rows.values()
+        for row, lo, hi in zip(rows.values(), low, high)
     ]
     return sorted(out, key=lambda r: (r.task, r.method))
 

@@ -239,17 +239,19 @@ def _convergence_table(rows: list[ConvergenceRow], fmt: str) -> str:
             r.method,
             r.task,
             f"{r.auc:.4f}",
+            f"[{_num(r.auc_low, '.4f')}, {_num(r.auc_high, '.4f')}]",
             (_num(r.steps_to_target, ".1f") or "never") + f" ({r.reached}/{r.runs})",
             _num(r.target_loss),
         ]
         for r in rows
     ]
     return (
-        f"Convergence (training loss: area under the curve = time-averaged loss; steps until the EMA(0.1) loss "
-        f"reaches {CONVERGENCE_FRACTION}x {REFERENCE_METHOD}'s mean final EMA loss):\n\n"
+        f"Convergence (training loss: area under the curve = time-averaged loss, mean over seeds with a 95% "
+        f"bootstrap interval; steps until the EMA(0.1) loss reaches {CONVERGENCE_FRACTION}x {REFERENCE_METHOD}'s "
+        "mean final EMA loss, mean over the runs that reached it):\n\n"
         + _table(
             lines,
-            ["method", "task", "loss AUC", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
+            ["method", "task", "loss AUC", "95% CI", f"steps to {CONVERGENCE_FRACTION}x lora final", "target"],
             tablefmt=fmt,
         )
     )
