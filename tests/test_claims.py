@@ -122,6 +122,7 @@ def _inline_sweep(suite_path, out, seeds: list[int]):
     return outcomes, lines
 
 
+@pytest.mark.slow
 def test_two_concurrent_sweeps_compute_each_run_once(tmp_path, slow_env, monkeypatch):
     import initbench.run.harness  # noqa: F401  (imported before the other sweep starts: this one is then quick to start)
 
@@ -138,6 +139,7 @@ def test_two_concurrent_sweeps_compute_each_run_once(tmp_path, slow_env, monkeyp
     assert len(list(out.rglob("*.results.parquet"))) == 5 and not list(out.rglob("*.claim"))
 
 
+@pytest.mark.slow
 def test_killing_the_driver_kills_its_worker_and_a_rerun_takes_the_stale_claim(tmp_path, slow_env, monkeypatch):
     monkeypatch.setenv(SLEEP, "120")
     suite, out = quick_smoke_suite(tmp_path), tmp_path / "runs"

@@ -9,6 +9,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from initbench.selection.counted import read_results
 from initbench.store.results import (
@@ -94,6 +95,7 @@ def test_a_crash_between_temp_and_rename_leaves_no_result(tmp_path, monkeypatch)
     assert finished_status(stem) is None and result_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "runs"
     command = [

@@ -64,10 +64,12 @@ def _sweep_twice(tmp_path, marker, executor, expected_error):
     return lines
 
 
+@pytest.mark.slow
 def test_local_executor_survives_a_killed_run(tmp_path, crash_env):
     _sweep_twice(tmp_path, crash_env, LocalExecutor(), "worker process killed by SIGKILL")
 
 
+@pytest.mark.slow
 def test_ray_executor_on_a_local_two_cpu_cluster(tmp_path, crash_env):
     ray = pytest.importorskip("ray")
     # one cluster for both sweeps (as with --address): its worker processes, and the modules they
@@ -80,6 +82,7 @@ def test_ray_executor_on_a_local_two_cpu_cluster(tmp_path, crash_env):
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_slurm_executor_through_submitit_local(tmp_path, crash_env):
     pytest.importorskip("submitit")
     _sweep_twice(
@@ -103,6 +106,7 @@ def test_tuned_grid_has_trials_then_finals_and_status_awaits_selection(tmp_path,
     assert len(status.missing) == expected and any("awaiting selection" in m for m in status.missing)
 
 
+@pytest.mark.slow
 def test_cli_sweep_and_status(tmp_path, crash_env):
     suite = quick_smoke_suite(tmp_path)
     out = tmp_path / "runs"
@@ -152,6 +156,7 @@ def decoy_folder(tmp_path, monkeypatch):
     return start
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
 def test_workers_import_the_installed_initbench_not_a_folder_in_the_working_folder(tmp_path, decoy_folder, executor):
     if executor == "ray":
