@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
+from initbench.board import stats
 from initbench.selection.counted import final_rows, read_results
-
-REPS = 5000
 
 
 def seed_gaps(results: Path, protocol: str, tuning_seed: int) -> dict[tuple[str, str], float]:
@@ -45,11 +44,9 @@ def seed_gaps(results: Path, protocol: str, tuning_seed: int) -> dict[tuple[str,
 
 
 def mean_with_interval(values: list[float], seed: int = 0) -> tuple[float, float, float]:
-    """The mean and its 95% percentile-bootstrap interval."""
-    x = np.asarray(values, dtype=float)
-    draws = np.random.default_rng(seed).integers(0, len(x), size=(REPS, len(x)))
-    low, high = np.quantile(x[draws].mean(axis=1), [0.025, 0.975])
-    return float(x.mean()), float(low), float(high)
+    """The mean and its 95% percentile-bootstrap interval (``stats.bootstrap_ci``)."""
+    low, high = stats.bootstrap_ci(values, method="percentile", rng=seed)
+    return float(np.mean(values)), low, high
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ def _scores(peak: float):
     """A validation score that rises with the rate up to ``peak`` and falls after it."""
 
     def score(stem, metric):
-        lr = float(stem.name.split("-lr")[1].split("-")[0])
+        lr = float(stem.name.split("-lr")[1].rsplit("-validation", 1)[0])  # "1e-05" keeps its minus
         return 1.0 - abs(math.log(lr / peak))
 
     return score

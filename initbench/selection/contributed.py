@@ -33,7 +33,8 @@ def check_contributed(table: pa.Table) -> list[str]:
     problems = []
     columns = ["suite", "suite_hash", "method", "task", "seed", "protocol", "phase", "learning_rate", "eval_split"]
     scored = ["status", "metric", "value"]  # for the trials' scores (tables of results files have them)
-    rows = table.select(columns + [c for c in scored if c in table.column_names]).to_pylist()
+    has_scores = all(c in table.column_names for c in scored)
+    rows = table.select(columns + (scored if has_scores else [])).to_pylist()
     by_suite: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         by_suite[(r["suite"], r["suite_hash"])].append(r)
@@ -91,7 +92,7 @@ def check_contributed(table: pa.Table) -> list[str]:
                 ]
                 if gaps:
                     missing.append(f"tuning trials (task, lr, seed): {', '.join(gaps)}")
-                elif suite.tuning.extend_at_edge and not suite.tuning.curvature_centred and scored[0] in mrows[0]:
+                elif suite.tuning.extend_at_edge and not suite.tuning.curvature_centred and has_scores:
                     missing += _rates_past_an_edge(suite, mrows)
             if missing:
                 problems.append(f"suite {name!r}, method {method!r}: missing " + "; missing ".join(missing))
