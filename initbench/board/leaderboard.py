@@ -101,7 +101,7 @@ def aggregate(table: pa.Table, ci: bool = True) -> pa.Table:
     specs = [("value", "mean"), ("value", "stddev", pc.VarianceOptions(ddof=1)), ("seed", "list")]
     if ci:
         specs.append(("value", "list"))
-    grouped = ok.group_by(KEYS, use_threads=False).aggregate(specs)
+    grouped = _group_by(ok, KEYS, specs)
     grouped = grouped.rename_columns(KEYS + ["mean", "std", "seed_list"] + (["values"] if ci else []))
     grouped = grouped.set_column(grouped.column_names.index("seed_list"), "seeds", _distinct(grouped["seed_list"]))
     if ci:
@@ -112,6 +112,22 @@ def aggregate(table: pa.Table, ci: bool = True) -> pa.Table:
             .append_column("ci_high", pa.array(high))
         )
     return _sorted_by(grouped, ["suite", "suite_hash", "task", "metric", "method"])
+
+
+def _group_by(table: pa.Table, keys: list[str], specs: list[tuple]) -> pa.Table:
+    """``table.group_by(keys).aggregate(specs)`` (the key columns first): keys that hold one value in
+    every row (a board's suite and spec hash) are left out of the hashing and put back as constant
+    columns, the same groups in the same order, cheaper."""
+    constant = [k for k in keys if table.num_rows and _one_value(table[k])]
+    if not constant:
+        return table.group_by(keys, use_threads=False).aggregate(specs)
+    varying = [k for k in keys if k not in constant]
+    grouped = table.group_by(varying, use_threads=False).aggregate(specs)
+    values = grouped.column_names[len(varying) :]
+    columns = [pa.repeat(table[k][0], grouped.num_rows) if k in constant else grouped[k] for k in keys]
+    fields = [table.schema.field(k) if k in constant else grouped.schema.field(k) for k in keys]
+    schema = pa.schema(fields + [grouped.schema.field(c) for c in values])
+    return pa.table(columns + [grouped[c] for c in values], schema=schema)
 
 
 def _sorted_by(table: pa.Table, keys: list[str]) -> pa.Table:
@@ -260,7 +276,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
         for protocol in protocols:
             views[protocol] = view = final_rows(st, protocol)
             table_of_cells = aggregate(view)
-            cells = make_cells(table_of_cells[f.name].to_pylist() for f in fields(Cell))
+            cells = make_cells(_pylist(table_of_cells[f.name]) for f in fields(Cell))
             if cells:
                 blocks[protocol] = _across_tasks(view, cells)
         main = next(iter(blocks), None)
@@ -287,6 +303,16 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
             )
         )
     return Board(suites, failures(table))
+
+
+def _pylist(column: pa.ChunkedArray) -> list:
+    """``column.to_pylist()``; a string column without nulls through its dictionary, each distinct
+    value made once and shared (a board's method, task and metric columns repeat a few values
+    100,000s of times)."""
+    if not pa.types.is_string(column.type) or column.null_count:
+        return column.to_pylist()
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    return np.array(encoded.dictionary.to_pylist(), dtype=object)[encoded.indices.to_numpy()].tolist()
 
 
 def _suite_keys(table: pa.Table) -> list[tuple[str, str]]:

@@ -132,10 +132,13 @@ class _Tails:
         first.sort(axis=1)
         last.sort(axis=1)
         top = _CANDIDATES - self.need[1]  # the upper quantile's lower neighbour in ``last``
+        middle = m[:, _CANDIDATES:-_CANDIDATES]  # each mean read once for its minimum and once for its maximum
+        # the ends are sorted: their extremes are their first and last columns (a row with a NaN is
+        # unsettled by its caller, whatever this says)
         settled = np.stack(
             [
-                m[:, _CANDIDATES:].min(axis=1) >= first[:, self.need[0] - 1],
-                m[:, :-_CANDIDATES].max(axis=1) <= last[:, top],
+                np.minimum(middle.min(axis=1, initial=np.inf), last[:, 0]) >= first[:, self.need[0] - 1],
+                np.maximum(middle.max(axis=1, initial=-np.inf), first[:, -1]) <= last[:, top],
             ],
             axis=1,
         )
