@@ -4,8 +4,8 @@ A :class:`Board` holds one :class:`SuiteBoard` per (suite, spec hash) and the ru
 finish.  A suite holds a :class:`ProtocolBlock` per protocol present (``tuned`` first): its
 per-task :class:`Cell` s, the :class:`AggregateRow` s across tasks (best IQM first), the
 :class:`Pairwise` comparisons with ``lora`` and the :class:`Normalization` used; and, for its
-main protocol, convergence, cost, diagnostics, forgetting, learning rates, tuning trials and
-curvature at init.  Only data lives here: the statistics are computed by
+main protocol, convergence, cost, diagnostics, forgetting, learning rates, tuning trials, the
+tuning-seed check and curvature at init.  Only data lives here: the statistics are computed by
 ``initbench.board.leaderboard`` (and ``initbench.board.curvature_board``), and turned into text by
 ``initbench.board.leaderboard_text``, into a page by ``initbench.board.leaderboard_page``.
 ``dataclasses.asdict(board)`` gives the board as plain data.  A board is computed once and then read:
@@ -214,6 +214,29 @@ class CurvatureCell:
 
 
 @dataclass(slots=True)
+class SeedGapRow:
+    """One comparison of the tuning-seed check (``initbench.board.tuning_seed``): over ``pairs``
+    (method, task), the mean of the tuning seeds' finals minus the other seeds' (primary metric),
+    its 95% percentile-bootstrap interval over the pairs, and the share of pairs above 0."""
+
+    comparison: str  # "tuned", "fixed" or "tuned - fixed (paired)"
+    pairs: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    share_positive: float
+
+
+@dataclass(slots=True)
+class TuningSeedCheck:
+    """Whether the tuned protocol's choice of rate flatters the seeds it was made on."""
+
+    tuning_seeds: list[int]
+    final_seeds: int  # the most final seeds of a (method, task) under the tuned protocol
+    rows: list[SeedGapRow]
+
+
+@dataclass(slots=True)
 class SuiteBoard:
     """One (suite, spec hash): a block per protocol present, and for the main protocol (``tuned``
     when present; None: no final runs) the run ids and every per-method table."""
@@ -231,6 +254,7 @@ class SuiteBoard:
     tuning: list[TuningRow] = field(default_factory=list)
     curvature: list[CurvatureCell] = field(default_factory=list)
     curvature_fits: dict[str, PriorFit | None] = field(default_factory=dict)
+    tuning_seed: TuningSeedCheck | None = None
 
 
 @dataclass(slots=True)

@@ -43,6 +43,9 @@ choices, also printed under the tables:
 * **Cost** per run (mean over final runs): trainable parameters, init and train seconds,
   peak memory, training tokens, calibration examples, FLOPs; tuning cost is the sum over
   the method's trials (count, seconds, FLOPs), and the total adds it to the finals'.
+* **Tuning-seed check** (``initbench.board.tuning_seed``): how far the tuning seeds' finals sit
+  above the other seeds' under each protocol; under ``tuned`` the rate was chosen on those very
+  trainings, so a gap above the ``fixed`` one is selection bias in the tuned means.
 """
 
 from __future__ import annotations
@@ -254,6 +257,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
     with a block per protocol present (``tuned`` first), convergence, cost and tuning, and
     curvature at init where ``curvature`` (``initbench.run.curvature_table``) measured it."""
     from initbench.board.curvature_board import curvature_cells, curvature_fits
+    from initbench.board.tuning_seed import tuning_seed_check
     from initbench.selection.counted import final_rows, has_tuned
 
     if "protocol" not in table.schema.names:
@@ -300,6 +304,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
                 tuning=_tuning(st, blocks[main].primary),
                 curvature=curvature_rows,
                 curvature_fits=curvature_fits(curvature_rows),
+                tuning_seed=tuning_seed_check(st, views, blocks[main].primary),
             )
         )
     return Board(suites, failures(table))

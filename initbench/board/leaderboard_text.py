@@ -25,6 +25,7 @@ from initbench.board.board import (
     Pairwise,
     ProtocolBlock,
     TuningRow,
+    TuningSeedCheck,
 )
 from initbench.board.leaderboard import (
     ALPHA,
@@ -73,6 +74,8 @@ def render_board(board: Board, fmt: str = "github", level: int = 2) -> str:
                 parts.append(_pairwise_table(block.pairwise, fmt))
         if entry.tuning:
             parts.append(_tuning_table(entry.tuning, fmt))
+        if entry.tuning_seed:
+            parts.append(_tuning_seed_table(entry.tuning_seed, fmt))
         if entry.convergence:
             parts.append(_convergence_table(entry.convergence, fmt))
         if entry.cost:
@@ -200,6 +203,30 @@ def _pairwise_table(rows: list[Pairwise], fmt: str) -> str:
             "the IQM intervals above."
         )
     return text
+
+
+def _tuning_seed_table(check: TuningSeedCheck, fmt: str) -> str:
+    """The tuning-seed check (``initbench.board.tuning_seed``), with how to read it."""
+    seeds = ", ".join(map(str, check.tuning_seeds))
+    lines = [
+        [
+            r.comparison,
+            r.pairs,
+            f"{r.mean:.4f}",
+            f"[{_num(r.ci_low, '.4f')}, {_num(r.ci_high, '.4f')}]",
+            f"{r.share_positive:.2f}",
+        ]
+        for r in check.rows
+    ]
+    share = f"{len(check.tuning_seeds)}/{check.final_seeds}" if check.final_seeds else "the tuning seeds' share"
+    return (
+        f"Tuning-seed check: the finals of the tuning seed(s) ({seeds}) minus the mean of the other seeds' finals, "
+        "primary metric, averaged over (method, task) with a 95% bootstrap interval over the pairs.  Under the "
+        "tuned protocol the rate was chosen on the tuning seeds' own trainings (their finals are those trainings "
+        "scored on test), so a tuned gap above the fixed one is selection bias: it raises a tuned mean by about "
+        f"{share} of the paired difference.\n\n"
+        + _table(lines, ["protocol", "(method, task)", "gap", "95% CI", "share > 0"], tablefmt=fmt)
+    )
 
 
 def _tuning_table(rows: list[TuningRow], fmt: str) -> str:
