@@ -102,3 +102,30 @@ def test_a_zero_b_init_is_indefinite_and_the_estimate_is_its_algebraic_maximum()
         model, batches, max_iterations=80, tol=1e-7, generator=torch.Generator().manual_seed(0)
     )
     assert abs(estimate.lambda_max - float(exact[0])) <= 1e-3 * float(exact[0])
+
+
+def test_the_lanczos_vectors_are_capped_by_the_memory_available(monkeypatch):
+    """Each Lanczos vector is a float32 copy of the trainable parameters (a full fine-tune's is half a
+    GB): with too little memory for the iterations asked, as many as fit run, with a warning, and the
+    estimate says how many and whether they converged; too little for two: a MemoryError first."""
+    import pytest
+
+    from initbench.run import curvature
+
+    model = _lora_model(zero_b=False)
+    batches = _batches(model.config.vocab_size)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    working = curvature._WORKING_VECTORS * 8 * n
+    # room for the start vector and 5 more (one per iteration), besides the float64 working vectors
+    room = (working + 6 * 4 * n) / curvature.BASIS_MEMORY_SHARE
+    monkeypatch.setattr(curvature, "available_memory", lambda device: int(room) + 1)
+    with pytest.warns(UserWarning, match="5 Lanczos iterations fit"):
+        estimate = top_hessian_eigenvalues(
+            model, batches, max_iterations=40, tol=1e-12, generator=torch.Generator().manual_seed(0)
+        )
+    assert estimate.iterations == 5 and not estimate.converged
+    monkeypatch.setattr(curvature, "available_memory", lambda device: working)
+    with pytest.raises(MemoryError, match=f"{n:,} trainable parameters: even two Lanczos iterations"):
+        top_hessian_eigenvalues(model, batches, max_iterations=40)
+    monkeypatch.setattr(curvature, "available_memory", lambda device: None)  # unknown: as asked
+    assert top_hessian_eigenvalues(model, batches, max_iterations=3, tol=1e-12).iterations == 3

@@ -9,6 +9,11 @@ run trains in.  Lanczos, not power iteration: at a zero-B init the Hessian is in
 iteration converges to the eigenvalue of largest *magnitude*, which may be negative; Lanczos gives
 the algebraically largest ones.
 
+The Lanczos vectors are stored in float32 (arithmetic on them in float64): a full fine-tune's are
+half a GB each.  Where the iterations asked do not fit in ``BASIS_MEMORY_SHARE`` of the memory
+available, as many as fit run, with a warning (the estimate records the iterations and whether they
+converged); where two do not fit, a ``MemoryError`` says so before any compute.
+
 The measurement is charged to nothing in the budget (it is not part of the method); its own cost
 is recorded: Hessian-vector products, forward/backward passes, seconds, and the convergence (the
 largest relative change of the top eigenvalues at the last iteration).
@@ -17,6 +22,7 @@ largest relative change of the top eigenvalues at the last iteration).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -108,23 +114,32 @@ def top_hessian_eigenvalues(
         return torch.cat([h.reshape(-1) for h in hessian_vector_product(model, params, batches, vector)])
 
     device = params[0].device
+    max_iterations = _iterations_that_fit(n, max_iterations, available_memory(device))
     q = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
     q /= q.norm()
-    basis, alphas, betas = [q], [], []
+    # the Lanczos vectors are kept in float32 (a full fine-tune's are half a GB each) and the
+    # arithmetic on them done in float64, one vector at a time
+    basis, alphas, betas = [q.float()], [], []
     history: list[list[float]] = []
     relative_change, hvps = float("inf"), 0
     try:
         # SDPA's fused CPU/GPU kernels have no double backward; its math kernel computes the same thing
         with torch.autocast(device.type, enabled=False), sdpa_kernel([SDPBackend.MATH]):
             for m in range(max_iterations):
-                w = matvec(basis[-1].float()).double()
+                w = matvec(basis[-1]).double()
                 hvps += 1
-                alpha = float(torch.dot(w, basis[-1]))
+                last = basis[-1].double()
+                alpha = float(torch.dot(w, last))
                 alphas.append(alpha)
-                w = w - alpha * basis[-1] - (betas[-1] * basis[-2] if betas else 0)
+                w.sub_(last, alpha=alpha)
+                del last
+                if betas:
+                    w.sub_(basis[-2].double(), alpha=betas[-1])
                 for _ in range(2):  # full reorthogonalization, twice is enough
                     for b in basis:
-                        w = w - torch.dot(w, b) * b
+                        b64 = b.double()
+                        w.sub_(b64, alpha=float(torch.dot(w, b64)))
+                        del b64
                 ritz = _tridiagonal_eigenvalues(alphas, betas)
                 history.append(ritz[:k])
                 if len(history) > 1 and len(history[-2]) == len(history[-1]):
@@ -138,7 +153,7 @@ def top_hessian_eigenvalues(
                         relative_change = 0.0
                     break
                 betas.append(beta)
-                basis.append(w / beta)
+                basis.append((w / beta).float())
     finally:
         model.train(was_training)
     ritz = _tridiagonal_eigenvalues(alphas, betas[: len(alphas) - 1])
@@ -153,6 +168,50 @@ def top_hessian_eigenvalues(
         converged=relative_change < tol,
         trainable_params=n,
     )
+
+
+BASIS_MEMORY_SHARE = 0.6  # of the memory available when a measurement starts, for its Lanczos vectors
+_WORKING_VECTORS = 3  # float64 vectors of n alongside the basis: the product, the vector being subtracted, a temporary
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a new allocation can take on ``device`` now (Linux's MemAvailable on the CPU, the free
+    memory on a GPU); None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in open("/proc/meminfo").read().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _iterations_that_fit(n: int, wanted: int, available: int | None) -> int:
+    """``wanted`` Lanczos iterations, or as many as fit in ``BASIS_MEMORY_SHARE`` of ``available``
+    bytes (a float32 vector of ``n`` per iteration besides the float64 working vectors), with a
+    warning: the row records the iterations run and whether they converged.  Fewer than two fit: a
+    ``MemoryError`` before any compute, saying how much is needed."""
+    if available is None:
+        return wanted
+    budget = BASIS_MEMORY_SHARE * available - _WORKING_VECTORS * 8 * n
+    fits = int(budget // (4 * n)) - 1  # the start vector, then one more per iteration
+    if fits >= wanted:
+        return wanted
+    need = (_WORKING_VECTORS * 8 + 2 * 4) * n / BASIS_MEMORY_SHARE
+    if fits < 2:
+        raise MemoryError(
+            f"curvature: {n:,} trainable parameters: even two Lanczos iterations need about {need / 2**30:.1f} GiB "
+            f"available, {available / 2**30:.1f} GiB is; measure this method on a machine with more memory"
+        )
+    warnings.warn(
+        f"curvature: {n:,} trainable parameters: {fits} Lanczos iterations fit in {BASIS_MEMORY_SHARE:.0%} of the "
+        f"{available / 2**30:.1f} GiB available, not {wanted}; capped (the row records the iterations run and "
+        "whether they converged)",
+        stacklevel=3,
+    )
+    return fits
 
 
 def _tridiagonal_eigenvalues(alphas: list[float], betas: list[float]) -> list[float]:
