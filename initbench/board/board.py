@@ -5,7 +5,7 @@ finish.  A suite holds a :class:`ProtocolBlock` per protocol present (``tuned`` 
 per-task :class:`Cell` s, the :class:`AggregateRow` s across tasks (best IQM first), the
 :class:`Pairwise` comparisons with ``lora`` and the :class:`Normalization` used; and, for its
 main protocol, convergence, cost, diagnostics, forgetting, learning rates, tuning trials, the
-tuning-seed check and curvature at init.  Only data lives here: the statistics are computed by
+resolution per task, the tuning-seed check and curvature at init.  Only data lives here: the statistics are computed by
 ``initbench.board.leaderboard`` (and ``initbench.board.curvature_board``), and turned into text by
 ``initbench.board.leaderboard_text``, into a page by ``initbench.board.leaderboard_page``.
 ``dataclasses.asdict(board)`` gives the board as plain data.  A board is computed once and then read:
@@ -214,6 +214,21 @@ class CurvatureCell:
 
 
 @dataclass(slots=True)
+class ResolutionRow:
+    """A task's seed noise on its primary metric (``initbench.board.resolution``): the s.d. pooled over
+    ``methods`` trained methods, ``lora``'s own (None: no lora cell), the usual seed count and the
+    minimum detectable difference between two methods at that count."""
+
+    task: str
+    metric: str
+    methods: int
+    pooled_sd: float
+    reference_sd: float | None
+    seeds: int
+    minimum_detectable_difference: float
+
+
+@dataclass(slots=True)
 class SeedGapRow:
     """One comparison of the tuning-seed check (``initbench.board.tuning_seed``): over ``pairs``
     (method, task), the mean of the tuning seeds' finals minus the other seeds' (primary metric),
@@ -254,6 +269,7 @@ class SuiteBoard:
     tuning: list[TuningRow] = field(default_factory=list)
     curvature: list[CurvatureCell] = field(default_factory=list)
     curvature_fits: dict[str, PriorFit | None] = field(default_factory=dict)
+    resolution: list[ResolutionRow] = field(default_factory=list)
     tuning_seed: TuningSeedCheck | None = None
 
 

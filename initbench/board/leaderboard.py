@@ -43,6 +43,8 @@ choices, also printed under the tables:
 * **Cost** per run (mean over final runs): trainable parameters, init and train seconds,
   peak memory, training tokens, calibration examples, FLOPs; tuning cost is the sum over
   the method's trials (count, seconds, FLOPs), and the total adds it to the finals'.
+* **Resolution** (``initbench.board.resolution``): per task, the seed s.d. of the primary metric
+  pooled over the trained methods and the minimum detectable difference at the board's seeds.
 * **Tuning-seed check** (``initbench.board.tuning_seed``): how far the tuning seeds' finals sit
   above the other seeds' under each protocol; under ``tuned`` the rate was chosen on those very
   trainings, so a gap above the ``fixed`` one is selection bias in the tuned means.
@@ -257,6 +259,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
     with a block per protocol present (``tuned`` first), convergence, cost and tuning, and
     curvature at init where ``curvature`` (``initbench.run.curvature_table``) measured it."""
     from initbench.board.curvature_board import curvature_cells, curvature_fits
+    from initbench.board.resolution import resolution
     from initbench.board.tuning_seed import tuning_seed_check
     from initbench.selection.counted import final_rows, has_tuned
 
@@ -304,6 +307,7 @@ def build(table: pa.Table, curves: pa.Table | None = None, curvature: pa.Table |
                 tuning=_tuning(st, blocks[main].primary),
                 curvature=curvature_rows,
                 curvature_fits=curvature_fits(curvature_rows),
+                resolution=resolution(blocks[main].cells, blocks[main].primary),
                 tuning_seed=tuning_seed_check(st, views, blocks[main].primary),
             )
         )

@@ -24,6 +24,7 @@ from initbench.board.board import (
     ForgettingRow,
     Pairwise,
     ProtocolBlock,
+    ResolutionRow,
     TuningRow,
     TuningSeedCheck,
 )
@@ -72,6 +73,8 @@ def render_board(board: Board, fmt: str = "github", level: int = 2) -> str:
             parts.append(_aggregate_table(block, fmt))
             if block.pairwise:
                 parts.append(_pairwise_table(block.pairwise, fmt))
+        if entry.resolution:
+            parts.append(_resolution_table(entry.resolution, entry.main, fmt))
         if entry.tuning:
             parts.append(_tuning_table(entry.tuning, fmt))
         if entry.tuning_seed:
@@ -203,6 +206,33 @@ def _pairwise_table(rows: list[Pairwise], fmt: str) -> str:
             "the IQM intervals above."
         )
     return text
+
+
+def _resolution_table(rows: list[ResolutionRow], protocol: str | None, fmt: str) -> str:
+    """Per task: the seed noise of the primary metric and the smallest difference the seeds detect."""
+    lines = [
+        [
+            r.task,
+            r.metric,
+            r.methods,
+            f"{r.pooled_sd:.4f}",
+            _num(r.reference_sd, ".4f"),
+            r.seeds,
+            f"{r.minimum_detectable_difference:.4f}",
+        ]
+        for r in rows
+    ]
+    return (
+        f"Resolution ({protocol} protocol, primary metric): the seed s.d. pooled over the trained methods (square root "
+        f"of their mean variance) beside {REFERENCE_METHOD}'s own, and the smallest true difference between two "
+        "methods their seeds detect (two-sided, alpha 0.05, power 0.8, normal approximation); a gap below it is not "
+        "told apart from seed noise on that task:\n\n"
+        + _table(
+            lines,
+            ["task", "metric", "methods", "pooled s.d.", f"{REFERENCE_METHOD} s.d.", "seeds", "detectable difference"],
+            tablefmt=fmt,
+        )
+    )
 
 
 def _tuning_seed_table(check: TuningSeedCheck, fmt: str) -> str:
