@@ -277,7 +277,7 @@ def cmd_model_path(args: argparse.Namespace) -> int:
 def cmd_curvature(args: argparse.Namespace) -> int:
     """``initbench curvature``: measure (or skip, when present) each (method, task, seed)."""
     from initbench.method.registry import PluginError, get_method
-    from initbench.run.curvature_table import measure_and_write
+    from initbench.run.curvature_table import NotMeasurable, measure_and_write
     from initbench.spec.suite import SuiteError, load_suite
 
     try:
@@ -302,7 +302,7 @@ def cmd_curvature(args: argparse.Namespace) -> int:
                         max_iterations=args.iterations,
                         tol=args.tol,
                     )
-                except MemoryError as err:  # too many parameters for this machine: say so, go on
+                except (MemoryError, NotMeasurable) as err:  # no adapter, or too large for this machine: say so, go on
                     print(f"{method.name} | {task.name} | seed {seed}: not measured: {err}", file=sys.stderr)
                     failed += 1
                     continue

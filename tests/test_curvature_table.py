@@ -100,3 +100,12 @@ def test_cli_curvature_names_a_method_too_large_for_the_memory_and_goes_on(tmp_p
     tasks = [t.name for t in load_suite(suite_path).tasks]
     assert f"full-ft | {tasks[0]} | seed 0: not measured: curvature: 134,515,008 trainable parameters" in err
     assert measured == [("lora", t) for t in tasks]  # the next method is still measured, on every task
+
+
+def test_cli_curvature_says_a_method_without_an_adapter_has_nothing_to_measure(tmp_path, capsys):
+    from initbench.cli import main
+
+    args = ["curvature", "--suite", str(quick_smoke_suite(tmp_path)), "--method", "full-ft", "--out", str(tmp_path)]
+    assert main(args) == 1
+    assert "full-ft | " in (err := capsys.readouterr().err) and "trains no adapter (nothing to measure)" in err
+    assert "Traceback" not in err

@@ -60,6 +60,10 @@ def curvature_path(out: Path, suite: Suite, method: str, task: str, seed: int) -
     return Path(out) / suite.name / method / task / f"seed{seed}-{suite.spec_hash}{SUFFIX}"
 
 
+class NotMeasurable(ValueError):
+    """A method curvature at init does not apply to: it trains no adapter (``base``, ``full-ft``)."""
+
+
 def measure(
     suite: Suite,
     method: InitMethod,
@@ -86,7 +90,7 @@ def measure(
     from initbench.spec.budget import Spend
 
     if not (method.trains and method.attaches_lora):
-        raise ValueError(f"curvature: method {method.name!r} trains no adapter (nothing to measure)")
+        raise NotMeasurable(f"curvature: method {method.name!r} trains no adapter (nothing to measure)")
     device = pick_device()
     lr = suite.budget.optimizer.lr if lr is None else float(lr)
     data = task_data.materialize(task, suite.path)
