@@ -105,8 +105,8 @@ def test_a_zero_b_init_is_indefinite_and_the_estimate_is_its_algebraic_maximum()
 
 
 def test_the_lanczos_vectors_are_capped_by_the_memory_available(monkeypatch):
-    """Each Lanczos vector is a float32 copy of the trainable parameters (a full fine-tune's is half a
-    GB): with too little memory for the iterations asked, as many as fit run, with a warning, and the
+    """Each Lanczos vector is a float32 copy of the trainable parameters (GBs for an adapter of 100Ms of
+    parameters): with too little memory for the iterations asked, as many as fit run, with a warning, and the
     estimate says how many and whether they converged; too little for two: a MemoryError first."""
     import pytest
 

@@ -9,8 +9,8 @@ run trains in.  Lanczos, not power iteration: at a zero-B init the Hessian is in
 iteration converges to the eigenvalue of largest *magnitude*, which may be negative; Lanczos gives
 the algebraically largest ones.
 
-The Lanczos vectors are stored in float32 (arithmetic on them in float64): a full fine-tune's are
-half a GB each.  Where the iterations asked do not fit in ``BASIS_MEMORY_SHARE`` of the memory
+The Lanczos vectors are stored in float32 (arithmetic on them in float64): an adapter of 100Ms of
+parameters (a large model at a high rank) makes each one GBs.  Where the iterations asked do not fit in ``BASIS_MEMORY_SHARE`` of the memory
 available, as many as fit run, with a warning (the estimate records the iterations and whether they
 converged); where two do not fit, a ``MemoryError`` says so before any compute.
 
@@ -117,7 +117,7 @@ def top_hessian_eigenvalues(
     max_iterations = _iterations_that_fit(n, max_iterations, available_memory(device))
     q = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
     q /= q.norm()
-    # the Lanczos vectors are kept in float32 (a full fine-tune's are half a GB each) and the
+    # the Lanczos vectors are kept in float32 (an adapter of 100Ms of parameters makes each GBs) and the
     # arithmetic on them done in float64, one vector at a time
     basis, alphas, betas = [q.float()], [], []
     history: list[list[float]] = []
