@@ -16,7 +16,7 @@ from _trees import synthetic_row
 from initbench.board import leaderboard, stats
 from initbench.board.compare import compare
 from initbench.board.leaderboard_text import render_board
-from initbench.board.publish import PublishError, publish
+from initbench.board.publish import PublishError, publish, reconstruct_commands
 from initbench.board.reproduce import reproduce
 from initbench.cli import main
 from initbench.selection.counted import read_results
@@ -77,8 +77,10 @@ def test_publish_writes_every_artifact(published, runs):
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["suites"][0]["spec_hash"] == manifest["suites"][0]["builtin_spec_hash"]
     assert manifest["suites"][0]["tuning"] == {"lr_grid": [0.001, 0.01, 0.1], "seeds": [0]}
-    assert "initbench evaluate --suite smoke --method lora --seeds 0,1 --protocol tuned" in manifest["commands"]
-    assert "initbench evaluate --suite smoke --method base --seeds 0,1" in manifest["commands"]
+    threads = read_results(runs)["torch_threads"][0].as_py()
+    mode = f"INITBENCH_COMPILE=0 INITBENCH_FAST=0 INITBENCH_PRECISION=float32 INITBENCH_THREADS={threads} "
+    assert mode + "initbench evaluate --suite smoke --method lora --seeds 0,1 --protocol tuned" in manifest["commands"]
+    assert mode + "initbench evaluate --suite smoke --method base --seeds 0,1" in manifest["commands"]
     assert manifest["date"] and manifest["hardware"]["runs"] and manifest["initbench_version"]
     assert manifest["results"]["runs"] == 6 + 4 + 4 + 4  # trials, tuned finals, lora default, base
     readme = (target / "README.md").read_text()
@@ -99,6 +101,23 @@ def test_publish_writes_every_artifact(published, runs):
     )
     assert loaded.num_rows == read_results(runs).num_rows
     assert main(["validate", str(runs)]) == 0
+
+
+def test_reconstructed_commands_carry_each_execution_mode():
+    """A command rebuilt from the rows sets the precision, loss path, compile and threads the rows
+    record (what ``reproduce`` sets): runs made in two modes give two lines, never one that reruns
+    either in the defaults of whoever types it."""
+    bf16 = '{"autocast": "bf16", "compile": false, "fused_adamw": false, "loss": "labelled-positions"}'
+    fp32 = '{"autocast": null, "compile": false, "fused_adamw": false, "loss": "full-logits"}'
+    rows = [synthetic_row("lora", "t", seed, 0.5, execution=bf16, torch_threads=1) for seed in (0, 1)] + [
+        synthetic_row("pissa", "t", 0, 0.5, execution=fp32, torch_threads=2)
+    ]
+    assert reconstruct_commands(pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)) == [
+        "INITBENCH_COMPILE=0 INITBENCH_FAST=0 INITBENCH_PRECISION=float32 INITBENCH_THREADS=2 "
+        "initbench evaluate --suite s --method pissa --seeds 0",
+        "INITBENCH_COMPILE=0 INITBENCH_FAST=1 INITBENCH_PRECISION=bf16-autocast INITBENCH_THREADS=1 "
+        "initbench evaluate --suite s --method lora --seeds 0,1",
+    ]
 
 
 def test_a_published_version_is_immutable(published, runs, tmp_path, capsys):

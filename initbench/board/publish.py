@@ -107,25 +107,28 @@ def _git_commit() -> str | None:
 
 
 def reconstruct_commands(table: pa.Table) -> list[str]:
-    """``initbench evaluate`` lines that produce ``table``'s final runs: one per (suite, protocol, seeds)."""
-    groups: dict[tuple[str, str, tuple[int, ...]], list[str]] = defaultdict(list)
+    """``initbench evaluate`` lines that produce ``table``'s final runs: one per (suite, protocol, seeds,
+    execution mode), each prefixed with the ``INITBENCH_*`` settings of the rows' recorded execution
+    mode (precision, compile, loss path, torch threads: what ``initbench reproduce`` sets), so that a
+    line reruns what the rows record rather than the defaults of the machine it is typed on."""
+    from initbench.run.execution import execution_environment
+
     finals = table.filter(pc.equal(table["phase"], "final"))
-    runs: dict[tuple[str, str, str], set[int]] = defaultdict(set)
-    for suite, method, protocol, seed in zip(
-        finals["suite"].to_pylist(),
-        finals["method"].to_pylist(),
-        finals["protocol"].to_pylist(),
-        finals["seed"].to_pylist(),
-    ):
-        runs[(suite, method, protocol)].add(seed)
-    tuned = {(s, m) for s, m, p in runs if p == "tuned"}
-    for (suite, method, protocol), seeds in sorted(runs.items()):
-        if protocol == "fixed" and (suite, method) in tuned:
+    columns = [c for c in ("execution", "torch_threads") if c in finals.column_names]
+    runs: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], set[int]] = defaultdict(set)
+    for row in finals.select(["suite", "method", "protocol", "seed", *columns]).to_pylist():
+        mode = tuple(sorted(execution_environment(row).items()))
+        runs[(row["suite"], row["method"], row["protocol"], mode)].add(row["seed"])
+    tuned = {(s, m, e) for s, m, p, e in runs if p == "tuned"}
+    groups: dict[tuple[str, str, tuple[int, ...], tuple[tuple[str, str], ...]], list[str]] = defaultdict(list)
+    for (suite, method, protocol, mode), seeds in sorted(runs.items()):
+        if protocol == "fixed" and (suite, method, mode) in tuned:
             continue  # the tuned protocol runs the default rate too
-        groups[(suite, protocol, tuple(sorted(seeds)))].append(method)
+        groups[(suite, protocol, tuple(sorted(seeds)), mode)].append(method)
     lines = []
-    for (suite, protocol, seeds), methods in sorted(groups.items()):
-        line = f"initbench evaluate --suite {suite} " + " ".join(f"--method {m}" for m in methods)
+    for (suite, protocol, seeds, mode), methods in sorted(groups.items()):
+        line = "".join(f"{name}={value} " for name, value in mode)
+        line += f"initbench evaluate --suite {suite} " + " ".join(f"--method {m}" for m in methods)
         line += f" --seeds {','.join(map(str, seeds))}" + (" --protocol tuned" if protocol == "tuned" else "")
         lines.append(line)
     return lines
