@@ -167,9 +167,10 @@ def _markdown_table(text: str, first_header: str) -> dict[str, list[str]]:
     return out
 
 
-def _shown(text: str, value: float) -> bool:
-    """Whether a table shows ``value`` to its 4 decimals (tabulate prints a numeric column its own way)."""
-    return abs(float(text) - value) <= 0.5e-4 + 1e-12
+def _shown(text: str, value: float, spec: str = ".4f") -> bool:
+    """Whether a table shows ``value`` as ``format(value, spec)``, every digit of it (trailing zeros and
+    sign too: the tables print their numbers as text); the value +-1e-12 allows for a sum's rounding."""
+    return text in {format(value + d, spec) for d in (-1e-12, 0.0, 1e-12)}
 
 
 def _iqm(scores: np.ndarray) -> float:
@@ -232,7 +233,7 @@ def test_a_small_board_renders_the_numbers_of_its_values():
             for j in range(2)
         )
         assert versus[method][0].startswith(f"{poi:.3f} [")
-        assert _shown(versus[method][1], (x - y).mean())
+        assert _shown(versus[method][1], (x - y).mean(), "+.4f")
     assert all(isinstance(p, Pairwise) for p in board.suites[0].protocols["fixed"].pairwise)
 
 

@@ -13,7 +13,7 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from initbench.board import stats
+from initbench.board import markdown_table, stats
 from initbench.board.board import (
     Board,
     Cell,
@@ -37,7 +37,6 @@ from initbench.board.leaderboard import (
     build,
     grid_edges,
 )
-from initbench.board.markdown_table import table as _table
 from initbench.selection.counted import read_results
 from initbench.selection.lr_prior import PriorFit
 from initbench.store.results import CURVE_SUFFIX
@@ -46,6 +45,13 @@ PROTOCOL_TITLES = {
     "tuned": "Tuned protocol: learning rate chosen per method and task on validation, scored on test",
     "fixed": "At the suite's default learning rate (fixed protocol)",
 }
+
+
+def _table(lines: list[list], headers: list[str], tablefmt: str) -> str:
+    """A table whose numbers are already text formatted here ("0.4270", "+0.0280", "1.20e-03"):
+    tabulate is told not to parse them back into numbers, which would reprint them in its own
+    format and drop trailing zeros and signs ("0.427", "0.028")."""
+    return markdown_table.table(lines, headers, tablefmt=tablefmt, disable_numparse=True)
 
 
 def render(path: Path, fmt: str = "github") -> str:
@@ -129,8 +135,7 @@ def _suite_table(rows: list[Cell], primary: dict[str, str], fmt: str) -> str:
         + ["mean over tasks (primary metrics)"]
     )
     note = f"\n\nCells: mean ± std [95% percentile-bootstrap CI of the mean, {BOOTSTRAP_REPS:,} resamples] (n = seeds)."
-    # a cell, "mean ± std [CI] (n=k)" or blank, never reads as a number: no need to try each (same table)
-    return _table(lines, headers, tablefmt=fmt, disable_numparse=list(range(1, len(columns) + 1))) + note
+    return _table(lines, headers, tablefmt=fmt) + note
 
 
 def _num(x, spec=".4f") -> str:
@@ -397,7 +402,6 @@ def _curvature_tables(cells: list[CurvatureCell], fits: dict[str, PriorFit | Non
                     "on the grid's edge",
                 ],
                 tablefmt=fmt,
-                disable_numparse=True,
             )
             + f"\n\n{line}"
         )
@@ -435,7 +439,6 @@ def render_edges(rows: list[dict], fmt: str = "github") -> str:
                 "not from the grid (every trial failed)",
             ],
             tablefmt=fmt,
-            disable_numparse=True,
         )
     )
 
