@@ -147,3 +147,40 @@ def test_publish_plots_score_against_forgetting(tmp_path):
     board = leaderboard.build(read_results(tmp_path / "runs"))
     written = write_plots(board, None, tmp_path / "plots")
     assert tmp_path / "plots" / "smoke-pareto-forgetting.png" in written
+
+
+def test_reproduce_holds_forgetting_to_the_last_digit(tmp_path, monkeypatch):
+    """Forgetting is a published number: `reproduce` reruns it and compares held set and KL exactly,
+    and a run whose held set was a local copy is refused before any compute without a data directory."""
+    import pytest
+    from conftest import SHARED_DATA
+
+    from initbench.board.publish import PublishError, publish
+    from initbench.board.reproduce import reproduce
+    from initbench.cli import main
+    from initbench.run import forgetting as module
+
+    if not (SHARED_DATA / "nq_open" / "NQ-open.dev.jsonl").is_file():
+        pytest.skip("NQ-open not found under ../shared/data")
+    from initbench.inputs import datasets_io
+
+    monkeypatch.setattr(datasets_io, "_DATA_DIR_OPTION", None)  # evaluate sets it from the env: restored after
+    monkeypatch.setenv("INITBENCH_DATA_DIR", str(SHARED_DATA))
+    module._HELD.clear(), module._UNAVAILABLE.clear()
+    out = tmp_path / "runs"
+    assert main(["evaluate", "--suite", "smoke", "--method", "lora", "--seeds", "0", "--out", str(out)]) == 0
+    target = publish(out, "v1", root=tmp_path / "board", incomplete=True)
+
+    report, ok = reproduce(target, runs=1)
+    assert ok, report
+
+    true_kl = module.mean_token_kl
+    monkeypatch.setattr(module, "mean_token_kl", lambda model, held: true_kl(model, held) + 1e-12)
+    report, ok = reproduce(target, runs=1)
+    assert not ok and "| forgetting_kl " in report and "differs" in report
+    monkeypatch.setattr(module, "mean_token_kl", true_kl)
+
+    monkeypatch.delenv("INITBENCH_DATA_DIR")
+    datasets_io.use_data_dir(None)
+    with pytest.raises(PublishError, match=r"forgetting on a local copy .*set INITBENCH_DATA_DIR"):
+        reproduce(target, runs=1)

@@ -24,6 +24,8 @@ RERUN_COLUMNS = (
     "calibration_examples",
     "trainable_params",
     "total_params",
+    "forgetting_set",  # forgetting is a published number (the ranking's column): held set and KL, exactly
+    "forgetting_kl",
 )
 
 
@@ -51,6 +53,7 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
     if runs < 1:
         raise PublishError("--runs must be at least 1")
     chosen = random.Random(seed).sample(run_ids, min(runs, len(run_ids)))
+    _check_local_data([by_run[run_id][0] for run_id in chosen])
     lines, all_match = [], True
     with tempfile.TemporaryDirectory(prefix="initbench-reproduce-") as tmp:
         scratch = Path(out) if out else Path(tmp)
@@ -95,7 +98,7 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
             new = {x["metric"]: x["value"] for x in rerun}
             first_line = len(lines)
             for column in RERUN_COLUMNS:  # what a rerun must spend and record exactly like the published run
-                if r[column] != rerun[0][column]:
+                if not _same(r[column], rerun[0][column]):
                     lines.append([run_id, column, repr(r[column]), repr(rerun[0][column]), "differs"])
                     all_match = False
             for metric in sorted(set(new) - {row["metric"] for row in rows} - {None}):
@@ -105,7 +108,7 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
                 if row["metric"] is None:
                     continue
                 old_v, new_v = row["value"], new.get(row["metric"])
-                same = old_v == new_v or (old_v != old_v and new_v != new_v)
+                same = _same(old_v, new_v)
                 verdict = (
                     "exact match" if same else ("missing" if new_v is None else f"differs by {new_v - old_v:+.3e}")
                 )
@@ -119,3 +122,22 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
     return header + "\n\n" + tabulate(
         lines, ["run", "metric", "published", "reproduced", "verdict"], tablefmt="github", disable_numparse=True
     ), all_match
+
+
+def _same(published: object, rerun: object) -> bool:
+    """Equal to the last digit (a NaN equals a NaN: both runs recorded no number the same way)."""
+    return published == rerun or (published != published and rerun != rerun)
+
+
+def _check_local_data(rows: list[dict]) -> None:
+    """Before any compute: a run that read its forgetting held set from a local copy (``local:`` in
+    ``forgetting_set``) is rerun only with a data directory, else its forgetting would be missing."""
+    from initbench.inputs.datasets_io import data_dir
+
+    local = [r for r in rows if " local:" in (r.get("forgetting_set") or "")]
+    if local and data_dir()[0] is None:
+        raise PublishError(
+            f"run {local[0]['run_id']} measured its forgetting on a local copy of its held set "
+            f"({local[0]['forgetting_set']}); set INITBENCH_DATA_DIR (e.g. ../shared/data) to the folder "
+            "that holds it and rerun"
+        )
