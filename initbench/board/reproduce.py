@@ -130,11 +130,11 @@ def _same(published: object, rerun: object) -> bool:
 
 
 def _check_local_data(rows: list[dict]) -> None:
-    """Before any compute: a run that read its forgetting held set from a local copy (``local:`` in
-    ``forgetting_set``) is rerun only with a data directory, else its forgetting would be missing."""
-    from initbench.inputs.datasets_io import data_dir
+    """Before any compute: a run that read its forgetting held set from a local copy (``LOCAL_SOURCE``
+    in ``forgetting_set``, as ``initbench.inputs.datasets_io`` names it) is rerun only with a data directory, else its forgetting would be missing."""
+    from initbench.inputs.datasets_io import LOCAL_SOURCE, data_dir
 
-    local = [r for r in rows if " local:" in (r.get("forgetting_set") or "")]
+    local = [r for r in rows if f" {LOCAL_SOURCE}" in (r.get("forgetting_set") or "")]
     if local and data_dir()[0] is None:
         raise PublishError(
             f"run {local[0]['run_id']} measured its forgetting on a local copy of its held set "

@@ -171,6 +171,7 @@ def load_hub_rows(
 
 
 NQ_OPEN_LOCAL = "nq_open/NQ-open.dev.jsonl"  # NQ-open's original dev split, under the data directory
+LOCAL_SOURCE = "local:"  # how a source read from the data directory is named (``local:<path>``)
 NQ_OPEN_HUB = "google-research-datasets/nq_open"  # splits "train" (87,925) and "validation" (the dev split)
 
 
@@ -203,7 +204,7 @@ def nq_open_questions(hub_split: str, who: str) -> tuple[list[str], str]:
                 f"({type(err).__name__}: {err}); fix or replace that line"
             ) from None
         questions.append(str(question))
-    return questions, f"local:{NQ_OPEN_LOCAL}"
+    return questions, f"{LOCAL_SOURCE}{NQ_OPEN_LOCAL}"
 
 
 def offline_unavailable(splits: dict[str, SplitSource]) -> str:
