@@ -30,7 +30,7 @@ Three measurements, each printed as it finishes and all together at the end (and
    error ``sd * sqrt(2 / n)`` (|z| <= 2: within seed noise), and the mean per-seed difference.
 
     OMP_NUM_THREADS unset; python benchmarks/cpu_fast_path.py --suite mini --methods lora,pissa \\
-        --seeds 0,1,2,3,4 [--modes float32,bf16,bf16-2x1,bf16-compile] [--steps N] [--eval-limit N] \\
+        --seeds 0,1,2,3,4 [--modes float32,bf16,bf16-2x1,bf16-compile] [--grid-modes M,...] [--steps N] [--eval-limit N] \\
         [--work cpu-fast-path]
 
 ``--steps``/``--eval-limit`` cut the suite (a copy in ``<work>``, a different spec hash) for a quick
@@ -275,6 +275,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the tokens/s measurement (median)")
     parser.add_argument("--work", type=Path, default=Path("cpu-fast-path"), help="results of every mode (resumable)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: tokens, grid")
+    parser.add_argument(
+        "--grid-modes",
+        default=None,
+        help="the modes whose grid runs (default: every mode); e.g. leave out bf16-compile, "
+        "whose tokens/s and compile time are measured either way",
+    )
     parser.add_argument("--child-tokens", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_tokens:
@@ -290,6 +296,13 @@ def main() -> int:
         print(f"cpu_fast_path: unknown mode(s) {', '.join(unknown)}; one of {', '.join(MODES)}", file=sys.stderr)
         return 2
     skip = set(filter(None, args.skip.split(",")))
+    grid_names = names if args.grid_modes is None else [m for m in args.grid_modes.split(",") if m]
+    if not set(grid_names) <= set(names) or names[0] not in grid_names:
+        print(
+            f"cpu_fast_path: --grid-modes must name modes of --modes, the baseline {names[0]} first among them",
+            file=sys.stderr,
+        )
+        return 2
     cores, work = available_cores(), args.work.resolve()
     suite_path = suite_copy(args, work)
     methods = [m for m in args.methods.split(",") if m]
@@ -321,7 +334,7 @@ def main() -> int:
             for name, measured in rounds.items()
         }
     if "grid" not in skip:
-        for name in names:
+        for name in grid_names:
             grids[name] = run_grid(name, MODES[name], suite_path, methods, args.seeds, work, cores, args.protocol)
             print(
                 f"[grid] {name}: {grids[name]['runs']} runs in {grids[name]['seconds']:.0f} s",
