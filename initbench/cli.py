@@ -159,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("version_dir", type=Path, metavar="VERSION_DIR")
     p.add_argument("--runs", type=int, default=1, help="how many runs to redo (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draw (default 0)")
+    p.add_argument(
+        "--same-cpu",
+        action="store_true",
+        help="draw only among the runs computed on this machine's CPU (model, kernel flags), the only ones "
+        "expected to match bit for bit; none: say so and exit 0 (CI's guard)",
+    )
     p.set_defaults(handler=cmd_reproduce)
 
     p = sub.add_parser(
@@ -849,7 +855,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from initbench.board.reproduce import reproduce
 
     try:
-        report, all_match = reproduce(args.version_dir, runs=args.runs, seed=args.seed)
+        report, all_match = reproduce(args.version_dir, runs=args.runs, seed=args.seed, same_cpu=args.same_cpu)
     except PublishError as err:
         raise UsageError(str(err)) from None
     print(report)

@@ -7,6 +7,7 @@ import random
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
@@ -29,13 +30,20 @@ RERUN_COLUMNS = (
 )
 
 
-def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None) -> tuple[str, bool]:
+def reproduce(
+    version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | None = None, same_cpu: bool = False
+) -> tuple[str, bool]:
     """Re-run ``runs`` runs drawn at random (``random.Random(seed)``) from the recorded rows of a
     published version (after :func:`verify_version`) in a temporary folder, each in the execution mode
     it was published with (precision, compile, loss path); per run and metric, whether the value
     matches to the last digit, and whether the rerun spent and recorded ``RERUN_COLUMNS`` exactly as
     published (any difference or missing row: not a match).  Where anything differs, a line names
-    which parts of the code identity (``initbench.core.provenance``) differ."""
+    which parts of the code identity (``initbench.core.provenance``) differ.
+
+    ``same_cpu``: draw only among the runs computed on this machine's CPU identity
+    (``provenance.same_cpu``: other CPUs choose other kernels, so their values are not expected to
+    match bit for bit); when there is none, nothing is rerun and the report says so (a match: there
+    is nothing this machine can check exactly)."""
     from initbench.core import provenance
     from initbench.method.registry import PluginError, get_method
     from initbench.run import execution
@@ -52,6 +60,11 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
     run_ids = sorted(by_run)
     if runs < 1:
         raise PublishError("--runs must be at least 1")
+    if same_cpu:
+        total = len(run_ids)
+        run_ids = [run_id for run_id in run_ids if provenance.same_cpu(by_run[run_id][0])]
+        if not run_ids:
+            return _no_run_on_this_cpu(version_dir, total, by_run), True
     chosen = random.Random(seed).sample(run_ids, min(runs, len(run_ids)))
     _check_local_data([by_run[run_id][0] for run_id in chosen])
     lines, all_match = [], True
@@ -122,6 +135,22 @@ def reproduce(version_dir: Path, *, runs: int = 1, seed: int = 0, out: Path | No
     return header + "\n\n" + tabulate(
         lines, ["run", "metric", "published", "reproduced", "verdict"], tablefmt="github", disable_numparse=True
     ), all_match
+
+
+def _no_run_on_this_cpu(version_dir: Path, total: int, by_run: dict[str, list[dict]]) -> str:
+    """The report of ``reproduce(..., same_cpu=True)`` when no run was computed on this machine's CPU."""
+    from initbench.core import provenance
+
+    def name(identity: dict[str, Any]) -> str:
+        return f"{identity['cpu_model']} (flags {identity['cpu_flags']}; torch {identity['cpu_capability']})"
+
+    published = sorted({name(rows[0]) for rows in by_run.values() if rows[0].get("cpu_model") is not None})
+    return (
+        f"reproduced 0 of {total} runs of {version_dir}: none was computed on this machine's CPU, "
+        f"{name(provenance.cpu_identity())}; they were computed on {', '.join(published) or 'unrecorded CPUs'}. "
+        "Other CPUs choose other kernels, so their values are not expected to match bit for bit here: "
+        "nothing to check exactly on this machine (without --same-cpu the runs are rerun and compared anyway)"
+    )
 
 
 def _same(published: object, rerun: object) -> bool:

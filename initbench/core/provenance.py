@@ -176,6 +176,18 @@ def cpu_identity() -> dict[str, str]:
     }
 
 
+#: the columns that name the CPU whose kernels computed a row: bf16 and float32 kernels (oneDNN, MKL)
+#: differ between CPUs, so only a rerun on the same CPU identity can match a value bit for bit
+CPU_COLUMNS = ("cpu_model", "cpu_flags", "cpu_capability")
+
+
+def same_cpu(row: dict[str, Any]) -> bool:
+    """Whether ``row`` was computed on a CPU of this machine's identity (model, kernel flags, torch's
+    dispatch level); a row without them (an older schema) is not."""
+    here = cpu_identity()
+    return all(row.get(name) is not None and row.get(name) == here[name] for name in CPU_COLUMNS)
+
+
 def differences(published: dict[str, Any], reproduced: dict[str, Any]) -> list[str]:
     """What differs between two rows' code identity, versions, device and execution mode, as
     ``name: published -> reproduced`` (``execution.<key>`` for the execution JSON); columns one of
