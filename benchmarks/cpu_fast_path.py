@@ -9,6 +9,7 @@ mode                  precision       compile    processes x threads  what it is
 ``bf16``              bf16 autocast   no         1 x all cores
 ``bf16-2x1``          bf16 autocast   no         cores x 1            ``--workers 2 --threads-per-run 1`` here
 ``bf16-compile``      bf16 autocast   yes        1 x all cores
+``bf16-compile-2x1``  bf16 autocast   yes        cores x 1
 ``float32-2x1``       float32         no         cores x 1
 ====================  ==============  =========  ==================  ==========================
 
@@ -27,7 +28,8 @@ Three measurements, each printed as it finishes and all together at the end (and
    unfinished mode, which starts over (its time must cover the whole grid).
 3. **score agreement** (the runs at the suite's rate): per method, task and metric, mean and seed s.d. over the seeds in each mode,
    the difference of the means against the baseline, that difference in units of its standard
-   error ``sd * sqrt(2 / n)`` (|z| <= 2: within seed noise), and the mean per-seed difference.
+   error ``sd * sqrt(2 / n)`` with the baseline's s.d. (|z| <= 2: within seed noise) and with the s.d.
+   pooled over both modes, and the mean per-seed difference.
 
     OMP_NUM_THREADS unset; python benchmarks/cpu_fast_path.py --suite mini --methods lora,pissa \\
         --seeds 0,1,2,3,4 [--modes float32,bf16,bf16-2x1,bf16-compile] [--grid-modes M,...] [--steps N] [--eval-limit N] \\
@@ -75,6 +77,7 @@ MODES = {
     "bf16": Mode("bf16-autocast", False, False),
     "bf16-2x1": Mode("bf16-autocast", False, True),
     "bf16-compile": Mode("bf16-autocast", True, False),
+    "bf16-compile-2x1": Mode("bf16-autocast", True, True),
     "float32-2x1": Mode("float32", False, True),
 }
 
@@ -219,8 +222,9 @@ def agreement(baseline: dict, other: dict, name: str) -> list[list]:
         sd = statistics.stdev(a)
         diff = statistics.mean(b) - statistics.mean(a)
         se = sd * math.sqrt(2 / len(seeds))
+        pooled_se = math.sqrt((sd**2 + statistics.stdev(b) ** 2) / 2) * math.sqrt(2 / len(seeds))
         paired = [y - x for x, y in zip(a, b)]
-        z = diff / se if se > 0 else (0.0 if diff == 0 else math.inf)
+        z = _ratio(diff, se)
         rows.append(
             [
                 *key,
@@ -231,10 +235,16 @@ def agreement(baseline: dict, other: dict, name: str) -> list[list]:
                 f"{diff:+.4f}",
                 f"{z:+.2f}",
                 "yes" if abs(z) <= 2 else "NO",
+                f"{_ratio(diff, pooled_se):+.2f}",
                 f"{statistics.mean(paired):+.4f} ± {statistics.stdev(paired):.4f}",
             ]
         )
     return rows
+
+
+def _ratio(diff: float, se: float) -> float:
+    """``diff / se``, 0 for no difference at no spread, infinite for a difference at no spread."""
+    return diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
 
 
 # --------------------------------------------------------------------------- main
@@ -393,7 +403,9 @@ def main() -> int:
         ]
         report += [
             "",
-            f"score agreement against {base} (z = difference / (seed s.d. x sqrt(2/n)); |z| <= 2: within seed noise)",
+            f"score agreement against {base} (z = difference / ({base}'s seed s.d. x sqrt(2/n)); |z| <= 2: within "
+            "seed noise; z (pooled s.d.): the same with the s.d. pooled over both modes, sqrt((sd_a^2 + sd_b^2) / 2); "
+            "paired difference: mean ± s.d. over seeds of mode - baseline)",
             "",
             tabulate(
                 agree,
@@ -408,6 +420,7 @@ def main() -> int:
                     "difference",
                     "z",
                     "within noise",
+                    "z (pooled s.d.)",
                     "paired difference",
                 ],
                 tablefmt="github",
