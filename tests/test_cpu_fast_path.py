@@ -27,6 +27,12 @@ def test_agreement_puts_the_difference_against_the_seed_spread():
     (row,) = bench.agreement(base, shifted, "bf16")
     # sample s.d. of 0.2, 0.4, 0.3, 0.5 is sqrt(0.05 / 3) = 0.1291; z = 0.5 / (0.1291 * sqrt(2 / 4)) = 5.477
     assert row[8] == "+5.48" and row[9] == "NO"
-    assert row[10].startswith("+0.5000 ± 0.0000")
+    assert row[10] == "+5.48"  # the same spread in both modes: the pooled s.d. is that spread
+    assert row[11].startswith("+0.5000 ± 0.0000")
+    # twice the spread in the mode (0.9, 1.3, 1.1, 1.5; difference of the means 1.2 - 0.35 = 0.85): baseline
+    # z = 0.85 / (0.1291 * sqrt(1/2)) = 9.31; pooled s.d. sqrt((0.05/3 + 4 * 0.05/3) / 2) = 0.2041, z = 0.85 / 0.1443 = 5.89
+    wider = {key: {s: 0.5 + 2 * v for s, v in base[key].items()}}
+    (row,) = bench.agreement(base, wider, "bf16")
+    assert row[8] == "+9.31" and row[10] == "+5.89"
     assert bench.agreement(base, {key: {0: 0.1}}, "bf16") == []  # one shared seed: no spread to compare with
     assert bench.MODES["bf16-2x1"].processes(2) == (2, 1) and bench.MODES["float32"].processes(2) == (1, 2)
