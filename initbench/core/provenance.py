@@ -64,8 +64,11 @@ KERNEL_FLAGS = (
 )
 PACKAGES = ("initbench", "initbench_baselines", "initbench_tasks")
 SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
+#: the columns that name the CPU whose kernels computed a row: bf16 and float32 kernels (oneDNN, MKL)
+#: differ between CPUs, so only a rerun on the same CPU identity can match a value bit for bit
+CPU_COLUMNS = ("cpu_model", "cpu_flags", "cpu_capability")
 #: the v6 columns this module fills, in schema order
-COLUMNS = ("code_commit", "code_dirty", "code_hash", "torch_threads", "cpu_model", "cpu_flags", "cpu_capability")
+COLUMNS = ("code_commit", "code_dirty", "code_hash", "torch_threads", *CPU_COLUMNS)
 #: columns compared by :func:`differences` beside ``COLUMNS`` (versions, device, execution mode)
 COMPARED = COLUMNS + (
     "initbench_version",
@@ -174,11 +177,6 @@ def cpu_identity() -> dict[str, str]:
         "cpu_flags": ",".join(f for f in KERNEL_FLAGS if f in present),
         "cpu_capability": capability,
     }
-
-
-#: the columns that name the CPU whose kernels computed a row: bf16 and float32 kernels (oneDNN, MKL)
-#: differ between CPUs, so only a rerun on the same CPU identity can match a value bit for bit
-CPU_COLUMNS = ("cpu_model", "cpu_flags", "cpu_capability")
 
 
 def same_cpu(row: dict[str, Any]) -> bool:
